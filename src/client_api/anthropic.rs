@@ -1,0 +1,322 @@
+//! Anthropic Messages on the wire: error bodies, the `event: error` frame, the model list, and
+//! the completeness rules of protocol.md §5 (a `message_delta` with a stop reason and every
+//! started block stopped).
+
+use super::{BodyProblem, Ending, Usage, Verdict};
+use crate::error::{FailureKind, GatewayError};
+use crate::sse::Frame;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeSet;
+
+/// Anthropic's `error.type` for a gateway error (protocol.md §1.6 and §3.8).
+pub fn error_type(err: &GatewayError) -> &'static str {
+    match err.status() {
+        400 | 508 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        409 => "conflict_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        502 | 503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+pub(super) fn error_body(err: &GatewayError, request_id: &str) -> String {
+    json!({
+        "type": "error",
+        "error": {"type": error_type(err), "message": err.to_string()},
+        "request_id": request_id,
+    })
+    .to_string()
+}
+
+pub(super) fn stream_error(err: &GatewayError) -> Frame {
+    // Inside a stream the status is already 200: a broken stream is an `api_error` (Claude Code
+    // reports "Server error mid-response"), a stall a `timeout_error`.
+    let ty = match err {
+        GatewayError::Upstream(e) if e.kind.is_timeout() => "timeout_error",
+        GatewayError::Upstream(e) if matches!(e.kind, FailureKind::Status(_)) => error_type(err),
+        _ => "api_error",
+    };
+    let data =
+        json!({"type": "error", "error": {"type": ty, "message": err.to_string()}}).to_string();
+    Frame::named("error", &data)
+}
+
+/// Anthropic's model list shape (protocol.md §1.1).
+pub fn model_list(ids: &[String]) -> serde_json::Value {
+    let data: Vec<_> = ids
+        .iter()
+        .map(|id| json!({"type": "model", "id": id, "display_name": id, "created_at": "2026-01-01T00:00:00Z"}))
+        .collect();
+    json!({
+        "data": data,
+        "has_more": false,
+        "first_id": ids.first(),
+        "last_id": ids.last(),
+    })
+}
+
+#[derive(Deserialize)]
+struct EventPeek {
+    #[serde(rename = "type")]
+    ty: String,
+    index: Option<u64>,
+    message: Option<MessagePeek>,
+    delta: Option<DeltaPeek>,
+    usage: Option<UsagePeek>,
+}
+
+#[derive(Deserialize)]
+struct MessagePeek {
+    usage: Option<UsagePeek>,
+}
+
+#[derive(Deserialize)]
+struct DeltaPeek {
+    stop_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct UsagePeek {
+    input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+impl UsagePeek {
+    fn input(&self) -> Option<u64> {
+        let parts = [
+            self.input_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        ];
+        parts
+            .iter()
+            .any(Option::is_some)
+            .then(|| parts.iter().flatten().sum())
+    }
+}
+
+/// Follows an Anthropic event stream and decides whether it finished.
+#[derive(Debug, Default)]
+pub struct StreamInspector {
+    open_blocks: BTreeSet<u64>,
+    stop_reason: Option<String>,
+    saw_stop: bool,
+    saw_error: bool,
+    /// Tokens reported so far.
+    pub usage: Usage,
+}
+
+impl StreamInspector {
+    /// Judges one frame.
+    pub fn frame(&mut self, f: &Frame) -> Verdict {
+        let Some(data) = &f.data else {
+            return Verdict::Forward; // comment or keep-alive
+        };
+        let ev: EventPeek = match serde_json::from_str(data) {
+            Ok(ev) => ev,
+            Err(e) => {
+                return Verdict::Fail(
+                    FailureKind::Malformed,
+                    format!("the upstream sent an event whose data is not valid JSON ({e})"),
+                )
+            }
+        };
+        match ev.ty.as_str() {
+            "message_start" => {
+                if let Some(n) = ev.message.and_then(|m| m.usage).and_then(|u| u.input()) {
+                    self.usage.input_tokens = n;
+                }
+            }
+            "content_block_start" => {
+                if let Some(i) = ev.index {
+                    self.open_blocks.insert(i);
+                }
+            }
+            "content_block_stop" => {
+                if let Some(i) = ev.index {
+                    self.open_blocks.remove(&i);
+                }
+            }
+            "message_delta" => {
+                if let Some(r) = ev.delta.and_then(|d| d.stop_reason) {
+                    self.stop_reason = Some(r);
+                }
+                if let Some(u) = ev.usage {
+                    if let Some(n) = u.output_tokens {
+                        self.usage.output_tokens = n;
+                    }
+                    if let Some(n) = u.input() {
+                        self.usage.input_tokens = n;
+                    }
+                }
+            }
+            "message_stop" => self.saw_stop = true,
+            "error" => {
+                self.saw_error = true;
+                return Verdict::ForwardError;
+            }
+            _ => {}
+        }
+        Verdict::Forward
+    }
+
+    /// Judges the end of the stream.
+    pub fn end(&mut self) -> Ending {
+        if self.saw_error {
+            return Ending::UpstreamError;
+        }
+        match (&self.stop_reason, self.open_blocks.first()) {
+            (Some(_), None) => Ending::Complete {
+                // Claude Code treats a response as finished at the final message_delta
+                // (protocol.md §1.7); strict clients also want message_stop, so supply it.
+                append: (!self.saw_stop).then(|| Frame::named("message_stop", r#"{"type":"message_stop"}"#).raw),
+            },
+            (_, Some(i)) => Ending::Truncated(format!(
+                "the upstream stream ended with content block {i} still open (no content_block_stop, no stop_reason)"
+            )),
+            (None, None) => {
+                Ending::Truncated("the upstream stream ended before its final message_delta (no stop_reason)".into())
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct BodyPeek {
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    stop_reason: Option<String>,
+    usage: Option<UsagePeek>,
+}
+
+pub(super) fn check_body(body: &[u8]) -> Result<Usage, BodyProblem> {
+    let b: BodyPeek = serde_json::from_slice(body).map_err(|e| {
+        BodyProblem::Malformed(format!("the upstream's body is not valid JSON ({e})"))
+    })?;
+    if b.ty.as_deref() != Some("message") {
+        return Err(BodyProblem::Incomplete(format!(
+            "the upstream's body is not a Message (type {:?})",
+            b.ty.unwrap_or_default()
+        )));
+    }
+    if b.stop_reason.is_none() {
+        return Err(BodyProblem::Incomplete(
+            "the upstream's Message has no stop_reason".into(),
+        ));
+    }
+    let u = b.usage.unwrap_or_default();
+    Ok(Usage {
+        input_tokens: u.input().unwrap_or(0),
+        output_tokens: u.output_tokens.unwrap_or(0),
+    })
+}
+
+/// `message_stop` as bytes, for tests and the mock.
+pub fn message_stop_frame() -> Bytes {
+    Frame::named("message_stop", r#"{"type":"message_stop"}"#).raw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::Splitter;
+
+    fn judge(stream: &str) -> (Vec<Verdict>, Ending) {
+        let mut frames = Vec::new();
+        let mut s = Splitter::new();
+        s.feed(stream.as_bytes(), &mut frames);
+        let mut i = StreamInspector::default();
+        let verdicts = frames.iter().map(|f| i.frame(f)).collect();
+        (verdicts, i.end())
+    }
+
+    const START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n";
+    const BLOCK: &str = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
+    const STOP_BLOCK: &str =
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n";
+    const DELTA: &str = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":7}}\n\n";
+    const STOP: &str = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+    #[test]
+    fn a_whole_stream_is_complete_and_counts_tokens() {
+        let mut frames = Vec::new();
+        Splitter::new().feed(
+            format!("{START}{BLOCK}{STOP_BLOCK}{DELTA}{STOP}").as_bytes(),
+            &mut frames,
+        );
+        let mut i = StreamInspector::default();
+        assert!(frames.iter().all(|f| i.frame(f) == Verdict::Forward));
+        assert_eq!(i.end(), Ending::Complete { append: None });
+        assert_eq!(
+            i.usage,
+            Usage {
+                input_tokens: 15,
+                output_tokens: 7
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_message_stop_is_supplied_after_a_final_delta() {
+        let (_, end) = judge(&format!("{START}{BLOCK}{STOP_BLOCK}{DELTA}"));
+        assert_eq!(
+            end,
+            Ending::Complete {
+                append: Some(message_stop_frame())
+            }
+        );
+    }
+
+    #[test]
+    fn eof_inside_a_block_is_truncation() {
+        let (_, end) = judge(&format!("{START}{BLOCK}"));
+        assert!(matches!(end, Ending::Truncated(m) if m.contains("block 0 still open")));
+    }
+
+    #[test]
+    fn eof_after_message_start_only_is_truncation() {
+        assert!(matches!(judge(START).1, Ending::Truncated(_)));
+    }
+
+    #[test]
+    fn an_error_event_is_forwarded_and_ends_the_stream() {
+        let err = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        let (v, end) = judge(&format!("{START}{BLOCK}{err}"));
+        assert_eq!(v.last(), Some(&Verdict::ForwardError));
+        assert_eq!(end, Ending::UpstreamError);
+    }
+
+    #[test]
+    fn malformed_json_fails_the_frame() {
+        let (v, _) = judge(&format!(
+            "{START}event: content_block_delta\ndata: {{\"type\":\"content_bl\n\n"
+        ));
+        assert!(matches!(
+            v.last(),
+            Some(Verdict::Fail(FailureKind::Malformed, _))
+        ));
+    }
+
+    #[test]
+    fn bodies_without_stop_reason_are_incomplete() {
+        assert!(check_body(br#"{"type":"message","content":[],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":4}}"#).is_ok());
+        assert!(matches!(
+            check_body(br#"{"type":"message","content":[],"stop_reason":null}"#),
+            Err(BodyProblem::Incomplete(_))
+        ));
+        assert!(matches!(
+            check_body(br#"{"type":"message","cont"#),
+            Err(BodyProblem::Malformed(_))
+        ));
+    }
+}

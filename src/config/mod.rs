@@ -1,0 +1,718 @@
+//! Configuration: the TOML file (or, with none, defaults from the environment), validated into
+//! [`Config`]. Every error names the TOML path it is about; all errors are reported at once.
+
+mod raw;
+
+use crate::secret::KeySource;
+use http::{HeaderName, HeaderValue};
+use raw::{RawConfig, RawProvider, RawRoute};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// The default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8723";
+/// Requests larger than this are refused with 413 (Anthropic's own Messages API limit is 32 MB).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the gateway listens and what it accepts.
+    pub server: ServerConfig,
+    /// Providers, in the order they were declared (zero config: Anthropic first).
+    pub providers: Vec<ProviderConfig>,
+    /// Model routes, first match wins.
+    pub routes: Vec<Route>,
+    /// Where this configuration came from.
+    pub source: ConfigSource,
+}
+
+/// Where a [`Config`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A TOML file.
+    File(PathBuf),
+    /// No file: providers from the environment's API keys.
+    ZeroConfig,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::ZeroConfig => {
+                f.write_str("zero config (no file; providers from the environment)")
+            }
+        }
+    }
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The address to bind.
+    pub listen: SocketAddr,
+    /// `Host` names accepted besides the loopback names (needed only when binding elsewhere).
+    pub allowed_hosts: Vec<String>,
+    /// The largest request body accepted.
+    pub max_body_bytes: u64,
+}
+
+/// Which API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Anthropic's Messages API (`{base_url}/v1/messages`).
+    Anthropic,
+    /// OpenAI's Chat Completions API and the many servers that copy it (`{base_url}/chat/completions`).
+    OpenAi,
+}
+
+impl ProviderKind {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::OpenAi => "openai",
+        }
+    }
+}
+
+/// One `[providers.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The table's name, used in routes as `NAME` or `NAME/model`.
+    pub name: String,
+    /// The API it speaks.
+    pub kind: ProviderKind,
+    /// Where it lives; any URL (a corporate proxy, a local vLLM, a test mock).
+    pub base_url: Url,
+    /// Where its key comes from, if it has one.
+    pub key: Option<KeySource>,
+    /// Forward the client's own `x-api-key` / `Authorization` when no key is configured.
+    pub passthrough_auth: bool,
+    /// Time limits for each call.
+    pub timeouts: Timeouts,
+    /// Extra headers sent on every request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Time limits for one upstream call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// From sending the request to the response headers.
+    pub first_byte: Duration,
+    /// Longest silence between two chunks of the body.
+    pub idle: Duration,
+    /// The whole call.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(120),
+            idle: Duration::from_secs(120),
+            total: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// One `[[routes]]` entry: client model names matching `pattern` go to `backends`, in order.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The glob as written (`claude-*`, `fast`).
+    pub pattern: String,
+    matcher: globset::GlobMatcher,
+    /// The chain, in order.
+    pub backends: Vec<BackendRef>,
+}
+
+impl Route {
+    /// True when a client's model name matches this route.
+    pub fn matches(&self, model: &str) -> bool {
+        self.matcher.is_match(model)
+    }
+
+    /// True when the pattern names exactly one model (an alias) rather than a family.
+    pub fn is_alias(&self) -> bool {
+        !self.pattern.contains(['*', '?', '[', '{'])
+    }
+}
+
+/// A backend in a route: a provider, and the model to ask it for (`None`: the client's own name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendRef {
+    /// The provider's name.
+    pub provider: String,
+    /// The upstream model, or `None` to pass the client's model name through.
+    pub model: Option<String>,
+}
+
+impl BackendRef {
+    fn parse(s: &str) -> BackendRef {
+        match s.split_once('/') {
+            Some((p, m)) => BackendRef {
+                provider: p.to_owned(),
+                model: Some(m.to_owned()),
+            },
+            None => BackendRef {
+                provider: s.to_owned(),
+                model: None,
+            },
+        }
+    }
+}
+
+/// One problem in a config file, at a TOML path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// e.g. `providers.openai.base_url`; empty for the file as a whole.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a config could not be loaded: every issue found, each with its TOML path.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, or the zero-config marker.
+    pub source_name: String,
+    /// All problems found.
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid config {}:", self.source_name)?;
+        for issue in &self.issues {
+            writeln!(f, "  {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The file read when no `--config` is given: `$XDG_CONFIG_HOME/understudy/config.toml` on Linux,
+/// the platform's equivalent elsewhere.
+pub fn default_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("dev", "understudy", "understudy")
+        .map(|d| d.config_dir().join("config.toml"))
+}
+
+impl Config {
+    /// Loads `path` if given (it must exist), else the default path if it exists, else zero config.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::from_file(p),
+            None => match default_path() {
+                Some(p) if p.exists() => Config::from_file(&p),
+                _ => Config::zero_config(),
+            },
+        }
+    }
+
+    /// Reads and validates one file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: path.display().to_string(),
+            issues: vec![ConfigIssue {
+                path: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Config::from_toml(&text, ConfigSource::File(path.to_owned()))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ConfigError {
+                    source_name: source.to_string(),
+                    issues: vec![ConfigIssue {
+                        path: if path == "." { String::new() } else { path },
+                        message: e.into_inner().to_string().trim().replace('\n', " "),
+                    }],
+                }
+            })?;
+        from_raw(raw, source)
+    }
+
+    /// No file: the Anthropic provider (its key from `ANTHROPIC_API_KEY`, or the client's own
+    /// credentials passed through), plus each OpenAI-compatible provider whose key is in the
+    /// environment.
+    pub fn zero_config() -> Result<Config, ConfigError> {
+        from_raw(RawConfig::default(), ConfigSource::ZeroConfig)
+    }
+
+    /// The provider with this name.
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// Problems that do not stop the gateway but will fail requests: keys that cannot be found.
+    pub async fn key_warnings(&self) -> Vec<ConfigIssue> {
+        let mut out = Vec::new();
+        for p in &self.providers {
+            if let Some(src) = &p.key {
+                if let Err(message) = src.resolve().await {
+                    let field = match src {
+                        KeySource::Env(_) => "api_key_env",
+                        KeySource::Keychain { .. } => "api_key_keychain",
+                    };
+                    out.push(ConfigIssue {
+                        path: format!("providers.{}.{field}", p.name),
+                        message,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Zero-config providers other than Anthropic: (name, key variable, base URL, model globs).
+/// Gemini is reached through its OpenAI-compatible endpoint.
+const ENV_PROVIDERS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "openai",
+        "OPENAI_API_KEY",
+        "https://api.openai.com/v1",
+        &[
+            "gpt-*",
+            "o1*",
+            "o3*",
+            "o4*",
+            "chatgpt-*",
+            "text-embedding-*",
+        ],
+    ),
+    (
+        "gemini",
+        "GEMINI_API_KEY",
+        "https://generativelanguage.googleapis.com/v1beta/openai",
+        &["gemini-*"],
+    ),
+    (
+        "openrouter",
+        "OPENROUTER_API_KEY",
+        "https://openrouter.ai/api/v1",
+        &[],
+    ),
+];
+
+fn env_is_set(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| !v.trim().is_empty())
+}
+
+fn zero_config_providers() -> Vec<(String, RawProvider)> {
+    let mut out = vec![(
+        "anthropic".to_owned(),
+        RawProvider {
+            kind: "anthropic".into(),
+            base_url: None,
+            api_key_env: env_is_set("ANTHROPIC_API_KEY").then(|| "ANTHROPIC_API_KEY".into()),
+            api_key_keychain: None,
+            passthrough_auth: Some(true),
+            timeouts: Default::default(),
+            headers: Default::default(),
+        },
+    )];
+    for (name, var, url, _) in ENV_PROVIDERS {
+        if env_is_set(var) {
+            out.push((
+                (*name).into(),
+                RawProvider {
+                    kind: "openai".into(),
+                    base_url: Some((*url).into()),
+                    api_key_env: Some((*var).into()),
+                    api_key_keychain: None,
+                    passthrough_auth: None,
+                    timeouts: Default::default(),
+                    headers: Default::default(),
+                },
+            ));
+        }
+    }
+    out
+}
+
+fn zero_config_routes(providers: &[ProviderConfig]) -> Vec<RawRoute> {
+    let mut out = Vec::new();
+    for p in providers {
+        let globs: &[&str] = if p.kind == ProviderKind::Anthropic {
+            &["claude-*"]
+        } else {
+            ENV_PROVIDERS
+                .iter()
+                .find(|(name, ..)| *name == p.name)
+                .map(|(.., globs)| *globs)
+                .unwrap_or(&[])
+        };
+        for g in globs {
+            out.push(RawRoute {
+                model: (*g).into(),
+                backends: vec![p.name.clone()],
+            });
+        }
+    }
+    out
+}
+
+fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError> {
+    let mut issues = Vec::new();
+    let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
+
+    let listen_text = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        issue(
+            "server.listen".into(),
+            format!(
+                "{listen_text:?} is not an IP address and port; write e.g. \"{DEFAULT_LISTEN}\""
+            ),
+        );
+        DEFAULT_LISTEN.parse().expect("the default parses")
+    });
+    for (i, h) in raw.server.allowed_hosts.iter().enumerate() {
+        if h.trim().is_empty() || h.contains(['/', ' ']) {
+            issue(
+                format!("server.allowed_hosts[{i}]"),
+                format!("{h:?} is not a host name"),
+            );
+        }
+    }
+    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        issue(
+            "server.max_body_bytes".into(),
+            format!("{max_body_bytes} bytes is too small for any real request; the default is {DEFAULT_MAX_BODY_BYTES}"),
+        );
+    }
+
+    let raw_providers: Vec<(String, RawProvider)> = if raw.providers.is_empty() {
+        zero_config_providers()
+    } else {
+        raw.providers.into_iter().collect()
+    };
+    let mut providers = Vec::new();
+    for (name, p) in raw_providers {
+        let at = |field: &str| format!("providers.{name}.{field}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            issue(
+                format!("providers.{name}"),
+                "a provider name may hold only letters, digits, '-' and '_' (it is used as NAME/model in routes)".into(),
+            );
+        }
+        let kind = match p.kind.as_str() {
+            "anthropic" => ProviderKind::Anthropic,
+            "openai" | "openai-compatible" => ProviderKind::OpenAi,
+            other => {
+                issue(
+                    at("kind"),
+                    format!("unknown provider kind {other:?}; expected \"anthropic\" or \"openai\" (any OpenAI-compatible server)"),
+                );
+                continue;
+            }
+        };
+        let base_text = p.base_url.clone().unwrap_or_else(|| match kind {
+            ProviderKind::Anthropic => "https://api.anthropic.com".into(),
+            ProviderKind::OpenAi => "https://api.openai.com/v1".into(),
+        });
+        let base_url = match Url::parse(&base_text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+            Ok(_) => {
+                issue(
+                    at("base_url"),
+                    format!("{base_text:?} must be an http:// or https:// URL with a host"),
+                );
+                continue;
+            }
+            Err(e) => {
+                issue(at("base_url"), format!("{base_text:?} is not a URL: {e}"));
+                continue;
+            }
+        };
+        let key = match (p.api_key_env, p.api_key_keychain) {
+            (Some(_), Some(_)) => {
+                issue(
+                    at("api_key_env"),
+                    "set api_key_env or api_key_keychain, not both".into(),
+                );
+                None
+            }
+            (Some(var), None) => {
+                if var.trim().is_empty() || var.starts_with("sk-") || var.contains(' ') {
+                    issue(
+                        at("api_key_env"),
+                        "this names the environment variable that holds the key (e.g. \"OPENAI_API_KEY\"), never the key itself".into(),
+                    );
+                }
+                Some(KeySource::Env(var))
+            }
+            (None, Some(k)) => Some(KeySource::Keychain {
+                service: k.service,
+                account: k.account,
+            }),
+            (None, None) => None,
+        };
+        let passthrough_auth = p
+            .passthrough_auth
+            .unwrap_or(kind == ProviderKind::Anthropic && key.is_none());
+        let d = Timeouts::default();
+        let timeouts = Timeouts {
+            connect: p.timeouts.connect.unwrap_or(d.connect),
+            first_byte: p.timeouts.first_byte.unwrap_or(d.first_byte),
+            idle: p.timeouts.idle.unwrap_or(d.idle),
+            total: p.timeouts.total.unwrap_or(d.total),
+        };
+        for (field, v) in [
+            ("connect", timeouts.connect),
+            ("first_byte", timeouts.first_byte),
+            ("idle", timeouts.idle),
+            ("total", timeouts.total),
+        ] {
+            if v.is_zero() {
+                issue(
+                    at(&format!("timeouts.{field}")),
+                    "must be longer than zero (e.g. \"30s\")".into(),
+                );
+            }
+        }
+        let mut headers = Vec::new();
+        for (k, v) in p.headers {
+            match (
+                HeaderName::try_from(k.as_str()),
+                HeaderValue::try_from(v.as_str()),
+            ) {
+                (Ok(k), Ok(v)) => headers.push((k, v)),
+                _ => issue(
+                    at(&format!("headers.{k}")),
+                    "is not a valid HTTP header name and value".into(),
+                ),
+            }
+        }
+        if key.is_none() && !passthrough_auth {
+            issue(
+                at("api_key_env"),
+                "the provider has no key: set api_key_env or api_key_keychain, or passthrough_auth = true".into(),
+            );
+        }
+        providers.push(ProviderConfig {
+            name,
+            kind,
+            base_url,
+            key,
+            passthrough_auth,
+            timeouts,
+            headers,
+        });
+    }
+
+    let raw_routes = if raw.routes.is_empty() {
+        zero_config_routes(&providers)
+    } else {
+        raw.routes
+    };
+    let mut routes = Vec::new();
+    for (i, r) in raw_routes.into_iter().enumerate() {
+        let at = |field: &str| format!("routes[{i}].{field}");
+        let matcher = match globset::Glob::new(&r.model) {
+            Ok(g) if !r.model.is_empty() => g.compile_matcher(),
+            Ok(_) => {
+                issue(at("model"), "must not be empty".into());
+                continue;
+            }
+            Err(e) => {
+                issue(
+                    at("model"),
+                    format!("{:?} is not a valid glob: {e}", r.model),
+                );
+                continue;
+            }
+        };
+        if r.backends.is_empty() {
+            issue(
+                at("backends"),
+                "lists no backend; write e.g. [\"anthropic\"] or [\"openrouter/some/model\"]"
+                    .into(),
+            );
+        }
+        let mut backends = Vec::new();
+        for (j, b) in r.backends.iter().enumerate() {
+            let backend = BackendRef::parse(b);
+            if !providers.iter().any(|p| p.name == backend.provider) {
+                let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+                issue(
+                    format!("routes[{i}].backends[{j}]"),
+                    format!(
+                        "{b:?} names provider {:?}, which is not configured (configured: {})",
+                        backend.provider,
+                        known.join(", ")
+                    ),
+                );
+            }
+            if backend.model.as_deref() == Some("") {
+                issue(
+                    format!("routes[{i}].backends[{j}]"),
+                    format!("{b:?} has an empty model after '/'"),
+                );
+            }
+            backends.push(backend);
+        }
+        routes.push(Route {
+            pattern: r.model,
+            matcher,
+            backends,
+        });
+    }
+
+    if issues.is_empty() {
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                allowed_hosts: raw.server.allowed_hosts,
+                max_body_bytes,
+            },
+            providers,
+            routes,
+            source,
+        })
+    } else {
+        Err(ConfigError {
+            source_name: source.to_string(),
+            issues,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, ConfigSource::File("test.toml".into()))
+    }
+
+    fn paths(err: ConfigError) -> Vec<String> {
+        err.issues.into_iter().map(|i| i.path).collect()
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = parse(
+            r#"
+            [server]
+            listen = "127.0.0.1:9000"
+            [providers.anthropic]
+            kind = "anthropic"
+            api_key_env = "ANTHROPIC_API_KEY"
+            [providers.vllm]
+            kind = "openai"
+            base_url = "http://127.0.0.1:8000/v1"
+            passthrough_auth = true
+            timeouts = { first_byte = "5s", idle = "500ms" }
+            [[routes]]
+            model = "claude-*"
+            backends = ["anthropic"]
+            [[routes]]
+            model = "local-qwen"
+            backends = ["vllm/Qwen/Qwen2.5-7B"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9000);
+        let vllm = c.provider("vllm").unwrap();
+        assert_eq!(vllm.timeouts.first_byte, Duration::from_secs(5));
+        assert_eq!(vllm.timeouts.idle, Duration::from_millis(500));
+        assert_eq!(vllm.timeouts.connect, Timeouts::default().connect);
+        assert_eq!(
+            c.routes[1].backends[0],
+            BackendRef {
+                provider: "vllm".into(),
+                model: Some("Qwen/Qwen2.5-7B".into())
+            }
+        );
+        assert!(c.routes[0].matches("claude-sonnet-4-5") && !c.routes[0].is_alias());
+        assert!(c.routes[1].is_alias());
+    }
+
+    #[test]
+    fn an_unknown_field_is_reported_at_its_toml_path() {
+        let err = parse("[providers.a]\nkind = \"anthropic\"\napi_kee_env = \"X\"\n").unwrap_err();
+        assert_eq!(paths(err), vec!["providers.a"]);
+        let err = parse("[providers.a]\nkind = \"anthropic\"\ntimeouts = { idle = \"soon\" }\n")
+            .unwrap_err();
+        assert_eq!(paths(err), vec!["providers.a.timeouts.idle"]);
+    }
+
+    #[test]
+    fn every_validation_error_is_reported_with_its_path() {
+        let err = parse(
+            r#"
+            [server]
+            listen = "localhost"
+            [providers.x]
+            kind = "gpt"
+            [providers.y]
+            kind = "openai"
+            base_url = "not a url"
+            [providers.z]
+            kind = "openai"
+            api_key_env = "sk-live-oops"
+            [[routes]]
+            model = "m"
+            backends = ["nowhere/model"]
+            "#,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(
+            paths(err),
+            vec![
+                "server.listen",
+                "providers.x.kind",
+                "providers.y.base_url",
+                "providers.z.api_key_env",
+                "routes[0].backends[0]"
+            ]
+        );
+        assert!(text.contains("never the key itself"), "{text}");
+        assert!(text.contains("configured: z"), "{text}");
+    }
+
+    #[test]
+    fn an_openai_provider_without_any_credentials_is_an_error() {
+        let err = parse("[providers.o]\nkind = \"openai\"\n").unwrap_err();
+        assert_eq!(paths(err), vec!["providers.o.api_key_env"]);
+    }
+
+    #[test]
+    fn zero_config_always_has_anthropic_with_passthrough() {
+        let c = Config::zero_config().unwrap();
+        let a = c.provider("anthropic").unwrap();
+        assert_eq!(a.kind, ProviderKind::Anthropic);
+        assert_eq!(a.base_url.as_str(), "https://api.anthropic.com/");
+        assert!(a.passthrough_auth);
+        assert!(c.routes.iter().any(|r| r.matches("claude-haiku-4-5")));
+    }
+}

@@ -1,0 +1,70 @@
+//! The config file exactly as written: serde types with `deny_unknown_fields`, no validation.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    /// Providers by name; when empty, the zero-config set from the environment is used.
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    /// Model routes, first match wins; when empty, the zero-config routes are used.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub kind: String,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub api_key_keychain: Option<RawKeychain>,
+    pub passthrough_auth: Option<bool>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Extra headers sent on every request to this provider (e.g. OpenRouter's `HTTP-Referer`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeychain {
+    pub service: String,
+    pub account: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default, with = "humantime_serde")]
+    pub connect: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub first_byte: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub total: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub model: String,
+    pub backends: Vec<String>,
+}

@@ -1,0 +1,25 @@
+//! Understudy: a localhost gateway that keeps Claude Code and IDE tools working when a cloud
+//! model provider fails, and never hands a client a truncated answer dressed up as a whole one.
+//!
+//! The code map (ARCHITECTURE.md has the long form):
+//! - [`config`]: the TOML file or zero config from the environment, validated with TOML paths.
+//! - [`server`]: the axum router, the localhost guard, graceful shutdown.
+//! - [`client_api`]: what clients speak (Anthropic, OpenAI): error shapes, completeness rules.
+//! - [`routing`]: model name → ordered chain of backends.
+//! - [`providers`]: what we call: pooled clients, credentials, header hygiene.
+//! - [`relay`]: same-protocol passthrough with inspection; truncation becomes an explicit error.
+//! - [`sse`]: SSE framing that keeps each event's exact bytes.
+//! - [`secret`]: keys from env vars or the keychain, in a type that never prints them.
+//! - `testing` (feature `testing`): the scripted mock cloud.
+
+pub mod client_api;
+pub mod config;
+pub mod error;
+pub mod providers;
+pub mod relay;
+pub mod routing;
+pub mod secret;
+pub mod server;
+pub mod sse;
+#[cfg(feature = "testing")]
+pub mod testing;

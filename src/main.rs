@@ -1,0 +1,215 @@
+//! The `understudy` command: `serve` runs the gateway, `config check` validates a config file,
+//! `mock` (with the `testing` feature) runs the scripted mock cloud. The only place `anyhow` is used.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use understudy::config::{self, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "understudy",
+    version,
+    about = "A localhost gateway that fails over between model providers and never passes off a truncated answer as a whole one."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (default address 127.0.0.1:8723).
+    Serve {
+        /// Config file (default: the platform config dir's understudy/config.toml; none: zero config).
+        #[arg(long, env = "UNDERSTUDY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on, overriding the config (e.g. 127.0.0.1:0 for any free port).
+        #[arg(long, env = "UNDERSTUDY_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run the scripted mock cloud (Anthropic- and OpenAI-shaped) for tests and benchmarks.
+    #[cfg(feature = "testing")]
+    Mock {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Fixed latency before each unscripted reply, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and report every problem with its TOML path.
+    Check {
+        /// Config file (default: the platform config dir's understudy/config.toml).
+        #[arg(long, env = "UNDERSTUDY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the default config file's path.
+    Path,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("understudy=info,warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            log_json,
+        } => {
+            init_logging(log_json);
+            let mut cfg = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    eprintln!("Run `understudy config check` to see every problem; the README documents the format.");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            if let Some(addr) = listen {
+                cfg.server.listen = addr;
+            }
+            serve(cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { command } => match command {
+            ConfigCommand::Path => {
+                match config::default_path() {
+                    Some(p) => println!("{}", p.display()),
+                    None => println!("(no home directory: pass --config FILE)"),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            ConfigCommand::Check { config } => Ok(check(config).await),
+        },
+        #[cfg(feature = "testing")]
+        Command::Mock { listen, delay_ms } => {
+            init_logging(false);
+            let mock = understudy::testing::MockCloud::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            mock.set_default_delay(std::time::Duration::from_millis(delay_ms));
+            println!("mock cloud listening on {}", mock.url());
+            tokio::select! {
+                _ = mock.serve_forever() => {}
+                _ = understudy::server::shutdown_signal() => {}
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let addr = cfg.server.listen;
+    tracing::info!(source = %cfg.source, "configuration loaded");
+    for p in &cfg.providers {
+        let key = p
+            .key
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| "none".into());
+        tracing::info!(provider = %p.name, kind = p.kind.as_str(), base_url = %p.base_url, key_source = %key, passthrough_auth = p.passthrough_auth, "provider");
+    }
+    for w in cfg.key_warnings().await {
+        tracing::warn!(at = %w.path, "{}", w.message);
+    }
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening beyond loopback: anyone who can reach this address can spend the configured keys");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (is another Understudy running? use --listen to pick another address)"))?;
+    let local = listener.local_addr()?;
+    // A stable line on stdout for scripts and tests; logs go to stderr.
+    println!("understudy listening on http://{local}");
+    tracing::info!(%local, "listening");
+    understudy::server::run(listener, cfg, understudy::server::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn check(path: Option<PathBuf>) -> ExitCode {
+    let path = path.or_else(|| config::default_path().filter(|p| p.exists()));
+    let result = match &path {
+        Some(p) => Config::from_file(p),
+        None => Config::zero_config(),
+    };
+    match result {
+        Ok(cfg) => {
+            let warnings = cfg.key_warnings().await;
+            println!(
+                "{}: OK ({} providers, {} routes)",
+                cfg.source,
+                cfg.providers.len(),
+                cfg.routes.len()
+            );
+            for p in &cfg.providers {
+                println!(
+                    "  provider {} ({}) at {}",
+                    p.name,
+                    p.kind.as_str(),
+                    p.base_url
+                );
+            }
+            for r in &cfg.routes {
+                let chain: Vec<String> = r
+                    .backends
+                    .iter()
+                    .map(|b| match &b.model {
+                        Some(m) => format!("{}/{m}", b.provider),
+                        None => b.provider.clone(),
+                    })
+                    .collect();
+                println!("  route {} -> {}", r.pattern, chain.join(", "));
+            }
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! What we call: one [`Provider`] per configured upstream, with its own pooled HTTP client,
+//! credentials and timeouts. It builds the outbound request (headers cleaned, key applied, hop
+//! header added) and classifies transport failures; it knows nothing of client dialects.
+
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::error::{FailureKind, ProviderError};
+use crate::secret::Secret;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::time::Duration;
+use url::Url;
+
+/// The header that marks a request as having passed through an Understudy (loop protection).
+pub const HOP_HEADER: &str = "x-understudy-hop";
+
+/// What a request asks a provider to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    CountTokens,
+    /// OpenAI `POST /chat/completions`.
+    ChatCompletions,
+}
+
+/// A configured upstream, ready to call.
+#[derive(Debug)]
+pub struct Provider {
+    /// Its configuration.
+    pub config: ProviderConfig,
+    client: reqwest::Client,
+    key: Result<Secret, String>,
+}
+
+/// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), those the
+/// HTTP client sets itself, browser context, and our own hop marker (added back explicitly).
+/// `accept-encoding` is dropped so bodies arrive uncompressed and can be inspected.
+const DROP_REQUEST: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "accept-encoding",
+    "origin",
+    "referer",
+    "cookie",
+    HOP_HEADER,
+];
+
+/// Response headers never passed back: hop-by-hop, framing (the gateway frames its own body),
+/// and those that would bind the client to the upstream's host.
+const DROP_RESPONSE: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-encoding",
+    "set-cookie",
+    "alt-svc",
+    "strict-transport-security",
+    "date",
+    "server",
+];
+
+impl Provider {
+    /// Builds the HTTP client and reads the key (once, at start-up).
+    pub async fn new(config: ProviderConfig) -> Provider {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            // Redirects would silently re-send the key elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("understudy/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a client with these settings always builds");
+        let key = match &config.key {
+            Some(src) => src.resolve().await,
+            None => Err("no api_key_env or api_key_keychain is configured".into()),
+        };
+        Provider {
+            config,
+            client,
+            key,
+        }
+    }
+
+    /// The provider's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The URL for an operation: Anthropic's base URL has no `/v1` (like `ANTHROPIC_BASE_URL`);
+    /// an OpenAI-compatible base URL includes it (like the OpenAI SDK's `base_url`).
+    pub fn url(&self, op: Operation, query: Option<&str>) -> Url {
+        let base = self.config.base_url.as_str().trim_end_matches('/');
+        let path = match op {
+            Operation::Messages => "/v1/messages",
+            Operation::CountTokens => "/v1/messages/count_tokens",
+            Operation::ChatCompletions => "/chat/completions",
+        };
+        let mut url =
+            Url::parse(&format!("{base}{path}")).expect("a valid base URL plus a path is valid");
+        url.set_query(query);
+        url
+    }
+
+    /// Sends `body` upstream and waits for the response headers (at most `timeouts.first_byte`).
+    /// Credentials: the configured key if it resolved; else, with `passthrough_auth`, the
+    /// client's own `x-api-key` / `Authorization`; else `Err` saying what to configure.
+    pub async fn send(
+        &self,
+        op: Operation,
+        query: Option<&str>,
+        client_headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<reqwest::Response, SendError> {
+        let headers = self.outbound_headers(client_headers)?;
+        let req = self
+            .client
+            .post(self.url(op, query))
+            .headers(headers)
+            .body(body);
+        match tokio::time::timeout(self.config.timeouts.first_byte, req.send()).await {
+            Err(_) => Err(SendError::Failed(self.failure(
+                FailureKind::FirstByteTimeout,
+                format!(
+                    "no response headers within {:?} (timeouts.first_byte)",
+                    self.config.timeouts.first_byte
+                ),
+            ))),
+            Ok(Err(e)) => Err(SendError::Failed(self.classify(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    fn outbound_headers(&self, client: &HeaderMap) -> Result<HeaderMap, SendError> {
+        let mut h = HeaderMap::with_capacity(client.len() + 4);
+        for (name, value) in client {
+            if !DROP_REQUEST.contains(&name.as_str()) {
+                h.append(name.clone(), value.clone());
+            }
+        }
+        match (&self.key, self.config.passthrough_auth) {
+            (Ok(key), _) => {
+                h.remove("x-api-key");
+                h.remove(http::header::AUTHORIZATION);
+                // An org/project header belongs to the client's key, not to ours.
+                h.remove("openai-organization");
+                h.remove("openai-project");
+                let (name, value) = match self.config.kind {
+                    ProviderKind::Anthropic => (
+                        HeaderName::from_static("x-api-key"),
+                        key.expose().to_owned(),
+                    ),
+                    ProviderKind::OpenAi => (
+                        http::header::AUTHORIZATION,
+                        format!("Bearer {}", key.expose()),
+                    ),
+                };
+                let mut value = HeaderValue::from_str(&value).map_err(|_| SendError::MissingKey {
+                    provider: self.name().to_owned(),
+                    reason: "the configured key contains characters that cannot go in an HTTP header".into(),
+                })?;
+                value.set_sensitive(true);
+                h.insert(name, value);
+            }
+            (Err(_), true)
+                if h.contains_key("x-api-key") || h.contains_key(http::header::AUTHORIZATION) => {}
+            (Err(why), passthrough) => {
+                let reason = if passthrough {
+                    format!("{why}, and the client sent no x-api-key or Authorization header to pass through")
+                } else {
+                    format!("{why}; set api_key_env or api_key_keychain for it, or passthrough_auth = true to use the client's own key")
+                };
+                return Err(SendError::MissingKey {
+                    provider: self.name().to_owned(),
+                    reason,
+                });
+            }
+        }
+        for (k, v) in &self.config.headers {
+            h.insert(k.clone(), v.clone());
+        }
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(HOP_HEADER, HeaderValue::from_static("1"));
+        Ok(h)
+    }
+
+    /// Turns a reqwest error into a classified failure. The message carries no URL query and
+    /// no headers, so it cannot carry a key.
+    pub fn classify(&self, e: &reqwest::Error) -> ProviderError {
+        let kind = if e.is_timeout() {
+            FailureKind::FirstByteTimeout
+        } else if e.is_connect() {
+            FailureKind::Connect
+        } else {
+            FailureKind::Transport
+        };
+        let mut detail = match kind {
+            FailureKind::Connect => format!("cannot connect to {}", self.config.base_url),
+            _ => "the connection failed".to_owned(),
+        };
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            source = s.source();
+        }
+        self.failure(kind, detail)
+    }
+
+    /// A failure of this provider.
+    pub fn failure(&self, kind: FailureKind, detail: String) -> ProviderError {
+        ProviderError {
+            provider: self.name().to_owned(),
+            kind,
+            detail,
+        }
+    }
+}
+
+/// Why a request could not be sent or got no response headers.
+#[derive(Debug)]
+pub enum SendError {
+    /// No credentials to send.
+    MissingKey {
+        /// The provider's name.
+        provider: String,
+        /// What to configure.
+        reason: String,
+    },
+    /// The call failed.
+    Failed(ProviderError),
+}
+
+/// Copies the upstream's response headers that a client may see (`retry-after`,
+/// `x-should-retry`, `request-id`, rate-limit headers, …).
+pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(upstream.len());
+    for (name, value) in upstream {
+        if !DROP_RESPONSE.contains(&name.as_str()) {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ConfigSource};
+
+    async fn provider(toml: &str) -> Provider {
+        let cfg = Config::from_toml(toml, ConfigSource::ZeroConfig).unwrap();
+        Provider::new(cfg.providers[0].clone()).await
+    }
+
+    fn client_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("client-key"));
+        h.insert("anthropic-beta", HeaderValue::from_static("a,b"));
+        h.insert("accept-encoding", HeaderValue::from_static("gzip"));
+        h.insert("connection", HeaderValue::from_static("keep-alive"));
+        h.insert(HOP_HEADER, HeaderValue::from_static("7"));
+        h
+    }
+
+    #[tokio::test]
+    async fn passthrough_keeps_the_client_key_and_betas_and_drops_hop_by_hop() {
+        let p = provider("[providers.a]\nkind = \"anthropic\"\npassthrough_auth = true\n").await;
+        let h = p.outbound_headers(&client_headers()).unwrap();
+        assert_eq!(h["x-api-key"], "client-key");
+        assert_eq!(h["anthropic-beta"], "a,b");
+        assert_eq!(h[HOP_HEADER], "1");
+        assert!(!h.contains_key("accept-encoding") && !h.contains_key("connection"));
+    }
+
+    #[tokio::test]
+    async fn a_configured_key_replaces_the_client_key() {
+        std::env::set_var("UNDERSTUDY_TEST_KEY_A", "sk-configured");
+        let p =
+            provider("[providers.o]\nkind = \"openai\"\napi_key_env = \"UNDERSTUDY_TEST_KEY_A\"\n")
+                .await;
+        let h = p.outbound_headers(&client_headers()).unwrap();
+        assert_eq!(h["authorization"], "Bearer sk-configured");
+        assert!(h["authorization"].is_sensitive());
+        assert!(
+            !h.contains_key("x-api-key"),
+            "the client's key must not travel to another provider"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_key_or_passthrough_the_error_says_what_to_set() {
+        let p = provider(
+            "[providers.o]\nkind = \"openai\"\napi_key_env = \"UNDERSTUDY_TEST_SURELY_UNSET\"\n",
+        )
+        .await;
+        let Err(SendError::MissingKey { reason, .. }) = p.outbound_headers(&client_headers())
+        else {
+            panic!("expected MissingKey");
+        };
+        assert!(
+            reason.contains("UNDERSTUDY_TEST_SURELY_UNSET is not set"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn urls_follow_each_apis_base_url_convention() {
+        let a = provider("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://h:1/proxy/\"\npassthrough_auth = true\n").await;
+        assert_eq!(
+            a.url(Operation::Messages, Some("beta=true")).as_str(),
+            "http://h:1/proxy/v1/messages?beta=true"
+        );
+        let o = provider("[providers.o]\nkind = \"openai\"\nbase_url = \"http://h:1/v1\"\npassthrough_auth = true\n").await;
+        assert_eq!(
+            o.url(Operation::ChatCompletions, None).as_str(),
+            "http://h:1/v1/chat/completions"
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! Same-protocol passthrough with inspection. When the client and the upstream speak the same
+//! API, the upstream's bytes are forwarded unchanged as they arrive — whole SSE events at a time,
+//! so a client never receives half an event — while an [`Inspector`] follows the protocol on
+//! the side. A stream that ends without its completion signal (or stalls, breaks, or turns
+//! malformed) is ended with the client dialect's explicit error event, never a clean end.
+
+use crate::client_api::{snippet, BodyProblem, Dialect, Ending, Inspector, Usage, Verdict};
+use crate::error::{FailureKind, GatewayError, ProviderError};
+use crate::providers::{response_headers, Operation, Provider, SendError};
+use crate::routing::{Backend, Router};
+use crate::sse::{Frame, Splitter};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Upstream error bodies larger than this are cut when read (they are quoted, not relayed whole).
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// One client request to relay.
+#[derive(Debug)]
+pub struct Call {
+    /// The client's dialect.
+    pub dialect: Dialect,
+    /// What it asks for.
+    pub op: Operation,
+    /// The query string to keep (Claude Code's `beta=true`).
+    pub query: Option<String>,
+    /// The client's headers.
+    pub headers: HeaderMap,
+    /// The client's body.
+    pub body: Bytes,
+}
+
+#[derive(Deserialize)]
+struct RequestPeek {
+    model: String,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// What the request log line says about an exchange.
+#[derive(Debug)]
+struct Exchange {
+    dialect: Dialect,
+    model: String,
+    provider: String,
+    upstream_model: String,
+    stream: bool,
+    started: Instant,
+}
+
+impl Exchange {
+    fn log(&self, status: u16, outcome: &str, usage: Usage, detail: Option<&str>) {
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        if outcome == "complete" {
+            tracing::info!(
+                dialect = self.dialect.as_str(), model = %self.model, provider = %self.provider,
+                upstream_model = %self.upstream_model, stream = self.stream, status, outcome,
+                input_tokens = usage.input_tokens, output_tokens = usage.output_tokens,
+                duration_ms = format_args!("{ms:.1}"), "request"
+            );
+        } else {
+            tracing::warn!(
+                dialect = self.dialect.as_str(), model = %self.model, provider = %self.provider,
+                upstream_model = %self.upstream_model, stream = self.stream, status, outcome,
+                input_tokens = usage.input_tokens, output_tokens = usage.output_tokens,
+                duration_ms = format_args!("{ms:.1}"), detail = detail.unwrap_or(""), "request"
+            );
+        }
+    }
+}
+
+/// Relays one request and returns the client's response.
+pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError> {
+    let peek: RequestPeek =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&call.body))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if inner.is_syntax() || inner.is_eof() {
+                    GatewayError::InvalidRequest(format!("request body is not valid JSON: {inner}"))
+                } else if path == "." {
+                    GatewayError::InvalidRequest(format!("invalid request body: {inner}"))
+                } else {
+                    GatewayError::InvalidRequest(format!("invalid request body at {path}: {inner}"))
+                }
+            })?;
+    let chain = router.resolve(&peek.model)?;
+    let backend = first_backend(&chain, call.dialect, &peek.model)?;
+    let provider = backend.provider.clone();
+    let stream = peek.stream.unwrap_or(false) && call.op != Operation::CountTokens;
+    let exchange = Exchange {
+        dialect: call.dialect,
+        model: peek.model.clone(),
+        provider: provider.name().to_owned(),
+        upstream_model: backend.model.clone(),
+        stream,
+        started: Instant::now(),
+    };
+    let body = if backend.model == peek.model {
+        call.body
+    } else {
+        rewrite_model(&call.body, &backend.model)?
+    };
+    tracing::debug!(provider = provider.name(), model = %backend.model, stream, "sending upstream");
+    let resp = match provider
+        .send(call.op, call.query.as_deref(), &call.headers, body)
+        .await
+    {
+        Ok(r) => r,
+        Err(SendError::MissingKey { provider, reason }) => {
+            return Err(GatewayError::MissingKey { provider, reason })
+        }
+        Err(SendError::Failed(e)) => return Err(GatewayError::Upstream(e)),
+    };
+    let deadline = exchange.started + provider.config.timeouts.total;
+    let status = resp.status();
+    let headers = response_headers(resp.headers());
+
+    if !status.is_success() {
+        return relay_error_status(
+            &provider,
+            call.dialect,
+            resp,
+            status,
+            headers,
+            deadline,
+            &exchange,
+        )
+        .await;
+    }
+    if stream {
+        let is_sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            let ct = content_type(resp.headers());
+            let body = read_body(&provider, resp, deadline, MAX_ERROR_BODY)
+                .await
+                .unwrap_or_default();
+            return Err(GatewayError::Upstream(provider.failure(
+                FailureKind::Malformed,
+                format!(
+                    "asked for a stream, the upstream answered HTTP {} with {ct} instead of text/event-stream: {}",
+                    status.as_u16(),
+                    snippet(&body, 200)
+                ),
+            )));
+        }
+        let name = provider.name().to_owned();
+        let state = RelayState {
+            upstream: resp.bytes_stream().boxed(),
+            splitter: Splitter::new(),
+            inspector: call.dialect.inspector(),
+            dialect: call.dialect,
+            provider,
+            deadline,
+            frames: Vec::new(),
+            finished: false,
+            exchange,
+            status: status.as_u16(),
+        };
+        let body = Body::from_stream(futures_util::stream::unfold(state, |mut s| async move {
+            s.next_chunk()
+                .await
+                .map(|b| (Ok::<_, std::convert::Infallible>(b), s))
+        }));
+        return Ok(served_by((status, headers, body).into_response(), &name));
+    }
+
+    let body = read_body(&provider, resp, deadline, usize::MAX)
+        .await
+        .map_err(GatewayError::Upstream)?;
+    let usage = if call.op == Operation::CountTokens {
+        Usage::default()
+    } else {
+        call.dialect.check_body(&body).map_err(|p| {
+            let (kind, detail) = match p {
+                BodyProblem::Malformed(d) => (FailureKind::Malformed, d),
+                BodyProblem::Incomplete(d) => (FailureKind::Truncated, d),
+            };
+            GatewayError::Upstream(
+                provider.failure(kind, format!("{detail}: {}", snippet(&body, 200))),
+            )
+        })?
+    };
+    exchange.log(status.as_u16(), "complete", usage, None);
+    Ok(served_by(
+        (status, headers, body).into_response(),
+        provider.name(),
+    ))
+}
+
+/// Marks who served the answer (`x-understudy-served-by`).
+fn served_by(mut resp: Response, provider: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        resp.headers_mut().insert("x-understudy-served-by", v);
+    }
+    resp
+}
+
+/// The chain's first backend, which must speak the client's protocol (translation between
+/// protocols is the canonical layer's job; this relay only passes through).
+fn first_backend<'a>(
+    chain: &'a [Backend],
+    dialect: Dialect,
+    model: &str,
+) -> Result<&'a Backend, GatewayError> {
+    let b = chain.first().ok_or_else(|| {
+        GatewayError::Unsupported(format!("model '{model}' routes to no usable backend"))
+    })?;
+    let speaks = match b.provider.config.kind {
+        crate::config::ProviderKind::Anthropic => Dialect::Anthropic,
+        crate::config::ProviderKind::OpenAi => Dialect::OpenAi,
+    };
+    if speaks != dialect {
+        return Err(GatewayError::Unsupported(format!(
+            "model '{model}' routes to provider '{}', which speaks the {} API; this request speaks the {} API \
+             and this build relays only between the same APIs. Route '{model}' to a provider of kind \"{}\"",
+            b.provider.name(),
+            speaks.as_str(),
+            dialect.as_str(),
+            dialect.as_str()
+        )));
+    }
+    Ok(b)
+}
+
+/// Replaces the body's `model`, keeping every other field and their order.
+fn rewrite_model(body: &[u8], model: &str) -> Result<Bytes, GatewayError> {
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| {
+            GatewayError::InvalidRequest(format!("request body is not a JSON object: {e}"))
+        })?;
+    v.insert("model".into(), serde_json::Value::String(model.to_owned()));
+    Ok(Bytes::from(
+        serde_json::to_vec(&v).expect("a JSON map always serializes"),
+    ))
+}
+
+fn content_type(h: &HeaderMap) -> String {
+    h.get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content-type")
+        .to_owned()
+}
+
+/// An upstream error status: its own API error body is forwarded unmodified (status, body and
+/// headers such as `retry-after` and `x-should-retry`); anything else (an HTML 502 page from a
+/// proxy) becomes the client dialect's error with the same status and the page quoted.
+async fn relay_error_status(
+    provider: &Provider,
+    dialect: Dialect,
+    resp: reqwest::Response,
+    status: StatusCode,
+    headers: HeaderMap,
+    deadline: Instant,
+    exchange: &Exchange,
+) -> Result<Response, GatewayError> {
+    let ct = content_type(resp.headers());
+    let body = read_body(provider, resp, deadline, MAX_ERROR_BODY)
+        .await
+        .map_err(GatewayError::Upstream)?;
+    if dialect.is_error_body(&body) {
+        exchange.log(
+            status.as_u16(),
+            "upstream_error",
+            Usage::default(),
+            Some(&snippet(&body, 300)),
+        );
+        return Ok(served_by(
+            (status, headers, body).into_response(),
+            provider.name(),
+        ));
+    }
+    let err = GatewayError::Upstream(provider.failure(
+        FailureKind::Status(status.as_u16()),
+        format!(
+            "answered HTTP {} with a body that is not an API error ({ct}): {}",
+            status.as_u16(),
+            snippet(&body, 200)
+        ),
+    ));
+    let mut resp = dialect.error_response(&err);
+    for name in ["retry-after", "retry-after-ms", "x-should-retry"] {
+        if let Some(v) = headers.get(name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    Ok(resp)
+}
+
+/// Reads a whole body within the idle and total limits.
+async fn read_body(
+    provider: &Provider,
+    resp: reqwest::Response,
+    deadline: Instant,
+    limit: usize,
+) -> Result<Bytes, ProviderError> {
+    let idle = provider.config.timeouts.idle;
+    let mut stream = resp.bytes_stream();
+    let mut buf = BytesMut::new();
+    loop {
+        let (wait_until, kind) = next_wait(deadline, idle);
+        match tokio::time::timeout_at(wait_until, stream.next()).await {
+            Err(_) => return Err(timeout_failure(provider, kind, idle)),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => {
+                return Err(provider.failure(
+                    FailureKind::Transport,
+                    format!(
+                        "the connection broke after {} bytes of the body: {}",
+                        buf.len(),
+                        provider.classify(&e).detail
+                    ),
+                ))
+            }
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() < limit {
+                    buf.extend_from_slice(&chunk[..chunk.len().min(limit - buf.len())]);
+                }
+            }
+        }
+    }
+}
+
+fn next_wait(deadline: Instant, idle: Duration) -> (Instant, FailureKind) {
+    let idle_at = Instant::now() + idle;
+    if deadline <= idle_at {
+        (deadline, FailureKind::TotalTimeout)
+    } else {
+        (idle_at, FailureKind::IdleTimeout)
+    }
+}
+
+fn timeout_failure(provider: &Provider, kind: FailureKind, idle: Duration) -> ProviderError {
+    let detail = match kind {
+        FailureKind::TotalTimeout => format!(
+            "the call outlived {:?} (timeouts.total)",
+            provider.config.timeouts.total
+        ),
+        _ => format!("the upstream sent nothing for {idle:?} (timeouts.idle)"),
+    };
+    provider.failure(kind, detail)
+}
+
+/// The state of one relayed stream. Dropping it (the client went away) drops the upstream
+/// response too, which closes that connection.
+struct RelayState {
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    splitter: Splitter,
+    inspector: Inspector,
+    dialect: Dialect,
+    provider: Arc<Provider>,
+    deadline: Instant,
+    frames: Vec<Frame>,
+    finished: bool,
+    exchange: Exchange,
+    status: u16,
+}
+
+impl RelayState {
+    /// The next bytes for the client, or `None` when the stream is over.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.finished {
+            return None;
+        }
+        let idle = self.provider.config.timeouts.idle;
+        loop {
+            let (wait_until, kind) = next_wait(self.deadline, idle);
+            let item = match tokio::time::timeout_at(wait_until, self.upstream.next()).await {
+                Ok(item) => item,
+                Err(_) => {
+                    let e = timeout_failure(&self.provider, kind, idle);
+                    return Some(self.fail(BytesMut::new(), e));
+                }
+            };
+            let mut out = BytesMut::new();
+            match item {
+                Some(Ok(chunk)) => {
+                    self.splitter.feed(&chunk, &mut self.frames);
+                    self.judge_frames(&mut out);
+                    if !out.is_empty() || self.finished {
+                        return Some(out.freeze());
+                    }
+                }
+                Some(Err(e)) => {
+                    let detail = format!(
+                        "the connection broke mid-stream: {}",
+                        self.provider.classify(&e).detail
+                    );
+                    let e = self.provider.failure(FailureKind::Transport, detail);
+                    return Some(self.fail(out, e));
+                }
+                None => {
+                    self.splitter.finish(&mut self.frames);
+                    self.judge_frames(&mut out);
+                    if self.finished {
+                        return Some(out.freeze());
+                    }
+                    self.finished = true;
+                    match self.inspector.end() {
+                        Ending::Complete { append } => {
+                            if let Some(a) = append {
+                                out.extend_from_slice(&a);
+                            }
+                            self.exchange.log(
+                                self.status,
+                                "complete",
+                                self.inspector.usage(),
+                                None,
+                            );
+                        }
+                        Ending::UpstreamError => {
+                            self.exchange.log(
+                                self.status,
+                                "upstream_error_event",
+                                self.inspector.usage(),
+                                None,
+                            );
+                        }
+                        Ending::Truncated(why) => {
+                            let e = self.provider.failure(FailureKind::Truncated, why);
+                            return Some(self.fail(out, e));
+                        }
+                    }
+                    return (!out.is_empty()).then(|| out.freeze());
+                }
+            }
+        }
+    }
+
+    /// Judges the whole frames split so far, appending what may be forwarded to `out`.
+    fn judge_frames(&mut self, out: &mut BytesMut) {
+        let frames = std::mem::take(&mut self.frames);
+        for f in &frames {
+            match self.inspector.frame(f) {
+                Verdict::Forward | Verdict::ForwardError => out.extend_from_slice(&f.raw),
+                Verdict::Drop => {}
+                Verdict::Fail(kind, why) => {
+                    let e = self.provider.failure(kind, why);
+                    let tail = self.fail(std::mem::take(out), e);
+                    out.extend_from_slice(&tail);
+                    break;
+                }
+            }
+        }
+        self.frames = frames;
+        self.frames.clear();
+    }
+
+    /// Ends the stream with the dialect's explicit error after `out`.
+    fn fail(&mut self, mut out: BytesMut, e: ProviderError) -> Bytes {
+        self.finished = true;
+        let outcome = e.kind.as_str();
+        self.exchange.log(
+            self.status,
+            outcome,
+            self.inspector.usage(),
+            Some(&e.detail),
+        );
+        out.extend_from_slice(&self.dialect.stream_error(&GatewayError::Upstream(e)).raw);
+        out.freeze()
+    }
+}
+
+impl Drop for RelayState {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.exchange.log(
+                self.status,
+                "client_disconnected",
+                self.inspector.usage(),
+                Some("the client closed the connection before the stream ended"),
+            );
+        }
+    }
+}

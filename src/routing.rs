@@ -1,0 +1,148 @@
+//! The routing table: a client's model name → an ordered chain of backends (provider + model).
+//! Routes are tried in config order (first glob match wins); a name written `provider/model`
+//! with a configured provider reaches that provider directly.
+
+use crate::config::{Config, Route};
+use crate::error::GatewayError;
+use crate::providers::Provider;
+use std::sync::Arc;
+
+/// One backend in a chain.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Who to call.
+    pub provider: Arc<Provider>,
+    /// The model to ask it for.
+    pub model: String,
+}
+
+/// Model names → backends.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Route>,
+    providers: Vec<Arc<Provider>>,
+}
+
+impl Router {
+    /// Builds the providers (clients, keys) and the table.
+    pub async fn new(config: &Config) -> Router {
+        let mut providers = Vec::with_capacity(config.providers.len());
+        for p in &config.providers {
+            providers.push(Arc::new(Provider::new(p.clone()).await));
+        }
+        Router {
+            routes: config.routes.clone(),
+            providers,
+        }
+    }
+
+    /// The provider with this name.
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.name() == name)
+    }
+
+    /// The chain for a client's model name.
+    pub fn resolve(&self, model: &str) -> Result<Vec<Backend>, GatewayError> {
+        if let Some(route) = self.routes.iter().find(|r| r.matches(model)) {
+            return Ok(route
+                .backends
+                .iter()
+                .filter_map(|b| {
+                    let provider = self.provider(&b.provider)?.clone();
+                    let model = b.model.clone().unwrap_or_else(|| model.to_owned());
+                    Some(Backend { provider, model })
+                })
+                .collect());
+        }
+        if let Some((name, rest)) = model.split_once('/') {
+            if let Some(p) = self.provider(name) {
+                return Ok(vec![Backend {
+                    provider: p.clone(),
+                    model: rest.to_owned(),
+                }]);
+            }
+        }
+        let patterns: Vec<&str> = self.routes.iter().map(|r| r.pattern.as_str()).collect();
+        let providers: Vec<&str> = self.providers.iter().map(|p| p.name()).collect();
+        Err(GatewayError::UnknownModel {
+            model: model.to_owned(),
+            hint: format!(
+                "routed model names are [{}]; any configured provider is also reachable as PROVIDER/MODEL \
+                 (providers: {}); add a [[routes]] entry to the config to route more",
+                patterns.join(", "),
+                providers.join(", ")
+            ),
+        })
+    }
+
+    /// Model names a client can list: the aliases (routes without wildcards).
+    pub fn model_ids(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter(|r| r.is_alias())
+            .map(|r| r.pattern.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigSource;
+
+    async fn router() -> Router {
+        let cfg = Config::from_toml(
+            r#"
+            [providers.anthropic]
+            kind = "anthropic"
+            passthrough_auth = true
+            [providers.openrouter]
+            kind = "openai"
+            passthrough_auth = true
+            [[routes]]
+            model = "claude-*"
+            backends = ["anthropic"]
+            [[routes]]
+            model = "fast"
+            backends = ["openrouter/meta-llama/llama-3.1-8b", "anthropic/claude-haiku-4-5"]
+            "#,
+            ConfigSource::ZeroConfig,
+        )
+        .unwrap();
+        Router::new(&cfg).await
+    }
+
+    #[tokio::test]
+    async fn globs_keep_the_client_model_and_aliases_map_to_a_chain() {
+        let r = router().await;
+        let chain = r.resolve("claude-sonnet-4-5").unwrap();
+        assert_eq!(
+            (chain[0].provider.name(), chain[0].model.as_str()),
+            ("anthropic", "claude-sonnet-4-5")
+        );
+        let chain = r.resolve("fast").unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0].model, "meta-llama/llama-3.1-8b");
+        assert_eq!(chain[1].model, "claude-haiku-4-5");
+        assert_eq!(r.model_ids(), vec!["fast"]);
+    }
+
+    #[tokio::test]
+    async fn provider_slash_model_reaches_a_provider_directly() {
+        let r = router().await;
+        let chain = r.resolve("openrouter/qwen/qwen3-coder").unwrap();
+        assert_eq!(
+            (chain[0].provider.name(), chain[0].model.as_str()),
+            ("openrouter", "qwen/qwen3-coder")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_model_says_what_is_routed() {
+        let err = router().await.resolve("gpt-5").unwrap_err().to_string();
+        assert!(
+            err.contains("'gpt-5'") && err.contains("claude-*") && err.contains("PROVIDER/MODEL"),
+            "{err}"
+        );
+    }
+}

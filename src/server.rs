@@ -1,0 +1,380 @@
+//! The HTTP server: the axum router, the localhost guard (loop, Host, Origin, body size), the
+//! endpoints of each client dialect, and graceful shutdown.
+
+use crate::client_api::{anthropic, openai, Dialect, ErrorNote};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::providers::{Operation, HOP_HEADER};
+use crate::relay::{relay, Call};
+use crate::routing::Router;
+use axum::body::Body;
+use axum::extract::{RawQuery, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How long in-flight requests (streams) get to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Model names → providers.
+    pub router: Router,
+    /// The port actually bound (the gateway's own origin).
+    pub port: u16,
+}
+
+/// Builds the application for a bound port.
+pub async fn app(config: Config, port: u16) -> axum::Router {
+    let router = Router::new(&config).await;
+    let state = Arc::new(AppState {
+        config: Arc::new(config),
+        router,
+        port,
+    });
+    axum::Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/api/hello", get(hello).head(hello))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish for at
+/// most [`SHUTDOWN_GRACE`].
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
+    let app = app(config, port).await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let serve = std::future::IntoFuture::into_future(serve);
+    tokio::pin!(serve);
+    let mut rx = rx;
+    tokio::select! {
+        r = &mut serve => return r,
+        _ = rx.wait_for(|&v| v) => {}
+    }
+    tracing::info!(grace = ?SHUTDOWN_GRACE, "shutting down; waiting for in-flight requests");
+    match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                "in-flight requests did not finish within the grace period; closing them"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// The localhost guard, before any handler:
+/// - a request that already passed through an Understudy is a loop;
+/// - a `Host` that is not a loopback name (or listed in `server.allowed_hosts`) is DNS rebinding;
+/// - an `Origin` other than the gateway's own is a web page trying to spend the user's keys
+///   (CLI clients such as Claude Code send none);
+/// - a declared body larger than the limit is refused before it is read.
+async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let dialect = Dialect::of_request(req.uri().path(), req.headers());
+    let h = req.headers();
+    let verdict = if h.contains_key(HOP_HEADER) {
+        Err(GatewayError::LoopDetected)
+    } else if let Some(host) = request_host(&req) {
+        if host_allowed(&host, &st.config.server.allowed_hosts) {
+            Ok(())
+        } else {
+            Err(GatewayError::Forbidden(format!(
+                "Host {host:?} is not a loopback name; Understudy answers only requests addressed to \
+                 localhost/127.0.0.1/[::1] (add the name to server.allowed_hosts to accept it)"
+            )))
+        }
+    } else {
+        Ok(())
+    };
+    let verdict = verdict.and_then(|()| match h.get(http::header::ORIGIN) {
+        Some(o) if !origin_allowed(o.to_str().unwrap_or("null"), st.port) => Err(GatewayError::Forbidden(format!(
+            "cross-origin request from {:?} refused: a web page may not use this gateway (and the keys behind it)",
+            o.to_str().unwrap_or("?")
+        ))),
+        _ => Ok(()),
+    });
+    let verdict = verdict.and_then(|()| {
+        let declared = h
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match declared {
+            Some(n) if n > st.config.server.max_body_bytes => Err(GatewayError::TooLarge {
+                limit: st.config.server.max_body_bytes,
+            }),
+            _ => Ok(()),
+        }
+    });
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = match verdict {
+        Ok(()) => next.run(req).await,
+        Err(e) => dialect.error_response(&e),
+    };
+    if let Some(ErrorNote(why)) = resp.extensions().get::<ErrorNote>() {
+        tracing::warn!(%method, %path, dialect = dialect.as_str(), status = resp.status().as_u16(), error = %why, "request refused");
+    }
+    resp
+}
+
+fn request_host(req: &Request) -> Option<String> {
+    if let Some(h) = req.headers().get(http::header::HOST) {
+        return Some(h.to_str().unwrap_or("").to_owned());
+    }
+    // HTTP/2 carries the host in :authority.
+    req.uri().authority().map(|a| a.as_str().to_owned())
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+fn is_loopback_name(name: &str) -> bool {
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = strip_port(host);
+    is_loopback_name(name) || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+fn origin_allowed(origin: &str, port: u16) -> bool {
+    let Some(rest) = origin.strip_prefix("http://") else {
+        return false;
+    };
+    let name = strip_port(rest);
+    let origin_port = rest
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .unwrap_or(80);
+    is_loopback_name(name) && origin_port == port
+}
+
+async fn read_body(st: &AppState, body: Body) -> Result<Bytes, GatewayError> {
+    let limit = st.config.server.max_body_bytes;
+    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|e| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return GatewayError::TooLarge { limit };
+                }
+                source = s.source();
+            }
+            GatewayError::InvalidRequest(format!("could not read the request body: {e}"))
+        })
+}
+
+async fn relay_call(
+    st: &AppState,
+    dialect: Dialect,
+    op: Operation,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = match read_body(st, body).await {
+        Ok(body) => {
+            relay(
+                &st.router,
+                Call {
+                    dialect,
+                    op,
+                    query,
+                    headers,
+                    body,
+                },
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(resp) => resp,
+        Err(GatewayError::Unsupported(why)) if op == Operation::CountTokens => {
+            // Claude Code falls back to its own estimate on a 404 (protocol.md §1.1).
+            dialect.error_response(&GatewayError::NotFound(format!(
+                "count_tokens is not available here: {why}"
+            )))
+        }
+        Err(e) => dialect.error_response(&e),
+    }
+}
+
+async fn messages(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    relay_call(
+        &st,
+        Dialect::Anthropic,
+        Operation::Messages,
+        q,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn count_tokens(
+    State(st): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    relay_call(
+        &st,
+        Dialect::Anthropic,
+        Operation::CountTokens,
+        q,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn chat_completions(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    relay_call(
+        &st,
+        Dialect::OpenAi,
+        Operation::ChatCompletions,
+        None,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let ids = st.router.model_ids();
+    match Dialect::of_request("/v1/models", &headers) {
+        Dialect::Anthropic => Json(anthropic::model_list(&ids)).into_response(),
+        Dialect::OpenAi => Json(openai::model_list(&ids, |id| {
+            st.router
+                .resolve(id)
+                .ok()
+                .and_then(|chain| chain.first().map(|b| b.provider.name().to_owned()))
+                .unwrap_or_else(|| "understudy".into())
+        }))
+        .into_response(),
+    }
+}
+
+async fn hello() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+async fn not_found(method: Method, req: Request) -> Response {
+    let dialect = Dialect::of_request(req.uri().path(), req.headers());
+    dialect.error_response(&GatewayError::NotFound(format!(
+        "no endpoint {method} {}; Understudy serves POST /v1/messages, POST /v1/messages/count_tokens, \
+         POST /v1/chat/completions and GET /v1/models",
+        req.uri().path()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_allowed_and_others_are_not() {
+        for h in [
+            "localhost",
+            "localhost:8723",
+            "127.0.0.1:8723",
+            "127.1.2.3",
+            "[::1]:8723",
+            "LOCALHOST",
+        ] {
+            assert!(host_allowed(h, &[]), "{h}");
+        }
+        for h in [
+            "evil.example:8723",
+            "192.168.1.2:8723",
+            "localhost.evil.example",
+            "[::2]:1",
+        ] {
+            assert!(!host_allowed(h, &[]), "{h}");
+        }
+        assert!(host_allowed("devbox:8723", &["devbox".into()]));
+    }
+
+    #[test]
+    fn only_the_gateways_own_origin_is_allowed() {
+        assert!(origin_allowed("http://127.0.0.1:8723", 8723));
+        assert!(origin_allowed("http://localhost:8723", 8723));
+        assert!(!origin_allowed("http://localhost:3000", 8723));
+        assert!(!origin_allowed("https://evil.example", 8723));
+        assert!(!origin_allowed("null", 8723));
+    }
+}

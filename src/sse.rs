@@ -1,0 +1,201 @@
+//! Server-sent events framing: splits a byte stream into whole events, keeping each event's
+//! exact bytes so a passthrough can forward them unchanged. Knows no provider.
+//!
+//! Framing follows the WHATWG EventSource rules: lines end in `\n`, `\r\n` or `\r`; an empty
+//! line ends an event; `:` starts a comment; `data:` lines of one event are joined with `\n`.
+//! The result never depends on where the transport cut the bytes.
+
+use bytes::{Bytes, BytesMut};
+
+/// One complete event as it came off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The exact bytes of the event, blank-line terminator included.
+    pub raw: Bytes,
+    /// The `event:` field, if any.
+    pub event: Option<String>,
+    /// The `data:` lines joined with `\n`; `None` when the event had no data line.
+    pub data: Option<String>,
+}
+
+impl Frame {
+    /// Builds a frame in the `event: …\ndata: …\n\n` shape Anthropic streams use.
+    pub fn named(event: &str, data: &str) -> Frame {
+        let raw = format!("event: {event}\ndata: {data}\n\n");
+        Frame {
+            raw: Bytes::from(raw),
+            event: Some(event.to_owned()),
+            data: Some(data.to_owned()),
+        }
+    }
+
+    /// Builds a data-only frame, the shape OpenAI streams use.
+    pub fn data_only(data: &str) -> Frame {
+        Frame {
+            raw: Bytes::from(format!("data: {data}\n\n")),
+            event: None,
+            data: Some(data.to_owned()),
+        }
+    }
+}
+
+/// Incremental splitter: feed it chunks as they arrive, take whole frames out.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    buf: BytesMut,
+    /// Bytes of `buf` already scanned for a line end, so each byte is scanned once.
+    scanned: usize,
+    /// Start of the current (unfinished) line within `buf`.
+    line_start: usize,
+    event: Option<String>,
+    data: Option<String>,
+}
+
+impl Splitter {
+    /// Creates an empty splitter.
+    pub fn new() -> Splitter {
+        Splitter::default()
+    }
+
+    /// Appends `chunk` and pushes every event it completes onto `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Frame>) {
+        self.buf.extend_from_slice(chunk);
+        self.scan(false, out);
+    }
+
+    /// The stream ended: a `\r` that was waiting to see whether a `\n` follows ends its line.
+    pub fn finish(&mut self, out: &mut Vec<Frame>) {
+        self.scan(true, out);
+    }
+
+    fn scan(&mut self, at_end: bool, out: &mut Vec<Frame>) {
+        while self.scanned < self.buf.len() {
+            let i = self.scanned;
+            let b = self.buf[i];
+            if b != b'\n' && b != b'\r' {
+                self.scanned += 1;
+                continue;
+            }
+            let mut next = i + 1;
+            if b == b'\r' {
+                if next == self.buf.len() && !at_end {
+                    // `\r\n` may be split across chunks: decide when the next byte arrives, so
+                    // the frames never depend on where the transport cut the stream.
+                    return;
+                }
+                if self.buf.get(next) == Some(&b'\n') {
+                    next += 1;
+                }
+            }
+            self.scanned = next;
+            let line_start = self.line_start;
+            self.line_start = next;
+            if i == line_start {
+                self.dispatch(next, out);
+            } else {
+                let line = String::from_utf8_lossy(&self.buf[line_start..i]).into_owned();
+                self.field(&line);
+            }
+        }
+    }
+
+    /// True when bytes of an unfinished event are buffered (a stream ending now is cut mid-event).
+    pub fn has_partial(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    fn field(&mut self, line: &str) {
+        if line.starts_with(':') {
+            return;
+        }
+        let (name, value) = match line.split_once(':') {
+            Some((n, v)) => (n, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match name {
+            "event" => self.event = Some(value.to_owned()),
+            "data" => match &mut self.data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => self.data = Some(value.to_owned()),
+            },
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self, end: usize, out: &mut Vec<Frame>) {
+        let raw = self.buf.split_to(end).freeze();
+        self.scanned -= end;
+        self.line_start -= end;
+        out.push(Frame {
+            raw,
+            event: self.event.take(),
+            data: self.data.take(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_all(input: &[u8], cuts: &[usize]) -> Vec<Frame> {
+        let mut s = Splitter::new();
+        let mut out = Vec::new();
+        let mut prev = 0;
+        for &c in cuts.iter().chain(std::iter::once(&input.len())) {
+            s.feed(&input[prev..c], &mut out);
+            prev = c;
+        }
+        s.finish(&mut out);
+        out
+    }
+
+    const STREAM: &[u8] = b"event: message_start\ndata: {\"a\":1}\n\n: comment\n\nevent: ping\r\ndata: {}\r\n\r\ndata: line1\ndata: line2\n\ndata: [DONE]\r\r";
+
+    #[test]
+    fn splits_events_and_keeps_their_exact_bytes() {
+        let frames = split_all(STREAM, &[]);
+        assert_eq!(frames.len(), 5);
+        assert_eq!(frames[0].event.as_deref(), Some("message_start"));
+        assert_eq!(frames[0].data.as_deref(), Some("{\"a\":1}"));
+        assert_eq!(
+            &frames[0].raw[..],
+            b"event: message_start\ndata: {\"a\":1}\n\n"
+        );
+        assert_eq!(frames[1].data, None, "a comment-only event carries no data");
+        assert_eq!(frames[2].event.as_deref(), Some("ping"));
+        assert_eq!(frames[3].data.as_deref(), Some("line1\nline2"));
+        assert_eq!(frames[4].data.as_deref(), Some("[DONE]"));
+        let joined: Vec<u8> = frames.iter().flat_map(|f| f.raw.to_vec()).collect();
+        assert_eq!(joined, STREAM, "no byte is lost or changed");
+    }
+
+    #[test]
+    fn every_single_cut_point_gives_the_same_frames() {
+        let whole = split_all(STREAM, &[]);
+        for cut in 0..=STREAM.len() {
+            assert_eq!(split_all(STREAM, &[cut]), whole, "cut at byte {cut}");
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time_gives_the_same_frames() {
+        let cuts: Vec<usize> = (1..STREAM.len()).collect();
+        assert_eq!(split_all(STREAM, &cuts), split_all(STREAM, &[]));
+    }
+
+    #[test]
+    fn an_unfinished_event_is_held_back() {
+        let mut s = Splitter::new();
+        let mut out = Vec::new();
+        s.feed(b"data: {\"x\":1}\n\ndata: {\"trunc", &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(s.has_partial());
+        s.feed(b"\"}\n\n", &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(!s.has_partial());
+    }
+}

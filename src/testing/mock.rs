@@ -1,0 +1,563 @@
+//! The mock cloud server. It speaks HTTP/1.1 by hand over TCP so that it can fail the way real
+//! upstreams do: a reset (RST) or a plain close mid-body, a stall, a clean end of a body whose
+//! protocol never finished, a delay before headers, an HTML page instead of JSON.
+//!
+//! Replies are queued (first in, first out); with the queue empty it answers like a healthy
+//! provider. Control over HTTP, for tests written in other languages:
+//! `POST /_mock/replies` (a JSON array of [`Reply`]), `GET /_mock/requests`,
+//! `POST /_mock/gates/NAME` (opens a gate), `POST /_mock/reset`.
+
+use super::{anthropic, openai, DEFAULT_PARTS};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// One scripted reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reply {
+    /// The HTTP status.
+    #[serde(default = "ok")]
+    pub status: u16,
+    /// Extra response headers.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Wait this long before sending the status line.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// The body.
+    pub body: MockBody,
+}
+
+fn ok() -> u16 {
+    200
+}
+
+/// How the body is sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MockBody {
+    /// All at once, with `content-length`.
+    Full {
+        /// The body.
+        text: String,
+        /// Send only this many bytes of it, then close (a body cut short of its declared length).
+        #[serde(default)]
+        cut_at: Option<usize>,
+    },
+    /// Chunked transfer encoding, one HTTP chunk per entry, then `end`.
+    Chunks {
+        /// The pieces.
+        chunks: Vec<Chunk>,
+        /// What happens after the last piece.
+        #[serde(default)]
+        end: End,
+    },
+}
+
+/// One piece of a chunked body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunk {
+    /// Wait this long before sending it.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Wait until this gate is opened before sending it.
+    #[serde(default)]
+    pub gate: Option<String>,
+    /// The bytes.
+    pub text: String,
+}
+
+/// How a chunked body ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum End {
+    /// The terminating zero-length chunk: a clean end at the HTTP level (whatever the SSE said).
+    #[default]
+    Clean,
+    /// Close the connection without the terminating chunk.
+    Close,
+    /// Reset the connection (TCP RST).
+    Reset,
+    /// Send nothing more and hold the connection open until the client leaves.
+    Stall,
+}
+
+impl Reply {
+    /// A JSON body with this status.
+    pub fn json(status: u16, body: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            delay_ms: 0,
+            body: MockBody::Full {
+                text: body.to_string(),
+                cut_at: None,
+            },
+        }
+    }
+
+    /// A raw body with a content type.
+    pub fn raw(status: u16, content_type: &str, text: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), content_type.into())],
+            delay_ms: 0,
+            body: MockBody::Full {
+                text: text.into(),
+                cut_at: None,
+            },
+        }
+    }
+
+    /// An SSE stream, one HTTP chunk per event, clean end.
+    pub fn sse<S: Into<String>>(events: impl IntoIterator<Item = S>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            delay_ms: 0,
+            body: MockBody::Chunks {
+                chunks: events
+                    .into_iter()
+                    .map(|e| Chunk {
+                        delay_ms: 0,
+                        gate: None,
+                        text: e.into(),
+                    })
+                    .collect(),
+                end: End::Clean,
+            },
+        }
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Waits before the status line.
+    pub fn delay(mut self, ms: u64) -> Reply {
+        self.delay_ms = ms;
+        self
+    }
+
+    /// Keeps only the first `n` chunks (or, for a full body, the first `n` bytes, then closes).
+    pub fn truncate(mut self, n: usize) -> Reply {
+        match &mut self.body {
+            MockBody::Chunks { chunks, .. } => chunks.truncate(n),
+            MockBody::Full { cut_at, .. } => *cut_at = Some(n),
+        }
+        self
+    }
+
+    /// Sets how a chunked body ends.
+    pub fn end(mut self, how: End) -> Reply {
+        if let MockBody::Chunks { end, .. } = &mut self.body {
+            *end = how;
+        }
+        self
+    }
+
+    /// Makes chunk `i` wait for `gate`.
+    pub fn gate(mut self, i: usize, gate: &str) -> Reply {
+        if let MockBody::Chunks { chunks, .. } = &mut self.body {
+            chunks[i].gate = Some(gate.into());
+        }
+        self
+    }
+
+    /// Inserts a chunk at position `i`.
+    pub fn insert(mut self, i: usize, text: impl Into<String>) -> Reply {
+        if let MockBody::Chunks { chunks, .. } = &mut self.body {
+            chunks.insert(
+                i,
+                Chunk {
+                    delay_ms: 0,
+                    gate: None,
+                    text: text.into(),
+                },
+            );
+        }
+        self
+    }
+
+    /// Delays every chunk by `ms`.
+    pub fn chunk_delay(mut self, ms: u64) -> Reply {
+        if let MockBody::Chunks { chunks, .. } = &mut self.body {
+            for c in chunks {
+                c.delay_ms = ms;
+            }
+        }
+        self
+    }
+}
+
+/// A request the mock received.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    /// `POST`, `GET`, …
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl RecordedRequest {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    replies: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    gates: Mutex<HashSet<String>>,
+    gate_opened: Notify,
+    /// Fixed latency before every default reply (benchmarks).
+    default_delay: Mutex<Duration>,
+}
+
+/// A running mock cloud. It stops when dropped.
+#[derive(Debug)]
+pub struct MockCloud {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockCloud {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockCloud {
+    /// Starts on `127.0.0.1:0`.
+    pub async fn start() -> MockCloud {
+        MockCloud::bind("127.0.0.1:0".parse().expect("valid"))
+            .await
+            .expect("bind loopback")
+    }
+
+    /// Starts on `addr`.
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<MockCloud> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner::default());
+        let task = tokio::spawn(accept_loop(listener, inner.clone()));
+        Ok(MockCloud { addr, inner, task })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues a reply.
+    pub fn push(&self, reply: Reply) {
+        self.inner.replies.lock().expect("lock").push_back(reply);
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.inner.requests.lock().expect("lock").clone()
+    }
+
+    /// Opens a gate: chunks waiting on it are sent.
+    pub fn open_gate(&self, name: &str) {
+        open_gate(&self.inner, name);
+    }
+
+    /// Sets a fixed latency before every unscripted reply.
+    pub fn set_default_delay(&self, d: Duration) {
+        *self.inner.default_delay.lock().expect("lock") = d;
+    }
+
+    /// Serves until the process ends (for `understudy mock`).
+    pub async fn serve_forever(self) {
+        std::future::pending::<()>().await;
+        drop(self);
+    }
+}
+
+fn open_gate(inner: &Inner, name: &str) {
+    inner.gates.lock().expect("lock").insert(name.to_owned());
+    inner.gate_opened.notify_waiters();
+}
+
+async fn wait_gate(inner: &Inner, name: &str) {
+    loop {
+        let notified = inner.gate_opened.notified();
+        if inner.gates.lock().expect("lock").contains(name) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = sock.set_nodelay(true);
+        tokio::spawn(serve_conn(sock, inner.clone()));
+    }
+}
+
+struct Head {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+/// Reads one request; `None` when the peer closed.
+async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Head, Vec<u8>)> {
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > 1 << 20 {
+            return None;
+        }
+        let mut tmp = [0u8; 16 * 1024];
+        let n = sock.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head_text = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head_text.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_owned();
+    let path = first.next()?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let body_start = head_end + 4;
+    while buf.len() < body_start + len {
+        let mut tmp = [0u8; 64 * 1024];
+        let n = sock.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    let body = buf[body_start..body_start + len].to_vec();
+    buf.drain(..body_start + len);
+    Some((
+        Head {
+            method,
+            path,
+            headers,
+        },
+        body,
+    ))
+}
+
+async fn serve_conn(mut sock: TcpStream, inner: Arc<Inner>) {
+    let mut buf = Vec::new();
+    while let Some((head, body)) = read_request(&mut sock, &mut buf).await {
+        let body_text = String::from_utf8_lossy(&body).into_owned();
+        if let Some(reply) = control(&inner, &head, &body_text) {
+            if write_reply(&mut sock, &inner, reply).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        inner.requests.lock().expect("lock").push(RecordedRequest {
+            method: head.method.clone(),
+            path: head.path.clone(),
+            headers: head.headers.clone(),
+            body: body_text.clone(),
+        });
+        let scripted = inner.replies.lock().expect("lock").pop_front();
+        let reply = match scripted {
+            Some(r) => r,
+            None => {
+                let d = *inner.default_delay.lock().expect("lock");
+                default_reply(&head, &body_text).delay(d.as_millis() as u64)
+            }
+        };
+        if write_reply(&mut sock, &inner, reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
+    let path = head.path.strip_prefix("/_mock/")?;
+    let ok = || Reply::json(200, &serde_json::json!({"ok": true}));
+    Some(match (head.method.as_str(), path) {
+        ("POST", "replies") => match serde_json::from_str::<Vec<Reply>>(body) {
+            Ok(rs) => {
+                inner.replies.lock().expect("lock").extend(rs);
+                ok()
+            }
+            Err(e) => Reply::json(400, &serde_json::json!({"error": e.to_string()})),
+        },
+        ("GET", "requests") => Reply::json(
+            200,
+            &serde_json::to_value(&*inner.requests.lock().expect("lock")).expect("serializes"),
+        ),
+        ("POST", "reset") => {
+            inner.replies.lock().expect("lock").clear();
+            inner.requests.lock().expect("lock").clear();
+            inner.gates.lock().expect("lock").clear();
+            ok()
+        }
+        ("POST", p) if p.starts_with("gates/") => {
+            open_gate(inner, &p["gates/".len()..]);
+            ok()
+        }
+        _ => Reply::json(404, &serde_json::json!({"error": "unknown control path"})),
+    })
+}
+
+/// What a healthy provider answers.
+fn default_reply(head: &Head, body: &str) -> Reply {
+    let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let model = req["model"].as_str().unwrap_or("mock-model");
+    let stream = req["stream"].as_bool().unwrap_or(false);
+    let path = head.path.split('?').next().unwrap_or("");
+    let text: String = DEFAULT_PARTS.concat();
+    match (head.method.as_str(), path) {
+        ("POST", p) if p.ends_with("/v1/messages/count_tokens") => {
+            Reply::json(200, &serde_json::json!({"input_tokens": body.len() / 4}))
+        }
+        ("POST", p) if p.ends_with("/v1/messages") => {
+            if stream {
+                Reply::sse(anthropic::text_stream(model, DEFAULT_PARTS, "end_turn"))
+            } else {
+                Reply::json(200, &anthropic::message(model, &text))
+            }
+        }
+        ("POST", p) if p.ends_with("/chat/completions") => {
+            if stream {
+                Reply::sse(openai::text_stream(model, DEFAULT_PARTS, "stop"))
+            } else {
+                Reply::json(200, &openai::completion(model, &text))
+            }
+        }
+        ("GET", p) if p.ends_with("/models") => Reply::json(
+            200,
+            &serde_json::json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}]}),
+        ),
+        _ => Reply::json(
+            404,
+            &anthropic::error("not_found_error", &format!("mock: no route {path}")),
+        ),
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        529 => "Overloaded",
+        _ => "Status",
+    }
+}
+
+async fn write_reply(sock: &mut TcpStream, inner: &Inner, reply: Reply) -> std::io::Result<()> {
+    if reply.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
+    }
+    let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
+    for (n, v) in &reply.headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    match reply.body {
+        MockBody::Full { text, cut_at } => {
+            head.push_str(&format!("content-length: {}\r\n\r\n", text.len()));
+            sock.write_all(head.as_bytes()).await?;
+            match cut_at {
+                Some(n) => {
+                    sock.write_all(&text.as_bytes()[..n.min(text.len())])
+                        .await?;
+                    sock.flush().await?;
+                    // The body is shorter than declared: end the connection.
+                    Err(std::io::Error::other("cut"))
+                }
+                None => sock.write_all(text.as_bytes()).await,
+            }
+        }
+        MockBody::Chunks { chunks, end } => {
+            head.push_str("transfer-encoding: chunked\r\n\r\n");
+            sock.write_all(head.as_bytes()).await?;
+            for c in chunks {
+                if let Some(g) = &c.gate {
+                    wait_gate(inner, g).await;
+                }
+                if c.delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(c.delay_ms)).await;
+                }
+                if c.text.is_empty() {
+                    continue;
+                }
+                sock.write_all(format!("{:x}\r\n{}\r\n", c.text.len(), c.text).as_bytes())
+                    .await?;
+                sock.flush().await?;
+            }
+            match end {
+                End::Clean => sock.write_all(b"0\r\n\r\n").await,
+                End::Close => {
+                    sock.shutdown().await?;
+                    Err(std::io::Error::other("closed"))
+                }
+                End::Reset => {
+                    // SO_LINGER 0 turns the close into a RST.
+                    let _ = sock.set_zero_linger();
+                    Err(std::io::Error::other("reset"))
+                }
+                End::Stall => {
+                    // Hold the connection until the client gives up (or a minute passes).
+                    let mut tmp = [0u8; 1024];
+                    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                        while let Ok(n) = sock.read(&mut tmp).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    Err(std::io::Error::other("stalled"))
+                }
+            }
+        }
+    }
+}
