@@ -659,7 +659,7 @@ mod tests {
     #[test]
     fn an_unknown_field_is_reported_at_its_toml_path() {
         let err = parse("[providers.a]\nkind = \"anthropic\"\napi_kee_env = \"X\"\n").unwrap_err();
-        assert_eq!(paths(err), vec!["providers.a"]);
+        assert_eq!(paths(err), vec!["providers.a.api_kee_env"]);
         let err = parse("[providers.a]\nkind = \"anthropic\"\ntimeouts = { idle = \"soon\" }\n")
             .unwrap_err();
         assert_eq!(paths(err), vec!["providers.a.timeouts.idle"]);

@@ -1,0 +1,246 @@
+//! The real `understudy` binary as a subprocess: config checking, zero config, graceful
+//! shutdown, and keys that never reach the log.
+
+use crate::support::*;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use understudy::testing::{anthropic, html_page, End, MockCloud, Reply, DEFAULT_PARTS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_understudy");
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    f
+}
+
+/// Starts `understudy serve` with a clean environment and returns it with its URL.
+fn spawn_serve(args: &[&str], env: &[(&str, &str)], home: &std::path::Path) -> (Child, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("understudy listening on ")
+        .unwrap_or_else(|| {
+            let mut err = String::new();
+            child
+                .stderr
+                .as_mut()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("no listening line; stdout {line:?}, stderr {err}")
+        })
+        .to_owned();
+    (child, url)
+}
+
+fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
+#[test]
+fn config_check_reports_every_problem_with_its_toml_path() {
+    let f = write_config(
+        "[providers.a]\nkind = \"gpt\"\n[providers.b]\nkind = \"openai\"\nbase_url = \"ftp://x\"\napi_key_env = \"B_KEY\"\n\
+         [[routes]]\nmodel = \"m\"\nbackends = [\"c/model\"]\n",
+    );
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "providers.a.kind:",
+        "providers.b.base_url:",
+        "routes[0].backends[0]:",
+    ] {
+        assert!(err.contains(path), "missing {path} in {err}");
+    }
+    assert!(
+        err.contains(&f.path().display().to_string()),
+        "names the file: {err}"
+    );
+
+    let f = write_config("[providers.a]\nkind = \"anthropic\"\npassthrough_auth = true\n[[routes]]\nmodel = \"claude-*\"\nbackends = [\"a\"]\n");
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("OK (1 providers, 1 routes)") && text.contains("route claude-* -> a"),
+        "{text}"
+    );
+}
+
+#[test]
+fn serve_refuses_an_invalid_config_and_says_how_to_check_it() {
+    let f = write_config("[server]\nlisten = \"nowhere\"\n");
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.listen") && err.contains("understudy config check"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn zero_config_starts_with_no_file_and_no_keys_and_stops_cleanly_on_sigterm() {
+    let home = tempfile::tempdir().unwrap();
+    let (child, url) = spawn_serve(&[], &[], home.path());
+    let v: serde_json::Value = client()
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "ok");
+    // An OpenAI model with no OPENAI_API_KEY in the environment: no route, and the error says so.
+    let r = client()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&openai_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (status, log) = terminate(child);
+    assert!(status.success(), "exit {status:?}: {log}");
+    assert!(
+        log.contains("zero config") && log.contains("stopped"),
+        "{log}"
+    );
+}
+
+/// API keys, the configured one and the client's own, appear nowhere in a debug log of a run
+/// that exercises success, upstream errors, an HTML page, truncation and a missing key.
+#[tokio::test]
+async fn keys_never_reach_the_log() {
+    const CONFIGURED: &str = "sk-ant-CONFIGURED-SECRET-0123456789";
+    const CLIENT: &str = "sk-client-CLIENT-SECRET-9876543210";
+    let mock = MockCloud::start().await;
+    let cfg = write_config(&format!(
+        "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{url}\"\napi_key_env = \"UNDERSTUDY_LOG_TEST_KEY\"\n\
+         [providers.passthru]\nkind = \"anthropic\"\nbase_url = \"{url}\"\npassthrough_auth = true\n\
+         [providers.nokey]\nkind = \"openai\"\nbase_url = \"{url}/v1\"\napi_key_env = \"UNDERSTUDY_LOG_TEST_UNSET\"\n\
+         [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n\
+         [[routes]]\nmodel = \"pt-*\"\nbackends = [\"passthru\"]\n\
+         [[routes]]\nmodel = \"gpt-*\"\nbackends = [\"nokey\"]\n",
+        url = mock.url()
+    ));
+    let home = tempfile::tempdir().unwrap();
+    let (child, url) = spawn_serve(
+        &["--config", cfg.path().to_str().unwrap()],
+        &[
+            ("UNDERSTUDY_LOG_TEST_KEY", CONFIGURED),
+            ("RUST_LOG", "trace"),
+        ],
+        home.path(),
+    );
+    mock.push(Reply::json(
+        529,
+        &anthropic::error("overloaded_error", "Overloaded"),
+    ));
+    mock.push(Reply::raw(502, "text/html", html_page(502)));
+    mock.push(
+        Reply::sse(anthropic::text_stream(
+            "claude-sonnet-4-5",
+            DEFAULT_PARTS,
+            "end_turn",
+        ))
+        .truncate(5)
+        .end(End::Reset),
+    );
+    let c = client();
+    for model in [
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5",
+        "pt-model",
+        "gpt-5",
+    ] {
+        let mut body = anthropic_body(true);
+        body["model"] = model.into();
+        let path = if model.starts_with("gpt") {
+            "/v1/chat/completions"
+        } else {
+            "/v1/messages"
+        };
+        let r = c
+            .post(format!("{url}{path}"))
+            .header("x-api-key", CLIENT)
+            .bearer_auth(CLIENT)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let _ = r.bytes().await;
+    }
+    let sent: Vec<_> = mock
+        .requests()
+        .iter()
+        .map(|r| r.header("x-api-key").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(sent[0], CONFIGURED, "the configured key was used");
+    assert_eq!(
+        sent[4], CLIENT,
+        "the passthrough provider got the client's key"
+    );
+    let (status, log) = terminate(child);
+    assert!(status.success());
+    assert!(
+        log.contains("outcome=\"truncated\"") || log.contains("outcome=\"transport\""),
+        "the log records the failures: {log}"
+    );
+    assert!(
+        log.contains("UNDERSTUDY_LOG_TEST_UNSET"),
+        "the log names the missing variable"
+    );
+    for secret in [CONFIGURED, CLIENT, "CONFIGURED-SECRET", "CLIENT-SECRET"] {
+        assert!(!log.contains(secret), "a key leaked into the log:\n{log}");
+    }
+}

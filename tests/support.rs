@@ -1,0 +1,240 @@
+//! A gateway in-process on `127.0.0.1:0`, wired to a mock cloud, and checkers for what clients get.
+
+use understudy::config::{Config, ConfigSource};
+use understudy::sse::{Frame, Splitter};
+use understudy::testing::MockCloud;
+
+pub struct Harness {
+    pub mock: MockCloud,
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Providers `anthropic` and `openai`, both at the mock; short timeouts so faults show quickly.
+pub fn config_for(mock: &MockCloud, extra: &str) -> String {
+    format!(
+        r#"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{url}"
+passthrough_auth = true
+timeouts = {{ first_byte = "400ms", idle = "400ms" }}
+
+[providers.openai]
+kind = "openai"
+base_url = "{url}/v1"
+passthrough_auth = true
+timeouts = {{ first_byte = "400ms", idle = "400ms" }}
+
+{extra}
+
+[[routes]]
+model = "claude-*"
+backends = ["anthropic"]
+
+[[routes]]
+model = "gpt-*"
+backends = ["openai"]
+"#,
+        url = mock.url()
+    )
+}
+
+pub async fn start() -> Harness {
+    start_with("").await
+}
+
+pub async fn start_with(extra: &str) -> Harness {
+    let mock = MockCloud::start().await;
+    let toml = config_for(&mock, extra);
+    start_config(mock, &toml).await
+}
+
+pub async fn start_config(mock: MockCloud, toml: &str) -> Harness {
+    let config = Config::from_toml(toml, ConfigSource::ZeroConfig).expect("test config is valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(understudy::server::run(listener, config, async move {
+        let _ = rx.await;
+    }));
+    Harness {
+        mock,
+        url,
+        stop: Some(tx),
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+pub fn anthropic_body(stream: bool) -> serde_json::Value {
+    serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}]})
+}
+
+pub fn openai_body(stream: bool) -> serde_json::Value {
+    serde_json::json!({"model": "gpt-5", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+pub fn frames(body: &[u8]) -> Vec<Frame> {
+    let mut out = Vec::new();
+    let mut s = Splitter::new();
+    s.feed(body, &mut out);
+    s.finish(&mut out);
+    assert!(
+        !s.has_partial(),
+        "the client received half an SSE event: {:?}",
+        String::from_utf8_lossy(body)
+    );
+    out
+}
+
+pub fn json(f: &Frame) -> serde_json::Value {
+    serde_json::from_str(f.data.as_deref().unwrap_or("null"))
+        .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {f:?}"))
+}
+
+/// What an Anthropic stream told the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AnthropicEnd {
+    /// Ended by message_delta(stop_reason) + message_stop.
+    Complete,
+    /// Ended by an `event: error` of this type.
+    Error(String),
+}
+
+/// Checks the event order of protocol.md §1.5 strictly and returns the text and how it ended.
+/// Panics on anything Claude Code would choke on, or on a stream that ends without either a
+/// finish or an explicit error (a silent truncation).
+pub fn check_anthropic_stream(body: &[u8]) -> (String, AnthropicEnd) {
+    let fs = frames(body);
+    let mut text = String::new();
+    let mut open: Option<u64> = None;
+    let mut next_index = 0;
+    let mut started = false;
+    let mut stop_reason = None;
+    for (i, f) in fs.iter().enumerate() {
+        if f.data.is_none() {
+            continue;
+        }
+        let v = json(f);
+        let ty = v["type"].as_str().unwrap().to_owned();
+        assert_eq!(
+            f.event.as_deref(),
+            Some(ty.as_str()),
+            "event name and data type differ"
+        );
+        match ty.as_str() {
+            "message_start" => {
+                assert!(!started, "a second message_start");
+                started = true;
+            }
+            "content_block_start" => {
+                assert!(
+                    started && open.is_none(),
+                    "block started while another is open"
+                );
+                assert_eq!(
+                    v["index"].as_u64(),
+                    Some(next_index),
+                    "block index out of order"
+                );
+                open = Some(next_index);
+                next_index += 1;
+            }
+            "content_block_delta" => {
+                assert_eq!(
+                    v["index"].as_u64(),
+                    open,
+                    "delta for a block that is not open"
+                );
+                if let Some(t) = v["delta"]["text"].as_str() {
+                    text.push_str(t);
+                }
+            }
+            "content_block_stop" => {
+                assert_eq!(
+                    v["index"].as_u64(),
+                    open,
+                    "stop for a block that is not open"
+                );
+                open = None;
+            }
+            "message_delta" => {
+                assert!(open.is_none(), "message_delta with a block open");
+                stop_reason = v["delta"]["stop_reason"].as_str().map(str::to_owned);
+            }
+            "message_stop" => {
+                assert!(stop_reason.is_some(), "message_stop without a stop_reason");
+                assert_eq!(i, fs.len() - 1, "events after message_stop");
+                return (text, AnthropicEnd::Complete);
+            }
+            "error" => {
+                assert_eq!(i, fs.len() - 1, "events after an error event");
+                return (
+                    text,
+                    AnthropicEnd::Error(v["error"]["type"].as_str().unwrap().to_owned()),
+                );
+            }
+            "ping" => {}
+            other => panic!("unexpected event type {other}"),
+        }
+    }
+    panic!(
+        "SILENT TRUNCATION: the stream ended with neither message_stop nor an error event: {}",
+        String::from_utf8_lossy(body)
+    );
+}
+
+/// What an OpenAI stream told the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenAiEnd {
+    /// finish_reason then `[DONE]`.
+    Complete,
+    /// An `{"error":…}` chunk, and no `[DONE]`.
+    Error(String),
+}
+
+pub fn check_openai_stream(body: &[u8]) -> (String, OpenAiEnd) {
+    let fs = frames(body);
+    let mut text = String::new();
+    let mut finish = None;
+    for (i, f) in fs.iter().enumerate() {
+        let Some(d) = f.data.as_deref() else { continue };
+        if d == "[DONE]" {
+            assert!(finish.is_some(), "[DONE] without finish_reason");
+            assert_eq!(i, fs.len() - 1, "chunks after [DONE]");
+            return (text, OpenAiEnd::Complete);
+        }
+        let v = json(f);
+        if let Some(e) = v.get("error") {
+            assert_eq!(i, fs.len() - 1, "chunks after the error chunk");
+            return (
+                text,
+                OpenAiEnd::Error(e["message"].as_str().unwrap_or("").to_owned()),
+            );
+        }
+        for c in v["choices"].as_array().unwrap() {
+            if let Some(t) = c["delta"]["content"].as_str() {
+                text.push_str(t);
+            }
+            if let Some(r) = c["finish_reason"].as_str() {
+                finish = Some(r.to_owned());
+            }
+        }
+    }
+    panic!(
+        "SILENT TRUNCATION: the stream ended with neither [DONE] nor an error chunk: {}",
+        String::from_utf8_lossy(body)
+    );
+}

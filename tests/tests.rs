@@ -1,0 +1,6 @@
+//! Integration tests: real HTTP over loopback between a client, the gateway and the mock cloud.
+
+mod cli;
+mod faults;
+mod gateway;
+mod support;
