@@ -1,0 +1,139 @@
+"""Fixtures: the mock cloud and the gateway as real subprocesses (the debug build with the
+`testing` feature), wired together through a config file in a temporary directory."""
+
+import glob
+import json
+import os
+import subprocess
+import urllib.request
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("UNDERSTUDY_BIN", os.path.join(ROOT, "target", "debug", "understudy"))
+
+
+def _spawn(args, prefix, env=None):
+    proc = subprocess.Popen(
+        [BIN, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline().strip()
+    if not line.startswith(prefix):
+        proc.kill()
+        raise RuntimeError(f"{args[0]} did not start: {line!r} {proc.stderr.read()}")
+    return proc, line[len(prefix):]
+
+
+class Mock:
+    """The scripted mock cloud, driven over its /_mock control API."""
+
+    def __init__(self, url):
+        self.url = url
+
+    def _call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("content-type", "application/json")
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read())
+
+    def push(self, *replies):
+        self._call("POST", "/_mock/replies", list(replies))
+
+    def requests(self):
+        return self._call("GET", "/_mock/requests")
+
+    def reset(self):
+        self._call("POST", "/_mock/reset", {})
+
+
+@pytest.fixture(scope="session")
+def mock():
+    proc, url = _spawn(["mock"], "mock cloud listening on ")
+    yield Mock(url)
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def gateway(mock, tmp_path_factory):
+    cfg = tmp_path_factory.mktemp("gw") / "config.toml"
+    cfg.write_text(
+        f"""
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{mock.url}"
+passthrough_auth = true
+timeouts = {{ idle = "1s" }}
+
+[providers.openai]
+kind = "openai"
+base_url = "{mock.url}/v1"
+passthrough_auth = true
+timeouts = {{ idle = "1s" }}
+
+[[routes]]
+model = "claude-*"
+backends = ["anthropic"]
+
+[[routes]]
+model = "gpt-*"
+backends = ["openai"]
+"""
+    )
+    proc, url = _spawn(["serve", "--config", str(cfg), "--listen", "127.0.0.1:0"], "understudy listening on ")
+    yield url
+    proc.terminate()
+    assert proc.wait(15) == 0, "the gateway stops cleanly on SIGTERM"
+
+
+@pytest.fixture(autouse=True)
+def fresh_mock(request):
+    if "mock" in request.fixturenames:
+        request.getfixturevalue("mock").reset()
+
+
+def claude_binary():
+    found = glob.glob(os.path.join(os.path.dirname(__file__), "node_modules", "@anthropic-ai", "claude-code-linux-*", "claude"))
+    if not found:
+        raise RuntimeError("Claude Code is not installed: run scripts/test (it runs npm install in tests/clients)")
+    return found[0]
+
+
+# Faithful upstream shapes (protocol.md §1.5, §2.3), kept beside the tests that use them.
+TEXT = ["Hello", " from", " the", " mock", " cloud."]
+
+
+def anthropic_events(parts=TEXT):
+    def ev(d):
+        return f"event: {d['type']}\ndata: {json.dumps(d)}\n\n"
+
+    out = [
+        ev({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            "content": [], "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+        ev({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ]
+    out += [ev({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}) for p in parts]
+    out += [
+        ev({"type": "content_block_stop", "index": 0}),
+        ev({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": 5}}),
+        ev({"type": "message_stop"}),
+    ]
+    return out
+
+
+def openai_chunks(parts=TEXT):
+    def ch(delta, finish=None):
+        return "data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+
+    return [ch({"role": "assistant", "content": ""})] + [ch({"content": p}) for p in parts] + [ch({}, "stop"), "data: [DONE]\n\n"]
+
+
+def sse_reply(chunks, end="clean"):
+    return {"status": 200, "headers": [["content-type", "text/event-stream"]],
+            "body": {"kind": "chunks", "chunks": [{"text": c} for c in chunks], "end": end}}
