@@ -1,1 +1,264 @@
-fn main() {}
+//! Passthrough overhead: the same requests straight to the mock cloud and through the gateway,
+//! measured client-side, in interleaved rounds of one run.
+//!
+//! `cargo bench --features testing --bench passthrough` (env: BENCH_RATE, BENCH_SECS,
+//! BENCH_ROUNDS, BENCH_UPSTREAM_MS, BENCH_PIN=0 to leave scheduling to the OS). The mock and the gateway are real subprocesses (the release
+//! binary); where `taskset` exists the gateway is pinned to CPU 1, the mock and the load
+//! generator to CPU 0.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_understudy");
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn spawn(cpu: &str, args: &[&str], prefix: &str) -> (Child, String) {
+    let pinned = env_or("BENCH_PIN", 1) == 1 && Command::new("taskset").arg("-V").output().is_ok();
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", cpu, BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let mut child = cmd
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix(prefix)
+        .expect("listening line")
+        .to_owned();
+    (child, url)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+const BODY: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hello"}]}"#;
+
+async fn one(client: &reqwest::Client, url: &str) -> bool {
+    match client
+        .post(url)
+        .header("x-api-key", "bench")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(BODY)
+        .send()
+        .await
+    {
+        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Open loop: request i is sent at start + i/rate whatever happened before (each request is
+/// its own task, so a slow answer never delays the next send: no coordinated omission). Its
+/// latency counts from the actual send, which keeps the generator's own timer wake-up lag (up
+/// to 1 ms on tokio's timer wheel) out of the numbers.
+async fn open_loop(client: &reqwest::Client, url: &str, rate: f64, secs: f64) -> (Vec<f64>, usize) {
+    let n = (rate * secs) as usize;
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let (client, url) = (client.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let ok = one(&client, &url).await;
+            (sent.elapsed().as_secs_f64() * 1000.0, ok)
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    let mut failed = 0;
+    for t in tasks {
+        let (ms, ok) = t.await.unwrap();
+        if ok {
+            lat.push(ms);
+        } else {
+            failed += 1;
+        }
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (lat, failed)
+}
+
+/// Closed loop: `conns` workers back to back for `secs`; requests per second.
+async fn closed_loop(client: &reqwest::Client, url: &str, conns: usize, secs: f64) -> f64 {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (client, url) = (client.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < until {
+                if one(&client, &url).await {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / secs
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rate: f64 = env_or("BENCH_RATE", 500.0);
+    let secs: f64 = env_or("BENCH_SECS", 5.0);
+    let rounds: usize = env_or("BENCH_ROUNDS", 5);
+    let upstream_ms: u64 = env_or("BENCH_UPSTREAM_MS", 2);
+
+    let (mut mock, mock_url) = spawn(
+        "0",
+        &["mock", "--delay-ms", &upstream_ms.to_string()],
+        "mock cloud listening on ",
+    );
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        cfg,
+        "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\npassthrough_auth = true\n\
+         [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
+    )
+    .unwrap();
+    let (mut gw, gw_url) = spawn(
+        "1",
+        &[
+            "serve",
+            "--config",
+            cfg.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "understudy listening on ",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_rss = rss_kib(gw.id());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let direct = format!("{mock_url}/v1/messages");
+    let through = format!("{gw_url}/v1/messages");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    let (mut p50, mut p95, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut d50, mut d99, mut g50, mut g99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut failed = 0;
+    let mut load_rss = 0;
+    rt.block_on(async {
+        // Warm-up: connections, caches, the gateway's pools.
+        open_loop(&client, &direct, rate, 1.0).await;
+        open_loop(&client, &through, rate, 1.0).await;
+        for r in 0..rounds {
+            let (d, fd) = open_loop(&client, &direct, rate, secs).await;
+            let (g, fg) = open_loop(&client, &through, rate, secs).await;
+            load_rss = load_rss.max(rss_kib(gw.id()));
+            failed += fd + fg;
+            eprintln!(
+                "round {r}: direct p50 {:.3} p99 {:.3} | gateway p50 {:.3} p99 {:.3} ms",
+                pct(&d, 0.5),
+                pct(&d, 0.99),
+                pct(&g, 0.5),
+                pct(&g, 0.99)
+            );
+            p50.push(pct(&g, 0.5) - pct(&d, 0.5));
+            p95.push(pct(&g, 0.95) - pct(&d, 0.95));
+            p99.push(pct(&g, 0.99) - pct(&d, 0.99));
+            d50.push(pct(&d, 0.5));
+            d99.push(pct(&d, 0.99));
+            g50.push(pct(&g, 0.5));
+            g99.push(pct(&g, 0.99));
+        }
+    });
+    let (tput_direct, tput_gw) = rt.block_on(async {
+        let d = closed_loop(&client, &direct, 32, secs).await;
+        let g = closed_loop(&client, &through, 32, secs).await;
+        (d, g)
+    });
+    let spread = |v: &[f64]| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.3} … {hi:.3}")
+    };
+    println!("\n### Passthrough overhead ({rate} req/s open loop, {rounds} interleaved rounds of {secs} s, upstream latency {upstream_ms} ms)\n");
+    println!(
+        "| | direct | through Understudy | added (median of rounds) | added, range over rounds |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| p50 ms | {:.3} | {:.3} | **{:.3}** | {} |",
+        median(d50),
+        median(g50),
+        median(p50.clone()),
+        spread(&p50)
+    );
+    println!(
+        "| p95 ms | | | **{:.3}** | {} |",
+        median(p95.clone()),
+        spread(&p95)
+    );
+    println!(
+        "| p99 ms | {:.3} | {:.3} | **{:.3}** | {} |",
+        median(d99),
+        median(g99),
+        median(p99.clone()),
+        spread(&p99)
+    );
+    println!("\n| throughput, 32 connections, closed loop | direct | through Understudy | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| req/s | {tput_direct:.0} | {tput_gw:.0} | {:.2} |",
+        tput_gw / tput_direct
+    );
+    println!(
+        "\nGateway RSS: idle {:.1} MiB, peak under load {:.1} MiB. Failed requests: {failed}.",
+        idle_rss as f64 / 1024.0,
+        load_rss.max(rss_kib(gw.id())) as f64 / 1024.0
+    );
+    let _ = gw.kill();
+    let _ = mock.kill();
+}

@@ -244,3 +244,29 @@ async fn keys_never_reach_the_log() {
         assert!(!log.contains(secret), "a key leaked into the log:\n{log}");
     }
 }
+
+/// The README's complete config example stays a valid config.
+#[test]
+fn the_readme_config_example_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- config-example")
+        .expect("marker in README");
+    let block = &readme[start..];
+    let body = &block[block.find("```toml\n").unwrap() + 8..];
+    let toml = &body[..body.find("```").unwrap()];
+    let f = write_config(toml);
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("OK (3 providers, 2 routes)"), "{text}");
+}
