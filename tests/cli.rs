@@ -67,17 +67,21 @@ fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
     (status, err)
 }
 
+fn config_check(f: &tempfile::NamedTempFile) -> std::process::Output {
+    Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn config_check_reports_every_problem_with_its_toml_path() {
     let f = write_config(
         "[providers.a]\nkind = \"gpt\"\n[providers.b]\nkind = \"openai\"\nbase_url = \"ftp://x\"\napi_key_env = \"B_KEY\"\n\
          [[routes]]\nmodel = \"m\"\nbackends = [\"c/model\"]\n",
     );
-    let out = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(f.path())
-        .output()
-        .unwrap();
+    let out = config_check(&f);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for path in [
@@ -93,11 +97,7 @@ fn config_check_reports_every_problem_with_its_toml_path() {
     );
 
     let f = write_config("[providers.a]\nkind = \"anthropic\"\npassthrough_auth = true\n[[routes]]\nmodel = \"claude-*\"\nbackends = [\"a\"]\n");
-    let out = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(f.path())
-        .output()
-        .unwrap();
+    let out = config_check(&f);
     assert!(
         out.status.success(),
         "{}",
@@ -257,11 +257,7 @@ fn the_readme_config_example_is_valid() {
     let body = &block[block.find("```toml\n").unwrap() + 8..];
     let toml = &body[..body.find("```").unwrap()];
     let f = write_config(toml);
-    let out = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(f.path())
-        .output()
-        .unwrap();
+    let out = config_check(&f);
     assert!(
         out.status.success(),
         "{}",

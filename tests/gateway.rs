@@ -17,13 +17,7 @@ async fn a_complete_anthropic_stream_reaches_the_client_byte_for_byte() {
         .map(|c| String::from_utf8(c.to_vec()).unwrap())
         .collect();
     h.mock.push(Reply::sse(pieces));
-    let resp = client()
-        .post(format!("{}/v1/messages?beta=true", h.url))
-        .header("x-api-key", "k")
-        .json(&anthropic_body(true))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&h.url, "/v1/messages?beta=true", &anthropic_body(true)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     assert_eq!(resp.headers()["x-understudy-served-by"], "anthropic");
@@ -67,13 +61,8 @@ async fn a_final_message_delta_without_message_stop_is_completed_with_message_st
     let mut events = anthropic::text_stream("claude-sonnet-4-5", DEFAULT_PARTS, "end_turn");
     events.pop();
     h.mock.push(Reply::sse(events));
-    let body = client()
-        .post(format!("{}/v1/messages", h.url))
-        .header("x-api-key", "k")
-        .json(&anthropic_body(true))
-        .send()
+    let body = post(&h.url, "/v1/messages", &anthropic_body(true))
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
@@ -87,13 +76,7 @@ async fn streams_are_forwarded_as_they_arrive() {
     let h = start_with("").await;
     let events = anthropic::text_stream("claude-sonnet-4-5", DEFAULT_PARTS, "end_turn");
     h.mock.push(Reply::sse(events).gate(4, "rest"));
-    let resp = client()
-        .post(format!("{}/v1/messages", h.url))
-        .header("x-api-key", "k")
-        .json(&anthropic_body(true))
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&h.url, "/v1/messages", &anthropic_body(true)).await;
     let mut stream = resp.bytes_stream();
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("\"Hello\"") {
@@ -227,13 +210,7 @@ async fn an_alias_rewrites_only_the_model_field() {
     let mut body = anthropic_body(false);
     body["model"] = json!("fast");
     body["zzz_unknown_field"] = json!({"kept": true});
-    let resp = client()
-        .post(format!("{}/v1/messages", h.url))
-        .header("x-api-key", "k")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post(&h.url, "/v1/messages", &body).await;
     assert_eq!(resp.status(), 200);
     let sent: Value = serde_json::from_str(&h.mock.requests()[0].body).unwrap();
     let keys: Vec<&String> = sent.as_object().unwrap().keys().collect();
@@ -307,12 +284,7 @@ async fn a_route_to_a_provider_of_another_api_is_explained() {
     let h = start_with("[[routes]]\nmodel = \"cross\"\nbackends = [\"openai/gpt-5\"]\n").await;
     let mut body = anthropic_body(false);
     body["model"] = json!("cross");
-    let r = client()
-        .post(format!("{}/v1/messages", h.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&h.url, "/v1/messages", &body).await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert!(
@@ -429,12 +401,7 @@ async fn an_oversized_body_gets_413_in_the_clients_dialect() {
     let h = start_with("[server]\nmax_body_bytes = 4096\n").await;
     let mut body = anthropic_body(false);
     body["messages"][0]["content"] = json!("x".repeat(10_000));
-    let r = client()
-        .post(format!("{}/v1/messages", h.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&h.url, "/v1/messages", &body).await;
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "request_too_large");

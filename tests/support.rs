@@ -77,6 +77,19 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
 
+/// POSTs `body` to the gateway as a client with API key `k` would (sent both as `x-api-key` and
+/// as a bearer token, so it passes through to either kind of provider).
+pub async fn post(base: &str, path: &str, body: &serde_json::Value) -> reqwest::Response {
+    client()
+        .post(format!("{base}{path}"))
+        .header("x-api-key", "k")
+        .bearer_auth("k")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 pub fn anthropic_body(stream: bool) -> serde_json::Value {
     serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": stream,
         "messages": [{"role": "user", "content": "hi"}]})
