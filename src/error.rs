@@ -111,13 +111,22 @@ pub enum GatewayError {
     /// The upstream call failed.
     #[error("{0}")]
     Upstream(ProviderError),
+    /// The prompt does not fit the upstream's context window. Worded as Anthropic words it,
+    /// because Claude Code compacts the conversation when it reads "prompt is too long".
+    #[error("prompt is too long: {detail}")]
+    PromptTooLong {
+        /// `N tokens > M maximum`, or the upstream's own words.
+        detail: String,
+    },
 }
 
 impl GatewayError {
     /// The HTTP status a client sees for this error.
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::InvalidRequest(_) | GatewayError::Unsupported(_) => 400,
+            GatewayError::InvalidRequest(_)
+            | GatewayError::Unsupported(_)
+            | GatewayError::PromptTooLong { .. } => 400,
             GatewayError::UnknownModel { .. } | GatewayError::NotFound(_) => 404,
             GatewayError::MissingKey { .. } => 401,
             GatewayError::Forbidden(_) => 403,

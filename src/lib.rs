@@ -4,14 +4,20 @@
 //! The code map (ARCHITECTURE.md has the long form):
 //! - [`config`]: the TOML file or zero config from the environment, validated with TOML paths.
 //! - [`server`]: the axum router, the localhost guard, graceful shutdown.
-//! - [`client_api`]: what clients speak (Anthropic, OpenAI): error shapes, completeness rules.
+//! - [`client_api`]: what clients speak (Anthropic, OpenAI, Ollama): error shapes, completeness
+//!   rules for passthrough.
 //! - [`routing`]: model name → ordered chain of backends.
 //! - [`providers`]: what we call: pooled clients, credentials, header hygiene.
-//! - [`relay`]: same-protocol passthrough with inspection; truncation becomes an explicit error.
+//! - [`relay`]: the entry for a request: same-protocol passthrough with inspection, or
+//!   [`translate`] when the backend speaks another API.
+//! - [`canonical`]: the one request/block/event model translation goes through; the stream guard.
+//! - [`wire`]: each API's format to and from canonical (Anthropic, OpenAI, Gemini, Ollama).
+//! - [`translate`]: the translating relay and its pure `Pipeline`.
 //! - [`sse`]: SSE framing that keeps each event's exact bytes.
 //! - [`secret`]: keys from env vars or the keychain, in a type that never prints them.
 //! - `testing` (feature `testing`): the scripted mock cloud.
 
+pub mod canonical;
 pub mod client_api;
 pub mod config;
 pub mod error;
@@ -23,3 +29,5 @@ pub mod server;
 pub mod sse;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod translate;
+pub mod wire;

@@ -5,10 +5,13 @@
 //! malformed) is ended with the client dialect's explicit error event, never a clean end.
 
 use crate::client_api::{snippet, BodyProblem, Dialect, Ending, Inspector, Usage, Verdict};
+use crate::config::ProviderKind;
 use crate::error::{FailureKind, GatewayError, ProviderError};
 use crate::providers::{response_headers, Operation, Provider, SendError};
 use crate::routing::{Backend, Router};
 use crate::sse::{Frame, Splitter};
+use crate::translate::{translate, Format, Translated};
+use crate::wire;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -21,7 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Upstream error bodies larger than this are cut when read (they are quoted, not relayed whole).
-const MAX_ERROR_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 /// One client request to relay.
 #[derive(Debug)]
@@ -36,6 +39,8 @@ pub struct Call {
     pub headers: HeaderMap,
     /// The client's body.
     pub body: Bytes,
+    /// Keep-alive interval for translated streams (`server.keepalive`).
+    pub keepalive: Duration,
 }
 
 #[derive(Deserialize)]
@@ -47,17 +52,34 @@ struct RequestPeek {
 
 /// What the request log line says about an exchange.
 #[derive(Debug)]
-struct Exchange {
+pub(crate) struct Exchange {
     dialect: Dialect,
     model: String,
     provider: String,
     upstream_model: String,
     stream: bool,
-    started: Instant,
+    pub(crate) started: Instant,
 }
 
 impl Exchange {
-    fn log(&self, status: u16, outcome: &str, usage: Usage, detail: Option<&str>) {
+    pub(crate) fn new(
+        dialect: Dialect,
+        model: &str,
+        provider: &str,
+        upstream_model: &str,
+        stream: bool,
+    ) -> Exchange {
+        Exchange {
+            dialect,
+            model: model.to_owned(),
+            provider: provider.to_owned(),
+            upstream_model: upstream_model.to_owned(),
+            stream,
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn log(&self, status: u16, outcome: &str, usage: Usage, detail: Option<&str>) {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         if outcome == "complete" {
             tracing::info!(
@@ -77,33 +99,40 @@ impl Exchange {
     }
 }
 
-/// Relays one request and returns the client's response.
+/// Parses the body as JSON, with the path of the problem when it is not what was expected.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            GatewayError::InvalidRequest(format!("request body is not valid JSON: {inner}"))
+        } else if path == "." {
+            GatewayError::InvalidRequest(format!("invalid request body: {inner}"))
+        } else {
+            GatewayError::InvalidRequest(format!("invalid request body at {path}: {inner}"))
+        }
+    })
+}
+
+/// Relays one request and returns the client's response: passed through when the backend
+/// speaks the client's API, translated otherwise.
 pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError> {
-    let peek: RequestPeek =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&call.body))
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if inner.is_syntax() || inner.is_eof() {
-                    GatewayError::InvalidRequest(format!("request body is not valid JSON: {inner}"))
-                } else if path == "." {
-                    GatewayError::InvalidRequest(format!("invalid request body: {inner}"))
-                } else {
-                    GatewayError::InvalidRequest(format!("invalid request body at {path}: {inner}"))
-                }
-            })?;
+    let peek: RequestPeek = parse_json(&call.body)?;
     let chain = router.resolve(&peek.model)?;
-    let backend = first_backend(&chain, call.dialect, &peek.model)?;
+    let backend = pick_backend(&chain, call.op, &peek.model)?;
+    if !speaks(backend, call.dialect, call.op) {
+        return translate_call(backend, call).await;
+    }
     let provider = backend.provider.clone();
-    let stream = peek.stream.unwrap_or(false) && call.op != Operation::CountTokens;
-    let exchange = Exchange {
-        dialect: call.dialect,
-        model: peek.model.clone(),
-        provider: provider.name().to_owned(),
-        upstream_model: backend.model.clone(),
+    let stream = peek.stream.unwrap_or(false)
+        && !matches!(call.op, Operation::CountTokens | Operation::Embeddings);
+    let exchange = Exchange::new(
+        call.dialect,
+        &peek.model,
+        provider.name(),
+        &backend.model,
         stream,
-        started: Instant::now(),
-    };
+    );
     let body = if backend.model == peek.model {
         call.body
     } else {
@@ -182,6 +211,19 @@ pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError
         .map_err(GatewayError::Upstream)?;
     let usage = if call.op == Operation::CountTokens {
         Usage::default()
+    } else if call.op == Operation::Embeddings {
+        let ok = serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|v| v.get("data").is_some_and(serde_json::Value::is_array));
+        if !ok {
+            return Err(GatewayError::Upstream(provider.failure(
+                FailureKind::Malformed,
+                format!(
+                    "the upstream's embeddings body has no data array: {}",
+                    snippet(&body, 200)
+                ),
+            )));
+        }
+        Usage::default()
     } else {
         call.dialect.check_body(&body).map_err(|p| {
             let (kind, detail) = match p {
@@ -208,31 +250,102 @@ fn served_by(mut resp: Response, provider: &str) -> Response {
     resp
 }
 
-/// The chain's first backend, which must speak the client's protocol (translation between
-/// protocols is the canonical layer's job; this relay only passes through).
-fn first_backend<'a>(
+/// The backend to call: the chain's first (the resilience issue walks the rest), or for
+/// embeddings the first that has them (Anthropic has none).
+fn pick_backend<'a>(
     chain: &'a [Backend],
-    dialect: Dialect,
+    op: Operation,
     model: &str,
 ) -> Result<&'a Backend, GatewayError> {
-    let b = chain.first().ok_or_else(|| {
-        GatewayError::Unsupported(format!("model '{model}' routes to no usable backend"))
-    })?;
-    let speaks = match b.provider.config.kind {
-        crate::config::ProviderKind::Anthropic => Dialect::Anthropic,
-        crate::config::ProviderKind::OpenAi => Dialect::OpenAi,
+    let found = if op == Operation::Embeddings {
+        chain
+            .iter()
+            .find(|b| b.provider.config.kind != ProviderKind::Anthropic)
+    } else {
+        chain.first()
     };
-    if speaks != dialect {
-        return Err(GatewayError::Unsupported(format!(
-            "model '{model}' routes to provider '{}', which speaks the {} API; this request speaks the {} API \
-             and this build relays only between the same APIs. Route '{model}' to a provider of kind \"{}\"",
-            b.provider.name(),
-            speaks.as_str(),
-            dialect.as_str(),
-            dialect.as_str()
-        )));
+    found.ok_or_else(|| {
+        GatewayError::Unsupported(if op == Operation::Embeddings {
+            format!(
+                "model '{model}' routes to no provider that has embeddings (Anthropic has none); \
+                 route it to an OpenAI-compatible or Gemini provider"
+            )
+        } else {
+            format!("model '{model}' routes to no usable backend")
+        })
+    })
+}
+
+/// True when the backend speaks the client's API for this operation, so the request can pass
+/// through unchanged.
+fn speaks(backend: &Backend, dialect: Dialect, op: Operation) -> bool {
+    let kind = backend.provider.config.kind;
+    match op {
+        Operation::Embeddings => true,
+        _ => matches!(
+            (dialect, kind),
+            (Dialect::Anthropic, ProviderKind::Anthropic) | (Dialect::OpenAi, ProviderKind::OpenAi)
+        ),
     }
-    Ok(b)
+}
+
+/// Decodes the client's request into the canonical model and translates it.
+async fn translate_call(backend: &Backend, call: Call) -> Result<Response, GatewayError> {
+    let v: serde_json::Value = parse_json(&call.body)?;
+    let (format, request) = match call.op {
+        Operation::Messages => (Format::Anthropic, wire::anthropic::decode_request(&v)?),
+        Operation::ChatCompletions => {
+            let (r, include_usage) = wire::openai::decode_request(&v)?;
+            (Format::OpenAiChat { include_usage }, r)
+        }
+        Operation::Completions => (
+            Format::OpenAiCompletions,
+            wire::openai::decode_completions(&v)?,
+        ),
+        Operation::CountTokens | Operation::Embeddings | Operation::GeminiStream => {
+            return Err(GatewayError::Unsupported(format!(
+                "provider '{}' speaks the {} API, which has no such endpoint",
+                backend.provider.name(),
+                backend.provider.config.kind.as_str()
+            )))
+        }
+    };
+    let mut request = request;
+    request.model = v["model"].as_str().unwrap_or_default().to_owned();
+    translate(
+        backend,
+        Translated {
+            format,
+            request,
+            keepalive: call.keepalive,
+        },
+    )
+    .await
+}
+
+/// Serves an Ollama API request (always translated).
+pub async fn relay_ollama(
+    router: &Router,
+    endpoint: wire::ollama::Endpoint,
+    body: &[u8],
+    keepalive: Duration,
+) -> Result<Response, GatewayError> {
+    let v: serde_json::Value = parse_json(body)?;
+    let request = match endpoint {
+        wire::ollama::Endpoint::Chat => wire::ollama::decode_chat(&v)?,
+        wire::ollama::Endpoint::Generate => wire::ollama::decode_generate(&v)?,
+    };
+    let chain = router.resolve(&request.model)?;
+    let backend = pick_backend(&chain, Operation::ChatCompletions, &request.model)?;
+    translate(
+        backend,
+        Translated {
+            format: Format::Ollama(endpoint),
+            request,
+            keepalive,
+        },
+    )
+    .await
 }
 
 /// Replaces the body's `model`, keeping every other field and their order.
@@ -300,7 +413,7 @@ async fn relay_error_status(
 }
 
 /// Reads a whole body within the idle and total limits.
-async fn read_body(
+pub(crate) async fn read_body(
     provider: &Provider,
     resp: reqwest::Response,
     deadline: Instant,
@@ -333,7 +446,7 @@ async fn read_body(
     }
 }
 
-fn next_wait(deadline: Instant, idle: Duration) -> (Instant, FailureKind) {
+pub(crate) fn next_wait(deadline: Instant, idle: Duration) -> (Instant, FailureKind) {
     let idle_at = Instant::now() + idle;
     if deadline <= idle_at {
         (deadline, FailureKind::TotalTimeout)
@@ -342,7 +455,11 @@ fn next_wait(deadline: Instant, idle: Duration) -> (Instant, FailureKind) {
     }
 }
 
-fn timeout_failure(provider: &Provider, kind: FailureKind, idle: Duration) -> ProviderError {
+pub(crate) fn timeout_failure(
+    provider: &Provider,
+    kind: FailureKind,
+    idle: Duration,
+) -> ProviderError {
     let detail = match kind {
         FailureKind::TotalTimeout => format!(
             "the call outlived {:?} (timeouts.total)",

@@ -41,9 +41,25 @@ impl Router {
         self.providers.iter().find(|p| p.name() == name)
     }
 
-    /// The chain for a client's model name.
+    /// The chain for a client's model name. An alias (a route without wildcards) named exactly
+    /// wins over globs; `claude-ALIAS` reaches an alias whose name lacks "claude" (that is the
+    /// name Anthropic-shaped model lists give it, see [`Router::anthropic_model_ids`]); then the
+    /// first matching glob; then `PROVIDER/MODEL`.
     pub fn resolve(&self, model: &str) -> Result<Vec<Backend>, GatewayError> {
-        if let Some(route) = self.routes.iter().find(|r| r.matches(model)) {
+        let exact = self
+            .routes
+            .iter()
+            .find(|r| r.is_alias() && r.pattern == model);
+        let prefixed = || {
+            let alias = model.strip_prefix("claude-")?;
+            self.routes
+                .iter()
+                .find(|r| r.is_alias() && r.pattern == alias && !mentions_claude(&r.pattern))
+        };
+        let route = exact
+            .or_else(prefixed)
+            .or_else(|| self.routes.iter().find(|r| r.matches(model)));
+        if let Some(route) = route {
             return Ok(route
                 .backends
                 .iter()
@@ -83,6 +99,27 @@ impl Router {
             .map(|r| r.pattern.clone())
             .collect()
     }
+
+    /// The aliases as Anthropic-facing ids: Claude Code's discovery keeps only ids that contain
+    /// "claude" or "anthropic", so any other alias is listed as `claude-ALIAS` (which
+    /// [`Router::resolve`] maps back).
+    pub fn anthropic_model_ids(&self) -> Vec<String> {
+        self.model_ids()
+            .into_iter()
+            .map(|id| {
+                if mentions_claude(&id) {
+                    id
+                } else {
+                    format!("claude-{id}")
+                }
+            })
+            .collect()
+    }
+}
+
+fn mentions_claude(id: &str) -> bool {
+    let l = id.to_ascii_lowercase();
+    l.contains("claude") || l.contains("anthropic")
 }
 
 #[cfg(test)]
@@ -125,6 +162,15 @@ mod tests {
         assert_eq!(chain[0].model, "meta-llama/llama-3.1-8b");
         assert_eq!(chain[1].model, "claude-haiku-4-5");
         assert_eq!(r.model_ids(), vec!["fast"]);
+    }
+
+    #[tokio::test]
+    async fn anthropic_ids_carry_claude_and_map_back_before_globs() {
+        let r = router().await;
+        assert_eq!(r.anthropic_model_ids(), vec!["claude-fast"]);
+        // "claude-fast" also matches the claude-* glob, but it is the alias's listed name.
+        let chain = r.resolve("claude-fast").unwrap();
+        assert_eq!(chain[0].provider.name(), "openrouter");
     }
 
     #[tokio::test]

@@ -5,8 +5,9 @@ use crate::client_api::{anthropic, openai, Dialect, ErrorNote};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::providers::{Operation, HOP_HEADER};
-use crate::relay::{relay, Call};
+use crate::relay::{relay, relay_ollama, Call};
 use crate::routing::Router;
+use crate::wire::ollama;
 use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
 use axum::middleware::{self, Next};
@@ -47,7 +48,15 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
+        .route("/api/chat", post(ollama_chat))
+        .route("/api/generate", post(ollama_generate))
+        .route("/api/tags", get(ollama_tags))
+        .route("/api/show", post(ollama_show))
+        .route("/api/version", get(ollama_version))
+        .route("/", get(root).head(root))
         .route("/api/hello", get(hello).head(hello))
         .route("/healthz", get(healthz))
         .fallback(not_found)
@@ -63,8 +72,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
+    let ollama_listen = config.server.ollama_listen;
     let app = app(config, port).await;
     let (tx, rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = ollama_listen {
+        // Tools that only know Ollama's port reach the same application there.
+        let second = TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {addr} (server.ollama_listen): {e}; is Ollama itself running there?"),
+            )
+        })?;
+        tracing::info!(%addr, "also serving on the Ollama port");
+        let mut stop = rx.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(
+                second,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|&v| v).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "the Ollama-port listener failed");
+            }
+        });
+    }
     let serve = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -242,6 +276,7 @@ async fn relay_call(
                     query,
                     headers,
                     body,
+                    keepalive: st.config.server.keepalive,
                 },
             )
             .await
@@ -310,11 +345,89 @@ async fn chat_completions(
     .await
 }
 
+async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    relay_call(
+        &st,
+        Dialect::OpenAi,
+        Operation::Completions,
+        None,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn embeddings(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    relay_call(
+        &st,
+        Dialect::OpenAi,
+        Operation::Embeddings,
+        None,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn ollama(st: &AppState, endpoint: ollama::Endpoint, body: Body) -> Response {
+    let result = match read_body(st, body).await {
+        Ok(body) => relay_ollama(&st.router, endpoint, &body, st.config.server.keepalive).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| Dialect::Ollama.error_response(&e))
+}
+
+async fn ollama_chat(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    ollama(&st, ollama::Endpoint::Chat, body).await
+}
+
+async fn ollama_generate(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    ollama(&st, ollama::Endpoint::Generate, body).await
+}
+
+async fn ollama_tags(State(st): State<Arc<AppState>>) -> Response {
+    Json(ollama::tags(&st.router.model_ids())).into_response()
+}
+
+async fn ollama_show(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    let result = async {
+        let body = read_body(&st, body).await?;
+        let v: serde_json::Value = crate::relay::parse_json(&body)?;
+        let name = v
+            .get("model")
+            .or_else(|| v.get("name"))
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| GatewayError::InvalidRequest("body.model: is required".into()))?;
+        let chain = st.router.resolve(name)?;
+        let upstream = chain.first().map_or(name, |b| b.model.as_str());
+        Ok::<_, GatewayError>(
+            Json(ollama::show(
+                name,
+                crate::wire::known_context_length(upstream),
+            ))
+            .into_response(),
+        )
+    }
+    .await;
+    result.unwrap_or_else(|e| Dialect::Ollama.error_response(&e))
+}
+
+async fn ollama_version() -> Response {
+    Json(serde_json::json!({"version": ollama::VERSION})).into_response()
+}
+
+/// Ollama clients probe `GET /` for this exact text.
+async fn root() -> &'static str {
+    "Ollama is running"
+}
+
 async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let ids = st.router.model_ids();
     match Dialect::of_request("/v1/models", &headers) {
-        Dialect::Anthropic => Json(anthropic::model_list(&ids)).into_response(),
-        Dialect::OpenAi => Json(openai::model_list(&ids, |id| {
+        Dialect::Anthropic => {
+            Json(anthropic::model_list(&st.router.anthropic_model_ids())).into_response()
+        }
+        Dialect::OpenAi | Dialect::Ollama => Json(openai::model_list(&ids, |id| {
             st.router
                 .resolve(id)
                 .ok()
@@ -337,7 +450,8 @@ async fn not_found(method: Method, req: Request) -> Response {
     let dialect = Dialect::of_request(req.uri().path(), req.headers());
     dialect.error_response(&GatewayError::NotFound(format!(
         "no endpoint {method} {}; Understudy serves POST /v1/messages, POST /v1/messages/count_tokens, \
-         POST /v1/chat/completions and GET /v1/models",
+         POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings, GET /v1/models, \
+         and Ollama's POST /api/chat, POST /api/generate, GET /api/tags, POST /api/show, GET /api/version",
         req.uri().path()
     )))
 }

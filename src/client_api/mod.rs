@@ -18,6 +18,8 @@ pub enum Dialect {
     Anthropic,
     /// OpenAI Chat Completions (IDE tools).
     OpenAi,
+    /// Ollama's API (`/api/*`), for tools with built-in Ollama support. Always translated.
+    Ollama,
 }
 
 impl Dialect {
@@ -25,7 +27,9 @@ impl Dialect {
     /// headers: `anthropic-version` or `x-api-key` mean Anthropic (its SDKs and Claude Code send
     /// them), anything else OpenAI.
     pub fn of_request(path: &str, headers: &HeaderMap) -> Dialect {
-        if path.starts_with("/v1/messages") {
+        if path.starts_with("/api/") && path != "/api/hello" {
+            Dialect::Ollama
+        } else if path.starts_with("/v1/messages") {
             Dialect::Anthropic
         } else if path.starts_with("/v1/chat/")
             || path.starts_with("/v1/completions")
@@ -44,6 +48,7 @@ impl Dialect {
         match self {
             Dialect::Anthropic => "anthropic",
             Dialect::OpenAi => "openai",
+            Dialect::Ollama => "ollama",
         }
     }
 
@@ -54,6 +59,7 @@ impl Dialect {
         let body = match self {
             Dialect::Anthropic => anthropic::error_body(err, &request_id),
             Dialect::OpenAi => openai::error_body(err),
+            Dialect::Ollama => serde_json::json!({"error": err.to_string()}).to_string(),
         };
         let mut resp = (
             status,
@@ -83,22 +89,33 @@ impl Dialect {
         match self {
             Dialect::Anthropic => anthropic::stream_error(err),
             Dialect::OpenAi => openai::stream_error(err),
+            Dialect::Ollama => {
+                let line = crate::wire::ollama::error_line(&err.to_string());
+                Frame {
+                    raw: line,
+                    event: None,
+                    data: Some(err.to_string()),
+                }
+            }
         }
     }
 
-    /// A fresh judge of a stream in this dialect.
+    /// A fresh judge of a passthrough stream in this dialect. Ollama requests are always
+    /// translated, never passed through, so they never need one; they get OpenAI's.
     pub fn inspector(self) -> Inspector {
         match self {
             Dialect::Anthropic => Inspector::Anthropic(anthropic::StreamInspector::default()),
-            Dialect::OpenAi => Inspector::OpenAi(openai::StreamInspector::default()),
+            Dialect::OpenAi | Dialect::Ollama => {
+                Inspector::OpenAi(openai::StreamInspector::default())
+            }
         }
     }
 
-    /// Judges a whole non-streaming success body.
+    /// Judges a whole non-streaming passthrough body (Ollama: see [`Dialect::inspector`]).
     pub fn check_body(self, body: &[u8]) -> Result<Usage, BodyProblem> {
         match self {
             Dialect::Anthropic => anthropic::check_body(body),
-            Dialect::OpenAi => openai::check_body(body),
+            Dialect::OpenAi | Dialect::Ollama => openai::check_body(body),
         }
     }
 
@@ -111,7 +128,7 @@ impl Dialect {
             Dialect::Anthropic => {
                 v.get("type").and_then(|t| t.as_str()) == Some("error") && v.get("error").is_some()
             }
-            Dialect::OpenAi => v.get("error").is_some(),
+            Dialect::OpenAi | Dialect::Ollama => v.get("error").is_some(),
         }
     }
 }

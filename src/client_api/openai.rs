@@ -18,6 +18,9 @@ fn type_and_code(err: &GatewayError) -> (&'static str, Option<&'static str>) {
         GatewayError::MissingKey { .. } => ("authentication_error", Some("invalid_api_key")),
         GatewayError::Forbidden(_) => ("permission_error", None),
         GatewayError::TooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+        GatewayError::PromptTooLong { .. } => {
+            ("invalid_request_error", Some("context_length_exceeded"))
+        }
         GatewayError::Upstream(e) if e.kind.is_timeout() => ("server_error", Some("timeout")),
         GatewayError::Upstream(e) if e.kind == FailureKind::Status(429) => {
             ("rate_limit_error", Some("rate_limit_exceeded"))

@@ -16,6 +16,8 @@ use url::Url;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8723";
 /// Requests larger than this are refused with 413 (Anthropic's own Messages API limit is 32 MB).
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+/// The default keep-alive interval for silent upstreams (Claude Code shows a banner after 20 s).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -59,6 +61,10 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// The largest request body accepted.
     pub max_body_bytes: u64,
+    /// How often a keep-alive (`ping`) goes to a streaming client while the upstream is silent.
+    pub keepalive: Duration,
+    /// A second address serving the same API, for tools that only know Ollama's port (11434).
+    pub ollama_listen: Option<SocketAddr>,
 }
 
 /// Which API a provider speaks.
@@ -68,6 +74,8 @@ pub enum ProviderKind {
     Anthropic,
     /// OpenAI's Chat Completions API and the many servers that copy it (`{base_url}/chat/completions`).
     OpenAi,
+    /// Google's Gemini API (`{base_url}/v1beta/models/MODEL:streamGenerateContent`).
+    Gemini,
 }
 
 impl ProviderKind {
@@ -76,6 +84,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Gemini => "gemini",
         }
     }
 }
@@ -93,6 +102,8 @@ pub struct ProviderConfig {
     pub key: Option<KeySource>,
     /// Forward the client's own `x-api-key` / `Authorization` when no key is configured.
     pub passthrough_auth: bool,
+    /// The most output tokens to ask for; `None`: the built-in table of known models.
+    pub max_output_tokens: Option<u32>,
     /// Time limits for each call.
     pub timeouts: Timeouts,
     /// Extra headers sent on every request.
@@ -287,10 +298,10 @@ impl Config {
     }
 }
 
-/// Zero-config providers other than Anthropic: (name, key variable, base URL, model globs).
-/// Gemini is reached through its OpenAI-compatible endpoint.
-const ENV_PROVIDERS: &[(&str, &str, &str, &[&str])] = &[
+/// Zero-config providers other than Anthropic: (name, kind, key variable, base URL, model globs).
+const ENV_PROVIDERS: &[(&str, &str, &str, &str, &[&str])] = &[
     (
+        "openai",
         "openai",
         "OPENAI_API_KEY",
         "https://api.openai.com/v1",
@@ -305,12 +316,14 @@ const ENV_PROVIDERS: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "gemini",
+        "gemini",
         "GEMINI_API_KEY",
-        "https://generativelanguage.googleapis.com/v1beta/openai",
+        "https://generativelanguage.googleapis.com",
         &["gemini-*"],
     ),
     (
         "openrouter",
+        "openai",
         "OPENROUTER_API_KEY",
         "https://openrouter.ai/api/v1",
         &[],
@@ -330,16 +343,18 @@ fn zero_config_providers() -> Vec<(String, RawProvider)> {
             api_key_env: env_is_set("ANTHROPIC_API_KEY").then(|| "ANTHROPIC_API_KEY".into()),
             api_key_keychain: None,
             passthrough_auth: Some(true),
+            max_output_tokens: None,
             timeouts: Default::default(),
             headers: Default::default(),
         },
     )];
-    for (name, var, url, _) in ENV_PROVIDERS {
+    for (name, kind, var, url, _) in ENV_PROVIDERS {
         if env_is_set(var) {
             out.push((
                 (*name).into(),
                 RawProvider {
-                    kind: "openai".into(),
+                    kind: (*kind).into(),
+                    max_output_tokens: None,
                     base_url: Some((*url).into()),
                     api_key_env: Some((*var).into()),
                     api_key_keychain: None,
@@ -397,6 +412,23 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
             );
         }
     }
+    let keepalive = raw.server.keepalive.unwrap_or(DEFAULT_KEEPALIVE);
+    if keepalive.is_zero() {
+        issue(
+            "server.keepalive".into(),
+            "must be longer than zero (e.g. \"10s\")".into(),
+        );
+    }
+    let ollama_listen = raw.server.ollama_listen.as_deref().and_then(|t| {
+        t.parse::<SocketAddr>()
+            .map_err(|_| {
+                issue(
+                    "server.ollama_listen".into(),
+                    format!("{t:?} is not an IP address and port; write e.g. \"127.0.0.1:11434\""),
+                )
+            })
+            .ok()
+    });
     let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes < 1024 {
         issue(
@@ -426,10 +458,11 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
         let kind = match p.kind.as_str() {
             "anthropic" => ProviderKind::Anthropic,
             "openai" | "openai-compatible" => ProviderKind::OpenAi,
+            "gemini" => ProviderKind::Gemini,
             other => {
                 issue(
                     at("kind"),
-                    format!("unknown provider kind {other:?}; expected \"anthropic\" or \"openai\" (any OpenAI-compatible server)"),
+                    format!("unknown provider kind {other:?}; expected \"anthropic\", \"openai\" (any OpenAI-compatible server) or \"gemini\""),
                 );
                 continue;
             }
@@ -437,6 +470,7 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
         let base_text = p.base_url.clone().unwrap_or_else(|| match kind {
             ProviderKind::Anthropic => "https://api.anthropic.com".into(),
             ProviderKind::OpenAi => "https://api.openai.com/v1".into(),
+            ProviderKind::Gemini => "https://generativelanguage.googleapis.com".into(),
         });
         let base_url = match Url::parse(&base_text) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
@@ -517,12 +551,16 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
                 "the provider has no key: set api_key_env or api_key_keychain, or passthrough_auth = true".into(),
             );
         }
+        if p.max_output_tokens == Some(0) {
+            issue(at("max_output_tokens"), "must be at least 1".into());
+        }
         providers.push(ProviderConfig {
             name,
             kind,
             base_url,
             key,
             passthrough_auth,
+            max_output_tokens: p.max_output_tokens,
             timeouts,
             headers,
         });
@@ -592,6 +630,8 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
                 listen,
                 allowed_hosts: raw.server.allowed_hosts,
                 max_body_bytes,
+                keepalive,
+                ollama_listen,
             },
             providers,
             routes,

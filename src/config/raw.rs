@@ -25,6 +25,9 @@ pub struct RawServer {
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
     pub max_body_bytes: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive: Option<Duration>,
+    pub ollama_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +38,7 @@ pub struct RawProvider {
     pub api_key_env: Option<String>,
     pub api_key_keychain: Option<RawKeychain>,
     pub passthrough_auth: Option<bool>,
+    pub max_output_tokens: Option<u32>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
     /// Extra headers sent on every request to this provider (e.g. OpenRouter's `HTTP-Referer`).

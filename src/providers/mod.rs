@@ -22,6 +22,12 @@ pub enum Operation {
     CountTokens,
     /// OpenAI `POST /chat/completions`.
     ChatCompletions,
+    /// OpenAI `POST /completions` (legacy, autocomplete).
+    Completions,
+    /// OpenAI `POST /embeddings` (Gemini: its OpenAI-compatible endpoint).
+    Embeddings,
+    /// Gemini `POST /v1beta/models/MODEL:streamGenerateContent?alt=sse`.
+    GeminiStream,
 }
 
 /// A configured upstream, ready to call.
@@ -31,6 +37,8 @@ pub struct Provider {
     pub config: ProviderConfig,
     client: reqwest::Client,
     key: Result<Secret, String>,
+    /// Gemini thought signatures of the calls this provider made (unused by other kinds).
+    pub signatures: crate::wire::gemini::SignatureStore,
 }
 
 /// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), those the
@@ -93,6 +101,7 @@ impl Provider {
             config,
             client,
             key,
+            signatures: Default::default(),
         }
     }
 
@@ -102,17 +111,28 @@ impl Provider {
     }
 
     /// The URL for an operation: Anthropic's base URL has no `/v1` (like `ANTHROPIC_BASE_URL`);
-    /// an OpenAI-compatible base URL includes it (like the OpenAI SDK's `base_url`).
-    pub fn url(&self, op: Operation, query: Option<&str>) -> Url {
+    /// an OpenAI-compatible base URL includes it (like the OpenAI SDK's `base_url`); Gemini's is
+    /// the API host (`/v1beta/...` is appended).
+    pub fn url(&self, op: Operation, model: &str, query: Option<&str>) -> Url {
         let base = self.config.base_url.as_str().trim_end_matches('/');
-        let path = match op {
-            Operation::Messages => "/v1/messages",
-            Operation::CountTokens => "/v1/messages/count_tokens",
-            Operation::ChatCompletions => "/chat/completions",
+        let path = match (op, self.config.kind) {
+            (Operation::Messages, _) => "/v1/messages".to_owned(),
+            (Operation::CountTokens, _) => "/v1/messages/count_tokens".to_owned(),
+            (Operation::ChatCompletions, _) => "/chat/completions".to_owned(),
+            (Operation::Completions, _) => "/completions".to_owned(),
+            (Operation::Embeddings, ProviderKind::Gemini) => "/v1beta/openai/embeddings".to_owned(),
+            (Operation::Embeddings, _) => "/embeddings".to_owned(),
+            (Operation::GeminiStream, _) => {
+                let model = model.strip_prefix("models/").unwrap_or(model);
+                format!("/v1beta/models/{model}:streamGenerateContent")
+            }
         };
         let mut url =
             Url::parse(&format!("{base}{path}")).expect("a valid base URL plus a path is valid");
-        url.set_query(query);
+        match op {
+            Operation::GeminiStream => url.set_query(Some("alt=sse")),
+            _ => url.set_query(query),
+        }
         url
     }
 
@@ -127,11 +147,77 @@ impl Provider {
         body: Bytes,
     ) -> Result<reqwest::Response, SendError> {
         let headers = self.outbound_headers(client_headers)?;
-        let req = self
-            .client
-            .post(self.url(op, query))
-            .headers(headers)
-            .body(body);
+        self.post(self.url(op, "", query), headers, body).await
+    }
+
+    /// Sends a request the gateway wrote itself (a translation): none of the client's headers
+    /// go along, and only the configured key is used, since the client's credentials belong to
+    /// another API than this provider's.
+    pub async fn send_translated(
+        &self,
+        op: Operation,
+        model: &str,
+        body: Bytes,
+    ) -> Result<reqwest::Response, SendError> {
+        let mut h = HeaderMap::new();
+        let key = self.key.as_ref().map_err(|why| SendError::MissingKey {
+            provider: self.name().to_owned(),
+            reason: format!(
+                "{why}; a request translated from another API cannot use the client's own credentials, \
+                 so set api_key_env or api_key_keychain for this provider"
+            ),
+        })?;
+        self.put_key(&mut h, key)?;
+        if self.config.kind == ProviderKind::Anthropic {
+            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        }
+        h.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        for (k, v) in &self.config.headers {
+            h.insert(k.clone(), v.clone());
+        }
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(HOP_HEADER, HeaderValue::from_static("1"));
+        self.post(self.url(op, model, None), h, body).await
+    }
+
+    fn put_key(&self, h: &mut HeaderMap, key: &Secret) -> Result<(), SendError> {
+        let (name, value) = match self.config.kind {
+            ProviderKind::Anthropic => (
+                HeaderName::from_static("x-api-key"),
+                key.expose().to_owned(),
+            ),
+            ProviderKind::OpenAi => (
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", key.expose()),
+            ),
+            ProviderKind::Gemini => (
+                HeaderName::from_static("x-goog-api-key"),
+                key.expose().to_owned(),
+            ),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| SendError::MissingKey {
+            provider: self.name().to_owned(),
+            reason: "the configured key contains characters that cannot go in an HTTP header"
+                .into(),
+        })?;
+        value.set_sensitive(true);
+        h.insert(name, value);
+        Ok(())
+    }
+
+    async fn post(
+        &self,
+        url: Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<reqwest::Response, SendError> {
+        let req = self.client.post(url).headers(headers).body(body);
         match tokio::time::timeout(self.config.timeouts.first_byte, req.send()).await {
             Err(_) => Err(SendError::Failed(self.failure(
                 FailureKind::FirstByteTimeout,
@@ -159,22 +245,7 @@ impl Provider {
                 // An org/project header belongs to the client's key, not to ours.
                 h.remove("openai-organization");
                 h.remove("openai-project");
-                let (name, value) = match self.config.kind {
-                    ProviderKind::Anthropic => (
-                        HeaderName::from_static("x-api-key"),
-                        key.expose().to_owned(),
-                    ),
-                    ProviderKind::OpenAi => (
-                        http::header::AUTHORIZATION,
-                        format!("Bearer {}", key.expose()),
-                    ),
-                };
-                let mut value = HeaderValue::from_str(&value).map_err(|_| SendError::MissingKey {
-                    provider: self.name().to_owned(),
-                    reason: "the configured key contains characters that cannot go in an HTTP header".into(),
-                })?;
-                value.set_sensitive(true);
-                h.insert(name, value);
+                self.put_key(&mut h, key)?;
             }
             (Err(_), true)
                 if h.contains_key("x-api-key") || h.contains_key(http::header::AUTHORIZATION) => {}
@@ -325,13 +396,19 @@ mod tests {
     async fn urls_follow_each_apis_base_url_convention() {
         let a = provider("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://h:1/proxy/\"\npassthrough_auth = true\n").await;
         assert_eq!(
-            a.url(Operation::Messages, Some("beta=true")).as_str(),
+            a.url(Operation::Messages, "", Some("beta=true")).as_str(),
             "http://h:1/proxy/v1/messages?beta=true"
         );
         let o = provider("[providers.o]\nkind = \"openai\"\nbase_url = \"http://h:1/v1\"\npassthrough_auth = true\n").await;
         assert_eq!(
-            o.url(Operation::ChatCompletions, None).as_str(),
+            o.url(Operation::ChatCompletions, "", None).as_str(),
             "http://h:1/v1/chat/completions"
+        );
+        let g = provider("[providers.g]\nkind = \"gemini\"\nbase_url = \"http://h:1\"\npassthrough_auth = true\n").await;
+        assert_eq!(
+            g.url(Operation::GeminiStream, "gemini-2.5-pro", None)
+                .as_str(),
+            "http://h:1/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
         );
     }
 }

@@ -7,7 +7,7 @@
 //! `POST /_mock/replies` (a JSON array of [`Reply`]), `GET /_mock/requests`,
 //! `POST /_mock/gates/NAME` (opens a gate), `POST /_mock/reset`.
 
-use super::{anthropic, openai, DEFAULT_PARTS};
+use super::{anthropic, gemini, openai, DEFAULT_PARTS};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -464,6 +464,35 @@ fn default_reply(head: &Head, body: &str) -> Reply {
                 Reply::sse(openai::text_stream(model, DEFAULT_PARTS, "stop"))
             } else {
                 Reply::json(200, &openai::completion(model, &text))
+            }
+        }
+        ("POST", p) if p.ends_with(":streamGenerateContent") => {
+            Reply::sse(gemini::text_stream(DEFAULT_PARTS))
+        }
+        ("POST", p) if p.ends_with("/embeddings") => Reply::json(
+            200,
+            &serde_json::json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
+                "model": model, "usage": {"prompt_tokens": 3, "total_tokens": 3}}),
+        ),
+        ("POST", p) if p.ends_with("/completions") => {
+            let chunk = |text: &str, finish: Option<&str>| {
+                let c = serde_json::json!({"id": "cmpl-mock01", "object": "text_completion", "created": 1, "model": model,
+                    "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]});
+                format!("data: {c}\n\n")
+            };
+            if stream {
+                let mut events: Vec<String> =
+                    DEFAULT_PARTS.iter().map(|p| chunk(p, None)).collect();
+                events.push(chunk("", Some("stop")));
+                events.push("data: [DONE]\n\n".into());
+                Reply::sse(events)
+            } else {
+                Reply::json(
+                    200,
+                    &serde_json::json!({"id": "cmpl-mock01", "object": "text_completion", "created": 1, "model": model,
+                    "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}),
+                )
             }
         }
         ("GET", p) if p.ends_with("/models") => Reply::json(

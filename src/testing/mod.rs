@@ -114,6 +114,38 @@ pub mod openai {
     }
 }
 
+/// Gemini `streamGenerateContent?alt=sse` shapes (protocol.md §3.7).
+pub mod gemini {
+    use super::*;
+
+    /// One SSE event of a Gemini stream: a `GenerateContentResponse`.
+    pub fn chunk(parts: Value, finish: Option<&str>) -> String {
+        let mut c = json!({"candidates": [{"content": {"role": "model", "parts": parts}, "index": 0}],
+            "modelVersion": "gemini-mock", "responseId": "gem-mock01"});
+        if let Some(f) = finish {
+            c["candidates"][0]["finishReason"] = json!(f);
+            c["usageMetadata"] =
+                json!({"promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17});
+        }
+        format!("data: {c}\r\n\r\n")
+    }
+
+    /// A complete text answer streamed in `parts`.
+    pub fn text_stream(parts: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = parts
+            .iter()
+            .map(|p| chunk(json!([{"text": p}]), None))
+            .collect();
+        out.push(chunk(json!([]), Some("STOP")));
+        out
+    }
+
+    /// An error body (`{"error":{"code","message","status"}}`).
+    pub fn error(code: u16, status: &str, message: &str) -> Value {
+        json!({"error": {"code": code, "message": message, "status": status}})
+    }
+}
+
 /// An HTML error page, as a load balancer or proxy in front of a provider sends one.
 pub fn html_page(status: u16) -> String {
     format!(

@@ -1,0 +1,759 @@
+//! The translating relay: when a request's backend speaks another API than the client (or the
+//! client speaks Ollama), the request is decoded into the canonical model, encoded for the
+//! provider, and the provider's stream comes back through a [`Pipeline`]:
+//!
+//! upstream bytes → `sse::Splitter` → provider decoder → `canonical::Guard` → client encoder.
+//!
+//! The upstream is always asked for a stream; a non-streaming client gets the collected stream.
+//! Nothing reaches the client before the first content block (the commit point): a failure
+//! before it is a real HTTP error in the client's dialect. After it, a failure is the client
+//! dialect's explicit in-stream error, never a clean end.
+
+use crate::canonical::{self, Collector, Event, Guard, StreamFault, ToolNames};
+use crate::client_api::Dialect;
+use crate::config::ProviderKind;
+use crate::error::{FailureKind, GatewayError};
+use crate::providers::{response_headers, Operation, Provider, SendError};
+use crate::relay::{read_body, timeout_failure, Exchange, MAX_ERROR_BODY};
+use crate::routing::Backend;
+use crate::sse::{Frame, Splitter};
+use crate::wire::{self, anthropic, gemini, ollama, openai};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use http::{HeaderValue, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Output tokens asked of an Anthropic upstream when the client set no limit (Anthropic
+/// requires one), before clamping to the model's own limit.
+pub const DEFAULT_MAX_TOKENS: u32 = 8192;
+
+/// What the client reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Anthropic Messages.
+    Anthropic,
+    /// OpenAI chat completions; `include_usage` adds the usage chunk.
+    OpenAiChat {
+        /// The client asked for `stream_options.include_usage`.
+        include_usage: bool,
+    },
+    /// OpenAI legacy completions.
+    OpenAiCompletions,
+    /// Ollama NDJSON.
+    Ollama(ollama::Endpoint),
+}
+
+impl Format {
+    /// The dialect of its errors.
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Format::Anthropic => Dialect::Anthropic,
+            Format::OpenAiChat { .. } | Format::OpenAiCompletions => Dialect::OpenAi,
+            Format::Ollama(_) => Dialect::Ollama,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Ollama(_) => "application/x-ndjson",
+            _ => "text/event-stream",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Decoder {
+    Anthropic(anthropic::StreamDecoder),
+    OpenAi(openai::StreamDecoder),
+    Gemini(gemini::StreamDecoder),
+}
+
+#[derive(Debug)]
+enum Encoder {
+    Anthropic(anthropic::StreamEncoder),
+    Chat(openai::ChatEncoder),
+    Completions(openai::CompletionsEncoder),
+    Ollama(ollama::Encoder),
+    Collect(Collector),
+}
+
+impl Encoder {
+    fn event(&mut self, ev: &Event, out: &mut BytesMut) -> Result<(), StreamFault> {
+        match self {
+            Encoder::Anthropic(e) => e.event(ev, out),
+            Encoder::Chat(e) => e.event(ev, out),
+            Encoder::Completions(e) => e.event(ev, out),
+            Encoder::Ollama(e) => return e.event(ev, out),
+            Encoder::Collect(c) => return c.push(ev),
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, out: &mut BytesMut) {
+        match self {
+            Encoder::Anthropic(e) => e.complete(out),
+            Encoder::Chat(e) => e.complete(out),
+            Encoder::Completions(_) => out.extend_from_slice(b"data: [DONE]\n\n"),
+            Encoder::Ollama(e) => e.complete(out),
+            Encoder::Collect(_) => {}
+        }
+    }
+}
+
+/// Upstream bytes in, client bytes out, for one answer. Pure: no I/O, no clock, so the
+/// transcripts in `tests/fixtures` run through exactly what the server runs.
+#[derive(Debug)]
+pub struct Pipeline {
+    format: Format,
+    splitter: Splitter,
+    frames: Vec<Frame>,
+    decoder: Decoder,
+    guard: Guard,
+    encoder: Encoder,
+    loose: Vec<Event>,
+    strict: Vec<Event>,
+    /// The finish is written only once the upstream's stream ended cleanly after it.
+    held_finish: Option<Event>,
+}
+
+impl Pipeline {
+    /// A pipeline from a `kind` provider named `provider` to a `format` client that asked for
+    /// `model`; `stream: false` collects the answer instead ([`Pipeline::response`]).
+    pub fn new(
+        kind: ProviderKind,
+        provider: &str,
+        names: ToolNames,
+        format: Format,
+        model: &str,
+        created: u64,
+        stream: bool,
+    ) -> Pipeline {
+        let decoder = match kind {
+            ProviderKind::Anthropic => Decoder::Anthropic(Default::default()),
+            ProviderKind::OpenAi => Decoder::OpenAi(Default::default()),
+            ProviderKind::Gemini => Decoder::Gemini(Default::default()),
+        };
+        let encoder = if !stream {
+            Encoder::Collect(Collector::default())
+        } else {
+            match format {
+                Format::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new(model)),
+                Format::OpenAiChat { include_usage } => {
+                    Encoder::Chat(openai::ChatEncoder::new(model, created, include_usage))
+                }
+                Format::OpenAiCompletions => {
+                    Encoder::Completions(openai::CompletionsEncoder::new(model, created))
+                }
+                Format::Ollama(ep) => Encoder::Ollama(ollama::Encoder::new(ep, model, created)),
+            }
+        };
+        Pipeline {
+            format,
+            splitter: Splitter::new(),
+            frames: Vec::new(),
+            decoder,
+            guard: Guard::new(provider, names),
+            encoder,
+            loose: Vec::new(),
+            strict: Vec::new(),
+            held_finish: None,
+        }
+    }
+
+    /// Takes the next upstream bytes, appending client bytes to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), StreamFault> {
+        self.splitter.feed(chunk, &mut self.frames);
+        self.drain(out)
+    }
+
+    fn drain(&mut self, out: &mut BytesMut) -> Result<(), StreamFault> {
+        let frames = std::mem::take(&mut self.frames);
+        let result = frames.iter().try_for_each(|f| {
+            match &mut self.decoder {
+                Decoder::Anthropic(d) => d.frame(f, &mut self.loose)?,
+                Decoder::OpenAi(d) => d.frame(f, &mut self.loose)?,
+                Decoder::Gemini(d) => d.frame(f, &mut self.loose)?,
+            }
+            for ev in self.loose.drain(..) {
+                self.guard.push(ev, &mut self.strict)?;
+            }
+            for ev in self.strict.drain(..) {
+                if matches!(ev, Event::Finish { .. }) {
+                    self.held_finish = Some(ev);
+                } else {
+                    self.encoder.event(&ev, out)?;
+                }
+            }
+            Ok(())
+        });
+        self.frames = frames;
+        self.frames.clear();
+        result
+    }
+
+    /// The upstream closed cleanly: complete only if it sent its completion signal.
+    pub fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamFault> {
+        self.splitter.finish(&mut self.frames);
+        self.drain(out)?;
+        self.guard.end()?;
+        if let Some(Event::Finish {
+            stop_reason,
+            stop_sequence,
+            ..
+        }) = self.held_finish.take()
+        {
+            let ev = Event::Finish {
+                stop_reason,
+                stop_sequence,
+                usage: self.guard.usage,
+            };
+            self.encoder.event(&ev, out)?;
+        }
+        self.encoder.complete(out);
+        Ok(())
+    }
+
+    /// True once the client may be answered: content began, or the answer is finished.
+    pub fn committed(&self) -> bool {
+        self.guard.has_content() || self.guard.finished()
+    }
+
+    /// The client's keep-alive, if its format has one.
+    pub fn ping(&self, out: &mut BytesMut) {
+        match self.format {
+            Format::Anthropic => {
+                out.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n")
+            }
+            Format::OpenAiChat { .. } | Format::OpenAiCompletions => {
+                out.extend_from_slice(b": ping\n\n")
+            }
+            Format::Ollama(_) => {}
+        }
+    }
+
+    /// The client format's terminal in-stream error.
+    pub fn error_frame(&self, err: &GatewayError) -> Bytes {
+        match self.format {
+            Format::Ollama(_) => ollama::error_line(&err.to_string()),
+            f => f.dialect().stream_error(err).raw,
+        }
+    }
+
+    /// Tokens so far.
+    pub fn usage(&self) -> canonical::Usage {
+        self.guard.usage
+    }
+
+    /// Gemini thought signatures seen since the last call.
+    pub fn take_signatures(&mut self) -> Vec<(String, String)> {
+        match &mut self.decoder {
+            Decoder::Gemini(d) => std::mem::take(&mut d.signatures),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The collected answer of a non-streaming pipeline, after a clean [`Pipeline::finish`].
+    pub fn response(&mut self) -> Option<canonical::Response> {
+        match &mut self.encoder {
+            Encoder::Collect(c) => std::mem::take(c).finish(),
+            _ => None,
+        }
+    }
+}
+
+/// A whole answer in the client's format.
+pub fn encode_response(
+    format: Format,
+    r: &canonical::Response,
+    model: &str,
+    created: u64,
+) -> Value {
+    match format {
+        Format::Anthropic => anthropic::encode_response(r, model),
+        Format::OpenAiChat { .. } => openai::encode_response(r, model, created),
+        Format::OpenAiCompletions => openai::encode_completions_response(r, model, created),
+        Format::Ollama(ep) => ollama::encode_response(ep, r, model, created),
+    }
+}
+
+/// A request to translate.
+#[derive(Debug)]
+pub struct Translated {
+    /// What the client reads.
+    pub format: Format,
+    /// The decoded request.
+    pub request: canonical::Request,
+    /// Keep-alive interval while the upstream is silent.
+    pub keepalive: Duration,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The status a client sees for an upstream status (protocol.md §3.8): overload is 529 to an
+/// Anthropic client and 503 to others.
+fn client_status(dialect: Dialect, upstream: u16) -> u16 {
+    match (dialect, upstream) {
+        (Dialect::Anthropic, 502 | 503 | 529) => 529,
+        (_, 502 | 503 | 529) => 503,
+        (_, s) => s,
+    }
+}
+
+fn fault_error(provider: &Provider, dialect: Dialect, f: StreamFault) -> GatewayError {
+    let kind = match f.kind {
+        FailureKind::Status(s) => FailureKind::Status(client_status(dialect, s)),
+        k => k,
+    };
+    GatewayError::Upstream(provider.failure(kind, f.detail))
+}
+
+/// Serves a translated request from `backend`.
+pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, GatewayError> {
+    let provider = backend.provider.clone();
+    let kind = provider.config.kind;
+    let req = &t.request;
+    req.check_tool_results()
+        .map_err(GatewayError::InvalidRequest)?;
+    let dialect = t.format.dialect();
+    let limit = provider
+        .config
+        .max_output_tokens
+        .or_else(|| wire::known_output_limit(&backend.model));
+    let max_tokens = match (req.max_tokens, limit) {
+        (Some(r), Some(l)) => Some(r.min(l)),
+        (r, _) => r,
+    };
+    let (names, body, op) = match kind {
+        ProviderKind::Anthropic => {
+            let n = max_tokens
+                .unwrap_or_else(|| limit.unwrap_or(DEFAULT_MAX_TOKENS).min(DEFAULT_MAX_TOKENS));
+            (
+                ToolNames::default(),
+                anthropic::encode_request(req, &backend.model, n),
+                Operation::Messages,
+            )
+        }
+        ProviderKind::OpenAi => {
+            let names = ToolNames::new(&req.tools, openai::TOOL_NAME_LIMIT);
+            let body =
+                openai::encode_request(req, &backend.model, max_tokens, &names, provider.name());
+            (names, body, Operation::ChatCompletions)
+        }
+        ProviderKind::Gemini => {
+            let names = ToolNames::new(&req.tools, gemini::TOOL_NAME_LIMIT);
+            let body = gemini::encode_request(req, max_tokens, &names, &provider.signatures);
+            (names, body, Operation::GeminiStream)
+        }
+    };
+    let exchange = Exchange::new(
+        dialect,
+        &req.model,
+        provider.name(),
+        &backend.model,
+        req.stream,
+    );
+    let body = Bytes::from(serde_json::to_vec(&body).expect("a JSON value always serializes"));
+    tracing::debug!(provider = provider.name(), model = %backend.model, kind = kind.as_str(), "sending translated request upstream");
+    let resp = match provider.send_translated(op, &backend.model, body).await {
+        Ok(r) => r,
+        Err(SendError::MissingKey { provider, reason }) => {
+            return Err(GatewayError::MissingKey { provider, reason })
+        }
+        Err(SendError::Failed(e)) => return Err(GatewayError::Upstream(e)),
+    };
+    let deadline = exchange.started + provider.config.timeouts.total;
+    let status = resp.status();
+    if !status.is_success() {
+        return upstream_error(&provider, dialect, resp, deadline, &exchange).await;
+    }
+    let ct = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if !ct.starts_with("text/event-stream") {
+        let body = read_body(&provider, resp, deadline, MAX_ERROR_BODY)
+            .await
+            .unwrap_or_default();
+        return Err(GatewayError::Upstream(provider.failure(FailureKind::Malformed, format!(
+            "asked for a stream, the upstream answered HTTP {} with {} instead of text/event-stream: {}",
+            status.as_u16(), if ct.is_empty() { "no content-type" } else { &ct }, crate::client_api::snippet(&body, 200)))));
+    }
+    let created = unix_now();
+    let mut state = StreamState {
+        upstream: resp.bytes_stream().boxed(),
+        pipe: Pipeline::new(
+            kind,
+            provider.name(),
+            names,
+            t.format,
+            &req.model,
+            created,
+            req.stream,
+        ),
+        provider: provider.clone(),
+        dialect,
+        deadline,
+        keepalive: t.keepalive,
+        last_upstream: Instant::now(),
+        last_sent: Instant::now(),
+        finished: false,
+        exchange,
+    };
+    if !req.stream {
+        let mut sink = BytesMut::new();
+        while !state.finished {
+            state.step(&mut sink, false).await.inspect_err(|_e| {
+                state.finished = true;
+            })?;
+        }
+        let model = req.model.clone();
+        let answer = state.pipe.response();
+        let answer = answer.ok_or_else(|| {
+            GatewayError::Upstream(provider.failure(
+                FailureKind::Truncated,
+                "the upstream finished without an answer".into(),
+            ))
+        })?;
+        return Ok(served_by(
+            axum::Json(encode_response(t.format, &answer, &model, created)).into_response(),
+            provider.name(),
+        ));
+    }
+    // Hold everything until the commit point (or a keep-alive is due): a failure before it is
+    // still a proper HTTP error.
+    let mut head = BytesMut::new();
+    loop {
+        if state.finished || state.pipe.committed() {
+            break;
+        }
+        match state.step(&mut head, true).await {
+            Ok(true) => break, // a keep-alive is due: commit with it
+            Ok(false) => {}
+            Err(e) => {
+                state.finished = true;
+                state.exchange.log(
+                    e.status(),
+                    outcome_of(&e),
+                    usage_of(&state.pipe),
+                    Some(&e.to_string()),
+                );
+                return Err(e);
+            }
+        }
+    }
+    let first = head.freeze();
+    let name = provider.name().to_owned();
+    let content_type = t.format.content_type();
+    let body = Body::from_stream(futures_util::stream::unfold(
+        (state, Some(first)),
+        |(mut s, first)| async move {
+            if let Some(b) = first.filter(|b| !b.is_empty()) {
+                return Some((Ok::<_, std::convert::Infallible>(b), (s, None)));
+            }
+            s.next_chunk().await.map(|b| (Ok(b), (s, None)))
+        },
+    ));
+    let mut resp = (
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, content_type)],
+        body,
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    Ok(served_by(resp, &name))
+}
+
+fn outcome_of(e: &GatewayError) -> &'static str {
+    match e {
+        GatewayError::Upstream(p) => p.kind.as_str(),
+        _ => "error",
+    }
+}
+
+fn usage_of(p: &Pipeline) -> crate::client_api::Usage {
+    let u = p.usage();
+    crate::client_api::Usage {
+        input_tokens: u.total_input(),
+        output_tokens: u.output,
+    }
+}
+
+fn served_by(mut resp: Response, provider: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        resp.headers_mut().insert("x-understudy-served-by", v);
+    }
+    resp
+}
+
+/// An upstream error status, in the client's dialect (protocol.md §3.8): context overflow
+/// becomes "prompt is too long" so Claude Code compacts; overload becomes 529/503; the
+/// upstream's `retry-after` and `x-should-retry` go along.
+async fn upstream_error(
+    provider: &Provider,
+    dialect: Dialect,
+    resp: reqwest::Response,
+    deadline: Instant,
+    exchange: &Exchange,
+) -> Result<Response, GatewayError> {
+    let status = resp.status().as_u16();
+    let headers = response_headers(resp.headers());
+    let body = read_body(provider, resp, deadline, MAX_ERROR_BODY)
+        .await
+        .map_err(GatewayError::Upstream)?;
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let kind = provider.config.kind;
+    let message = parsed.as_ref().and_then(|v| match kind {
+        ProviderKind::Anthropic => anthropic::error_message(v),
+        ProviderKind::OpenAi => openai::error_message(v),
+        ProviderKind::Gemini => gemini::error_message(v),
+    });
+    let overflow = parsed.as_ref().is_some_and(|v| match kind {
+        ProviderKind::Anthropic => message
+            .as_deref()
+            .is_some_and(|m| m.to_lowercase().contains("prompt is too long")),
+        ProviderKind::OpenAi => {
+            openai::is_context_overflow(v)
+                || message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("maximum context length"))
+        }
+        ProviderKind::Gemini => gemini::is_context_overflow(v),
+    });
+    let err = if overflow && matches!(status, 400 | 413) {
+        GatewayError::PromptTooLong {
+            detail: prompt_too_long_detail(message.as_deref().unwrap_or("")),
+        }
+    } else {
+        let what = message.unwrap_or_else(|| {
+            format!(
+                "a body that is not an API error: {}",
+                crate::client_api::snippet(&body, 200)
+            )
+        });
+        GatewayError::Upstream(provider.failure(
+            FailureKind::Status(client_status(dialect, status)),
+            format!("answered HTTP {status}: {what}"),
+        ))
+    };
+    exchange.log(
+        err.status(),
+        "upstream_error",
+        Default::default(),
+        Some(&err.to_string()),
+    );
+    let mut out = dialect.error_response(&err);
+    for name in ["retry-after", "retry-after-ms", "x-should-retry"] {
+        if let Some(v) = headers.get(name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// `N tokens > M maximum` when the upstream's message has both numbers (OpenAI: "maximum
+/// context length is M tokens. However, your messages resulted in N tokens"; Gemini: "input
+/// token count (N) exceeds the maximum number of tokens allowed (M)"); else its message.
+pub fn prompt_too_long_detail(message: &str) -> String {
+    let numbers: Vec<u64> = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .filter(|&n| n >= 100)
+        .collect();
+    let lower = message.to_lowercase();
+    match numbers.as_slice() {
+        [a, b, ..] if lower.contains("maximum context length is") => {
+            format!("{b} tokens > {a} maximum")
+        }
+        [a, b, ..] if lower.contains("input token count") => format!("{a} tokens > {b} maximum"),
+        _ => message.to_owned(),
+    }
+}
+
+/// One translated answer in flight.
+struct StreamState {
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    pipe: Pipeline,
+    provider: Arc<Provider>,
+    dialect: Dialect,
+    deadline: Instant,
+    keepalive: Duration,
+    last_upstream: Instant,
+    last_sent: Instant,
+    finished: bool,
+    exchange: Exchange,
+}
+
+impl StreamState {
+    /// Reads the upstream once (or until a keep-alive is due, when `pings`): `Ok(true)` when a
+    /// keep-alive is due, `Ok(false)` after progress. Sets `finished` at a clean end.
+    async fn step(&mut self, out: &mut BytesMut, pings: bool) -> Result<bool, GatewayError> {
+        let idle = self.provider.config.timeouts.idle;
+        let idle_at = self.last_upstream + idle;
+        let (limit_at, kind) = if self.deadline <= idle_at {
+            (self.deadline, FailureKind::TotalTimeout)
+        } else {
+            (idle_at, FailureKind::IdleTimeout)
+        };
+        let ping_at = self.last_sent + self.keepalive;
+        let wait_until = if pings {
+            limit_at.min(ping_at)
+        } else {
+            limit_at
+        };
+        match tokio::time::timeout_at(wait_until, self.upstream.next()).await {
+            Err(_) if pings && ping_at <= limit_at => Ok(true),
+            Err(_) => Err(GatewayError::Upstream(timeout_failure(
+                &self.provider,
+                kind,
+                idle,
+            ))),
+            Ok(Some(Ok(chunk))) => {
+                self.last_upstream = Instant::now();
+                let r = self.pipe.feed(&chunk, out);
+                for (id, sig) in self.pipe.take_signatures() {
+                    self.provider.signatures.put(id, sig);
+                }
+                r.map_err(|f| fault_error(&self.provider, self.dialect, f))?;
+                Ok(false)
+            }
+            Ok(Some(Err(e))) => {
+                let detail = format!(
+                    "the connection broke mid-stream: {}",
+                    self.provider.classify(&e).detail
+                );
+                Err(GatewayError::Upstream(
+                    self.provider.failure(FailureKind::Transport, detail),
+                ))
+            }
+            Ok(None) => {
+                self.pipe
+                    .finish(out)
+                    .map_err(|f| fault_error(&self.provider, self.dialect, f))?;
+                self.finished = true;
+                self.exchange
+                    .log(200, "complete", usage_of(&self.pipe), None);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            let mut out = BytesMut::new();
+            match self.step(&mut out, true).await {
+                Ok(true) => self.pipe.ping(&mut out),
+                Ok(false) => {}
+                Err(e) => {
+                    self.finished = true;
+                    self.exchange.log(
+                        200,
+                        outcome_of(&e),
+                        usage_of(&self.pipe),
+                        Some(&e.to_string()),
+                    );
+                    out.extend_from_slice(&self.pipe.error_frame(&e));
+                }
+            }
+            self.last_sent = Instant::now();
+            if !out.is_empty() {
+                return Some(out.freeze());
+            }
+        }
+    }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.exchange.log(
+                200,
+                "client_disconnected",
+                usage_of(&self.pipe),
+                Some("the client closed the connection before the stream ended"),
+            );
+        }
+    }
+}
+
+/// Runs an upstream transcript through a pipeline in the given chunks and returns what the
+/// client would read, ending with the client's error if the transcript is broken. The golden
+/// tests and the chunking property test call this.
+pub fn run_transcript(
+    kind: ProviderKind,
+    format: Format,
+    stream: bool,
+    chunks: &[&[u8]],
+) -> Vec<u8> {
+    let tools = [canonical::Tool {
+        name: LONG_TOOL_NAME.into(),
+        description: None,
+        schema: Value::Null,
+    }];
+    let names = ToolNames::new(&tools, openai::TOOL_NAME_LIMIT);
+    let mut pipe = Pipeline::new(kind, "mock", names, format, "client-model", 0, stream);
+    let mut out = BytesMut::new();
+    let mut result = chunks.iter().try_for_each(|c| pipe.feed(c, &mut out));
+    if result.is_ok() {
+        result = pipe.finish(&mut out);
+    }
+    if let Err(f) = result {
+        let err = GatewayError::Upstream(crate::error::ProviderError {
+            provider: "mock".into(),
+            kind: f.kind,
+            detail: f.detail,
+        });
+        out.extend_from_slice(&pipe.error_frame(&err));
+        return out.to_vec();
+    }
+    if !stream {
+        let r = pipe.response().expect("a finished pipeline has an answer");
+        let v = encode_response(format, &r, "client-model", 0);
+        let text = serde_json::to_string_pretty(&v).expect("serializes");
+        return pin_random_ids(&text).into_bytes();
+    }
+    pin_random_ids(&String::from_utf8_lossy(&out)).into_bytes()
+}
+
+/// A tool name longer than OpenAI's limit, used by the transcripts to check shortening.
+pub const LONG_TOOL_NAME: &str =
+    "mcp__understudy_test_server__a_tool_name_that_is_longer_than_sixty_four_chars";
+
+/// Ids the gateway makes up (for calls the upstream did not name) are random: pinned here so
+/// transcripts compare equal.
+fn pin_random_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("toolu_") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 6..];
+        let hex = tail.chars().take_while(char::is_ascii_hexdigit).count();
+        if hex == 24 {
+            out.push_str("toolu_RANDOM");
+            rest = &tail[24..];
+        } else {
+            out.push_str("toolu_");
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}

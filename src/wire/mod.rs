@@ -1,0 +1,235 @@
+//! The wire formats, each to and from the canonical model (`crate::canonical`): requests
+//! (decoded from clients, encoded for providers), streams (decoded from providers, encoded for
+//! clients) and whole answers. One module per format, so a format's details live in one file
+//! whichever side of the gateway speaks it.
+
+pub mod anthropic;
+pub mod gemini;
+pub mod ollama;
+pub mod openai;
+
+use crate::canonical::{Block, ImageSource};
+use crate::error::GatewayError;
+use serde_json::Value;
+
+/// Claude Code's attribution block starts with this (protocol.md §1.3). It changes between
+/// requests, so it is dropped toward every upstream but Anthropic (where the raw relay keeps it).
+pub const ATTRIBUTION_PREFIX: &str = "x-anthropic-billing-header:";
+
+/// An invalid client request, with where in the body.
+pub(crate) fn bad(path: &str, msg: impl std::fmt::Display) -> GatewayError {
+    GatewayError::InvalidRequest(format!("{path}: {msg}"))
+}
+
+pub(crate) fn opt_str(v: &Value, key: &str, path: &str) -> Result<Option<String>, GatewayError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(bad(
+            &format!("{path}.{key}"),
+            format!("expected a string, got {}", kind_of(other)),
+        )),
+    }
+}
+
+pub(crate) fn opt_f64(v: &Value, key: &str, path: &str) -> Result<Option<f64>, GatewayError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(other) => Err(bad(
+            &format!("{path}.{key}"),
+            format!("expected a number, got {}", kind_of(other)),
+        )),
+    }
+}
+
+pub(crate) fn opt_u32(v: &Value, key: &str, path: &str) -> Result<Option<u32>, GatewayError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                bad(
+                    &format!("{path}.{key}"),
+                    format!("expected a non-negative integer, got {n}"),
+                )
+            }),
+        Some(other) => Err(bad(
+            &format!("{path}.{key}"),
+            format!("expected an integer, got {}", kind_of(other)),
+        )),
+    }
+}
+
+pub(crate) fn opt_bool(v: &Value, key: &str, path: &str) -> Result<Option<bool>, GatewayError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(bad(
+            &format!("{path}.{key}"),
+            format!("expected true or false, got {}", kind_of(other)),
+        )),
+    }
+}
+
+/// Stop sequences: a string or an array of strings.
+pub(crate) fn stop_list(v: Option<&Value>, path: &str) -> Result<Vec<String>, GatewayError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(&format!("{path}[{i}]"), "expected a string"))
+            })
+            .collect(),
+        Some(other) => Err(bad(
+            path,
+            format!("expected a string or an array, got {}", kind_of(other)),
+        )),
+    }
+}
+
+pub(crate) fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A `data:<media type>;base64,<data>` URL as an image source; any other URL stays a URL.
+pub(crate) fn image_from_url(url: &str) -> ImageSource {
+    if let Some(rest) = url.strip_prefix("data:") {
+        if let Some((mt, data)) = rest.split_once(";base64,") {
+            return ImageSource::Base64 {
+                media_type: mt.to_owned(),
+                data: data.to_owned(),
+            };
+        }
+    }
+    ImageSource::Url(url.to_owned())
+}
+
+/// An image source as a URL (`data:` for inline images).
+pub(crate) fn image_url(src: &ImageSource) -> String {
+    match src {
+        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+        ImageSource::Url(u) => u.clone(),
+    }
+}
+
+/// The media type of base64 image data, from its first bytes (Ollama sends bare base64).
+pub(crate) fn sniff_image(data: &str) -> &'static str {
+    if data.starts_with("iVBOR") {
+        "image/png"
+    } else if data.starts_with("R0lG") {
+        "image/gif"
+    } else if data.starts_with("UklG") {
+        "image/webp"
+    } else {
+        "image/jpeg"
+    }
+}
+
+/// The text of blocks, joined (for formats whose tool results are text only).
+pub(crate) fn text_of(blocks: &[Block]) -> String {
+    let mut out = String::new();
+    for b in blocks {
+        if let Block::Text(t) = b {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(t);
+        }
+    }
+    out
+}
+
+/// Known output-token limits by model name (prefix match, longest first), so a client's
+/// `max_tokens` (Claude Code asks for 32000 on unknown ids) is clamped to what the upstream
+/// accepts instead of being refused with a 400. `max_output_tokens` in a provider's config
+/// overrides this table.
+pub fn known_output_limit(model: &str) -> Option<u32> {
+    const TABLE: &[(&str, u32)] = &[
+        ("gpt-3.5", 4_096),
+        ("gpt-4-turbo", 4_096),
+        ("gpt-4o", 16_384),
+        ("gpt-4.1", 32_768),
+        ("gpt-4", 8_192),
+        ("gpt-5", 128_000),
+        ("o1-mini", 65_536),
+        ("o1", 100_000),
+        ("o3", 100_000),
+        ("o4", 100_000),
+        ("gemini-1.5", 8_192),
+        ("gemini-2.0", 8_192),
+        ("gemini-2.5", 65_536),
+        ("gemini-3", 65_536),
+        ("claude-3-haiku", 4_096),
+        ("claude-3-opus", 4_096),
+        ("claude-3-5", 8_192),
+        ("claude-3-7", 64_000),
+        ("claude-opus-4", 32_000),
+        ("claude-sonnet-4", 64_000),
+        ("claude-haiku-4", 64_000),
+        ("deepseek-chat", 8_192),
+        ("deepseek-reasoner", 64_000),
+    ];
+    let name = model.rsplit('/').next().unwrap_or(model);
+    TABLE
+        .iter()
+        .filter(|(p, _)| name.starts_with(p))
+        .max_by_key(|(p, _)| p.len())
+        .map(|&(_, n)| n)
+}
+
+/// A model's context window, for Ollama clients that ask (`/api/show`); 128k when unknown.
+pub fn known_context_length(model: &str) -> u64 {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    if name.starts_with("claude") {
+        200_000
+    } else if name.starts_with("gemini") || name.starts_with("gpt-4.1") {
+        1_048_576
+    } else if name.starts_with("gpt-5") {
+        400_000
+    } else {
+        128_000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_match_the_longest_prefix_and_ignore_vendor_prefixes() {
+        assert_eq!(known_output_limit("gpt-4o-mini"), Some(16_384));
+        assert_eq!(known_output_limit("gpt-4-0613"), Some(8_192));
+        assert_eq!(known_output_limit("openai/gpt-4.1"), Some(32_768));
+        assert_eq!(known_output_limit("qwen3-coder"), None);
+    }
+
+    #[test]
+    fn data_urls_become_inline_images() {
+        assert_eq!(
+            image_from_url("data:image/png;base64,AAAA"),
+            ImageSource::Base64 {
+                media_type: "image/png".into(),
+                data: "AAAA".into()
+            }
+        );
+        assert_eq!(
+            image_from_url("https://x/y.png"),
+            ImageSource::Url("https://x/y.png".into())
+        );
+    }
+}
