@@ -280,20 +280,21 @@ async fn unknown_models_and_bad_json_get_errors_in_the_clients_dialect() {
 }
 
 #[tokio::test]
-async fn a_route_to_a_provider_of_another_api_is_explained() {
+async fn a_translated_route_never_sends_the_clients_own_key_to_another_api() {
     let h = start_with("[[routes]]\nmodel = \"cross\"\nbackends = [\"openai/gpt-5\"]\n").await;
     let mut body = anthropic_body(false);
     body["model"] = json!("cross");
     let r = post(&h.url, "/v1/messages", &body).await;
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert!(
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("speaks the openai API"),
+            .contains("cannot use the client's own credentials"),
         "{v}"
     );
+    assert!(h.mock.requests().is_empty());
 }
 
 #[tokio::test]

@@ -133,6 +133,9 @@ pub fn check_anthropic_stream(body: &[u8]) -> (String, AnthropicEnd) {
     let fs = frames(body);
     let mut text = String::new();
     let mut open: Option<u64> = None;
+    // The open block's type, and whether a thinking block got its signature.
+    let mut open_type = String::new();
+    let mut signed = false;
     let mut next_index = 0;
     let mut started = false;
     let mut stop_reason = None;
@@ -163,6 +166,8 @@ pub fn check_anthropic_stream(body: &[u8]) -> (String, AnthropicEnd) {
                     "block index out of order"
                 );
                 open = Some(next_index);
+                open_type = v["content_block"]["type"].as_str().unwrap().to_owned();
+                signed = false;
                 next_index += 1;
             }
             "content_block_delta" => {
@@ -171,6 +176,17 @@ pub fn check_anthropic_stream(body: &[u8]) -> (String, AnthropicEnd) {
                     open,
                     "delta for a block that is not open"
                 );
+                let want = match v["delta"]["type"].as_str().unwrap() {
+                    "text_delta" => "text",
+                    "thinking_delta" => "thinking",
+                    "signature_delta" => {
+                        signed = true;
+                        "thinking"
+                    }
+                    "input_json_delta" => "tool_use",
+                    other => panic!("unknown delta type {other}"),
+                };
+                assert_eq!(want, open_type, "a delta of the wrong kind for its block");
                 if let Some(t) = v["delta"]["text"].as_str() {
                     text.push_str(t);
                 }
@@ -180,6 +196,10 @@ pub fn check_anthropic_stream(body: &[u8]) -> (String, AnthropicEnd) {
                     v["index"].as_u64(),
                     open,
                     "stop for a block that is not open"
+                );
+                assert!(
+                    open_type != "thinking" || signed,
+                    "a thinking block closed without a signature_delta"
                 );
                 open = None;
             }

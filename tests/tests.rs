@@ -1,6 +1,8 @@
 //! Integration tests: real HTTP over loopback between a client, the gateway and the mock cloud.
 
 mod cli;
+mod cross;
 mod faults;
 mod gateway;
 mod support;
+mod translation;
