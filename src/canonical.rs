@@ -17,6 +17,9 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
+    /// Instructions in the middle of the conversation (Claude Code sends its environment block
+    /// as a `system` message after the first user turn).
+    System,
 }
 
 /// Where an image's bytes are.

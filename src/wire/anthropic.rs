@@ -66,10 +66,11 @@ pub fn decode_request(v: &Value) -> Result<Request, GatewayError> {
         let role = match m.get("role").and_then(Value::as_str) {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
+            Some("system") => Role::System,
             other => {
                 return Err(bad(
                     &format!("{path}.role"),
-                    format!("expected \"user\" or \"assistant\", got {other:?}"),
+                    format!("expected \"user\", \"assistant\" or \"system\", got {other:?}"),
                 ))
             }
         };
@@ -291,6 +292,7 @@ pub fn encode_request(r: &Request, model: &str, max_tokens: u32) -> Value {
         let role = match m.role {
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::System => "system",
         };
         // protocol.md §3.1: merge consecutive same-role messages.
         if last_role == Some(role) {

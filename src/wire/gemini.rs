@@ -88,6 +88,21 @@ fn image_part(src: &ImageSource) -> Value {
     }
 }
 
+/// Appends a turn, merged into the previous one of the same role: one content per turn, so a
+/// turn's functionResponse parts travel together.
+fn contents_push(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
+    if parts.is_empty() {
+        return;
+    }
+    if let Some(last) = contents.last_mut().filter(|c| c["role"] == role) {
+        if let Some(p) = last["parts"].as_array_mut() {
+            p.extend(parts);
+            return;
+        }
+    }
+    contents.push(json!({"role": role, "parts": parts}));
+}
+
 /// The request body for `streamGenerateContent`.
 pub fn encode_request(
     r: &Request,
@@ -98,10 +113,21 @@ pub fn encode_request(
     let mut contents: Vec<Value> = Vec::new();
     for m in &r.messages {
         let role = match m.role {
-            Role::User => "user",
+            Role::User | Role::System => "user",
             Role::Assistant => "model",
         };
         let mut parts = Vec::new();
+        if m.role == Role::System {
+            // Gemini has no system turns mid-conversation: the text goes in as marked context.
+            contents_push(
+                &mut contents,
+                role,
+                vec![
+                    json!({"text": format!("<system-reminder>\n{}\n</system-reminder>", text_of(&m.content))}),
+                ],
+            );
+            continue;
+        }
         for b in &m.content {
             match b {
                 Block::Text(t) if !t.is_empty() => parts.push(json!({"text": t})),
@@ -128,17 +154,7 @@ pub fn encode_request(
                 _ => {}
             }
         }
-        if parts.is_empty() {
-            continue;
-        }
-        // One content per turn: a turn's functionResponse parts travel together.
-        if let Some(last) = contents.last_mut().filter(|c| c["role"] == role) {
-            if let Some(p) = last["parts"].as_array_mut() {
-                p.extend(parts);
-                continue;
-            }
-        }
-        contents.push(json!({"role": role, "parts": parts}));
+        contents_push(&mut contents, role, parts);
     }
     let mut body = Map::new();
     body.insert("contents".into(), Value::Array(contents));

@@ -252,6 +252,9 @@ pub fn encode_request(
     }
     for m in &r.messages {
         match m.role {
+            Role::System => {
+                messages.push(json!({"role": "system", "content": text_of(&m.content)}))
+            }
             Role::User => {
                 // protocol.md §3.3: tool messages come first, one per result, right after the
                 // assistant message with the calls; then the turn's other content.

@@ -76,6 +76,37 @@ base_url = "{mock.url}/v1"
 passthrough_auth = true
 timeouts = {{ idle = "1s" }}
 
+# Keyed providers for translated routes: a translation never forwards the client's own key.
+[providers.anthropic-k]
+kind = "anthropic"
+base_url = "{mock.url}"
+api_key_env = "UNDERSTUDY_TEST_KEY"
+timeouts = {{ idle = "1s" }}
+
+[providers.openai-k]
+kind = "openai"
+base_url = "{mock.url}/v1"
+api_key_env = "UNDERSTUDY_TEST_KEY"
+timeouts = {{ idle = "1s" }}
+
+[providers.gemini]
+kind = "gemini"
+base_url = "{mock.url}"
+api_key_env = "UNDERSTUDY_TEST_KEY"
+timeouts = {{ idle = "1s" }}
+
+[[routes]]
+model = "claude-via-openai"
+backends = ["openai-k/gpt-4o"]
+
+[[routes]]
+model = "claude-via-gemini"
+backends = ["gemini/gemini-2.5-pro"]
+
+[[routes]]
+model = "sonnet"
+backends = ["anthropic-k/claude-sonnet-4-5"]
+
 [[routes]]
 model = "claude-*"
 backends = ["anthropic"]
@@ -85,7 +116,8 @@ model = "gpt-*"
 backends = ["openai"]
 """
     )
-    proc, url = _spawn(["serve", "--config", str(cfg), "--listen", "127.0.0.1:0"], "understudy listening on ")
+    env = dict(os.environ, UNDERSTUDY_TEST_KEY="sk-test-configured-key")
+    proc, url = _spawn(["serve", "--config", str(cfg), "--listen", "127.0.0.1:0"], "understudy listening on ", env=env)
     yield url
     proc.terminate()
     assert proc.wait(15) == 0, "the gateway stops cleanly on SIGTERM"
@@ -132,6 +164,12 @@ def openai_chunks(parts=TEXT):
                                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
 
     return [ch({"role": "assistant", "content": ""})] + [ch({"content": p}) for p in parts] + [ch({}, "stop"), "data: [DONE]\n\n"]
+
+
+def fixture(path):
+    """An upstream transcript from tests/fixtures/upstream (shared with the Rust golden tests)."""
+    with open(os.path.join(ROOT, "tests", "fixtures", "upstream", path), encoding="utf-8") as f:
+        return f.read()
 
 
 def sse_reply(chunks, end="clean"):

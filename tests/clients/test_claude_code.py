@@ -1,12 +1,13 @@
 """Claude Code itself (its native binary from npm, offline, print mode) as a client."""
 
+import json
 import os
 import subprocess
 
 from conftest import TEXT, claude_binary
 
 
-def run_claude(gateway, home, prompt):
+def run_claude(gateway, home, prompt, model=None):
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(home),
@@ -16,6 +17,10 @@ def run_claude(gateway, home, prompt):
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_TELEMETRY": "1",
     }
+    if model:
+        env["ANTHROPIC_MODEL"] = model
+        # Claude Code refuses model ids it does not know unless told their context window.
+        env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] = "128000"
     return subprocess.run([claude_binary(), "-p", prompt], env=env, capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL)
 
@@ -32,3 +37,17 @@ def test_claude_code_prints_the_answer_served_through_the_gateway(gateway, mock,
     assert "claude-code" in headers["anthropic-beta"], "anthropic-beta is forwarded verbatim"
     assert headers["x-api-key"] == "sk-ant-test-not-a-real-key", "the client's own key passes through"
     assert headers["x-understudy-hop"] == "1"
+
+
+def test_claude_code_works_when_an_openai_compatible_provider_serves_it(gateway, mock, tmp_path):
+    out = run_claude(gateway, tmp_path, "say hello", model="claude-via-openai")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert "".join(TEXT) in out.stdout
+    chats = [r for r in mock.requests() if r["path"] == "/v1/chat/completions"]
+    assert chats, "the main request was translated to the OpenAI API"
+    body = json.loads(chats[-1]["body"])
+    assert body["model"] == "gpt-4o" and body["stream"] is True
+    assert not body["messages"][0]["content"].startswith("x-anthropic-billing-header"), "attribution block dropped"
+    assert any(m["role"] == "system" and "Environment" in m["content"] for m in body["messages"][1:]), \
+        "Claude Code's mid-conversation system message stays a system message"
+    assert dict(chats[-1]["headers"])["authorization"] == "Bearer sk-test-configured-key"
