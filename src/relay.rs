@@ -1,10 +1,10 @@
 //! The entry for every request: peek at the model, route, then either translate (the backend
 //! speaks another API: `crate::translate`) or pass through with inspection. When the client and
-//! the upstream speak the same API, the upstream's bytes are forwarded unchanged as they arrive — whole SSE events at a time,
-//! so a client never receives half an event — while an [`Inspector`] follows the protocol on
-//! the side. A stream that ends without its completion signal (or stalls, breaks, or turns
-//! malformed) is ended with the client dialect's explicit error event, never a clean end.
-
+//! the upstream speak the same API, the upstream's bytes are forwarded unchanged as they
+//! arrive — whole SSE events at a time, so a client never receives half an event — while an
+//! [`Inspector`] follows the protocol on the side. A stream that ends without its completion
+//! signal (or stalls, breaks, or turns malformed) is ended with the client dialect's explicit
+//! error event, never a clean end.
 use crate::client_api::{snippet, BodyProblem, Dialect, Ending, Inspector, Usage, Verdict};
 use crate::config::ProviderKind;
 use crate::error::{FailureKind, GatewayError, ProviderError};
