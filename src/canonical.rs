@@ -183,6 +183,16 @@ impl Request {
         Ok(())
     }
 
+    /// Appends blocks as a message, merged into the previous one when the role repeats (the
+    /// tool results of one turn become one user message; protocol.md §3.1).
+    pub fn push(&mut self, role: Role, content: Vec<Block>) {
+        if let Some(last) = self.messages.last_mut().filter(|m| m.role == role) {
+            last.content.extend(content);
+        } else {
+            self.messages.push(Message { role, content });
+        }
+    }
+
     /// The name of the tool a call id belongs to (Gemini needs names on results).
     pub fn tool_name_of(&self, id: &str) -> Option<&str> {
         self.messages

@@ -8,7 +8,7 @@
 use crate::client_api::{snippet, BodyProblem, Dialect, Ending, Inspector, Usage, Verdict};
 use crate::config::ProviderKind;
 use crate::error::{FailureKind, GatewayError, ProviderError};
-use crate::providers::{response_headers, Operation, Provider, SendError};
+use crate::providers::{response_headers, Operation, Provider};
 use crate::routing::{Backend, Router};
 use crate::sse::{Frame, Splitter};
 use crate::translate::{translate, Format, Translated};
@@ -140,16 +140,9 @@ pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError
         rewrite_model(&call.body, &backend.model)?
     };
     tracing::debug!(provider = provider.name(), model = %backend.model, stream, "sending upstream");
-    let resp = match provider
+    let resp = provider
         .send(call.op, call.query.as_deref(), &call.headers, body)
-        .await
-    {
-        Ok(r) => r,
-        Err(SendError::MissingKey { provider, reason }) => {
-            return Err(GatewayError::MissingKey { provider, reason })
-        }
-        Err(SendError::Failed(e)) => return Err(GatewayError::Upstream(e)),
-    };
+        .await?;
     let deadline = exchange.started + provider.config.timeouts.total;
     let status = resp.status();
     let headers = response_headers(resp.headers());
@@ -244,7 +237,7 @@ pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError
 }
 
 /// Marks who served the answer (`x-understudy-served-by`).
-fn served_by(mut resp: Response, provider: &str) -> Response {
+pub(crate) fn served_by(mut resp: Response, provider: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(provider) {
         resp.headers_mut().insert("x-understudy-served-by", v);
     }

@@ -13,8 +13,8 @@ use crate::canonical::{self, Collector, Event, Guard, StreamFault, ToolNames};
 use crate::client_api::Dialect;
 use crate::config::ProviderKind;
 use crate::error::{FailureKind, GatewayError};
-use crate::providers::{response_headers, Operation, Provider, SendError};
-use crate::relay::{read_body, timeout_failure, Exchange, MAX_ERROR_BODY};
+use crate::providers::{response_headers, Operation, Provider};
+use crate::relay::{read_body, served_by, timeout_failure, Exchange, MAX_ERROR_BODY};
 use crate::routing::Backend;
 use crate::sse::{Frame, Splitter};
 use crate::wire::{self, anthropic, gemini, ollama, openai};
@@ -364,13 +364,7 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
     );
     let body = Bytes::from(serde_json::to_vec(&body).expect("a JSON value always serializes"));
     tracing::debug!(provider = provider.name(), model = %backend.model, kind = kind.as_str(), "sending translated request upstream");
-    let resp = match provider.send_translated(op, &backend.model, body).await {
-        Ok(r) => r,
-        Err(SendError::MissingKey { provider, reason }) => {
-            return Err(GatewayError::MissingKey { provider, reason })
-        }
-        Err(SendError::Failed(e)) => return Err(GatewayError::Upstream(e)),
-    };
+    let resp = provider.send_translated(op, &backend.model, body).await?;
     let deadline = exchange.started + provider.config.timeouts.total;
     let status = resp.status();
     if !status.is_success() {
@@ -491,13 +485,6 @@ fn usage_of(p: &Pipeline) -> crate::client_api::Usage {
         input_tokens: u.total_input(),
         output_tokens: u.output,
     }
-}
-
-fn served_by(mut resp: Response, provider: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(provider) {
-        resp.headers_mut().insert("x-understudy-served-by", v);
-    }
-    resp
 }
 
 /// An upstream error status, in the client's dialect (protocol.md §3.8): context overflow

@@ -175,6 +175,13 @@ impl Provider {
             http::header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         );
+        self.finish_headers(&mut h);
+        self.post(self.url(op, model, None), h, body).await
+    }
+
+    /// What every outbound request carries: the configured extra headers, the JSON content
+    /// type, and the hop marker.
+    fn finish_headers(&self, h: &mut HeaderMap) {
         for (k, v) in &self.config.headers {
             h.insert(k.clone(), v.clone());
         }
@@ -183,7 +190,6 @@ impl Provider {
             HeaderValue::from_static("application/json"),
         );
         h.insert(HOP_HEADER, HeaderValue::from_static("1"));
-        self.post(self.url(op, model, None), h, body).await
     }
 
     fn put_key(&self, h: &mut HeaderMap, key: &Secret) -> Result<(), SendError> {
@@ -261,14 +267,7 @@ impl Provider {
                 });
             }
         }
-        for (k, v) in &self.config.headers {
-            h.insert(k.clone(), v.clone());
-        }
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(HOP_HEADER, HeaderValue::from_static("1"));
+        self.finish_headers(&mut h);
         Ok(h)
     }
 
@@ -317,6 +316,17 @@ pub enum SendError {
     },
     /// The call failed.
     Failed(ProviderError),
+}
+
+impl From<SendError> for crate::error::GatewayError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::MissingKey { provider, reason } => {
+                crate::error::GatewayError::MissingKey { provider, reason }
+            }
+            SendError::Failed(e) => crate::error::GatewayError::Upstream(e),
+        }
+    }
 }
 
 /// Copies the upstream's response headers that a client may see (`retry-after`,

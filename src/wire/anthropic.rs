@@ -2,7 +2,10 @@
 //! a canonical request encoded for an Anthropic upstream, an upstream SSE stream decoded into
 //! events, and events encoded as the SSE stream a client such as Claude Code reads (§1.5).
 
-use super::{bad, kind_of, opt_bool, opt_f64, opt_str, opt_u32, stop_list, ATTRIBUTION_PREFIX};
+use super::{
+    bad, kind_of, object_with_model, opt_bool, opt_f64, opt_str, opt_u32, stop_list,
+    ATTRIBUTION_PREFIX,
+};
 use crate::canonical::{
     foreign_origin, sanitize_id, Block, Delta, Event, ImageSource, Message, Request, Response,
     Role, StartBlock, StopReason, StreamFault, Thinking, Tool, ToolChoice, Usage,
@@ -15,13 +18,7 @@ use std::collections::HashSet;
 
 /// Decodes a client's Messages request.
 pub fn decode_request(v: &Value) -> Result<Request, GatewayError> {
-    let Some(obj) = v.as_object() else {
-        return Err(bad(
-            "body",
-            format!("expected a JSON object, got {}", kind_of(v)),
-        ));
-    };
-    let model = opt_str(v, "model", "body")?.ok_or_else(|| bad("body.model", "is required"))?;
+    let (obj, model) = object_with_model(v)?;
     let mut r = Request {
         model,
         max_tokens: opt_u32(v, "max_tokens", "body")?,

@@ -21,6 +21,20 @@ pub(crate) fn bad(path: &str, msg: impl std::fmt::Display) -> GatewayError {
     GatewayError::InvalidRequest(format!("{path}: {msg}"))
 }
 
+/// The body as an object, and its required `model`.
+pub(crate) fn object_with_model(
+    v: &Value,
+) -> Result<(&serde_json::Map<String, Value>, String), GatewayError> {
+    let obj = v.as_object().ok_or_else(|| {
+        bad(
+            "body",
+            format!("expected a JSON object, got {}", kind_of(v)),
+        )
+    })?;
+    let model = opt_str(v, "model", "body")?.ok_or_else(|| bad("body.model", "is required"))?;
+    Ok((obj, model))
+}
+
 pub(crate) fn opt_str(v: &Value, key: &str, path: &str) -> Result<Option<String>, GatewayError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),

@@ -2,10 +2,13 @@
 //! into canonical requests, answers encoded as NDJSON lines, and the discovery endpoints
 //! (`/api/tags`, `/api/show`, `/api/version`) that VS Code, Continue and Zed call first.
 
-use super::{bad, kind_of, opt_bool, opt_f64, opt_str, opt_u32, sniff_image, stop_list, text_of};
+use super::{
+    bad, kind_of, object_with_model, opt_bool, opt_f64, opt_str, opt_u32, sniff_image, stop_list,
+    text_of,
+};
 use crate::canonical::{
-    fnv1a, Block, Delta, Event, ImageSource, Message, Request, Response, Role, StartBlock,
-    StopReason, StreamFault, Thinking, Tool, ToolChoice, Usage,
+    fnv1a, Block, Delta, Event, ImageSource, Request, Response, Role, StartBlock, StopReason,
+    StreamFault, Thinking, ToolChoice, Usage,
 };
 use crate::error::GatewayError;
 use bytes::BytesMut;
@@ -61,13 +64,7 @@ fn images(m: &Value, path: &str) -> Result<Vec<Block>, GatewayError> {
 /// no ids (newer versions may): they get ids here, and `tool` messages are matched to them by
 /// `tool_call_id`, else `tool_name`, else order.
 pub fn decode_chat(v: &Value) -> Result<Request, GatewayError> {
-    if !v.is_object() {
-        return Err(bad(
-            "body",
-            format!("expected a JSON object, got {}", kind_of(v)),
-        ));
-    }
-    let model = opt_str(v, "model", "body")?.ok_or_else(|| bad("body.model", "is required"))?;
+    let (_, model) = object_with_model(v)?;
     let mut r = Request {
         model,
         stream: opt_bool(v, "stream", "body")?.unwrap_or(true),
@@ -94,7 +91,7 @@ pub fn decode_chat(v: &Value) -> Result<Request, GatewayError> {
         blocks.extend(images(m, &path)?);
         match m.get("role").and_then(Value::as_str) {
             Some("system") => r.system.push(content),
-            Some("user") => push(&mut r.messages, Role::User, blocks),
+            Some("user") => r.push(Role::User, blocks),
             Some("assistant") => {
                 if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
                     for (k, c) in calls.iter().enumerate() {
@@ -122,7 +119,7 @@ pub fn decode_chat(v: &Value) -> Result<Request, GatewayError> {
                         blocks.push(Block::ToolUse { id, name, input });
                     }
                 }
-                push(&mut r.messages, Role::Assistant, blocks);
+                r.push(Role::Assistant, blocks);
             }
             Some("tool") => {
                 let by_id = m.get("tool_call_id").and_then(Value::as_str);
@@ -138,8 +135,7 @@ pub fn decode_chat(v: &Value) -> Result<Request, GatewayError> {
                     return Err(bad(&path, "a tool message with no tool call before it to answer; send the assistant message with tool_calls first"));
                 };
                 let (id, _) = pending.remove(pos).expect("position is in range");
-                push(
-                    &mut r.messages,
+                r.push(
                     Role::User,
                     vec![Block::ToolResult {
                         tool_use_id: id,
@@ -156,45 +152,16 @@ pub fn decode_chat(v: &Value) -> Result<Request, GatewayError> {
             }
         }
     }
-    if let Some(tools) = v.get("tools").and_then(Value::as_array) {
-        for (i, t) in tools.iter().enumerate() {
-            let f = &t["function"];
-            r.tools.push(Tool {
-                name: f["name"]
-                    .as_str()
-                    .ok_or_else(|| bad(&format!("body.tools[{i}].function.name"), "is required"))?
-                    .to_owned(),
-                description: f["description"].as_str().map(str::to_owned),
-                schema: f
-                    .get("parameters")
-                    .cloned()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            });
-        }
-        if !r.tools.is_empty() {
-            r.tool_choice = Some(ToolChoice::Auto);
-        }
+    r.tools = super::openai::decode_tools(v.get("tools"))?;
+    if !r.tools.is_empty() {
+        r.tool_choice = Some(ToolChoice::Auto);
     }
     Ok(r)
 }
 
-fn push(messages: &mut Vec<Message>, role: Role, content: Vec<Block>) {
-    if let Some(last) = messages.last_mut().filter(|m| m.role == role) {
-        last.content.extend(content);
-    } else {
-        messages.push(Message { role, content });
-    }
-}
-
 /// Decodes `POST /api/generate` (a prompt, with `suffix` for fill-in-the-middle).
 pub fn decode_generate(v: &Value) -> Result<Request, GatewayError> {
-    if !v.is_object() {
-        return Err(bad(
-            "body",
-            format!("expected a JSON object, got {}", kind_of(v)),
-        ));
-    }
-    let model = opt_str(v, "model", "body")?.ok_or_else(|| bad("body.model", "is required"))?;
+    let (_, model) = object_with_model(v)?;
     let prompt = opt_str(v, "prompt", "body")?.unwrap_or_default();
     let suffix = opt_str(v, "suffix", "body")?;
     let mut r = super::openai::completion_request(model, &prompt, suffix.as_deref(), &json!({}))?;

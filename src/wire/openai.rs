@@ -3,8 +3,8 @@
 //! by the state machine of protocol.md §3.7, and events encoded as chunks for a client.
 
 use super::{
-    bad, image_from_url, image_url, kind_of, opt_bool, opt_f64, opt_str, opt_u32, stop_list,
-    text_of, ATTRIBUTION_PREFIX,
+    bad, image_from_url, image_url, kind_of, object_with_model, opt_bool, opt_f64, opt_str,
+    opt_u32, stop_list, text_of, ATTRIBUTION_PREFIX,
 };
 use crate::canonical::{
     foreign_origin, new_tool_id, Block, Delta, Event, Message, Request, Response, Role, StartBlock,
@@ -21,13 +21,7 @@ pub const TOOL_NAME_LIMIT: usize = 64;
 
 /// Decodes a client's chat request; also says whether it asked for a usage chunk.
 pub fn decode_request(v: &Value) -> Result<(Request, bool), GatewayError> {
-    let Some(obj) = v.as_object() else {
-        return Err(bad(
-            "body",
-            format!("expected a JSON object, got {}", kind_of(v)),
-        ));
-    };
-    let model = opt_str(v, "model", "body")?.ok_or_else(|| bad("body.model", "is required"))?;
+    let (obj, model) = object_with_model(v)?;
     if opt_u32(v, "n", "body")?.is_some_and(|n| n > 1) {
         return Err(bad(
             "body.n",
@@ -71,8 +65,7 @@ pub fn decode_request(v: &Value) -> Result<(Request, bool), GatewayError> {
                     r.system.push(text);
                 }
             }
-            "user" => push(
-                &mut r.messages,
+            "user" => r.push(
                 Role::User,
                 content_blocks(m.get("content"), &format!("{path}.content"))?,
             ),
@@ -104,14 +97,13 @@ pub fn decode_request(v: &Value) -> Result<(Request, bool), GatewayError> {
                         });
                     }
                 }
-                push(&mut r.messages, Role::Assistant, blocks);
+                r.push(Role::Assistant, blocks);
             }
             "tool" => {
                 let id = opt_str(m, "tool_call_id", &path)?
                     .ok_or_else(|| bad(&format!("{path}.tool_call_id"), "is required"))?;
                 let content = content_blocks(m.get("content"), &format!("{path}.content"))?;
-                push(
-                    &mut r.messages,
+                r.push(
                     Role::User,
                     vec![Block::ToolResult {
                         tool_use_id: id,
@@ -128,22 +120,7 @@ pub fn decode_request(v: &Value) -> Result<(Request, bool), GatewayError> {
             }
         }
     }
-    if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
-        for (i, t) in tools.iter().enumerate() {
-            let f = t
-                .get("function")
-                .ok_or_else(|| bad(&format!("body.tools[{i}].function"), "is required"))?;
-            r.tools.push(Tool {
-                name: opt_str(f, "name", &format!("body.tools[{i}].function"))?
-                    .ok_or_else(|| bad(&format!("body.tools[{i}].function.name"), "is required"))?,
-                description: opt_str(f, "description", &format!("body.tools[{i}].function"))?,
-                schema: f
-                    .get("parameters")
-                    .cloned()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            });
-        }
-    }
+    r.tools = decode_tools(obj.get("tools"))?;
     r.tool_choice = match obj.get("tool_choice") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(match s.as_str() {
@@ -167,14 +144,29 @@ pub fn decode_request(v: &Value) -> Result<(Request, bool), GatewayError> {
     Ok((r, include_usage))
 }
 
-/// Appends blocks as a message, merging into the previous one when the role repeats (tool
-/// results of one turn become one user message).
-fn push(messages: &mut Vec<Message>, role: Role, content: Vec<Block>) {
-    if let Some(last) = messages.last_mut().filter(|m| m.role == role) {
-        last.content.extend(content);
-    } else {
-        messages.push(Message { role, content });
-    }
+/// Tool definitions in OpenAI's shape (`[{type: "function", function: {name, description,
+/// parameters}}]`), which Ollama uses too.
+pub(crate) fn decode_tools(tools: Option<&Value>) -> Result<Vec<Tool>, GatewayError> {
+    let Some(tools) = tools.and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let path = format!("body.tools[{i}].function");
+            let f = t.get("function").ok_or_else(|| bad(&path, "is required"))?;
+            Ok(Tool {
+                name: opt_str(f, "name", &path)?
+                    .ok_or_else(|| bad(&format!("{path}.name"), "is required"))?,
+                description: opt_str(f, "description", &path)?,
+                schema: f
+                    .get("parameters")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            })
+        })
+        .collect()
 }
 
 /// Message content: a string, or parts (OpenAI's, or Anthropic-style blocks as Cursor sends).
