@@ -2,7 +2,8 @@
 //! measured client-side, in interleaved rounds of one run.
 //!
 //! `cargo bench --features testing --bench passthrough` (env: BENCH_RATE, BENCH_SECS,
-//! BENCH_ROUNDS, BENCH_UPSTREAM_MS, BENCH_PIN=0 to leave scheduling to the OS). The mock and the gateway are real subprocesses (the release
+//! BENCH_ROUNDS, BENCH_UPSTREAM_MS, BENCH_PIN=0 to leave scheduling to the OS,
+//! BENCH_ROUTE=translate for the translated path). The mock and the gateway are real subprocesses (the release
 //! binary); where `taskset` exists the gateway is pinned to CPU 1, the mock and the load
 //! generator to CPU 0.
 
@@ -153,12 +154,24 @@ fn main() {
         &["mock", "--delay-ms", &upstream_ms.to_string()],
         "mock cloud listening on ",
     );
+    // BENCH_ROUTE=translate serves the same Anthropic request from the mock's OpenAI endpoint:
+    // decode, encode, stream upstream, translate the stream back, collect it.
+    let translate = std::env::var("BENCH_ROUTE").as_deref() == Ok("translate");
     let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    write!(
-        cfg,
-        "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\npassthrough_auth = true\n\
-         [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
-    )
+    if translate {
+        std::env::set_var("UNDERSTUDY_BENCH_KEY", "sk-bench");
+        write!(
+            cfg,
+            "[providers.openai]\nkind = \"openai\"\nbase_url = \"{mock_url}/v1\"\napi_key_env = \"UNDERSTUDY_BENCH_KEY\"\n\
+             [[routes]]\nmodel = \"claude-*\"\nbackends = [\"openai/gpt-4o\"]\n"
+        )
+    } else {
+        write!(
+            cfg,
+            "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\npassthrough_auth = true\n\
+             [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
+        )
+    }
     .unwrap();
     let (mut gw, gw_url) = spawn(
         "1",
@@ -224,7 +237,12 @@ fn main() {
         let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         format!("{lo:.3} … {hi:.3}")
     };
-    println!("\n### Passthrough overhead ({rate} req/s open loop, {rounds} interleaved rounds of {secs} s, upstream latency {upstream_ms} ms)\n");
+    let what = if translate {
+        "Translation overhead (Anthropic request served from an OpenAI stream)"
+    } else {
+        "Passthrough overhead"
+    };
+    println!("\n### {what} ({rate} req/s open loop, {rounds} interleaved rounds of {secs} s, upstream latency {upstream_ms} ms)\n");
     println!(
         "| | direct | through Understudy | added (median of rounds) | added, range over rounds |"
     );

@@ -408,9 +408,10 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
     if !req.stream {
         let mut sink = BytesMut::new();
         while !state.finished {
-            state.step(&mut sink, false).await.inspect_err(|_e| {
-                state.finished = true;
-            })?;
+            if let Err(e) = state.step(&mut sink, false).await {
+                state.fail_before_commit(&e);
+                return Err(e);
+            }
         }
         let model = req.model.clone();
         let answer = state.pipe.response();
@@ -436,13 +437,7 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
             Ok(true) => break, // a keep-alive is due: commit with it
             Ok(false) => {}
             Err(e) => {
-                state.finished = true;
-                state.exchange.log(
-                    e.status(),
-                    outcome_of(&e),
-                    usage_of(&state.pipe),
-                    Some(&e.to_string()),
-                );
+                state.fail_before_commit(&e);
                 return Err(e);
             }
         }
@@ -638,6 +633,17 @@ impl StreamState {
                 Ok(false)
             }
         }
+    }
+
+    /// Logs a failure that the client gets as an HTTP error (nothing was sent yet).
+    fn fail_before_commit(&mut self, e: &GatewayError) {
+        self.finished = true;
+        self.exchange.log(
+            e.status(),
+            outcome_of(e),
+            usage_of(&self.pipe),
+            Some(&e.to_string()),
+        );
     }
 
     async fn next_chunk(&mut self) -> Option<Bytes> {
