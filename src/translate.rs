@@ -750,3 +750,24 @@ fn pin_random_ids(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_messages_become_claude_codes_wording() {
+        assert_eq!(
+            prompt_too_long_detail("This model's maximum context length is 128000 tokens. However, your messages resulted in 130532 tokens."),
+            "130532 tokens > 128000 maximum"
+        );
+        assert_eq!(
+            prompt_too_long_detail("The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."),
+            "1200000 tokens > 1048576 maximum"
+        );
+        assert_eq!(prompt_too_long_detail("too long"), "too long");
+        assert_eq!(client_status(Dialect::Anthropic, 503), 529);
+        assert_eq!(client_status(Dialect::OpenAi, 529), 503);
+        assert_eq!(client_status(Dialect::Ollama, 429), 429);
+    }
+}

@@ -638,3 +638,49 @@ async fn autocomplete_and_embeddings_reach_a_provider_that_has_them() {
         .unwrap()
         .contains("no provider that has embeddings"));
 }
+
+#[tokio::test]
+async fn the_same_api_answers_on_the_ollama_port() {
+    // A free port: bind, read it, let it go (the gateway binds it again at once).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let h = start(&format!("ollama_listen = \"127.0.0.1:{port}\"")).await;
+    let ollama = format!("http://127.0.0.1:{port}");
+    let mut version = None;
+    for _ in 0..50 {
+        if let Ok(r) = client().get(format!("{ollama}/api/version")).send().await {
+            version = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(version.expect("the Ollama port answers")["version"].is_string());
+    assert_eq!(
+        client()
+            .get(&ollama)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "Ollama is running"
+    );
+    h.mock.push(Reply::sse([fixture("anthropic/text.sse")]));
+    let r = client()
+        .post(format!("{ollama}/api/chat"))
+        .json(&json!({"model": "sonnet", "stream": false,
+        "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["message"]["content"], "Hello, wörld — ☃");
+    assert_eq!(
+        (v["done"].as_bool(), v["eval_count"].as_u64()),
+        (Some(true), Some(12))
+    );
+}
