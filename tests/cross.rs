@@ -3,7 +3,7 @@
 //! keep-alives and bad input.
 
 use crate::support::{
-    check_anthropic_stream, check_openai_stream, client, AnthropicEnd, Harness, OpenAiEnd,
+    check_anthropic_stream, check_openai_stream, client, post, AnthropicEnd, Harness, OpenAiEnd,
 };
 use serde_json::{json, Value};
 use understudy::testing::{anthropic, gemini, openai, MockCloud, Reply};
@@ -236,12 +236,7 @@ async fn an_ollama_client_chats_and_discovers_models() {
         .push(Reply::sse([fixture("anthropic/thinking_tool.sse")]));
     let body = json!({"model": "sonnet", "messages": [{"role": "user", "content": "list files"}],
         "tools": [{"type": "function", "function": {"name": "Bash", "parameters": {"type": "object"}}}]});
-    let r = client()
-        .post(format!("{}/api/chat", h.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post(&h.url, "/api/chat", &body).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
     let text = r.text().await.unwrap();
@@ -274,12 +269,8 @@ async fn an_ollama_client_chats_and_discovers_models() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     assert!(names.contains(&"sonnet"), "{tags}");
-    let show: Value = client()
-        .post(format!("{}/api/show", h.url))
-        .json(&json!({"model": "sonnet"}))
-        .send()
+    let show: Value = post(&h.url, "/api/show", &json!({"model": "sonnet"}))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -347,29 +338,29 @@ async fn truncation_after_the_first_content_is_an_explicit_error_in_every_dialec
     // OpenAI client, Anthropic upstream cut inside a block.
     h.mock
         .push(Reply::sse([fixture("anthropic/truncated_in_block.sse")]));
-    let r = client()
-        .post(format!("{}/v1/chat/completions", h.url))
-        .json(&json!({"model": "sonnet", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h.url,
+        "/v1/chat/completions",
+        &json!({"model": "sonnet", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     let (text, end) = check_openai_stream(&r.bytes().await.unwrap());
     assert_eq!(text, "Half an ans");
     assert!(matches!(end, OpenAiEnd::Error(_)));
     // Ollama client, Gemini upstream without finishReason.
     let mut g = h.mock.requests().len();
     h.mock.push(Reply::sse([fixture("gemini/truncated.sse")]));
-    let text = client()
-        .post(format!("{}/api/chat", h.url))
-        .json(&json!({"model": "claude-via-gemini",
-        "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = post(
+        &h.url,
+        "/api/chat",
+        &json!({"model": "claude-via-gemini",
+        "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert!(
         last["error"]
@@ -445,13 +436,13 @@ async fn upstream_errors_map_to_each_clients_shape() {
         429,
         &gemini::error(429, "RESOURCE_EXHAUSTED", "Quota exceeded"),
     ));
-    let r = client()
-        .post(format!("{}/v1/chat/completions", h.url))
-        .json(&json!({"model": "claude-via-gemini",
-        "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h.url,
+        "/v1/chat/completions",
+        &json!({"model": "claude-via-gemini",
+        "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 429);
     let v: Value = r.json().await.unwrap();
     assert!(
@@ -466,12 +457,12 @@ async fn upstream_errors_map_to_each_clients_shape() {
         529,
         &anthropic::error("overloaded_error", "Overloaded"),
     ));
-    let r = client()
-        .post(format!("{}/api/chat", h.url))
-        .json(&json!({"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h.url,
+        "/api/chat",
+        &json!({"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("Overloaded"), "{v}");
@@ -492,13 +483,13 @@ async fn a_silent_upstream_gets_keepalive_pings() {
             .await
             .unwrap();
     });
-    let r = client()
-        .post(format!("{}/v1/chat/completions", h.url))
-        .json(&json!({"model": "sonnet", "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h.url,
+        "/v1/chat/completions",
+        &json!({"model": "sonnet", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     let body = r.bytes().await.unwrap();
     let (text, end) = check_openai_stream(&body);
     assert_eq!((text.as_str(), end), ("slow answer", OpenAiEnd::Complete));
@@ -577,12 +568,12 @@ async fn bad_input_gets_a_clear_error_or_is_handled() {
 async fn autocomplete_and_embeddings_reach_a_provider_that_has_them() {
     let h = start("").await;
     // Legacy completions to a chat-only upstream: the suffix becomes a fill-in-the-middle turn.
-    let r = client()
-        .post(format!("{}/v1/completions", h.url))
-        .json(&json!({"model": "sonnet", "prompt": "fn main() {", "suffix": "}", "stream": true}))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h.url,
+        "/v1/completions",
+        &json!({"model": "sonnet", "prompt": "fn main() {", "suffix": "}", "stream": true}),
+    )
+    .await;
     let body = r.bytes().await.unwrap();
     let (text, end) = check_openai_stream(&body);
     assert_eq!(end, OpenAiEnd::Complete);
@@ -594,43 +585,43 @@ async fn autocomplete_and_embeddings_reach_a_provider_that_has_them() {
         "<PREFIX>fn main() {</PREFIX><SUFFIX>}</SUFFIX>"
     );
     // Legacy completions to an OpenAI-compatible upstream pass through.
-    let r = client()
-        .post(format!("{}/v1/completions", h.url))
-        .json(&json!({"model": "openai/gpt-3.5-turbo-instruct", "prompt": "a"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h.url,
+        "/v1/completions",
+        &json!({"model": "openai/gpt-3.5-turbo-instruct", "prompt": "a"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(h.mock.requests()[1].path, "/v1/completions");
     // Embeddings: OpenAI-compatible and Gemini have them, Anthropic does not.
-    let r = client()
-        .post(format!("{}/v1/embeddings", h.url))
-        .json(&json!({"model": "openai/text-embedding-3-small", "input": "hi"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h.url,
+        "/v1/embeddings",
+        &json!({"model": "openai/text-embedding-3-small", "input": "hi"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.json::<Value>().await.unwrap()["data"][0]["embedding"][1],
         -0.5
     );
-    let r = client()
-        .post(format!("{}/v1/embeddings", h.url))
-        .json(&json!({"model": "gemini/text-embedding-004", "input": "hi"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h.url,
+        "/v1/embeddings",
+        &json!({"model": "gemini/text-embedding-004", "input": "hi"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         h.mock.requests().last().unwrap().path,
         "/v1beta/openai/embeddings"
     );
-    let r = client()
-        .post(format!("{}/v1/embeddings", h.url))
-        .json(&json!({"model": "sonnet", "input": "hi"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &h.url,
+        "/v1/embeddings",
+        &json!({"model": "sonnet", "input": "hi"}),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert!(r
         .text()
