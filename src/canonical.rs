@@ -717,6 +717,19 @@ pub struct Response {
     pub usage: Usage,
 }
 
+impl Response {
+    /// The reasoning text of all thinking blocks, joined.
+    pub fn thinking_text(&self) -> String {
+        self.content
+            .iter()
+            .filter_map(|b| match b {
+                Block::Thinking { thinking, .. } => Some(thinking.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Builds a [`Response`] from strict events.
 #[derive(Debug, Default)]
 pub struct Collector {

@@ -331,14 +331,7 @@ pub fn encode_response(endpoint: Endpoint, r: &Response, model: &str, created: u
     let mut v = final_counts(r.stop_reason, &r.usage);
     v["model"] = json!(model);
     v["created_at"] = json!(rfc3339(created));
-    let thinking: String = r
-        .content
-        .iter()
-        .filter_map(|b| match b {
-            Block::Thinking { thinking, .. } => Some(thinking.as_str()),
-            _ => None,
-        })
-        .collect();
+    let thinking = r.thinking_text();
     match endpoint {
         Endpoint::Chat => {
             let mut m = json!({"role": "assistant", "content": text_of(&r.content)});

@@ -722,14 +722,7 @@ fn usage_json(u: &Usage) -> Value {
 /// A whole answer as a `chat.completion`.
 pub fn encode_response(r: &Response, model: &str, created: u64) -> Value {
     let text = text_of(&r.content);
-    let reasoning: String = r
-        .content
-        .iter()
-        .filter_map(|b| match b {
-            Block::Thinking { thinking, .. } => Some(thinking.as_str()),
-            _ => None,
-        })
-        .collect();
+    let reasoning = r.thinking_text();
     let calls: Vec<Value> = r.content.iter().filter_map(|b| match b {
         Block::ToolUse { id, name, input } => Some(json!({"id": id, "type": "function", "function": {"name": name, "arguments": input.to_string()}})),
         _ => None,
