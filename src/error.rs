@@ -111,6 +111,9 @@ pub enum GatewayError {
     /// The upstream call failed.
     #[error("{0}")]
     Upstream(ProviderError),
+    /// Every backend of the chain is refusing requests (circuit breakers open).
+    #[error("{0}")]
+    Unavailable(String),
     /// The prompt does not fit the upstream's context window. Worded as Anthropic words it,
     /// because Claude Code compacts the conversation when it reads "prompt is too long".
     #[error("prompt is too long: {detail}")]
@@ -132,6 +135,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => 403,
             GatewayError::TooLarge { .. } => 413,
             GatewayError::LoopDetected => 508,
+            GatewayError::Unavailable(_) => 503,
             GatewayError::Upstream(e) => match e.kind {
                 FailureKind::Status(s) => s,
                 k if k.is_timeout() => 504,

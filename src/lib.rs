@@ -10,6 +10,7 @@
 //! - [`providers`]: what we call: pooled clients, credentials, header hygiene.
 //! - [`relay`]: the entry for a request: same-protocol passthrough with inspection, or
 //!   [`translate`] when the backend speaks another API.
+//! - [`resilience`]: what fails over, circuit breakers, retry budgets, backoff.
 //! - [`canonical`]: the one request/block/event model translation goes through; the stream guard.
 //! - [`wire`]: each API's format to and from canonical (Anthropic, OpenAI, Gemini, Ollama).
 //! - [`translate`]: the translating relay and its pure `Pipeline`.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod providers;
 pub mod relay;
+pub mod resilience;
 pub mod routing;
 pub mod secret;
 pub mod server;

@@ -9,6 +9,7 @@ use crate::client_api::{snippet, BodyProblem, Dialect, Ending, Inspector, Usage,
 use crate::config::ProviderKind;
 use crate::error::{FailureKind, GatewayError, ProviderError};
 use crate::providers::{response_headers, Operation, Provider};
+use crate::resilience::{self, breaker::Admission, Report};
 use crate::routing::{Backend, Router};
 use crate::sse::{Frame, Splitter};
 use crate::translate::{translate, Format, Translated};
@@ -120,10 +121,123 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError> {
     let peek: RequestPeek = parse_json(&call.body)?;
     let chain = router.resolve(&peek.model)?;
-    let backend = pick_backend(&chain, call.op, &peek.model)?;
-    if !speaks(backend, call.dialect, call.op) {
-        return translate_call(backend, call).await;
+    let chain = candidates(chain, call.op, &peek.model)?;
+    let stream = peek.stream.unwrap_or(false)
+        && !matches!(call.op, Operation::CountTokens | Operation::Embeddings);
+    walk(
+        router,
+        &chain,
+        stream,
+        &Job::Client {
+            call: &call,
+            peek: &peek,
+        },
+    )
+    .await
+}
+
+/// What each attempt of a chain walk sends.
+enum Job<'a> {
+    /// An Anthropic or OpenAI request: passed through or translated per backend.
+    Client {
+        call: &'a Call,
+        peek: &'a RequestPeek,
+    },
+    /// An Ollama request (always translated).
+    Ollama {
+        endpoint: wire::ollama::Endpoint,
+        request: &'a crate::canonical::Request,
+        keepalive: Duration,
+    },
+}
+
+impl Job<'_> {
+    async fn attempt(
+        &self,
+        backend: &Backend,
+        report: Option<Report>,
+    ) -> Result<Response, GatewayError> {
+        match self {
+            Job::Client { call, peek } if speaks(backend, call.dialect, call.op) => {
+                passthrough(backend, call, peek, report).await
+            }
+            Job::Client { call, .. } => translate_call(backend, call, report).await,
+            Job::Ollama {
+                endpoint,
+                request,
+                keepalive,
+            } => {
+                let t = Translated {
+                    format: Format::Ollama(*endpoint),
+                    request: (*request).clone(),
+                    keepalive: *keepalive,
+                    report,
+                };
+                translate(backend, t).await
+            }
+        }
     }
+}
+
+/// Tries the chain's backends in order until one answers or a failure must go back to the
+/// client (resilience::fails_over decides). A backend whose breaker is open is skipped. Every
+/// attempt here ends before the commit point: a passthrough stream commits with its 2xx
+/// headers, a translated one at its first content, so the client never sees a failed attempt.
+async fn walk(
+    router: &Router,
+    chain: &[Backend],
+    stream: bool,
+    job: &Job<'_>,
+) -> Result<Response, GatewayError> {
+    let health = router.health();
+    let mut last = None;
+    let mut refused = Vec::new();
+    for (i, backend) in chain.iter().enumerate() {
+        let key = backend.key();
+        if let Admission::Rejected { retry_at } = health.admit(&key, true) {
+            let secs = retry_at
+                .saturating_duration_since(Instant::now())
+                .as_secs_f64();
+            refused.push(format!("{key} (circuit open, next trial in {secs:.0} s)"));
+            continue;
+        }
+        let report = stream.then(|| Report::new(health.clone(), key.clone()));
+        let result = job.attempt(backend, report).await;
+        let (failed, streaming) = match &result {
+            Ok(r) if r.status().is_success() => (false, stream),
+            Ok(r) => (resilience::status_fails_over(r.status().as_u16()), false),
+            Err(e) => (resilience::fails_over(e), false),
+        };
+        // A committed stream reports its own outcome when it ends.
+        if !streaming {
+            health.record(&key, !failed);
+        }
+        if failed && i + 1 < chain.len() {
+            let why = match &result {
+                Ok(r) => format!("HTTP {}", r.status().as_u16()),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(backend = %key, next = %chain[i + 1].key(), why = %why, "failing over");
+            last = Some(result);
+            continue;
+        }
+        return result;
+    }
+    last.unwrap_or_else(|| {
+        Err(GatewayError::Unavailable(format!(
+            "no backend can take this request now: {}",
+            refused.join(", ")
+        )))
+    })
+}
+
+/// Same-protocol passthrough to one backend.
+async fn passthrough(
+    backend: &Backend,
+    call: &Call,
+    peek: &RequestPeek,
+    report: Option<Report>,
+) -> Result<Response, GatewayError> {
     let provider = backend.provider.clone();
     let stream = peek.stream.unwrap_or(false)
         && !matches!(call.op, Operation::CountTokens | Operation::Embeddings);
@@ -135,7 +249,7 @@ pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError
         stream,
     );
     let body = if backend.model == peek.model {
-        call.body
+        call.body.clone()
     } else {
         rewrite_model(&call.body, &backend.model)?
     };
@@ -191,6 +305,7 @@ pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError
             finished: false,
             exchange,
             status: status.as_u16(),
+            report,
         };
         let body = Body::from_stream(futures_util::stream::unfold(state, |mut s| async move {
             s.next_chunk()
@@ -244,30 +359,32 @@ pub(crate) fn served_by(mut resp: Response, provider: &str) -> Response {
     resp
 }
 
-/// The backend to call: the chain's first (the resilience issue walks the rest), or for
-/// embeddings the first that has them (Anthropic has none).
-fn pick_backend<'a>(
-    chain: &'a [Backend],
+/// The backends that can serve the operation, in chain order (embeddings: those that have
+/// them; Anthropic has none).
+fn candidates(
+    chain: Vec<Backend>,
     op: Operation,
     model: &str,
-) -> Result<&'a Backend, GatewayError> {
-    let found = if op == Operation::Embeddings {
+) -> Result<Vec<Backend>, GatewayError> {
+    let found: Vec<Backend> = if op == Operation::Embeddings {
         chain
-            .iter()
-            .find(|b| b.provider.config.kind != ProviderKind::Anthropic)
+            .into_iter()
+            .filter(|b| b.provider.config.kind != ProviderKind::Anthropic)
+            .collect()
     } else {
-        chain.first()
+        chain
     };
-    found.ok_or_else(|| {
-        GatewayError::Unsupported(if op == Operation::Embeddings {
+    if found.is_empty() {
+        return Err(GatewayError::Unsupported(if op == Operation::Embeddings {
             format!(
                 "model '{model}' routes to no provider that has embeddings (Anthropic has none); \
                  route it to an OpenAI-compatible or Gemini provider"
             )
         } else {
             format!("model '{model}' routes to no usable backend")
-        })
-    })
+        }));
+    }
+    Ok(found)
 }
 
 /// True when the backend speaks the client's API for this operation, so the request can pass
@@ -284,7 +401,11 @@ fn speaks(backend: &Backend, dialect: Dialect, op: Operation) -> bool {
 }
 
 /// Decodes the client's request into the canonical model and translates it.
-async fn translate_call(backend: &Backend, call: Call) -> Result<Response, GatewayError> {
+async fn translate_call(
+    backend: &Backend,
+    call: &Call,
+    report: Option<Report>,
+) -> Result<Response, GatewayError> {
     let v: serde_json::Value = parse_json(&call.body)?;
     let (format, request) = match call.op {
         Operation::Messages => (Format::Anthropic, wire::anthropic::decode_request(&v)?),
@@ -312,6 +433,7 @@ async fn translate_call(backend: &Backend, call: Call) -> Result<Response, Gatew
             format,
             request,
             keepalive: call.keepalive,
+            report,
         },
     )
     .await
@@ -330,16 +452,14 @@ pub async fn relay_ollama(
         wire::ollama::Endpoint::Generate => wire::ollama::decode_generate(&v)?,
     };
     let chain = router.resolve(&request.model)?;
-    let backend = pick_backend(&chain, Operation::ChatCompletions, &request.model)?;
-    translate(
-        backend,
-        Translated {
-            format: Format::Ollama(endpoint),
-            request,
-            keepalive,
-        },
-    )
-    .await
+    let chain = candidates(chain, Operation::ChatCompletions, &request.model)?;
+    let stream = request.stream;
+    let job = Job::Ollama {
+        endpoint,
+        request: &request,
+        keepalive,
+    };
+    walk(router, &chain, stream, &job).await
 }
 
 /// Replaces the body's `model`, keeping every other field and their order.
@@ -477,9 +597,17 @@ struct RelayState {
     finished: bool,
     exchange: Exchange,
     status: u16,
+    /// Tells the backend's breaker how the stream ended.
+    report: Option<Report>,
 }
 
 impl RelayState {
+    fn report(&mut self, ok: bool) {
+        if let Some(r) = self.report.take() {
+            r.done(ok);
+        }
+    }
+
     /// The next bytes for the client, or `None` when the stream is over.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if self.finished {
@@ -521,6 +649,7 @@ impl RelayState {
                     self.finished = true;
                     match self.inspector.end() {
                         Ending::Complete { append } => {
+                            self.report(true);
                             if let Some(a) = append {
                                 out.extend_from_slice(&a);
                             }
@@ -532,6 +661,7 @@ impl RelayState {
                             );
                         }
                         Ending::UpstreamError => {
+                            self.report(false);
                             self.exchange.log(
                                 self.status,
                                 "upstream_error_event",
@@ -572,6 +702,7 @@ impl RelayState {
     /// Ends the stream with the dialect's explicit error after `out`.
     fn fail(&mut self, mut out: BytesMut, e: ProviderError) -> Bytes {
         self.finished = true;
+        self.report(false);
         let outcome = e.kind.as_str();
         self.exchange.log(
             self.status,

@@ -5,6 +5,8 @@
 use crate::config::{Config, Route};
 use crate::error::GatewayError;
 use crate::providers::Provider;
+use crate::resilience::breaker::BreakerConfig;
+use crate::resilience::Health;
 use std::sync::Arc;
 
 /// One backend in a chain.
@@ -16,11 +18,19 @@ pub struct Backend {
     pub model: String,
 }
 
+impl Backend {
+    /// `provider/model`: the key of its breaker and budget.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.provider.name(), self.model)
+    }
+}
+
 /// Model names → backends.
 #[derive(Debug)]
 pub struct Router {
     routes: Vec<Route>,
     providers: Vec<Arc<Provider>>,
+    health: Arc<Health>,
 }
 
 impl Router {
@@ -33,7 +43,13 @@ impl Router {
         Router {
             routes: config.routes.clone(),
             providers,
+            health: Health::new(BreakerConfig::default()),
         }
+    }
+
+    /// The breakers and retry budgets of every backend.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     /// The provider with this name.

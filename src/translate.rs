@@ -291,6 +291,8 @@ pub struct Translated {
     pub request: canonical::Request,
     /// Keep-alive interval while the upstream is silent.
     pub keepalive: Duration,
+    /// Tells the backend's breaker how a committed stream ended.
+    pub report: Option<crate::resilience::Report>,
 }
 
 fn unix_now() -> u64 {
@@ -404,6 +406,7 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
         last_sent: Instant::now(),
         finished: false,
         exchange,
+        report: t.report,
     };
     if !req.stream {
         let mut sink = BytesMut::new();
@@ -579,6 +582,7 @@ struct StreamState {
     last_sent: Instant,
     finished: bool,
     exchange: Exchange,
+    report: Option<crate::resilience::Report>,
 }
 
 impl StreamState {
@@ -638,6 +642,8 @@ impl StreamState {
     /// Logs a failure that the client gets as an HTTP error (nothing was sent yet).
     fn fail_before_commit(&mut self, e: &GatewayError) {
         self.finished = true;
+        // The chain walk records this one (the client gets an HTTP error, not a stream).
+        self.report.take();
         self.exchange.log(
             e.status(),
             outcome_of(e),
@@ -657,6 +663,9 @@ impl StreamState {
                 Ok(false) => {}
                 Err(e) => {
                     self.finished = true;
+                    if let Some(r) = self.report.take() {
+                        r.done(false);
+                    }
                     self.exchange.log(
                         200,
                         outcome_of(&e),

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cross;
+mod failover;
 mod faults;
 mod gateway;
 mod support;

@@ -1,0 +1,173 @@
+//! The chain walk before the commit point: failures that fail over, failures that do not, the
+//! breaker taking a dead primary out of the way, and a retry storm that never happens.
+
+use crate::support::{check_anthropic_stream, post, AnthropicEnd, Harness};
+use serde_json::{json, Value};
+use understudy::testing::{anthropic, openai, MockCloud, Reply};
+
+const KEY_VAR: &str = "UNDERSTUDY_TEST_FAILOVER_KEY";
+
+/// `primary` (OpenAI-compatible, at `primary`) then `fallback` (Anthropic, at `fallback`).
+async fn start(primary: &MockCloud, fallback: MockCloud) -> Harness {
+    std::env::set_var(KEY_VAR, "sk-failover");
+    let toml = format!(
+        r#"
+[providers.primary]
+kind = "openai"
+base_url = "{p}/v1"
+api_key_env = "{KEY_VAR}"
+timeouts = {{ first_byte = "2s", idle = "2s" }}
+
+[providers.fallback]
+kind = "anthropic"
+base_url = "{f}"
+api_key_env = "{KEY_VAR}"
+timeouts = {{ first_byte = "2s", idle = "2s" }}
+
+[[routes]]
+model = "chain"
+backends = ["primary/gpt-4o", "fallback/claude-sonnet-4-5"]
+
+[[routes]]
+model = "alone"
+backends = ["primary/gpt-4o"]
+"#,
+        p = primary.url(),
+        f = fallback.url()
+    );
+    crate::support::start_config(fallback, &toml).await
+}
+
+fn body(model: &str, stream: bool) -> Value {
+    json!({"model": model, "max_tokens": 64, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test]
+async fn an_overloaded_primary_is_skipped_and_the_client_never_sees_it() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    primary.push(Reply::json(
+        529,
+        &openai::error("server_error", "overloaded"),
+    ));
+    let r = post(&h.url, "/v1/messages", &body("chain", true)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-understudy-served-by"], "fallback");
+    let (text, end) = check_anthropic_stream(&r.bytes().await.unwrap());
+    assert_eq!(
+        (text.as_str(), end),
+        ("Hello from the mock cloud.", AnthropicEnd::Complete)
+    );
+    assert_eq!(primary.requests().len(), 1);
+    assert_eq!(h.mock.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_translated_stream_that_breaks_before_content_fails_over() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    // The role chunk arrives, then the connection closes: nothing was committed.
+    primary.push(Reply::sse([openai::text_stream("gpt-4o", &["x"], "stop")
+        [0]
+    .clone()]));
+    let r = post(&h.url, "/v1/messages", &body("chain", true)).await;
+    let bytes = r.bytes().await.unwrap();
+    let (text, end) = check_anthropic_stream(&bytes);
+    assert_eq!(
+        (text.as_str(), end),
+        ("Hello from the mock cloud.", AnthropicEnd::Complete)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&bytes)
+            .matches("event: message_start")
+            .count(),
+        1,
+        "one message, never two"
+    );
+}
+
+#[tokio::test]
+async fn a_client_error_goes_straight_back() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    primary.push(Reply::json(
+        400,
+        &openai::error("invalid_request_error", "messages: bad"),
+    ));
+    let r = post(&h.url, "/v1/messages", &body("chain", false)).await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        h.mock.requests().is_empty(),
+        "a 400 is the client's problem: no failover"
+    );
+}
+
+#[tokio::test]
+async fn the_breaker_takes_a_dead_primary_out_of_the_way() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    for _ in 0..20 {
+        primary.push(Reply::json(503, &openai::error("server_error", "down")));
+    }
+    for _ in 0..12 {
+        let r = post(&h.url, "/v1/messages", &body("chain", false)).await;
+        assert_eq!(r.status(), 200);
+    }
+    // Five failures in a row open the breaker; the other seven go straight to the fallback.
+    assert_eq!(primary.requests().len(), 5);
+    assert_eq!(h.mock.requests().len(), 12);
+    // With the only backend open, the client hears so at once, without an upstream call.
+    let r = post(&h.url, "/v1/messages", &body("alone", false)).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "overloaded_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("circuit open"),
+        "{v}"
+    );
+    assert_eq!(primary.requests().len(), 5);
+}
+
+#[tokio::test]
+async fn a_retry_storm_does_not_happen() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    for _ in 0..1000 {
+        primary.push(Reply::json(
+            529,
+            &anthropic::error("overloaded_error", "Overloaded"),
+        ));
+    }
+    let url = h.url.clone();
+    let mut served = 0;
+    for batch in 0..20 {
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    post(&url, "/v1/messages", &body("chain", false))
+                        .await
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        for t in tasks {
+            served += usize::from(t.await.unwrap() == 200);
+        }
+        let _ = batch;
+    }
+    assert_eq!(served, 1000, "every request is served by the fallback");
+    let attempts = primary.requests().len();
+    assert!(
+        attempts <= 1200,
+        "at most ~1.2 attempts per request, got {attempts}"
+    );
+    assert!(
+        attempts < 100,
+        "the breaker stops the attempts early, got {attempts}"
+    );
+}
