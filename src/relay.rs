@@ -294,7 +294,7 @@ async fn passthrough(
             )));
         }
         let name = provider.name().to_owned();
-        let state = RelayState {
+        let mut state = RelayState {
             upstream: resp.bytes_stream().boxed(),
             splitter: Splitter::new(),
             inspector: call.dialect.inspector(),
@@ -305,13 +305,36 @@ async fn passthrough(
             finished: false,
             exchange,
             status: status.as_u16(),
-            report,
+            report: None,
+            failure: None,
+            upstream_error: None,
         };
-        let body = Body::from_stream(futures_util::stream::unfold(state, |mut s| async move {
-            s.next_chunk()
-                .await
-                .map(|b| (Ok::<_, std::convert::Infallible>(b), s))
-        }));
+        // The commit point: hold what arrives until the first content (or until a keep-alive
+        // is due), so that a stream that fails before it is an HTTP error the chain can act on.
+        let mut head = BytesMut::new();
+        let hold_until = Instant::now() + call.keepalive;
+        while !state.finished && !state.inspector.has_content() {
+            match tokio::time::timeout_at(hold_until, state.next_chunk()).await {
+                Err(_) | Ok(None) => break,
+                Ok(Some(b)) => head.extend_from_slice(&b),
+            }
+        }
+        if state.finished && !state.inspector.has_content() {
+            if let Some(e) = state.failure_before_content() {
+                return Err(e);
+            }
+        }
+        state.report = report;
+        let first = head.freeze();
+        let body = Body::from_stream(futures_util::stream::unfold(
+            (state, Some(first)),
+            |(mut s, first)| async move {
+                if let Some(b) = first.filter(|b| !b.is_empty()) {
+                    return Some((Ok::<_, std::convert::Infallible>(b), (s, None)));
+                }
+                s.next_chunk().await.map(|b| (Ok(b), (s, None)))
+            },
+        ));
         return Ok(served_by((status, headers, body).into_response(), &name));
     }
 
@@ -599,9 +622,46 @@ struct RelayState {
     status: u16,
     /// Tells the backend's breaker how the stream ended.
     report: Option<Report>,
+    /// Why the stream failed, once it did.
+    failure: Option<ProviderError>,
+    /// The upstream's own error event (its data), once it sent one.
+    upstream_error: Option<String>,
 }
 
 impl RelayState {
+    /// The failure of a stream that ended before any content, as the HTTP error the client
+    /// gets instead of a 200 stream; `None` if it ended cleanly.
+    fn failure_before_content(&mut self) -> Option<GatewayError> {
+        // The log line already says how it ended; mark it so the Drop does not add one.
+        if let Some(e) = self.failure.take() {
+            return Some(GatewayError::Upstream(e));
+        }
+        let data = self.upstream_error.take()?;
+        let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+        let (status, message) = match self.dialect {
+            Dialect::Anthropic => (
+                wire::anthropic::status_of_error_type(
+                    v.pointer("/error/type")
+                        .and_then(|t| t.as_str())
+                        .unwrap_or("api_error"),
+                ),
+                v.pointer("/error/message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or(""),
+            ),
+            _ => (
+                wire::openai::stream_error_status(&v["error"]),
+                v.pointer("/error/message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or(""),
+            ),
+        };
+        Some(GatewayError::Upstream(self.provider.failure(
+            FailureKind::Status(status),
+            format!("the upstream reported an error before any content: {message}"),
+        )))
+    }
+
     fn report(&mut self, ok: bool) {
         if let Some(r) = self.report.take() {
             r.done(ok);
@@ -685,7 +745,11 @@ impl RelayState {
         let frames = std::mem::take(&mut self.frames);
         for f in &frames {
             match self.inspector.frame(f) {
-                Verdict::Forward | Verdict::ForwardError => out.extend_from_slice(&f.raw),
+                Verdict::Forward => out.extend_from_slice(&f.raw),
+                Verdict::ForwardError => {
+                    self.upstream_error = f.data.clone();
+                    out.extend_from_slice(&f.raw);
+                }
                 Verdict::Drop => {}
                 Verdict::Fail(kind, why) => {
                     let e = self.provider.failure(kind, why);
@@ -703,6 +767,7 @@ impl RelayState {
     fn fail(&mut self, mut out: BytesMut, e: ProviderError) -> Bytes {
         self.finished = true;
         self.report(false);
+        self.failure = Some(e.clone());
         let outcome = e.kind.as_str();
         self.exchange.log(
             self.status,

@@ -24,6 +24,16 @@ base_url = "{f}"
 api_key_env = "{KEY_VAR}"
 timeouts = {{ first_byte = "2s", idle = "2s" }}
 
+[providers.primary_a]
+kind = "anthropic"
+base_url = "{p}"
+api_key_env = "{KEY_VAR}"
+timeouts = {{ first_byte = "2s", idle = "2s" }}
+
+[[routes]]
+model = "chain_a"
+backends = ["primary_a/claude-opus-4-5", "fallback/claude-sonnet-4-5"]
+
 [[routes]]
 model = "chain"
 backends = ["primary/gpt-4o", "fallback/claude-sonnet-4-5"]
@@ -84,6 +94,43 @@ async fn a_translated_stream_that_breaks_before_content_fails_over() {
         1,
         "one message, never two"
     );
+}
+
+#[tokio::test]
+async fn a_passthrough_stream_that_fails_before_content_fails_over() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    let events = anthropic::text_stream("claude-opus-4-5", &["never"], "end_turn");
+    // message_start, then the upstream's own overloaded error, before any block.
+    primary.push(Reply::sse([
+        events[0].clone(),
+        anthropic::error_event("overloaded_error", "Overloaded"),
+    ]));
+    // message_start, then the connection closes.
+    primary.push(Reply::sse([events[0].clone()]).end(understudy::testing::End::Close));
+    for _ in 0..2 {
+        let r = post(&h.url, "/v1/messages", &body("chain_a", true)).await;
+        assert_eq!(r.headers()["x-understudy-served-by"], "fallback");
+        let bytes = r.bytes().await.unwrap();
+        let (text, end) = check_anthropic_stream(&bytes);
+        assert_eq!(
+            (text.as_str(), end),
+            ("Hello from the mock cloud.", AnthropicEnd::Complete)
+        );
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("claude-opus-4-5"),
+            "nothing of the failed attempt reaches the client"
+        );
+    }
+    // Alone (no fallback), the same failure is an HTTP error the client can retry, not a 200.
+    primary.push(Reply::sse([events[0].clone()]).end(understudy::testing::End::Close));
+    let r = crate::support::client()
+        .post(format!("{}/v1/messages", h.url))
+        .json(&json!({"model": "primary_a/claude-opus-4-5", "max_tokens": 8, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
 }
 
 #[tokio::test]

@@ -112,6 +112,8 @@ pub struct StreamInspector {
     stop_reason: Option<String>,
     saw_stop: bool,
     saw_error: bool,
+    /// A content block has started (the commit point).
+    pub content: bool,
     /// Tokens reported so far.
     pub usage: Usage,
 }
@@ -138,6 +140,7 @@ impl StreamInspector {
                 }
             }
             "content_block_start" => {
+                self.content = true;
                 if let Some(i) = ev.index {
                     self.open_blocks.insert(i);
                 }

@@ -210,6 +210,15 @@ impl Inspector {
         }
     }
 
+    /// True once content has started: before it, a failed stream can still become an HTTP
+    /// error (and fail over); after it, the client has text it must keep.
+    pub fn has_content(&self) -> bool {
+        match self {
+            Inspector::Anthropic(i) => i.content,
+            Inspector::OpenAi(i) => i.content,
+        }
+    }
+
     /// Tokens seen so far.
     pub fn usage(&self) -> Usage {
         match self {

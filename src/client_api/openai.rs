@@ -64,6 +64,26 @@ struct ChunkPeek {
 #[derive(Deserialize)]
 struct ChoicePeek {
     finish_reason: Option<String>,
+    #[serde(default)]
+    delta: Option<DeltaPeek>,
+}
+
+#[derive(Deserialize)]
+struct DeltaPeek {
+    content: Option<String>,
+    reasoning_content: Option<String>,
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+impl DeltaPeek {
+    fn has_content(&self) -> bool {
+        self.content.as_deref().is_some_and(|c| !c.is_empty())
+            || self
+                .reasoning_content
+                .as_deref()
+                .is_some_and(|c| !c.is_empty())
+            || self.tool_calls.is_some()
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,6 +98,8 @@ pub struct StreamInspector {
     finish_reason: Option<String>,
     saw_done: bool,
     saw_error: bool,
+    /// Content (text, reasoning, a tool call) or a finish has arrived (the commit point).
+    pub content: bool,
     /// Tokens reported so far (only when the client asked for `include_usage`).
     pub usage: Usage,
 }
@@ -116,6 +138,9 @@ impl StreamInspector {
             return Verdict::ForwardError;
         }
         for c in chunk.choices {
+            if c.finish_reason.is_some() || c.delta.as_ref().is_some_and(DeltaPeek::has_content) {
+                self.content = true;
+            }
             match c.finish_reason.as_deref() {
                 Some("error") => {
                     return Verdict::Fail(

@@ -617,7 +617,8 @@ impl StreamDecoder {
     }
 }
 
-fn stream_error_status(e: &Value) -> u16 {
+/// The status an in-stream `{"error":…}` stands for.
+pub(crate) fn stream_error_status(e: &Value) -> u16 {
     if let Some(c) = e.get("code").and_then(Value::as_u64) {
         return c as u16;
     }
