@@ -124,16 +124,15 @@ pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError
     let chain = candidates(chain, call.op, &peek.model)?;
     let stream = peek.stream.unwrap_or(false)
         && !matches!(call.op, Operation::CountTokens | Operation::Embeddings);
-    walk(
-        router,
-        &chain,
-        stream,
-        &Job::Client {
-            call: &call,
-            peek: &peek,
-        },
-    )
-    .await
+    let session = call
+        .headers
+        .get("x-claude-code-session-id")
+        .and_then(|v| v.to_str().ok());
+    let job = Job::Client {
+        call: &call,
+        peek: &peek,
+    };
+    walk(router, &chain, stream, session, &job).await
 }
 
 /// What each attempt of a chain walk sends.
@@ -187,9 +186,19 @@ async fn walk(
     router: &Router,
     chain: &[Backend],
     stream: bool,
+    session: Option<&str>,
     job: &Job<'_>,
 ) -> Result<Response, GatewayError> {
     let health = router.health();
+    // A Claude Code session goes back to the backend that served it while that one is healthy.
+    let mut order: Vec<&Backend> = chain.iter().collect();
+    if let Some(key) = session.and_then(|s| health.session_backend(s)) {
+        if let Some(pos) = order.iter().position(|b| b.key() == key) {
+            let b = order.remove(pos);
+            order.insert(0, b);
+        }
+    }
+    let chain = order;
     let mut last = None;
     let mut refused = Vec::new();
     for (i, backend) in chain.iter().enumerate() {
@@ -211,6 +220,11 @@ async fn walk(
         // A committed stream reports its own outcome when it ends.
         if !streaming {
             health.record(&key, !failed);
+        }
+        if !failed {
+            if let Some(s) = session {
+                health.remember_session(s, &key);
+            }
         }
         if failed && i + 1 < chain.len() {
             let why = match &result {
@@ -482,7 +496,7 @@ pub async fn relay_ollama(
         request: &request,
         keepalive,
     };
-    walk(router, &chain, stream, &job).await
+    walk(router, &chain, stream, None, &job).await
 }
 
 /// Replaces the body's `model`, keeping every other field and their order.

@@ -134,6 +134,56 @@ async fn a_passthrough_stream_that_fails_before_content_fails_over() {
 }
 
 #[tokio::test]
+async fn a_claude_code_session_stays_where_it_was_served_while_that_backend_is_healthy() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    primary.push(Reply::json(
+        529,
+        &openai::error("server_error", "overloaded"),
+    ));
+    let ask = |session: &'static str| {
+        let url = h.url.clone();
+        async move {
+            crate::support::client()
+                .post(format!("{url}/v1/messages"))
+                .header("x-claude-code-session-id", session)
+                .json(&body("chain", false))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        ask("sess-a").await.headers()["x-understudy-served-by"],
+        "fallback"
+    );
+    // The primary is healthy again, but sess-a's prompt cache is warm on the fallback.
+    assert_eq!(
+        ask("sess-a").await.headers()["x-understudy-served-by"],
+        "fallback"
+    );
+    assert_eq!(primary.requests().len(), 1);
+    // Another session starts at the head of the chain.
+    assert_eq!(
+        ask("sess-b").await.headers()["x-understudy-served-by"],
+        "primary"
+    );
+    // When sess-a's backend fails it moves on, and stays where it lands.
+    h.mock.push(Reply::json(
+        529,
+        &anthropic::error("overloaded_error", "Overloaded"),
+    ));
+    assert_eq!(
+        ask("sess-a").await.headers()["x-understudy-served-by"],
+        "primary"
+    );
+    assert_eq!(
+        ask("sess-a").await.headers()["x-understudy-served-by"],
+        "primary"
+    );
+}
+
+#[tokio::test]
 async fn a_client_error_goes_straight_back() {
     let primary = MockCloud::start().await;
     let h = start(&primary, MockCloud::start().await).await;

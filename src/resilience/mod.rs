@@ -57,7 +57,12 @@ pub struct Health {
     cfg: BreakerConfig,
     backends: Mutex<HashMap<String, BackendHealth>>,
     events: broadcast::Sender<HealthEvent>,
+    /// Claude Code session id → the backend that last served it, with when.
+    sessions: Mutex<HashMap<String, (String, Instant)>>,
 }
+
+/// Sessions remembered at most; the least recently used go first.
+const MAX_SESSIONS: usize = 4096;
 
 impl Health {
     /// A registry whose breakers use `cfg`.
@@ -66,6 +71,7 @@ impl Health {
             cfg,
             backends: Mutex::new(HashMap::new()),
             events: broadcast::channel(256).0,
+            sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -124,6 +130,35 @@ impl Health {
         let now = Instant::now();
         let t = self.with(key, |h| h.breaker.record(now, ok));
         self.publish(key, t);
+    }
+
+    /// The backend a session last used, if its breaker is closed: a session stays where its
+    /// prompt cache is warm while that backend is healthy.
+    pub fn session_backend(&self, session: &str) -> Option<String> {
+        let key = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(session)?
+            .0
+            .clone();
+        let closed = self.with(&key, |h| h.breaker.state() == State::Closed);
+        closed.then_some(key)
+    }
+
+    /// Remembers that `backend` served `session`.
+    pub fn remember_session(&self, session: &str, backend: &str) {
+        let mut map = self.sessions.lock().expect("sessions lock");
+        if map.len() >= MAX_SESSIONS && !map.contains_key(session) {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(session.to_owned(), (backend.to_owned(), Instant::now()));
     }
 
     /// Every known backend's breaker state.
