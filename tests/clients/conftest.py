@@ -60,7 +60,16 @@ def mock():
 
 
 @pytest.fixture(scope="session")
-def gateway(mock, tmp_path_factory):
+def dead_mock():
+    """A second mock cloud, scripted to fail: the primary of the `claude-chain` route."""
+    proc, url = _spawn(["mock"], "mock cloud listening on ")
+    yield Mock(url)
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def gateway(mock, dead_mock, tmp_path_factory):
     cfg = tmp_path_factory.mktemp("gw") / "config.toml"
     cfg.write_text(
         f"""
@@ -94,6 +103,16 @@ kind = "gemini"
 base_url = "{mock.url}"
 api_key_env = "UNDERSTUDY_TEST_KEY"
 timeouts = {{ idle = "1s" }}
+
+[providers.dead]
+kind = "anthropic"
+base_url = "{dead_mock.url}"
+api_key_env = "UNDERSTUDY_TEST_KEY"
+timeouts = {{ idle = "1s" }}
+
+[[routes]]
+model = "claude-chain"
+backends = ["dead/claude-sonnet-4-5", "anthropic-k/claude-sonnet-4-5"]
 
 [[routes]]
 model = "claude-via-openai"

@@ -4,7 +4,9 @@ import json
 import os
 import subprocess
 
-from conftest import TEXT, claude_binary
+import pytest
+
+from conftest import TEXT, anthropic_events, claude_binary, sse_reply
 
 
 def run_claude(gateway, home, prompt, model=None):
@@ -51,3 +53,21 @@ def test_claude_code_works_when_an_openai_compatible_provider_serves_it(gateway,
     assert any(m["role"] == "system" and "Environment" in m["content"] for m in body["messages"][1:]), \
         "Claude Code's mid-conversation system message stays a system message"
     assert dict(chats[-1]["headers"])["authorization"] == "Bearer sk-test-configured-key"
+
+
+@pytest.mark.parametrize("failure", ["529", "breaks_after_message_start"])
+def test_claude_code_gets_a_whole_answer_while_its_primary_fails_every_request(gateway, mock, dead_mock, tmp_path, failure):
+    dead_mock.reset()
+    if failure == "529":
+        reply = {"status": 529, "headers": [["content-type", "application/json"]],
+                 "body": {"kind": "full", "text": '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'}}
+    else:
+        reply = sse_reply(anthropic_events()[:1], end="close")
+    dead_mock.push(*[reply] * 50)
+    out = run_claude(gateway, tmp_path, "say hello", model="claude-chain")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert "".join(TEXT) in out.stdout
+    assert any(r["method"] == "POST" for r in dead_mock.requests()), "the primary was tried"
+    served = [r for r in mock.requests() if r["path"].startswith("/v1/messages") and json.loads(r["body"]).get("model") == "claude-sonnet-4-5"]
+    assert served, "the fallback answered"
+    dead_mock.reset()
