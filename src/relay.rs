@@ -12,7 +12,7 @@ use crate::providers::{response_headers, Operation, Provider};
 use crate::resilience::{self, breaker::Admission, Report};
 use crate::routing::{Backend, Router};
 use crate::sse::{Frame, Splitter};
-use crate::translate::{translate, Format, Translated};
+use crate::translate::{translate, ContinuationPlan, Format, Original, Pipeline, Translated};
 use crate::wire;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -50,6 +50,14 @@ struct RequestPeek {
     model: String,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptionsPeek>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsPeek {
+    #[serde(default)]
+    include_usage: Option<bool>,
 }
 
 /// What the request log line says about an exchange.
@@ -151,16 +159,65 @@ enum Job<'a> {
 }
 
 impl Job<'_> {
+    /// The client's format, for a continuation.
+    fn format(&self) -> Format {
+        match self {
+            Job::Client { call, peek } => match (call.dialect, call.op) {
+                (Dialect::Anthropic, _) => Format::Anthropic,
+                (_, Operation::Completions) => Format::OpenAiCompletions,
+                _ => Format::OpenAiChat {
+                    include_usage: peek
+                        .stream_options
+                        .as_ref()
+                        .and_then(|o| o.include_usage)
+                        .unwrap_or(false),
+                },
+            },
+            Job::Ollama { endpoint, .. } => Format::Ollama(*endpoint),
+        }
+    }
+
+    fn plan(&self, router: &Router, later: &[&Backend]) -> Option<ContinuationPlan> {
+        if !later.iter().any(|b| b.provider.config.continuation) {
+            return None;
+        }
+        let (original, model) = match self {
+            Job::Client { call, peek } => (
+                Original::Raw {
+                    dialect: call.dialect,
+                    body: call.body.clone(),
+                },
+                peek.model.clone(),
+            ),
+            Job::Ollama { request, .. } => (
+                Original::Canonical(Box::new((*request).clone())),
+                request.model.clone(),
+            ),
+        };
+        Some(ContinuationPlan {
+            original,
+            candidates: later.iter().map(|b| (*b).clone()).collect(),
+            health: router.health().clone(),
+            format: self.format(),
+            model,
+            keepalive: match self {
+                Job::Client { call, .. } => call.keepalive,
+                Job::Ollama { keepalive, .. } => *keepalive,
+            },
+        })
+    }
+
     async fn attempt(
         &self,
         backend: &Backend,
         report: Option<Report>,
+        plan: Option<ContinuationPlan>,
     ) -> Result<Response, GatewayError> {
         match self {
             Job::Client { call, peek } if speaks(backend, call.dialect, call.op) => {
-                passthrough(backend, call, peek, report).await
+                passthrough(backend, call, peek, report, plan).await
             }
-            Job::Client { call, .. } => translate_call(backend, call, report).await,
+            Job::Client { call, .. } => translate_call(backend, call, report, plan).await,
             Job::Ollama {
                 endpoint,
                 request,
@@ -171,6 +228,7 @@ impl Job<'_> {
                     request: (*request).clone(),
                     keepalive: *keepalive,
                     report,
+                    continuation: plan,
                 };
                 translate(backend, t).await
             }
@@ -211,7 +269,12 @@ async fn walk(
             continue;
         }
         let report = stream.then(|| Report::new(health.clone(), key.clone()));
-        let result = job.attempt(backend, report).await;
+        let plan = if stream {
+            job.plan(router, &chain[i + 1..])
+        } else {
+            None
+        };
+        let result = job.attempt(backend, report, plan).await;
         let (failed, streaming) = match &result {
             Ok(r) if r.status().is_success() => (false, stream),
             Ok(r) => (resilience::status_fails_over(r.status().as_u16()), false),
@@ -251,6 +314,7 @@ async fn passthrough(
     call: &Call,
     peek: &RequestPeek,
     report: Option<Report>,
+    plan: Option<ContinuationPlan>,
 ) -> Result<Response, GatewayError> {
     let provider = backend.provider.clone();
     let stream = peek.stream.unwrap_or(false)
@@ -322,6 +386,25 @@ async fn passthrough(
             report: None,
             failure: None,
             upstream_error: None,
+            shadow: plan.as_ref().map(|p| {
+                let kind = match call.dialect {
+                    Dialect::Anthropic => ProviderKind::Anthropic,
+                    _ => ProviderKind::OpenAi,
+                };
+                Pipeline::new(
+                    kind,
+                    &name,
+                    Default::default(),
+                    p.format,
+                    &peek.model,
+                    0,
+                    false,
+                )
+            }),
+            plan,
+            held: None,
+            continue_from: None,
+            handoff: None,
         };
         // The commit point: hold what arrives until the first content (or until a keep-alive
         // is due), so that a stream that fails before it is an HTTP error the chain can act on.
@@ -442,6 +525,7 @@ async fn translate_call(
     backend: &Backend,
     call: &Call,
     report: Option<Report>,
+    plan: Option<ContinuationPlan>,
 ) -> Result<Response, GatewayError> {
     let v: serde_json::Value = parse_json(&call.body)?;
     let (format, request) = match call.op {
@@ -471,6 +555,7 @@ async fn translate_call(
             request,
             keepalive: call.keepalive,
             report,
+            continuation: plan,
         },
     )
     .await
@@ -640,16 +725,30 @@ struct RelayState {
     failure: Option<ProviderError>,
     /// The upstream's own error event (its data), once it sent one.
     upstream_error: Option<String>,
+    /// Where to continue the answer if it breaks after its first content.
+    plan: Option<ContinuationPlan>,
+    /// What the client has received, decoded (only with a plan): a continuation's prefill.
+    shadow: Option<Pipeline>,
+    /// A tool call's frames, held until it is whole.
+    held: Option<BytesMut>,
+    /// A failure after the first content, waiting to be continued elsewhere.
+    continue_from: Option<ProviderError>,
+    /// The continuation that took over.
+    handoff: Option<Box<crate::translate::StreamState>>,
 }
 
 impl RelayState {
     /// The failure of a stream that ended before any content, as the HTTP error the client
     /// gets instead of a 200 stream; `None` if it ended cleanly.
     fn failure_before_content(&mut self) -> Option<GatewayError> {
-        // The log line already says how it ended; mark it so the Drop does not add one.
         if let Some(e) = self.failure.take() {
             return Some(GatewayError::Upstream(e));
         }
+        self.upstream_error_failure().map(GatewayError::Upstream)
+    }
+
+    /// The upstream's own error event as a failure of this provider.
+    fn upstream_error_failure(&mut self) -> Option<ProviderError> {
         let data = self.upstream_error.take()?;
         let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
         let (status, message) = match self.dialect {
@@ -670,10 +769,78 @@ impl RelayState {
                     .unwrap_or(""),
             ),
         };
-        Some(GatewayError::Upstream(self.provider.failure(
+        Some(self.provider.failure(
             FailureKind::Status(status),
-            format!("the upstream reported an error before any content: {message}"),
-        )))
+            format!("the upstream reported an error: {message}"),
+        ))
+    }
+
+    fn can_continue(&self) -> bool {
+        self.plan.is_some() && self.shadow.is_some() && self.inspector.has_content()
+    }
+
+    /// Sends whole frames on, holding a tool call's frames until it is whole.
+    fn release(&mut self, raw: &[u8], out: &mut BytesMut) {
+        let in_tool = self.inspector.in_tool();
+        if in_tool || self.held.is_some() {
+            self.held
+                .get_or_insert_with(BytesMut::new)
+                .extend_from_slice(raw);
+            if !in_tool {
+                let held = self.held.take().unwrap_or_default();
+                self.deliver(&held, out);
+            }
+        } else {
+            self.deliver(raw, out);
+        }
+    }
+
+    fn deliver(&mut self, bytes: &[u8], out: &mut BytesMut) {
+        out.extend_from_slice(bytes);
+        if let Some(shadow) = self.shadow.as_mut() {
+            if shadow.feed(bytes, &mut BytesMut::new()).is_err() {
+                // What was sent cannot be read back: no continuation for this stream.
+                self.shadow = None;
+            }
+        }
+    }
+
+    /// The next bytes for the client: from the continuation once one took over.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(h) = self.handoff.as_mut() {
+            return h.next_chunk().await;
+        }
+        let mut out = BytesMut::new();
+        if self.continue_from.is_none() {
+            out.extend_from_slice(&self.next_chunk_inner().await?);
+        }
+        if let Some(e) = self.continue_from.take() {
+            let plan = self.plan.take().expect("a continuation needs a plan");
+            let delivered = self.shadow.as_mut().expect("and a shadow").take_delivered();
+            let why = GatewayError::Upstream(e.clone());
+            match crate::translate::continue_stream(plan, delivered, &why).await {
+                Ok((next, head)) => {
+                    self.exchange.log(
+                        self.status,
+                        "continued",
+                        self.inspector.usage(),
+                        Some(&format!("{e}; continued on {}", next.provider_name())),
+                    );
+                    out.extend_from_slice(&head);
+                    self.handoff = Some(next);
+                }
+                Err(why) => {
+                    self.exchange.log(
+                        self.status,
+                        e.kind.as_str(),
+                        self.inspector.usage(),
+                        Some(&why.to_string()),
+                    );
+                    out.extend_from_slice(&self.dialect.stream_error(&why).raw);
+                }
+            }
+        }
+        Some(out.freeze())
     }
 
     fn report(&mut self, ok: bool) {
@@ -682,8 +849,8 @@ impl RelayState {
         }
     }
 
-    /// The next bytes for the client, or `None` when the stream is over.
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// The next bytes of this attempt, or `None` when it is over.
+    async fn next_chunk_inner(&mut self) -> Option<Bytes> {
         if self.finished {
             return None;
         }
@@ -759,9 +926,18 @@ impl RelayState {
         let frames = std::mem::take(&mut self.frames);
         for f in &frames {
             match self.inspector.frame(f) {
-                Verdict::Forward => out.extend_from_slice(&f.raw),
+                Verdict::Forward => self.release(&f.raw, out),
                 Verdict::ForwardError => {
                     self.upstream_error = f.data.clone();
+                    if self.can_continue() {
+                        // The upstream's own error after content: continue the answer instead.
+                        if let Some(e) = self.upstream_error_failure() {
+                            let tail = self.fail(std::mem::take(out), e);
+                            out.extend_from_slice(&tail);
+                            break;
+                        }
+                    }
+                    self.held = None;
                     out.extend_from_slice(&f.raw);
                 }
                 Verdict::Drop => {}
@@ -782,6 +958,12 @@ impl RelayState {
         self.finished = true;
         self.report(false);
         self.failure = Some(e.clone());
+        // Never half a tool call.
+        self.held = None;
+        if self.can_continue() {
+            self.continue_from = Some(e);
+            return out.freeze();
+        }
         let outcome = e.kind.as_str();
         self.exchange.log(
             self.status,

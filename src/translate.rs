@@ -120,6 +120,12 @@ pub struct Pipeline {
     strict: Vec<Event>,
     /// The finish is written only once the upstream's stream ended cleanly after it.
     held_finish: Option<Event>,
+    /// A tool_use block's events, held until its stop: a client never gets half a call.
+    held_tool: Option<Vec<Event>>,
+    /// What the client has received, in canonical form (for a continuation).
+    delivered: Collector,
+    /// Set when this pipeline continues an answer another backend broke.
+    splice: Option<canonical::Splice>,
 }
 
 impl Pipeline {
@@ -163,7 +169,71 @@ impl Pipeline {
             loose: Vec::new(),
             strict: Vec::new(),
             held_finish: None,
+            held_tool: None,
+            delivered: Collector::default(),
+            splice: None,
         }
+    }
+
+    /// Makes this pipeline continue an answer that broke: `delivered` is what the client has,
+    /// `splice` maps this upstream's events into that answer.
+    pub fn continuing(
+        mut self,
+        delivered: Collector,
+        splice: canonical::Splice,
+        id: &str,
+    ) -> Pipeline {
+        self.delivered = delivered;
+        self.splice = Some(splice);
+        if let Encoder::Chat(e) = &mut self.encoder {
+            e.resume(id, self.delivered.snapshot().tool_calls());
+        }
+        if let Encoder::Completions(e) = &mut self.encoder {
+            e.resume(id);
+        }
+        self
+    }
+
+    /// What the client has received so far.
+    pub fn delivered(&self) -> canonical::Delivered {
+        self.delivered.snapshot()
+    }
+
+    /// Hands over the record of what was delivered (to the pipeline that continues it).
+    pub fn take_delivered(&mut self) -> Collector {
+        std::mem::take(&mut self.delivered)
+    }
+
+    /// Sends one strict event on (mapped by the splice, tool calls held until whole).
+    fn deliver(&mut self, ev: Event, out: &mut BytesMut) -> Result<(), StreamFault> {
+        let mut mapped = Vec::with_capacity(2);
+        match &mut self.splice {
+            Some(sp) => sp.map(ev, &mut mapped),
+            None => mapped.push(ev),
+        }
+        for ev in mapped {
+            let starts_tool = matches!(
+                ev,
+                Event::BlockStart {
+                    block: canonical::StartBlock::ToolUse { .. },
+                    ..
+                }
+            );
+            if self.held_tool.is_some() || starts_tool {
+                let stop = matches!(ev, Event::BlockStop { .. });
+                self.held_tool.get_or_insert_with(Vec::new).push(ev);
+                if stop {
+                    for e in self.held_tool.take().unwrap_or_default() {
+                        self.encoder.event(&e, out)?;
+                        self.delivered.push(&e)?;
+                    }
+                }
+                continue;
+            }
+            self.encoder.event(&ev, out)?;
+            self.delivered.push(&ev)?;
+        }
+        Ok(())
     }
 
     /// Takes the next upstream bytes, appending client bytes to `out`.
@@ -183,11 +253,11 @@ impl Pipeline {
             for ev in self.loose.drain(..) {
                 self.guard.push(ev, &mut self.strict)?;
             }
-            for ev in self.strict.drain(..) {
+            for ev in std::mem::take(&mut self.strict) {
                 if matches!(ev, Event::Finish { .. }) {
                     self.held_finish = Some(ev);
                 } else {
-                    self.encoder.event(&ev, out)?;
+                    self.deliver(ev, out)?;
                 }
             }
             Ok(())
@@ -213,7 +283,7 @@ impl Pipeline {
                 stop_sequence,
                 usage: self.guard.usage,
             };
-            self.encoder.event(&ev, out)?;
+            self.deliver(ev, out)?;
         }
         self.encoder.complete(out);
         Ok(())
@@ -293,6 +363,8 @@ pub struct Translated {
     pub keepalive: Duration,
     /// Tells the backend's breaker how a committed stream ended.
     pub report: Option<crate::resilience::Report>,
+    /// Where to continue the answer if it breaks after its first content.
+    pub continuation: Option<ContinuationPlan>,
 }
 
 fn unix_now() -> u64 {
@@ -320,13 +392,15 @@ fn fault_error(provider: &Provider, dialect: Dialect, f: StreamFault) -> Gateway
 }
 
 /// Serves a translated request from `backend`.
-pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, GatewayError> {
-    let provider = backend.provider.clone();
-    let kind = provider.config.kind;
-    let req = &t.request;
-    req.check_tool_results()
-        .map_err(GatewayError::InvalidRequest)?;
-    let dialect = t.format.dialect();
+/// A request encoded for one backend.
+struct Encoded {
+    names: ToolNames,
+    body: Bytes,
+    op: Operation,
+}
+
+fn encode_for(backend: &Backend, req: &canonical::Request) -> Encoded {
+    let provider = &backend.provider;
     let limit = provider
         .config
         .max_output_tokens
@@ -335,7 +409,7 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
         (Some(r), Some(l)) => Some(r.min(l)),
         (r, _) => r,
     };
-    let (names, body, op) = match kind {
+    let (names, body, op) = match provider.config.kind {
         ProviderKind::Anthropic => {
             let n = max_tokens
                 .unwrap_or_else(|| limit.unwrap_or(DEFAULT_MAX_TOKENS).min(DEFAULT_MAX_TOKENS));
@@ -357,20 +431,28 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
             (names, body, Operation::GeminiStream)
         }
     };
-    let exchange = Exchange::new(
-        dialect,
-        &req.model,
-        provider.name(),
-        &backend.model,
-        req.stream,
-    );
     let body = Bytes::from(serde_json::to_vec(&body).expect("a JSON value always serializes"));
-    tracing::debug!(provider = provider.name(), model = %backend.model, kind = kind.as_str(), "sending translated request upstream");
-    let resp = provider.send_translated(op, &backend.model, body).await?;
-    let deadline = exchange.started + provider.config.timeouts.total;
+    Encoded { names, body, op }
+}
+
+/// What the upstream answered to a translated request.
+enum Opened {
+    /// 2xx with an event stream.
+    Stream(reqwest::Response),
+    /// An error status (its body not read yet).
+    Status(reqwest::Response),
+}
+
+/// Sends an encoded request and checks that a success is an event stream.
+async fn open(backend: &Backend, enc: &Encoded, deadline: Instant) -> Result<Opened, GatewayError> {
+    let provider = &backend.provider;
+    tracing::debug!(provider = provider.name(), model = %backend.model, kind = provider.config.kind.as_str(), "sending translated request upstream");
+    let resp = provider
+        .send_translated(enc.op, &backend.model, enc.body.clone())
+        .await?;
     let status = resp.status();
     if !status.is_success() {
-        return upstream_error(&provider, dialect, resp, deadline, &exchange).await;
+        return Ok(Opened::Status(resp));
     }
     let ct = resp
         .headers()
@@ -379,13 +461,41 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
         .unwrap_or("")
         .to_owned();
     if !ct.starts_with("text/event-stream") {
-        let body = read_body(&provider, resp, deadline, MAX_ERROR_BODY)
+        let body = read_body(provider, resp, deadline, MAX_ERROR_BODY)
             .await
             .unwrap_or_default();
         return Err(GatewayError::Upstream(provider.failure(FailureKind::Malformed, format!(
             "asked for a stream, the upstream answered HTTP {} with {} instead of text/event-stream: {}",
             status.as_u16(), if ct.is_empty() { "no content-type" } else { &ct }, crate::client_api::snippet(&body, 200)))));
     }
+    Ok(Opened::Stream(resp))
+}
+
+/// Serves a translated request from `backend`.
+pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, GatewayError> {
+    let provider = backend.provider.clone();
+    let kind = provider.config.kind;
+    let req = &t.request;
+    req.check_tool_results()
+        .map_err(GatewayError::InvalidRequest)?;
+    let dialect = t.format.dialect();
+    let Encoded { names, body, op } = encode_for(backend, req);
+    let exchange = Exchange::new(
+        dialect,
+        &req.model,
+        provider.name(),
+        &backend.model,
+        req.stream,
+    );
+    let deadline = exchange.started + provider.config.timeouts.total;
+    let enc = Encoded { names, body, op };
+    let resp = match open(backend, &enc, deadline).await? {
+        Opened::Stream(r) => r,
+        Opened::Status(r) => {
+            return upstream_error(&provider, dialect, r, deadline, &exchange).await
+        }
+    };
+    let names = enc.names;
     let created = unix_now();
     let mut state = StreamState {
         upstream: resp.bytes_stream().boxed(),
@@ -407,6 +517,7 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
         finished: false,
         exchange,
         report: t.report,
+        plan: t.continuation,
     };
     if !req.stream {
         let mut sink = BytesMut::new();
@@ -570,8 +681,273 @@ pub fn prompt_too_long_detail(message: &str) -> String {
     }
 }
 
+/// The original request, as a continuation rebuilds it (a passthrough keeps the client's
+/// bytes: they are decoded only if a continuation is needed).
+#[derive(Debug)]
+pub enum Original {
+    /// The client's body, in its dialect.
+    Raw {
+        /// Its dialect.
+        dialect: Dialect,
+        /// Its body.
+        body: Bytes,
+    },
+    /// Already decoded.
+    Canonical(Box<canonical::Request>),
+}
+
+/// What a stream needs to be continued on another backend after it broke.
+#[derive(Debug)]
+pub struct ContinuationPlan {
+    /// The request being answered.
+    pub original: Original,
+    /// The backends after the one serving, in chain order.
+    pub candidates: Vec<Backend>,
+    /// Breakers.
+    pub health: Arc<crate::resilience::Health>,
+    /// What the client reads.
+    pub format: Format,
+    /// The client's model name.
+    pub model: String,
+    /// Keep-alive interval while a continuation's upstream is silent.
+    pub keepalive: Duration,
+}
+
+impl ContinuationPlan {
+    fn request(&self) -> Result<canonical::Request, GatewayError> {
+        match &self.original {
+            Original::Canonical(r) => Ok((**r).clone()),
+            Original::Raw { dialect, body } => {
+                let v: Value = crate::relay::parse_json(body)?;
+                let mut r = match dialect {
+                    Dialect::Anthropic => anthropic::decode_request(&v)?,
+                    _ => openai::decode_request(&v)?.0,
+                };
+                r.stream = true;
+                Ok(r)
+            }
+        }
+    }
+}
+
+/// Where the client's answer stands, in the client's block indices.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    /// The next unused index.
+    pub next_index: usize,
+    /// The open text block, if the answer broke inside one.
+    pub open_text: Option<usize>,
+}
+
+impl Position {
+    /// The position after `delivered`, when the client's indices are its blocks in order.
+    pub fn of(delivered: &Collector) -> Position {
+        let d = delivered.snapshot();
+        let n = d.closed.len() + usize::from(d.open.is_some());
+        Position {
+            next_index: n,
+            open_text: matches!(d.open, Some(canonical::Block::Text(_))).then(|| n - 1),
+        }
+    }
+}
+
+/// The request a continuation sends: the original plus an assistant turn holding what the
+/// client has, as a prefill. Thinking is off (a prefill and thinking do not mix) and thinking
+/// blocks stay out of it. Returns the whitespace trimmed from the end of the prefill (APIs
+/// refuse a prefill ending in whitespace); the splice drops it if the continuation repeats it.
+pub fn continuation_request(
+    original: &canonical::Request,
+    delivered: &canonical::Delivered,
+) -> Result<(canonical::Request, String), String> {
+    use canonical::Block;
+    if matches!(
+        delivered.open,
+        Some(Block::Thinking { .. } | Block::RedactedThinking(_))
+    ) {
+        return Err(
+            "the answer broke inside a thinking block, whose signature cannot be recreated".into(),
+        );
+    }
+    if delivered
+        .closed
+        .iter()
+        .any(|b| matches!(b, Block::ToolUse { .. }))
+    {
+        return Err("the answer already holds a tool call, which a prefill cannot end with".into());
+    }
+    let mut blocks: Vec<Block> = delivered
+        .closed
+        .iter()
+        .filter(|b| matches!(b, Block::Text(_)))
+        .cloned()
+        .collect();
+    if let Some(Block::Text(t)) = &delivered.open {
+        blocks.push(Block::Text(t.clone()));
+    }
+    let mut trimmed = String::new();
+    if let Some(Block::Text(t)) = blocks.last_mut() {
+        let kept = t.trim_end().len();
+        trimmed = t[kept..].to_owned();
+        t.truncate(kept);
+    }
+    blocks.retain(|b| !matches!(b, Block::Text(t) if t.is_empty()));
+    let mut r = original.clone();
+    r.thinking = None;
+    r.stream = true;
+    if !blocks.is_empty() {
+        r.push(canonical::Role::Assistant, blocks);
+    }
+    Ok((r, trimmed))
+}
+
+/// Continues an answer that broke after `delivered` on the first of the plan's candidates
+/// that accepts a prefill, is admitted by its breaker and starts answering. Returns the
+/// stream state to read from and the bytes to send before it (e.g. closing the open block).
+async fn resume(
+    plan: &mut ContinuationPlan,
+    mut delivered: Collector,
+    position: Position,
+    why: &GatewayError,
+) -> Result<(StreamState, BytesMut), GatewayError> {
+    let snapshot = delivered.snapshot();
+    let explain = |reason: String| {
+        let kind = match why {
+            GatewayError::Upstream(p) => p.kind,
+            _ => FailureKind::Transport,
+        };
+        let provider = match why {
+            GatewayError::Upstream(p) => p.provider.clone(),
+            _ => "upstream".into(),
+        };
+        GatewayError::Upstream(crate::error::ProviderError {
+            provider,
+            kind,
+            detail: format!(
+                "{}; it was not continued: {reason}",
+                match why {
+                    GatewayError::Upstream(p) => p.detail.clone(),
+                    other => other.to_string(),
+                }
+            ),
+        })
+    };
+    let original = plan.request().map_err(|e| explain(e.to_string()))?;
+    let (req, trimmed) = continuation_request(&original, &snapshot).map_err(explain)?;
+    let dialect = plan.format.dialect();
+    let mut tried = Vec::new();
+    while !plan.candidates.is_empty() {
+        let backend = plan.candidates.remove(0);
+        let key = backend.key();
+        if !backend.provider.config.continuation {
+            continue;
+        }
+        if let crate::resilience::breaker::Admission::Rejected { .. } =
+            plan.health.admit(&key, false)
+        {
+            tried.push(format!("{key}: circuit open"));
+            continue;
+        }
+        let enc = encode_for(&backend, &req);
+        let exchange = Exchange::new(
+            dialect,
+            &plan.model,
+            backend.provider.name(),
+            &backend.model,
+            true,
+        );
+        let deadline = exchange.started + backend.provider.config.timeouts.total;
+        let resp = match open(&backend, &enc, deadline).await {
+            Ok(Opened::Stream(r)) => r,
+            Ok(Opened::Status(r)) => {
+                plan.health.record(
+                    &key,
+                    !crate::resilience::status_fails_over(r.status().as_u16()),
+                );
+                tried.push(format!("{key}: HTTP {}", r.status().as_u16()));
+                continue;
+            }
+            Err(e) => {
+                plan.health.record(&key, false);
+                tried.push(format!("{key}: {e}"));
+                continue;
+            }
+        };
+        let splice = canonical::Splice::new(
+            position.open_text,
+            position.next_index,
+            trimmed.clone(),
+            snapshot.usage,
+        );
+        let pipe = Pipeline::new(
+            backend.provider.config.kind,
+            backend.provider.name(),
+            enc.names,
+            plan.format,
+            &plan.model,
+            unix_now(),
+            true,
+        )
+        .continuing(delivered, splice, &snapshot.id);
+        let mut state = StreamState {
+            upstream: resp.bytes_stream().boxed(),
+            pipe,
+            provider: backend.provider.clone(),
+            dialect,
+            deadline,
+            keepalive: Duration::from_secs(3600),
+            last_upstream: Instant::now(),
+            last_sent: Instant::now(),
+            finished: false,
+            exchange,
+            report: None,
+            plan: None,
+        };
+        let mut head = BytesMut::new();
+        let mut failed = None;
+        while !state.finished && !state.pipe.committed() {
+            if let Err(e) = state.step(&mut head, false).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            state.finished = true;
+            plan.health.record(&key, false);
+            tried.push(format!("{key}: {e}"));
+            delivered = state.pipe.take_delivered();
+            continue;
+        }
+        state.report = Some(crate::resilience::Report::new(plan.health.clone(), key));
+        return Ok((state, head));
+    }
+    Err(explain(if tried.is_empty() {
+        "no later backend of the route accepts a prefill (set continuation = true on a provider whose models do)".into()
+    } else {
+        format!(
+            "every backend that could continue failed too ({})",
+            tried.join("; ")
+        )
+    }))
+}
+
+/// Continues a stream that broke after `delivered` (see [`resume`]); the returned state
+/// carries the plan on, so a continuation that breaks can be continued again.
+pub(crate) async fn continue_stream(
+    mut plan: ContinuationPlan,
+    delivered: Collector,
+    why: &GatewayError,
+) -> Result<(Box<StreamState>, BytesMut), GatewayError> {
+    let keepalive = plan.keepalive;
+    let position = Position::of(&delivered);
+    let (mut next, head) = resume(&mut plan, delivered, position, why).await?;
+    tracing::warn!(to = next.provider.name(), error = %why, "continuing a broken stream on another backend");
+    next.plan = Some(plan);
+    next.keepalive = keepalive;
+    Ok((Box::new(next), head))
+}
+
 /// One translated answer in flight.
-struct StreamState {
+pub(crate) struct StreamState {
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     pipe: Pipeline,
     provider: Arc<Provider>,
@@ -583,6 +959,7 @@ struct StreamState {
     finished: bool,
     exchange: Exchange,
     report: Option<crate::resilience::Report>,
+    plan: Option<ContinuationPlan>,
 }
 
 impl StreamState {
@@ -639,6 +1016,11 @@ impl StreamState {
         }
     }
 
+    /// The provider now serving.
+    pub(crate) fn provider_name(&self) -> &str {
+        self.provider.name()
+    }
+
     /// Logs a failure that the client gets as an HTTP error (nothing was sent yet).
     fn fail_before_commit(&mut self, e: &GatewayError) {
         self.finished = true;
@@ -652,7 +1034,7 @@ impl StreamState {
         );
     }
 
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             if self.finished {
                 return None;
@@ -662,17 +1044,22 @@ impl StreamState {
                 Ok(true) => self.pipe.ping(&mut out),
                 Ok(false) => {}
                 Err(e) => {
-                    self.finished = true;
                     if let Some(r) = self.report.take() {
                         r.done(false);
                     }
-                    self.exchange.log(
-                        200,
-                        outcome_of(&e),
-                        usage_of(&self.pipe),
-                        Some(&e.to_string()),
-                    );
-                    out.extend_from_slice(&self.pipe.error_frame(&e));
+                    match self.continue_elsewhere(&e, &mut out).await {
+                        Ok(()) => {}
+                        Err(why) => {
+                            self.finished = true;
+                            self.exchange.log(
+                                200,
+                                outcome_of(&e),
+                                usage_of(&self.pipe),
+                                Some(&why.to_string()),
+                            );
+                            out.extend_from_slice(&self.pipe.error_frame(&why));
+                        }
+                    }
                 }
             }
             self.last_sent = Instant::now();
@@ -680,6 +1067,30 @@ impl StreamState {
                 return Some(out.freeze());
             }
         }
+    }
+
+    /// The stream broke after its first content: continue it on the next backend that can,
+    /// or say why not (the error the client gets).
+    async fn continue_elsewhere(
+        &mut self,
+        e: &GatewayError,
+        out: &mut BytesMut,
+    ) -> Result<(), GatewayError> {
+        let Some(plan) = self.plan.take() else {
+            return Err(e.clone());
+        };
+        let delivered = self.pipe.take_delivered();
+        let (next, head) = continue_stream(plan, delivered, e).await?;
+        self.exchange.log(
+            200,
+            "continued",
+            usage_of(&self.pipe),
+            Some(&format!("{e}; continued on {}", next.provider.name())),
+        );
+        out.extend_from_slice(&head);
+        self.finished = true; // the old attempt is over; its Drop must not log
+        *self = *next;
+        Ok(())
     }
 }
 

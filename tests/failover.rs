@@ -22,6 +22,7 @@ timeouts = {{ first_byte = "2s", idle = "2s" }}
 kind = "anthropic"
 base_url = "{f}"
 api_key_env = "{KEY_VAR}"
+continuation = true
 timeouts = {{ first_byte = "2s", idle = "2s" }}
 
 [providers.primary_a]
@@ -266,5 +267,178 @@ async fn a_retry_storm_does_not_happen() {
     assert!(
         attempts < 100,
         "the breaker stops the attempts early, got {attempts}"
+    );
+}
+
+/// What the client read of a spliced Anthropic stream: text, and the event types in order.
+fn anthropic_text(bytes: &[u8]) -> String {
+    let (text, end) = check_anthropic_stream(bytes);
+    assert_eq!(
+        end,
+        AnthropicEnd::Complete,
+        "{}",
+        String::from_utf8_lossy(bytes)
+    );
+    text
+}
+
+#[tokio::test]
+async fn a_translated_stream_broken_mid_text_is_continued_exactly() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    // "Hello, wor" then the connection drops (a 200 that stops halfway).
+    let events = openai::text_stream("gpt-4o", &["Hello", ", wor", "NEVER"], "stop");
+    primary.push(Reply::sse(events[..3].to_vec()).end(understudy::testing::End::Close));
+    h.mock.push(Reply::sse(anthropic::text_stream(
+        "claude-sonnet-4-5",
+        &["ld", "!"],
+        "end_turn",
+    )));
+    let r = post(&h.url, "/v1/messages", &body("chain", true)).await;
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(
+        anthropic_text(&bytes),
+        "Hello, world!",
+        "no gap, no duplicate at the splice"
+    );
+    let s = String::from_utf8_lossy(&bytes);
+    assert_eq!(s.matches("event: message_start").count(), 1);
+    assert_eq!(
+        s.matches("event: content_block_start").count(),
+        1,
+        "the open block goes on at the same index"
+    );
+    // The fallback was asked to continue from exactly what the client has.
+    let up: Value = serde_json::from_str(&h.mock.requests()[0].body).unwrap();
+    let last = up["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last,
+        json!({"role": "assistant", "content": [{"type": "text", "text": "Hello, wor"}]})
+    );
+    assert!(up.get("thinking").is_none());
+}
+
+#[tokio::test]
+async fn trailing_whitespace_is_trimmed_from_the_prefill_and_not_doubled() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    let events = openai::text_stream("gpt-4o", &["Hello ", "NEVER"], "stop");
+    primary.push(Reply::sse(events[..2].to_vec()).end(understudy::testing::End::Reset));
+    h.mock.push(Reply::sse(anthropic::text_stream(
+        "claude-sonnet-4-5",
+        &[" world."],
+        "end_turn",
+    )));
+    let r = post(&h.url, "/v1/messages", &body("chain", true)).await;
+    assert_eq!(anthropic_text(&r.bytes().await.unwrap()), "Hello world.");
+    let up: Value = serde_json::from_str(&h.mock.requests()[0].body).unwrap();
+    assert_eq!(up["messages"][1]["content"][0]["text"], "Hello");
+}
+
+#[tokio::test]
+async fn without_a_backend_that_can_continue_the_client_gets_an_explicit_error() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    let events = openai::text_stream("gpt-4o", &["Hello", "NEVER"], "stop");
+    primary.push(Reply::sse(events[..2].to_vec()).end(understudy::testing::End::Close));
+    let r = post(&h.url, "/v1/messages", &body("alone", true)).await;
+    let (text, end) = check_anthropic_stream(&r.bytes().await.unwrap());
+    assert_eq!(text, "Hello");
+    let AnthropicEnd::Error(_) = end else {
+        panic!("must end in an error event")
+    };
+}
+
+#[tokio::test]
+async fn a_passthrough_stream_broken_mid_text_is_continued_exactly() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    let events =
+        anthropic::text_stream("claude-opus-4-5", &["Hello", ", wor", "NEVER"], "end_turn");
+    // message_start, block start, ping, "Hello", ", wor", then the connection resets.
+    primary.push(Reply::sse(events[..5].to_vec()).end(understudy::testing::End::Reset));
+    h.mock.push(Reply::sse(anthropic::text_stream(
+        "claude-sonnet-4-5",
+        &["ld", "!"],
+        "end_turn",
+    )));
+    let r = post(&h.url, "/v1/messages", &body("chain_a", true)).await;
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(anthropic_text(&bytes), "Hello, world!");
+    let s = String::from_utf8_lossy(&bytes);
+    assert_eq!(s.matches("event: message_start").count(), 1);
+    assert!(
+        s.contains(r#""model":"claude-opus-4-5""#),
+        "the client's stream began on the primary"
+    );
+    let up: Value = serde_json::from_str(&h.mock.requests()[0].body).unwrap();
+    assert_eq!(up["messages"][1]["content"][0]["text"], "Hello, wor");
+}
+
+#[tokio::test]
+async fn half_a_tool_call_never_reaches_the_client_and_the_continuation_supplies_it() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    let ev = |v: Value| anthropic::event(&v);
+    let start_ev = anthropic::text_stream("claude-opus-4-5", &[], "end_turn")[0].clone();
+    primary.push(Reply::sse([
+        start_ev,
+        ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        ev(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Reading it."}})),
+        ev(json!({"type": "content_block_stop", "index": 0})),
+        ev(json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_half", "name": "Read", "input": {}}})),
+        ev(json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"file_pa"}})),
+    ]).end(understudy::testing::End::Close));
+    h.mock.push(Reply::sse([
+        anthropic::text_stream("claude-sonnet-4-5", &[], "end_turn")[0].clone(),
+        ev(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_whole", "name": "Read", "input": {}}})),
+        ev(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"file_path\":\"a.rs\"}"}})),
+        ev(json!({"type": "content_block_stop", "index": 0})),
+        ev(json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 9}})),
+        ev(json!({"type": "message_stop"})),
+    ]));
+    let r = post(&h.url, "/v1/messages", &body("chain_a", true)).await;
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(anthropic_text(&bytes), "Reading it.");
+    let s = String::from_utf8_lossy(&bytes);
+    assert!(
+        !s.contains("toolu_half"),
+        "half a tool call reached the client: {s}"
+    );
+    assert!(
+        s.contains(r#""index":1,"content_block":{"type":"tool_use","id":"toolu_whole""#),
+        "{s}"
+    );
+    assert!(s.contains(r#""stop_reason":"tool_use""#));
+}
+
+#[tokio::test]
+async fn an_openai_client_gets_a_continued_answer_in_its_own_dialect() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    let events = openai::text_stream("gpt-4o", &["Hello", ", wor", "NEVER"], "stop");
+    primary.push(Reply::sse(events[..3].to_vec()).end(understudy::testing::End::Close));
+    h.mock.push(Reply::sse(anthropic::text_stream(
+        "claude-sonnet-4-5",
+        &["ld", "!"],
+        "end_turn",
+    )));
+    let r = post(
+        &h.url,
+        "/v1/chat/completions",
+        &json!({"model": "chain", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    let bytes = r.bytes().await.unwrap();
+    let (text, end) = crate::support::check_openai_stream(&bytes);
+    assert_eq!(
+        (text.as_str(), end),
+        ("Hello, world!", crate::support::OpenAiEnd::Complete)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&bytes)
+            .matches(r#""role":"assistant""#)
+            .count(),
+        1
     );
 }

@@ -68,9 +68,16 @@ struct EventPeek {
     #[serde(rename = "type")]
     ty: String,
     index: Option<u64>,
+    content_block: Option<BlockPeek>,
     message: Option<MessagePeek>,
     delta: Option<DeltaPeek>,
     usage: Option<UsagePeek>,
+}
+
+#[derive(Deserialize)]
+struct BlockPeek {
+    #[serde(rename = "type")]
+    ty: String,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +121,8 @@ pub struct StreamInspector {
     saw_error: bool,
     /// A content block has started (the commit point).
     pub content: bool,
+    /// The index of the tool_use block in progress.
+    pub tool_open: Option<u64>,
     /// Tokens reported so far.
     pub usage: Usage,
 }
@@ -143,11 +152,17 @@ impl StreamInspector {
                 self.content = true;
                 if let Some(i) = ev.index {
                     self.open_blocks.insert(i);
+                    if ev.content_block.is_some_and(|b| b.ty == "tool_use") {
+                        self.tool_open = Some(i);
+                    }
                 }
             }
             "content_block_stop" => {
                 if let Some(i) = ev.index {
                     self.open_blocks.remove(&i);
+                    if self.tool_open == Some(i) {
+                        self.tool_open = None;
+                    }
                 }
             }
             "message_delta" => {

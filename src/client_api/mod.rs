@@ -219,6 +219,14 @@ impl Inspector {
         }
     }
 
+    /// True while a tool call is in progress: its frames are held until it is whole.
+    pub fn in_tool(&self) -> bool {
+        match self {
+            Inspector::Anthropic(i) => i.tool_open.is_some(),
+            Inspector::OpenAi(i) => i.tool_open,
+        }
+    }
+
     /// Tokens seen so far.
     pub fn usage(&self) -> Usage {
         match self {

@@ -100,6 +100,8 @@ pub struct StreamInspector {
     saw_error: bool,
     /// Content (text, reasoning, a tool call) or a finish has arrived (the commit point).
     pub content: bool,
+    /// Tool-call fragments arrived and no finish or text has closed them yet.
+    pub tool_open: bool,
     /// Tokens reported so far (only when the client asked for `include_usage`).
     pub usage: Usage,
 }
@@ -140,6 +142,18 @@ impl StreamInspector {
         for c in chunk.choices {
             if c.finish_reason.is_some() || c.delta.as_ref().is_some_and(DeltaPeek::has_content) {
                 self.content = true;
+            }
+            let tools = c.delta.as_ref().is_some_and(|d| d.tool_calls.is_some());
+            let text = c.delta.as_ref().is_some_and(|d| {
+                d.content.as_deref().is_some_and(|t| !t.is_empty())
+                    || d.reasoning_content
+                        .as_deref()
+                        .is_some_and(|t| !t.is_empty())
+            });
+            if tools {
+                self.tool_open = true;
+            } else if text || c.finish_reason.is_some() {
+                self.tool_open = false;
             }
             match c.finish_reason.as_deref() {
                 Some("error") => {

@@ -104,6 +104,9 @@ pub struct ProviderConfig {
     pub passthrough_auth: bool,
     /// The most output tokens to ask for; `None`: the built-in table of known models.
     pub max_output_tokens: Option<u32>,
+    /// Its models accept an assistant prefill, so it can continue an answer another backend
+    /// broke after its first content (off unless the config says so).
+    pub continuation: bool,
     /// Time limits for each call.
     pub timeouts: Timeouts,
     /// Extra headers sent on every request.
@@ -344,6 +347,7 @@ fn zero_config_providers() -> Vec<(String, RawProvider)> {
             api_key_keychain: None,
             passthrough_auth: Some(true),
             max_output_tokens: None,
+            continuation: None,
             timeouts: Default::default(),
             headers: Default::default(),
         },
@@ -355,6 +359,7 @@ fn zero_config_providers() -> Vec<(String, RawProvider)> {
                 RawProvider {
                     kind: (*kind).into(),
                     max_output_tokens: None,
+                    continuation: None,
                     base_url: Some((*url).into()),
                     api_key_env: Some((*var).into()),
                     api_key_keychain: None,
@@ -561,6 +566,7 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
             key,
             passthrough_auth,
             max_output_tokens: p.max_output_tokens,
+            continuation: p.continuation.unwrap_or(false),
             timeouts,
             headers,
         });

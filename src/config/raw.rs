@@ -39,6 +39,7 @@ pub struct RawProvider {
     pub api_key_keychain: Option<RawKeychain>,
     pub passthrough_auth: Option<bool>,
     pub max_output_tokens: Option<u32>,
+    pub continuation: Option<bool>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
     /// Extra headers sent on every request to this provider (e.g. OpenRouter's `HTTP-Referer`).

@@ -646,6 +646,8 @@ pub struct ChatEncoder {
     include_usage: bool,
     /// Client block index → tool call index.
     tool_index: BTreeMap<usize, usize>,
+    /// Tool calls the client had before this encoder (a continuation).
+    tool_offset: usize,
 }
 
 impl ChatEncoder {
@@ -657,7 +659,19 @@ impl ChatEncoder {
             created,
             include_usage,
             tool_index: BTreeMap::new(),
+            tool_offset: 0,
         }
+    }
+
+    /// Continues an answer the client already has part of: no second role chunk, the same id,
+    /// tool calls numbered after the `tools_sent` it has.
+    pub fn resume(&mut self, id: &str, tools_sent: usize) {
+        self.id = format!(
+            "chatcmpl-{}",
+            id.trim_start_matches("msg_")
+                .trim_start_matches("chatcmpl-")
+        );
+        self.tool_offset = tools_sent;
     }
 
     fn chunk(&self, out: &mut BytesMut, delta: Value, finish: Option<&str>) {
@@ -677,7 +691,7 @@ impl ChatEncoder {
                 index,
                 block: StartBlock::ToolUse { id, name },
             } => {
-                let k = self.tool_index.len();
+                let k = self.tool_offset + self.tool_index.len();
                 self.tool_index.insert(*index, k);
                 self.chunk(out, json!({"tool_calls": [{"index": k, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}), None);
             }
@@ -813,6 +827,14 @@ impl CompletionsEncoder {
             model: model.to_owned(),
             created,
         }
+    }
+
+    /// Continues an answer the client already has part of.
+    pub fn resume(&mut self, id: &str) {
+        self.id = format!(
+            "cmpl-{}",
+            id.trim_start_matches("msg_").trim_start_matches("cmpl-")
+        );
     }
 
     fn chunk(&self, out: &mut BytesMut, text: &str, finish: Option<&str>) {
