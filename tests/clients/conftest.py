@@ -90,6 +90,7 @@ timeouts = {{ idle = "1s" }}
 kind = "anthropic"
 base_url = "{mock.url}"
 api_key_env = "UNDERSTUDY_TEST_KEY"
+continuation = true
 timeouts = {{ idle = "1s" }}
 
 [providers.openai-k]

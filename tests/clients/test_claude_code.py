@@ -55,14 +55,19 @@ def test_claude_code_works_when_an_openai_compatible_provider_serves_it(gateway,
     assert dict(chats[-1]["headers"])["authorization"] == "Bearer sk-test-configured-key"
 
 
-@pytest.mark.parametrize("failure", ["529", "breaks_after_message_start"])
+@pytest.mark.parametrize("failure", ["529", "breaks_after_message_start", "truncates_halfway"])
 def test_claude_code_gets_a_whole_answer_while_its_primary_fails_every_request(gateway, mock, dead_mock, tmp_path, failure):
     dead_mock.reset()
     if failure == "529":
         reply = {"status": 529, "headers": [["content-type", "application/json"]],
                  "body": {"kind": "full", "text": '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'}}
-    else:
+    elif failure == "breaks_after_message_start":
         reply = sse_reply(anthropic_events()[:1], end="close")
+    else:
+        # message_start, block start, "Hello", " from", then the connection resets: the
+        # fallback continues the answer from exactly there.
+        reply = sse_reply(anthropic_events()[:4], end="reset")
+        mock.push(*[sse_reply(anthropic_events([" the", " mock", " cloud."]))] * 10)
     dead_mock.push(*[reply] * 50)
     out = run_claude(gateway, tmp_path, "say hello", model="claude-chain")
     assert out.returncode == 0, (out.stdout, out.stderr)
@@ -70,4 +75,7 @@ def test_claude_code_gets_a_whole_answer_while_its_primary_fails_every_request(g
     assert any(r["method"] == "POST" for r in dead_mock.requests()), "the primary was tried"
     served = [r for r in mock.requests() if r["path"].startswith("/v1/messages") and json.loads(r["body"]).get("model") == "claude-sonnet-4-5"]
     assert served, "the fallback answered"
+    if failure == "truncates_halfway":
+        last = json.loads(served[0]["body"])["messages"][-1]
+        assert last == {"role": "assistant", "content": [{"type": "text", "text": "Hello from"}]}, last
     dead_mock.reset()
