@@ -1,0 +1,413 @@
+//! The resilience fault matrix: every fault of the mock cloud × where it strikes × both client
+//! dialects × a primary that speaks the client's API (passthrough) or the other one
+//! (translated) × streaming and not. The fallback accepts a prefill. Each cell must end in a
+//! complete answer with the exact text the backends produced (no gap, no duplicate at the
+//! splice) or in the dialect's explicit error; the strict checkers panic on a silent
+//! truncation. The table is printed (`cargo test ... continuity -- --nocapture`).
+
+use crate::support::{check_anthropic_stream, check_openai_stream, post, AnthropicEnd, OpenAiEnd};
+use serde_json::{json, Value};
+use understudy::testing::{anthropic, openai, End, MockCloud, Reply};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Anthropic,
+    OpenAi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Primary {
+    /// The client's own API: passthrough.
+    Same,
+    /// The other API: translated.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strike {
+    BeforeContent,
+    InThinking,
+    MidText,
+    InToolCall,
+    AfterLastBlock,
+}
+
+const STRIKES: [Strike; 5] = [
+    Strike::BeforeContent,
+    Strike::InThinking,
+    Strike::MidText,
+    Strike::InToolCall,
+    Strike::AfterLastBlock,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Reset,
+    Close,
+    CleanEof,
+    Stall,
+    ErrorEvent,
+    Malformed,
+}
+
+const FAULTS: [Fault; 6] = [
+    Fault::Reset,
+    Fault::Close,
+    Fault::CleanEof,
+    Fault::Stall,
+    Fault::ErrorEvent,
+    Fault::Malformed,
+];
+
+const CONTINUED: &str = " Continued.";
+
+fn anthropic_script() -> Vec<String> {
+    let e = |v: Value| anthropic::event(&v);
+    vec![
+        anthropic::text_stream("claude-opus-4-5", &[], "end_turn")[0].clone(),
+        e(
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        ),
+        e(
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Considering."}}),
+        ),
+        e(
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2lnbmF0dXJl"}}),
+        ),
+        e(json!({"type": "content_block_stop", "index": 0})),
+        e(
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+        ),
+        e(
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hello"}}),
+        ),
+        e(
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": ", world."}}),
+        ),
+        e(json!({"type": "content_block_stop", "index": 1})),
+        e(
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_p1", "name": "Read", "input": {}}}),
+        ),
+        e(
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"file_path\":"}}),
+        ),
+        e(
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "\"a.rs\"}"}}),
+        ),
+        e(json!({"type": "content_block_stop", "index": 2})),
+        e(
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 30}}),
+        ),
+        e(json!({"type": "message_stop"})),
+    ]
+}
+
+fn openai_script() -> Vec<String> {
+    let c = |delta: Value, finish: Option<&str>| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-p1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        )
+    };
+    vec![
+        c(json!({"role": "assistant", "content": ""}), None),
+        c(json!({"reasoning_content": "Considering."}), None),
+        c(json!({"content": "Hello"}), None),
+        c(json!({"content": ", world."}), None),
+        c(
+            json!({"tool_calls": [{"index": 0, "id": "call_p1", "type": "function", "function": {"name": "Read", "arguments": ""}}]}),
+            None,
+        ),
+        c(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"file_path\":"}}]}),
+            None,
+        ),
+        c(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"a.rs\"}"}}]}),
+            None,
+        ),
+        c(json!({}), Some("tool_calls")),
+        format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-p1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o", "choices": [],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 30, "total_tokens": 40}})
+        ),
+        "data: [DONE]\n\n".into(),
+    ]
+}
+
+/// Events sent before the fault strikes.
+fn strike_at(anthropic_primary: bool, s: Strike) -> usize {
+    match (anthropic_primary, s) {
+        (_, Strike::BeforeContent) => 1,
+        (true, Strike::InThinking) => 3,
+        (false, Strike::InThinking) => 2,
+        (true, Strike::MidText) => 7,
+        (false, Strike::MidText) => 3,
+        (true, Strike::InToolCall) => 11,
+        (false, Strike::InToolCall) => 6,
+        (true, Strike::AfterLastBlock) => 13,
+        (false, Strike::AfterLastBlock) => 7,
+    }
+}
+
+fn primary_reply(anthropic_primary: bool, strike: Strike, fault: Fault) -> Reply {
+    let script = if anthropic_primary {
+        anthropic_script()
+    } else {
+        openai_script()
+    };
+    let mut events: Vec<String> = script[..strike_at(anthropic_primary, strike)].to_vec();
+    let end = match fault {
+        Fault::Reset => End::Reset,
+        Fault::Close => End::Close,
+        Fault::Stall => End::Stall,
+        Fault::CleanEof => End::Clean,
+        Fault::ErrorEvent => {
+            events.push(if anthropic_primary {
+                anthropic::error_event("overloaded_error", "Overloaded")
+            } else {
+                openai::error_chunk("The server had an error")
+            });
+            End::Clean
+        }
+        Fault::Malformed => {
+            events.push(if anthropic_primary {
+                "event: content_block_delta\ndata: {\"type\":\"content_bl\n\n".into()
+            } else {
+                "data: {\"choices\":[{\"delta\":\n\n".into()
+            });
+            End::Clean
+        }
+    };
+    Reply::sse(events).end(end)
+}
+
+/// What the client must end with: `Ok(text)` for a complete answer, `Err(())` for the explicit error.
+fn expected(anthropic_primary: bool, strike: Strike) -> Result<&'static str, ()> {
+    match strike {
+        Strike::BeforeContent => Ok(" Continued."),
+        // A thinking block's signature cannot be recreated by another backend.
+        Strike::InThinking => Err(()),
+        Strike::MidText => Ok("Hello Continued."),
+        Strike::InToolCall => Ok("Hello, world. Continued."),
+        // Anthropic's tool block stopped, so the client has a whole tool call, which a prefill
+        // cannot end with; OpenAI's call is still held (no finish_reason yet), so it goes on.
+        Strike::AfterLastBlock if anthropic_primary => Err(()),
+        Strike::AfterLastBlock => Ok("Hello, world. Continued."),
+    }
+}
+
+async fn harness(primary: &MockCloud) -> crate::support::Harness {
+    std::env::set_var("UNDERSTUDY_TEST_MATRIX_KEY", "sk-matrix");
+    let toml = format!(
+        r#"
+[providers.p_anthropic]
+kind = "anthropic"
+base_url = "{p}"
+api_key_env = "UNDERSTUDY_TEST_MATRIX_KEY"
+timeouts = {{ first_byte = "1s", idle = "300ms" }}
+
+[providers.p_openai]
+kind = "openai"
+base_url = "{p}/v1"
+api_key_env = "UNDERSTUDY_TEST_MATRIX_KEY"
+timeouts = {{ first_byte = "1s", idle = "300ms" }}
+
+[providers.fallback]
+kind = "anthropic"
+base_url = "FALLBACK"
+api_key_env = "UNDERSTUDY_TEST_MATRIX_KEY"
+continuation = true
+timeouts = {{ first_byte = "2s", idle = "2s" }}
+
+[[routes]]
+model = "via-anthropic"
+backends = ["p_anthropic/claude-opus-4-5", "fallback/claude-sonnet-4-5"]
+
+[[routes]]
+model = "via-openai"
+backends = ["p_openai/gpt-4o", "fallback/claude-sonnet-4-5"]
+"#,
+        p = primary.url()
+    );
+    let fallback = MockCloud::start().await;
+    let toml = toml.replace("FALLBACK", &fallback.url());
+    crate::support::start_config(fallback, &toml).await
+}
+
+async fn stream_cell(client: Client, primary_api: Primary, strike: Strike, fault: Fault) -> String {
+    let primary = MockCloud::start().await;
+    let h = harness(&primary).await;
+    let anthropic_primary = (client == Client::Anthropic) == (primary_api == Primary::Same);
+    primary.push(primary_reply(anthropic_primary, strike, fault));
+    h.mock.push(Reply::sse(anthropic::text_stream(
+        "claude-sonnet-4-5",
+        &[CONTINUED],
+        "end_turn",
+    )));
+    let model = if anthropic_primary {
+        "via-anthropic"
+    } else {
+        "via-openai"
+    };
+    let cell = format!("{client:?} client, {primary_api:?} API primary, {strike:?}, {fault:?}");
+    let body = json!({"model": model, "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "go"}],
+        "tools": [{"name": "Read", "input_schema": {"type": "object"}}]});
+    let (path, body) = match client {
+        Client::Anthropic => ("/v1/messages", body),
+        Client::OpenAi => (
+            "/v1/chat/completions",
+            json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "go"}],
+            "tools": [{"type": "function", "function": {"name": "Read", "parameters": {"type": "object"}}}]}),
+        ),
+    };
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        post(&h.url, path, &body).await.bytes().await.unwrap()
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{cell}: the client hung"));
+    let got: Result<String, ()> = match client {
+        Client::Anthropic => match check_anthropic_stream(&r) {
+            (t, AnthropicEnd::Complete) => Ok(t),
+            (_, AnthropicEnd::Error(_)) => Err(()),
+        },
+        Client::OpenAi => match check_openai_stream(&r) {
+            (t, OpenAiEnd::Complete) => Ok(t),
+            (_, OpenAiEnd::Error(_)) => Err(()),
+        },
+    };
+    let want = expected(anthropic_primary, strike).map(str::to_owned);
+    assert_eq!(got, want, "{cell}: {}", String::from_utf8_lossy(&r));
+    let text = String::from_utf8_lossy(&r);
+    if client == Client::Anthropic && strike == Strike::MidText {
+        assert_eq!(
+            text.matches(r#""content_block":{"type":"text""#).count(),
+            1,
+            "{cell}: the broken text block must go on at its own index, not a new one"
+        );
+    }
+    assert!(
+        !text.contains("toolu_p1") && !text.contains("call_p1") || strike == Strike::AfterLastBlock,
+        "{cell}: the primary's unfinished tool call reached the client"
+    );
+    match got {
+        Ok(_) if strike == Strike::BeforeContent => format!("| {cell} | failed over, complete |"),
+        Ok(_) => format!("| {cell} | continued, complete, exact text |"),
+        Err(()) => format!("| {cell} | explicit error |"),
+    }
+}
+
+#[tokio::test]
+async fn every_fault_at_every_point_ends_complete_or_explicit() {
+    let mut rows = Vec::new();
+    for client in [Client::Anthropic, Client::OpenAi] {
+        for primary in [Primary::Same, Primary::Other] {
+            for strike in STRIKES {
+                let cells = FAULTS
+                    .iter()
+                    .map(|&f| stream_cell(client, primary, strike, f));
+                rows.extend(futures_util::future::join_all(cells).await);
+            }
+        }
+    }
+    assert_eq!(rows.len(), 2 * 2 * 5 * 6);
+    eprintln!(
+        "| cell (streaming) | outcome |\n|---|---|\n{}",
+        rows.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn non_streaming_answers_fail_over_whole() {
+    let mut rows = Vec::new();
+    for client in [Client::Anthropic, Client::OpenAi] {
+        for anthropic_primary in [true, false] {
+            let faults: Vec<(&str, Reply)> = vec![
+                (
+                    "529",
+                    Reply::json(529, &anthropic::error("overloaded_error", "Overloaded")),
+                ),
+                (
+                    "429",
+                    Reply::json(429, &openai::error("rate_limit_error", "slow down")),
+                ),
+                (
+                    "HTML 502",
+                    Reply::raw(502, "text/html", understudy::testing::html_page(502)),
+                ),
+                (
+                    "headers late",
+                    Reply::json(200, &anthropic::message("m", "late")).delay(1500),
+                ),
+                (
+                    "body cut",
+                    if anthropic_primary {
+                        Reply::json(200, &anthropic::message("claude-opus-4-5", "cut")).truncate(40)
+                    } else {
+                        Reply::sse(openai_script()[..3].to_vec()).end(End::Close)
+                    },
+                ),
+                (
+                    "no stop_reason",
+                    if anthropic_primary {
+                        Reply::json(
+                            200,
+                            &json!({"type": "message", "content": [], "stop_reason": null}),
+                        )
+                    } else {
+                        Reply::sse(openai_script()[..4].to_vec())
+                    },
+                ),
+            ];
+            for (name, reply) in faults {
+                let primary = MockCloud::start().await;
+                let h = harness(&primary).await;
+                primary.push(reply);
+                let model = if anthropic_primary {
+                    "via-anthropic"
+                } else {
+                    "via-openai"
+                };
+                let (path, body) = match client {
+                    Client::Anthropic => (
+                        "/v1/messages",
+                        json!({"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "go"}]}),
+                    ),
+                    Client::OpenAi => (
+                        "/v1/chat/completions",
+                        json!({"model": model, "messages": [{"role": "user", "content": "go"}]}),
+                    ),
+                };
+                let cell = format!(
+                    "{client:?} client, {} primary, {name}",
+                    if anthropic_primary {
+                        "Anthropic"
+                    } else {
+                        "OpenAI"
+                    }
+                );
+                let r = post(&h.url, path, &body).await;
+                assert_eq!(r.status(), 200, "{cell}");
+                let v: Value = r.json().await.unwrap();
+                let text = match client {
+                    Client::Anthropic => v["content"][0]["text"].as_str().map(str::to_owned),
+                    Client::OpenAi => v["choices"][0]["message"]["content"]
+                        .as_str()
+                        .map(str::to_owned),
+                };
+                assert_eq!(
+                    text.as_deref(),
+                    Some("Hello from the mock cloud."),
+                    "{cell}: {v}"
+                );
+                rows.push(format!("| {cell} | failed over, complete |"));
+            }
+        }
+    }
+    eprintln!(
+        "| cell (non-streaming) | outcome |\n|---|---|\n{}",
+        rows.join("\n")
+    );
+}
