@@ -411,3 +411,68 @@ async fn non_streaming_answers_fail_over_whole() {
         rows.join("\n")
     );
 }
+
+#[tokio::test]
+async fn under_load_with_30_percent_of_streams_broken_nothing_is_truncated_silently() {
+    let primary = MockCloud::start().await;
+    let h = harness(&primary).await;
+    // 200 primary streams; 30 % break at a random point (seeded, so a failure reproduces).
+    let script = anthropic::text_stream(
+        "claude-opus-4-5",
+        &["one ", "two ", "three ", "four ", "five."],
+        "end_turn",
+    );
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut broken = 0;
+    for _ in 0..200 {
+        if next() % 10 < 3 {
+            broken += 1;
+            let cut = 1 + (next() as usize % (script.len() - 1));
+            let end = [End::Reset, End::Close, End::Clean][next() as usize % 3];
+            primary.push(Reply::sse(script[..cut].to_vec()).end(end).chunk_delay(2));
+        } else {
+            primary.push(Reply::sse(script.clone()).chunk_delay(2));
+        }
+    }
+    let url = h.url.clone();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let body = json!({"model": "via-anthropic", "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "go"}]});
+                let r = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+                    let resp = post(&url, "/v1/messages", &body).await;
+                    (resp.status().as_u16(), resp.bytes().await.unwrap())
+                })
+                .await
+                .expect("a request hung");
+                r
+            })
+        })
+        .collect();
+    let (mut complete, mut explicit) = (0, 0);
+    for t in tasks {
+        let (status, bytes) = t.await.unwrap();
+        if status != 200 {
+            explicit += 1; // an HTTP error is explicit too
+            continue;
+        }
+        // Panics on a silent truncation.
+        match check_anthropic_stream(&bytes) {
+            (_, AnthropicEnd::Complete) => complete += 1,
+            (_, AnthropicEnd::Error(_)) => explicit += 1,
+        }
+    }
+    assert_eq!(complete + explicit, 200);
+    assert!(
+        broken >= 40,
+        "the load really had broken streams ({broken})"
+    );
+    eprintln!("200 streams, {broken} broken upstream: {complete} complete, {explicit} explicit errors, 0 silent");
+}
