@@ -813,6 +813,11 @@ impl RelayState {
         let mut out = BytesMut::new();
         if self.continue_from.is_none() {
             out.extend_from_slice(&self.next_chunk_inner().await?);
+            if self.continue_from.is_some() && !out.is_empty() {
+                // What arrived before the break goes to the client now, not after the
+                // continuation has started; the continuation is the next chunk.
+                return Some(out.freeze());
+            }
         }
         if let Some(e) = self.continue_from.take() {
             let plan = self.plan.take().expect("a continuation needs a plan");

@@ -5,7 +5,6 @@
 use crate::config::{Config, Route};
 use crate::error::GatewayError;
 use crate::providers::Provider;
-use crate::resilience::breaker::BreakerConfig;
 use crate::resilience::Health;
 use std::sync::Arc;
 
@@ -43,7 +42,7 @@ impl Router {
         Router {
             routes: config.routes.clone(),
             providers,
-            health: Health::new(BreakerConfig::default()),
+            health: Health::new(config.breaker),
         }
     }
 

@@ -518,6 +518,7 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
         exchange,
         report: t.report,
         plan: t.continuation,
+        pending: None,
     };
     if !req.stream {
         let mut sink = BytesMut::new();
@@ -901,6 +902,7 @@ async fn resume(
             exchange,
             report: None,
             plan: None,
+            pending: None,
         };
         let mut head = BytesMut::new();
         let mut failed = None;
@@ -960,6 +962,8 @@ pub(crate) struct StreamState {
     exchange: Exchange,
     report: Option<crate::resilience::Report>,
     plan: Option<ContinuationPlan>,
+    /// A break seen while bytes before it were still to be sent.
+    pending: Option<GatewayError>,
 }
 
 impl StreamState {
@@ -1040,9 +1044,17 @@ impl StreamState {
                 return None;
             }
             let mut out = BytesMut::new();
-            match self.step(&mut out, true).await {
+            let step = match self.pending.take() {
+                Some(e) => Err(e),
+                None => self.step(&mut out, true).await,
+            };
+            match step {
                 Ok(true) => self.pipe.ping(&mut out),
                 Ok(false) => {}
+                Err(e) if !out.is_empty() && self.plan.is_some() => {
+                    // Send what arrived before the break first; continue on the next call.
+                    self.pending = Some(e);
+                }
                 Err(e) => {
                     if let Some(r) = self.report.take() {
                         r.done(false);

@@ -24,6 +24,8 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 pub struct Config {
     /// Where the gateway listens and what it accepts.
     pub server: ServerConfig,
+    /// When a backend's circuit breaker trips and how long it stays open.
+    pub breaker: crate::resilience::breaker::BreakerConfig,
     /// Providers, in the order they were declared (zero config: Anthropic first).
     pub providers: Vec<ProviderConfig>,
     /// Model routes, first match wins.
@@ -572,6 +574,44 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
         });
     }
 
+    let d = crate::resilience::breaker::BreakerConfig::default();
+    let b = &raw.breaker;
+    let breaker = crate::resilience::breaker::BreakerConfig {
+        consecutive_failures: b.consecutive_failures.unwrap_or(d.consecutive_failures),
+        failure_rate: b.failure_rate.unwrap_or(d.failure_rate),
+        window: b.window.unwrap_or(d.window),
+        min_requests: b.min_requests.unwrap_or(d.min_requests),
+        open_base: b.open_base.unwrap_or(d.open_base),
+        open_max: b.open_max.unwrap_or(d.open_max),
+    };
+    if breaker.consecutive_failures == 0 {
+        issue(
+            "breaker.consecutive_failures".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if !(breaker.failure_rate > 0.0 && breaker.failure_rate <= 1.0) {
+        issue(
+            "breaker.failure_rate".into(),
+            format!(
+                "{} is not a share between 0 (exclusive) and 1",
+                breaker.failure_rate
+            ),
+        );
+    }
+    if breaker.window.is_zero() || breaker.open_base.is_zero() {
+        issue(
+            "breaker".into(),
+            "window and open_base must be longer than zero".into(),
+        );
+    }
+    if breaker.open_max < breaker.open_base {
+        issue(
+            "breaker.open_max".into(),
+            "must be at least open_base".into(),
+        );
+    }
+
     let raw_routes = if raw.routes.is_empty() {
         zero_config_routes(&providers)
     } else {
@@ -639,6 +679,7 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
                 keepalive,
                 ollama_listen,
             },
+            breaker,
             providers,
             routes,
             source,

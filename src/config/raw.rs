@@ -16,6 +16,23 @@ pub struct RawConfig {
     /// Model routes, first match wins; when empty, the zero-config routes are used.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Circuit-breaker settings for every backend.
+    #[serde(default)]
+    pub breaker: RawBreaker,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub consecutive_failures: Option<u32>,
+    pub failure_rate: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+    pub min_requests: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub open_base: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub open_max: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
