@@ -129,6 +129,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError> {
     let peek: RequestPeek = parse_json(&call.body)?;
     let chain = router.resolve(&peek.model)?;
+    let chain = router.allowed(chain, &peek.model)?;
     let chain = candidates(chain, call.op, &peek.model)?;
     let stream = peek.stream.unwrap_or(false)
         && !matches!(call.op, Operation::CountTokens | Operation::Embeddings);
@@ -574,6 +575,7 @@ pub async fn relay_ollama(
         wire::ollama::Endpoint::Generate => wire::ollama::decode_generate(&v)?,
     };
     let chain = router.resolve(&request.model)?;
+    let chain = router.allowed(chain, &request.model)?;
     let chain = candidates(chain, Operation::ChatCompletions, &request.model)?;
     let stream = request.stream;
     let job = Job::Ollama {

@@ -17,7 +17,45 @@ pub struct Backend {
     pub model: String,
 }
 
+/// Which backends may serve, switchable at runtime (the tray's menu, `PUT /api/mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every backend of a route, in order (the local engine last).
+    Auto,
+    /// Only the local engine.
+    LocalOnly,
+    /// Only cloud backends.
+    CloudOnly,
+}
+
+impl Mode {
+    /// The name used by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::LocalOnly => "local-only",
+            Mode::CloudOnly => "cloud-only",
+        }
+    }
+
+    /// From the API's name.
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "auto" => Some(Mode::Auto),
+            "local-only" => Some(Mode::LocalOnly),
+            "cloud-only" => Some(Mode::CloudOnly),
+            _ => None,
+        }
+    }
+}
+
 impl Backend {
+    /// True for the embedded local engine (the local-engine issue adds it; no backend is
+    /// local yet).
+    pub fn is_local(&self) -> bool {
+        false
+    }
+
     /// `provider/model`: the key of its breaker and budget.
     pub fn key(&self) -> String {
         format!("{}/{}", self.provider.name(), self.model)
@@ -30,6 +68,7 @@ pub struct Router {
     routes: Vec<Route>,
     providers: Vec<Arc<Provider>>,
     health: Arc<Health>,
+    mode: std::sync::atomic::AtomicU8,
 }
 
 impl Router {
@@ -43,7 +82,45 @@ impl Router {
             routes: config.routes.clone(),
             providers,
             health: Health::new(config.breaker),
+            mode: std::sync::atomic::AtomicU8::new(Mode::Auto as u8),
         }
+    }
+
+    /// The routing mode in force.
+    pub fn mode(&self) -> Mode {
+        match self.mode.load(std::sync::atomic::Ordering::Relaxed) {
+            m if m == Mode::LocalOnly as u8 => Mode::LocalOnly,
+            m if m == Mode::CloudOnly as u8 => Mode::CloudOnly,
+            _ => Mode::Auto,
+        }
+    }
+
+    /// Switches the routing mode; every request from now on follows it.
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode
+            .store(mode as u8, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(mode = mode.as_str(), "routing mode changed");
+    }
+
+    /// The part of a chain the routing mode allows.
+    pub fn allowed(&self, chain: Vec<Backend>, model: &str) -> Result<Vec<Backend>, GatewayError> {
+        let mode = self.mode();
+        let kept: Vec<Backend> = chain
+            .into_iter()
+            .filter(|b| match mode {
+                Mode::Auto => true,
+                Mode::LocalOnly => b.is_local(),
+                Mode::CloudOnly => !b.is_local(),
+            })
+            .collect();
+        if kept.is_empty() {
+            return Err(GatewayError::Unavailable(format!(
+                "the routing mode is {} and model '{model}' routes to no backend it allows; \
+                 switch the mode back with PUT /api/mode {{\"mode\": \"auto\"}} (or the tray menu)",
+                mode.as_str()
+            )));
+        }
+        Ok(kept)
     }
 
     /// The breakers and retry budgets of every backend.

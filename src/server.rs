@@ -60,6 +60,7 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         .route("/", get(root).head(root))
         .route("/api/hello", get(hello).head(hello))
         .route("/healthz", get(healthz))
+        .route("/api/mode", get(get_mode).put(put_mode))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -449,6 +450,31 @@ async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response
 
 async fn hello() -> StatusCode {
     StatusCode::OK
+}
+
+async fn get_mode(State(st): State<Arc<AppState>>) -> Response {
+    Json(serde_json::json!({"mode": st.router.mode().as_str()})).into_response()
+}
+
+/// Switches the routing mode: `{"mode": "auto" | "local-only" | "cloud-only"}`.
+async fn put_mode(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    let result = async {
+        let body = read_body(&st, body).await?;
+        let v: serde_json::Value = crate::relay::parse_json(&body)?;
+        let name = v
+            .get("mode")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let mode = crate::routing::Mode::parse(name).ok_or_else(|| {
+            GatewayError::InvalidRequest(format!(
+                "mode {name:?} is not one of \"auto\", \"local-only\", \"cloud-only\""
+            ))
+        })?;
+        st.router.set_mode(mode);
+        Ok::<_, GatewayError>(Json(serde_json::json!({"mode": mode.as_str()})).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|e| Dialect::Ollama.error_response(&e))
 }
 
 async fn healthz() -> Response {

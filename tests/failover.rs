@@ -442,3 +442,61 @@ async fn an_openai_client_gets_a_continued_answer_in_its_own_dialect() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_routing_mode_switches_at_runtime() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    let mode = |m: &'static str| {
+        let url = h.url.clone();
+        async move {
+            crate::support::client()
+                .put(format!("{url}/api/mode"))
+                .json(&json!({"mode": m}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let get: Value = crate::support::client()
+        .get(format!("{}/api/mode", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(get["mode"], "auto");
+    assert_eq!(mode("local-only").await.status(), 200);
+    // No backend is local yet: every request says so at once, without calling anyone.
+    let r = post(&h.url, "/v1/messages", &body("chain", false)).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("local-only"),
+        "{v}"
+    );
+    assert!(primary.requests().is_empty() && h.mock.requests().is_empty());
+    assert_eq!(mode("cloud-only").await.status(), 200);
+    assert_eq!(
+        post(&h.url, "/v1/messages", &body("chain", false))
+            .await
+            .status(),
+        200
+    );
+    let r = mode("sideways").await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("sideways"));
+    // A web page cannot flip it.
+    let r = crate::support::client()
+        .put(format!("{}/api/mode", h.url))
+        .header("origin", "https://evil.example")
+        .json(&json!({"mode": "local-only"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
