@@ -46,6 +46,11 @@ backends = ["primary/claude-opus-4-5", "fallback/claude-sonnet-4-5"]
     f
 }
 
+/// Requests the primary got (its health probes are GETs, not attempts).
+fn posts(m: &MockCloud) -> usize {
+    m.requests().iter().filter(|r| r.method == "POST").count()
+}
+
 fn body(model: &str) -> serde_json::Value {
     json!({"model": model, "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
 }
@@ -169,12 +174,12 @@ fn main() {
         let t0 = Instant::now();
         for i in 1..=1000 {
             timed(&client, &through, "chain").await;
-            if opened_after.is_none() && primary.requests().len() < i {
+            if opened_after.is_none() && posts(&primary) < i {
                 opened_after = Some(i - 1);
             }
         }
         let secs = t0.elapsed().as_secs_f64();
-        let attempts = primary.requests().len();
+        let attempts = posts(&primary);
         let opened = opened_after.unwrap_or(attempts);
         println!(
             "\nBreaker: 1000 sequential requests in {secs:.1} s against an always-529 primary, all answered by the fallback: the primary got {attempts} attempts ({opened} before its breaker opened, {} half-open trials after); wasted attempts per request after opening: {:.4}.",

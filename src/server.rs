@@ -45,6 +45,7 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         router,
         port,
     });
+    tokio::spawn(probe_open_backends(Arc::downgrade(&state)));
     axum::Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
@@ -64,6 +65,53 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Probes every backend whose breaker opens, until it recovers: a probe that gets any answer
+/// but an overload moves the breaker to half-open, so the next request is its trial at once.
+/// Holds the application weakly: it ends with it.
+async fn probe_open_backends(state: std::sync::Weak<AppState>) {
+    let mut events = match state.upgrade() {
+        Some(st) => st.router.health().subscribe(),
+        None => return,
+    };
+    while let Ok(ev) = events.recv().await {
+        let crate::resilience::HealthEvent::Breaker { backend, to, .. } = ev;
+        if to != "open" {
+            continue;
+        }
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let (provider, health) = {
+                    let Some(st) = state.upgrade() else { return };
+                    let name = backend.split_once('/').map_or(backend.as_str(), |(p, _)| p);
+                    let Some(provider) = st.router.provider(name).cloned() else {
+                        return;
+                    };
+                    (provider, st.router.health().clone())
+                };
+                tokio::time::sleep(health.probe_interval()).await;
+                if !matches!(
+                    health.state(&backend),
+                    crate::resilience::breaker::State::Open { .. }
+                ) {
+                    return;
+                }
+                match provider.probe().await {
+                    Ok(status) if !crate::resilience::status_fails_over(status) => {
+                        tracing::info!(backend = %backend, status, "probe answered; the next request is the trial");
+                        health.probe_ok(&backend);
+                        return;
+                    }
+                    Ok(status) => {
+                        tracing::debug!(backend = %backend, status, "probe: still failing")
+                    }
+                    Err(e) => tracing::debug!(backend = %backend, error = %e, "probe: unreachable"),
+                }
+            }
+        });
+    }
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish for at

@@ -212,7 +212,14 @@ async fn the_breaker_takes_a_dead_primary_out_of_the_way() {
         assert_eq!(r.status(), 200);
     }
     // Five failures in a row open the breaker; the other seven go straight to the fallback.
-    assert_eq!(primary.requests().len(), 5);
+    let posts = || {
+        primary
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count()
+    };
+    assert_eq!(posts(), 5);
     assert_eq!(h.mock.requests().len(), 12);
     // With the only backend open, the client hears so at once, without an upstream call.
     let r = post(&h.url, "/v1/messages", &body("alone", false)).await;
@@ -499,4 +506,68 @@ async fn the_routing_mode_switches_at_runtime() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn a_probe_notices_recovery_long_before_the_open_time_ends() {
+    let primary = MockCloud::start().await;
+    let fallback = MockCloud::start().await;
+    std::env::set_var(KEY_VAR, "sk-failover");
+    let toml = format!(
+        r#"
+[breaker]
+consecutive_failures = 2
+open_base = "30s"
+probe_interval = "100ms"
+
+[providers.primary]
+kind = "openai"
+base_url = "{p}/v1"
+api_key_env = "{KEY_VAR}"
+
+[providers.fallback]
+kind = "anthropic"
+base_url = "{f}"
+api_key_env = "{KEY_VAR}"
+
+[[routes]]
+model = "chain"
+backends = ["primary/gpt-4o", "fallback/claude-sonnet-4-5"]
+"#,
+        p = primary.url(),
+        f = fallback.url()
+    );
+    let h = crate::support::start_config(fallback, &toml).await;
+    for _ in 0..2 {
+        primary.push(Reply::json(503, &openai::error("server_error", "down")));
+        assert_eq!(
+            post(&h.url, "/v1/messages", &body("chain", false))
+                .await
+                .headers()["x-understudy-served-by"],
+            "fallback"
+        );
+    }
+    // Open for 30 s; the primary's model list answers again, and a probe notices.
+    let mut served_by = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let r = post(&h.url, "/v1/messages", &body("chain", false)).await;
+        served_by = r.headers()["x-understudy-served-by"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if served_by == "primary" {
+            break;
+        }
+    }
+    assert_eq!(
+        served_by, "primary",
+        "the breaker went half-open after a probe, and the trial succeeded"
+    );
+    let paths: Vec<String> = primary
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(paths.contains(&"GET /v1/models".to_owned()), "{paths:?}");
 }

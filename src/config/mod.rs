@@ -583,6 +583,7 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
         min_requests: b.min_requests.unwrap_or(d.min_requests),
         open_base: b.open_base.unwrap_or(d.open_base),
         open_max: b.open_max.unwrap_or(d.open_max),
+        probe_interval: b.probe_interval.unwrap_or(d.probe_interval),
     };
     if breaker.consecutive_failures == 0 {
         issue(

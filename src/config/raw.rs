@@ -33,6 +33,8 @@ pub struct RawBreaker {
     pub open_base: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub open_max: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub probe_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

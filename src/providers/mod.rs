@@ -192,6 +192,39 @@ impl Provider {
         h.insert(HOP_HEADER, HeaderValue::from_static("1"));
     }
 
+    /// A health probe that spends no tokens: the provider's model list. `Ok(status)` when it
+    /// answered at all.
+    pub async fn probe(&self) -> Result<u16, ProviderError> {
+        let base = self.config.base_url.as_str().trim_end_matches('/');
+        let path = match self.config.kind {
+            ProviderKind::Anthropic => "/v1/models",
+            ProviderKind::OpenAi => "/models",
+            ProviderKind::Gemini => "/v1beta/models",
+        };
+        let mut h = HeaderMap::new();
+        if let Ok(key) = &self.key {
+            let _ = self.put_key(&mut h, key);
+        }
+        if self.config.kind == ProviderKind::Anthropic {
+            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        }
+        h.insert(HOP_HEADER, HeaderValue::from_static("1"));
+        let req = self.client.get(format!("{base}{path}")).headers(h);
+        match tokio::time::timeout(
+            self.config.timeouts.first_byte.min(Duration::from_secs(10)),
+            req.send(),
+        )
+        .await
+        {
+            Err(_) => Err(self.failure(
+                FailureKind::FirstByteTimeout,
+                "the probe got no answer".into(),
+            )),
+            Ok(Err(e)) => Err(self.classify(&e)),
+            Ok(Ok(r)) => Ok(r.status().as_u16()),
+        }
+    }
+
     fn put_key(&self, h: &mut HeaderMap, key: &Secret) -> Result<(), SendError> {
         let (name, value) = match self.config.kind {
             ProviderKind::Anthropic => (

@@ -23,6 +23,8 @@ pub struct BreakerConfig {
     pub open_base: Duration,
     /// Never open for longer than this.
     pub open_max: Duration,
+    /// While open, probe the backend (a token-free model list) this often.
+    pub probe_interval: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -34,6 +36,7 @@ impl Default for BreakerConfig {
             min_requests: 10,
             open_base: Duration::from_secs(5),
             open_max: Duration::from_secs(300),
+            probe_interval: Duration::from_secs(2),
         }
     }
 }
@@ -137,6 +140,18 @@ impl Breaker {
         }
     }
 
+    /// A health probe succeeded while open: let the next request through as the trial now
+    /// instead of waiting out the open time.
+    pub fn probe_ok(&mut self) -> Option<Transition> {
+        match self.state {
+            State::Open { .. } => {
+                self.trial_in_flight = false;
+                self.set(State::HalfOpen)
+            }
+            _ => None,
+        }
+    }
+
     /// Records the outcome of an admitted request.
     pub fn record(&mut self, now: Instant, ok: bool) -> Option<Transition> {
         match self.state {
@@ -211,6 +226,7 @@ mod tests {
             min_requests: 6,
             open_base: 5 * S,
             open_max: 30 * S,
+            probe_interval: S,
         }
     }
 
@@ -261,6 +277,22 @@ mod tests {
             b.record(t0 + 70 * S, false);
         }
         assert_eq!(b.state(), State::Open { until: t0 + 75 * S });
+    }
+
+    #[test]
+    fn a_good_probe_lets_the_trial_go_early() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(cfg());
+        for _ in 0..3 {
+            b.record(t0, false);
+        }
+        assert_eq!(b.probe_ok().unwrap().to, State::HalfOpen);
+        assert_eq!(
+            b.admit(t0 + S).0,
+            Admission::Trial,
+            "long before the 5 s open time ends"
+        );
+        assert_eq!(b.probe_ok(), None, "only an open breaker moves on a probe");
     }
 
     #[test]

@@ -161,6 +161,22 @@ impl Health {
         map.insert(session.to_owned(), (backend.to_owned(), Instant::now()));
     }
 
+    /// The breaker state of one backend.
+    pub fn state(&self, key: &str) -> State {
+        self.with(key, |h| h.breaker.state())
+    }
+
+    /// A health probe of `key` succeeded.
+    pub fn probe_ok(&self, key: &str) {
+        let t = self.with(key, |h| h.breaker.probe_ok());
+        self.publish(key, t);
+    }
+
+    /// How often an open backend is probed.
+    pub fn probe_interval(&self) -> std::time::Duration {
+        self.cfg.probe_interval
+    }
+
     /// Every known backend's breaker state.
     pub fn snapshot(&self) -> Vec<(String, State)> {
         let map = self.backends.lock().expect("health lock");
