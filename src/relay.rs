@@ -237,6 +237,25 @@ impl Job<'_> {
     }
 }
 
+/// Retries of the chain's last backend after a transport failure.
+const MAX_RETRIES: u32 = 2;
+/// Backoff before them (the official SDKs' defaults).
+const RETRY_BASE: Duration = Duration::from_millis(500);
+const RETRY_CAP: Duration = Duration::from_secs(8);
+
+/// A failure that never reached HTTP: worth a retry of the same backend after a pause. An
+/// overloaded provider's 429/529 is not: with no other backend it goes to the client with its
+/// `retry-after`, whose own retries honour it (retrying here too would multiply the load).
+fn transient(result: &Result<Response, GatewayError>) -> bool {
+    matches!(
+        result,
+        Err(GatewayError::Upstream(p)) if matches!(
+            p.kind,
+            FailureKind::Connect | FailureKind::FirstByteTimeout | FailureKind::Transport
+        )
+    )
+}
+
 /// Tries the chain's backends in order until one answers or a failure must go back to the
 /// client (resilience::fails_over decides). A backend whose breaker is open is skipped. Every
 /// attempt here ends before the commit point: a passthrough stream commits with its 2xx
@@ -275,7 +294,24 @@ async fn walk(
         } else {
             None
         };
-        let result = job.attempt(backend, report, plan).await;
+        let mut result = job.attempt(backend, report, plan).await;
+        // The last backend gets retries with backoff for failures that never reached HTTP
+        // (refused, no headers in time, broken before them), within its retry budget.
+        let mut retries = 0;
+        while i + 1 == chain.len()
+            && retries < MAX_RETRIES
+            && transient(&result)
+            && health.try_retry(&key)
+        {
+            let wait =
+                resilience::retry::backoff(retries, RETRY_BASE, RETRY_CAP, rand::random::<f64>());
+            tracing::warn!(backend = %key, retry = retries + 1, wait_ms = wait.as_millis() as u64, "retrying the same backend");
+            health.record(&key, false);
+            tokio::time::sleep(wait).await;
+            retries += 1;
+            let report = stream.then(|| Report::new(health.clone(), key.clone()));
+            result = job.attempt(backend, report, None).await;
+        }
         let (failed, streaming) = match &result {
             Ok(r) if r.status().is_success() => (false, stream),
             Ok(r) => (resilience::status_fails_over(r.status().as_u16()), false),

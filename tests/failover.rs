@@ -123,8 +123,12 @@ async fn a_passthrough_stream_that_fails_before_content_fails_over() {
             "nothing of the failed attempt reaches the client"
         );
     }
-    // Alone (no fallback), the same failure is an HTTP error the client can retry, not a 200.
-    primary.push(Reply::sse([events[0].clone()]).end(understudy::testing::End::Close));
+    // Alone (no fallback), the same failure is retried twice on the primary, and then it is
+    // an HTTP error the client can retry, not a 200.
+    let before = primary.requests().len();
+    for _ in 0..3 {
+        primary.push(Reply::sse([events[0].clone()]).end(understudy::testing::End::Close));
+    }
     let r = crate::support::client()
         .post(format!("{}/v1/messages", h.url))
         .json(&json!({"model": "primary_a/claude-opus-4-5", "max_tokens": 8, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
@@ -132,6 +136,7 @@ async fn a_passthrough_stream_that_fails_before_content_fails_over() {
         .await
         .unwrap();
     assert_eq!(r.status(), 502);
+    assert_eq!(primary.requests().len() - before, 3);
 }
 
 #[tokio::test]
@@ -570,4 +575,23 @@ backends = ["primary/gpt-4o", "fallback/claude-sonnet-4-5"]
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
     assert!(paths.contains(&"GET /v1/models".to_owned()), "{paths:?}");
+}
+
+#[tokio::test]
+async fn a_transport_failure_on_the_last_backend_is_retried_after_a_pause() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    // No headers within first_byte (2 s), then a healthy answer: the retry gets it.
+    primary.push(Reply::json(200, &openai::completion("gpt-4o", "late")).delay(2500));
+    let r = post(&h.url, "/v1/messages", &body("alone", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(primary.requests().len(), 2);
+    // An overloaded answer is not retried here: the client gets it with its retry-after.
+    primary.push(
+        Reply::json(529, &openai::error("server_error", "overloaded")).header("retry-after", "4"),
+    );
+    let r = post(&h.url, "/v1/messages", &body("alone", false)).await;
+    assert_eq!(r.status(), 529);
+    assert_eq!(r.headers()["retry-after"], "4");
+    assert_eq!(primary.requests().len(), 3);
 }

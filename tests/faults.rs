@@ -166,7 +166,18 @@ fn reply(f: Fault, d: Dialect, stream: bool) -> Reply {
 
 async fn run_cell(f: Fault, d: Dialect, stream: bool) -> String {
     let h = start().await;
-    h.mock.push(reply(f, d, stream));
+    // Failures that never reached HTTP, or broke a body nobody has seen yet, are retried
+    // twice on the same (only) backend: script the fault for every attempt.
+    let attempts = if f == Fault::DelayBeforeHeaders
+        || (!stream && matches!(f, Fault::ResetMidStream | Fault::CloseMidStream))
+    {
+        3
+    } else {
+        1
+    };
+    for _ in 0..attempts {
+        h.mock.push(reply(f, d, stream));
+    }
     let (path, body) = match d {
         Dialect::Anthropic => ("/v1/messages?beta=true", anthropic_body(stream)),
         Dialect::OpenAi => ("/v1/chat/completions", openai_body(stream)),
@@ -187,6 +198,11 @@ async fn run_cell(f: Fault, d: Dialect, stream: bool) -> String {
         .expect("the gateway itself never breaks the connection");
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let cell = format!("{f:?} × {d:?} × stream={stream}");
+    assert_eq!(
+        h.mock.requests().len(),
+        attempts,
+        "{cell}: attempts (retries of transport failures included)"
+    );
 
     match f {
         Fault::Overloaded | Fault::RateLimited => {
@@ -214,6 +230,11 @@ async fn run_cell(f: Fault, d: Dialect, stream: bool) -> String {
         }
         Fault::DelayBeforeHeaders => {
             assert_eq!(status, 504, "{cell}");
+            assert_eq!(
+                h.mock.requests().len(),
+                3,
+                "{cell}: one attempt and two retries"
+            );
             let v: Value = serde_json::from_slice(&bytes).unwrap();
             match d {
                 Dialect::Anthropic => assert_eq!(v["error"]["type"], "timeout_error", "{cell}"),
