@@ -10,6 +10,8 @@ pub enum FailureKind {
     Connect,
     /// No response headers within `timeouts.first_byte`.
     FirstByteTimeout,
+    /// Headers came, but no content block within `timeouts.first_content`.
+    FirstContentTimeout,
     /// No body bytes within `timeouts.idle` (a stalled stream).
     IdleTimeout,
     /// The call outlived `timeouts.total`.
@@ -30,6 +32,7 @@ impl FailureKind {
         match self {
             FailureKind::Connect => "connect",
             FailureKind::FirstByteTimeout => "first_byte_timeout",
+            FailureKind::FirstContentTimeout => "first_content_timeout",
             FailureKind::IdleTimeout => "idle_timeout",
             FailureKind::TotalTimeout => "total_timeout",
             FailureKind::Transport => "transport",
@@ -43,7 +46,10 @@ impl FailureKind {
     pub fn is_timeout(self) -> bool {
         matches!(
             self,
-            FailureKind::FirstByteTimeout | FailureKind::IdleTimeout | FailureKind::TotalTimeout
+            FailureKind::FirstByteTimeout
+                | FailureKind::FirstContentTimeout
+                | FailureKind::IdleTimeout
+                | FailureKind::TotalTimeout
         )
     }
 }

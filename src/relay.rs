@@ -409,6 +409,7 @@ async fn passthrough(
             )));
         }
         let name = provider.name().to_owned();
+        let provider_timeouts = provider.config.timeouts;
         let mut state = RelayState {
             upstream: resp.bytes_stream().boxed(),
             splitter: Splitter::new(),
@@ -442,13 +443,19 @@ async fn passthrough(
             held: None,
             continue_from: None,
             handoff: None,
+            keepalive: call.keepalive,
+            last_sent: Instant::now(),
+            last_upstream: Instant::now(),
+            first_content_by: Instant::now() + provider_timeouts.first_content,
         };
         // The commit point: hold what arrives until the first content (or until a keep-alive
         // is due), so that a stream that fails before it is an HTTP error the chain can act on.
         let mut head = BytesMut::new();
         let hold_until = Instant::now() + call.keepalive;
         while !state.finished && !state.inspector.has_content() {
-            match tokio::time::timeout_at(hold_until, state.next_chunk()).await {
+            // This attempt only: before the commit point a failure fails over (the walk), it is
+            // not continued.
+            match tokio::time::timeout_at(hold_until, state.next_chunk_inner()).await {
                 Err(_) | Ok(None) => break,
                 Ok(Some(b)) => head.extend_from_slice(&b),
             }
@@ -773,6 +780,12 @@ struct RelayState {
     continue_from: Option<ProviderError>,
     /// The continuation that took over.
     handoff: Option<Box<crate::translate::StreamState>>,
+    /// Keep-alive interval, and when bytes last went to the client / came from the upstream.
+    keepalive: Duration,
+    last_sent: Instant,
+    last_upstream: Instant,
+    /// The first content must have started by then (`timeouts.first_content`).
+    first_content_by: Instant,
 }
 
 impl RelayState {
@@ -813,8 +826,11 @@ impl RelayState {
         ))
     }
 
+    /// A failure can be continued elsewhere: there is a plan and a record of what was sent.
+    /// Before any content a continuation is a plain retry spliced into the same message (the
+    /// client may already have `message_start` and pings).
     fn can_continue(&self) -> bool {
-        self.plan.is_some() && self.shadow.is_some() && self.inspector.has_content()
+        self.plan.is_some() && self.shadow.is_some()
     }
 
     /// Sends whole frames on, holding a tool call's frames until it is whole.
@@ -848,6 +864,14 @@ impl RelayState {
         if let Some(h) = self.handoff.as_mut() {
             return h.next_chunk().await;
         }
+        let out = self.next_chunk_sent().await;
+        if out.as_ref().is_some_and(|b| !b.is_empty()) {
+            self.last_sent = Instant::now();
+        }
+        out
+    }
+
+    async fn next_chunk_sent(&mut self) -> Option<Bytes> {
         let mut out = BytesMut::new();
         if self.continue_from.is_none() {
             out.extend_from_slice(&self.next_chunk_inner().await?);
@@ -899,14 +923,41 @@ impl RelayState {
         }
         let idle = self.provider.config.timeouts.idle;
         loop {
-            let (wait_until, kind) = next_wait(self.deadline, idle);
-            let item = match tokio::time::timeout_at(wait_until, self.upstream.next()).await {
+            let idle_at = self.last_upstream + idle;
+            let (mut wait_until, mut kind) = if self.deadline <= idle_at {
+                (self.deadline, FailureKind::TotalTimeout)
+            } else {
+                (idle_at, FailureKind::IdleTimeout)
+            };
+            if !self.inspector.has_content() && self.first_content_by < wait_until {
+                (wait_until, kind) = (self.first_content_by, FailureKind::FirstContentTimeout);
+            }
+            let ping_at = self.last_sent + self.keepalive;
+            let item = match tokio::time::timeout_at(wait_until.min(ping_at), self.upstream.next())
+                .await
+            {
                 Ok(item) => item,
+                Err(_) if ping_at < wait_until => {
+                    // The upstream is silent: keep the client alive (Claude Code gives up
+                    // after 300 s without a byte).
+                    self.last_sent = Instant::now();
+                    return Some(self.dialect.keepalive());
+                }
                 Err(_) => {
-                    let e = timeout_failure(&self.provider, kind, idle);
+                    let e = match kind {
+                        FailureKind::FirstContentTimeout => self.provider.failure(
+                            kind,
+                            format!(
+                                "no content within {:?} of the response headers (timeouts.first_content)",
+                                self.provider.config.timeouts.first_content
+                            ),
+                        ),
+                        _ => timeout_failure(&self.provider, kind, idle),
+                    };
                     return Some(self.fail(BytesMut::new(), e));
                 }
             };
+            self.last_upstream = Instant::now();
             let mut out = BytesMut::new();
             match item {
                 Some(Ok(chunk)) => {

@@ -289,6 +289,11 @@ impl Pipeline {
         Ok(())
     }
 
+    /// True once a content block has started.
+    pub fn has_content(&self) -> bool {
+        self.guard.has_content()
+    }
+
     /// True once the client may be answered: content began, or the answer is finished.
     pub fn committed(&self) -> bool {
         self.guard.has_content() || self.guard.finished()
@@ -519,6 +524,7 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
         report: t.report,
         plan: t.continuation,
         pending: None,
+        first_content_by: Instant::now() + provider.config.timeouts.first_content,
     };
     if !req.stream {
         let mut sink = BytesMut::new();
@@ -793,9 +799,9 @@ pub fn continuation_request(
     }
     blocks.retain(|b| !matches!(b, Block::Text(t) if t.is_empty()));
     let mut r = original.clone();
-    r.thinking = None;
     r.stream = true;
     if !blocks.is_empty() {
+        r.thinking = None;
         r.push(canonical::Role::Assistant, blocks);
     }
     Ok((r, trimmed))
@@ -903,6 +909,7 @@ async fn resume(
             report: None,
             plan: None,
             pending: None,
+            first_content_by: Instant::now() + backend.provider.config.timeouts.first_content,
         };
         let mut head = BytesMut::new();
         let mut failed = None;
@@ -964,6 +971,8 @@ pub(crate) struct StreamState {
     plan: Option<ContinuationPlan>,
     /// A break seen while bytes before it were still to be sent.
     pending: Option<GatewayError>,
+    /// The first content must have started by then (`timeouts.first_content`).
+    first_content_by: Instant,
 }
 
 impl StreamState {
@@ -972,11 +981,14 @@ impl StreamState {
     async fn step(&mut self, out: &mut BytesMut, pings: bool) -> Result<bool, GatewayError> {
         let idle = self.provider.config.timeouts.idle;
         let idle_at = self.last_upstream + idle;
-        let (limit_at, kind) = if self.deadline <= idle_at {
+        let (mut limit_at, mut kind) = if self.deadline <= idle_at {
             (self.deadline, FailureKind::TotalTimeout)
         } else {
             (idle_at, FailureKind::IdleTimeout)
         };
+        if !self.pipe.has_content() && self.first_content_by < limit_at {
+            (limit_at, kind) = (self.first_content_by, FailureKind::FirstContentTimeout);
+        }
         let ping_at = self.last_sent + self.keepalive;
         let wait_until = if pings {
             limit_at.min(ping_at)
@@ -985,6 +997,15 @@ impl StreamState {
         };
         match tokio::time::timeout_at(wait_until, self.upstream.next()).await {
             Err(_) if pings && ping_at <= limit_at => Ok(true),
+            Err(_) if kind == FailureKind::FirstContentTimeout => {
+                Err(GatewayError::Upstream(self.provider.failure(
+                    kind,
+                    format!(
+                        "no content within {:?} of the response headers (timeouts.first_content)",
+                        self.provider.config.timeouts.first_content
+                    ),
+                )))
+            }
             Err(_) => Err(GatewayError::Upstream(timeout_failure(
                 &self.provider,
                 kind,

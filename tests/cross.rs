@@ -675,3 +675,35 @@ async fn the_same_api_answers_on_the_ollama_port() {
         (Some(true), Some(12))
     );
 }
+
+#[tokio::test]
+async fn a_silent_passthrough_upstream_gets_keepalive_pings_too() {
+    let h = start("keepalive = \"100ms\"").await;
+    let events = openai::text_stream("gpt-4o", &["slow", " answer"], "stop");
+    h.mock.push(Reply::sse(events).gate(2, "quiet"));
+    let mock = h.mock.url();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        client()
+            .post(format!("{mock}/_mock/gates/quiet"))
+            .send()
+            .await
+            .unwrap();
+    });
+    let r = post(
+        &h.url,
+        "/v1/chat/completions",
+        &json!({"model": "openai/gpt-4o", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.headers()["x-understudy-served-by"], "openai");
+    let body = r.bytes().await.unwrap();
+    let (text, end) = check_openai_stream(&body);
+    assert_eq!((text.as_str(), end), ("slow answer", OpenAiEnd::Complete));
+    let pings = String::from_utf8_lossy(&body).matches(": ping").count();
+    assert!(
+        pings >= 3,
+        "expected keep-alives during 700 ms of silence, got {pings}"
+    );
+}

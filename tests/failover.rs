@@ -29,7 +29,7 @@ timeouts = {{ first_byte = "2s", idle = "2s" }}
 kind = "anthropic"
 base_url = "{p}"
 api_key_env = "{KEY_VAR}"
-timeouts = {{ first_byte = "2s", idle = "2s" }}
+timeouts = {{ first_byte = "2s", idle = "2s", first_content = "400ms" }}
 
 [[routes]]
 model = "chain_a"
@@ -594,4 +594,30 @@ async fn a_transport_failure_on_the_last_backend_is_retried_after_a_pause() {
     assert_eq!(r.status(), 529);
     assert_eq!(r.headers()["retry-after"], "4");
     assert_eq!(primary.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn a_primary_that_never_starts_content_is_abandoned_at_first_content() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    // message_start, then only pings (so the idle timeout never fires), then nothing.
+    let start_ev = anthropic::text_stream("claude-opus-4-5", &[], "end_turn")[0].clone();
+    let mut events = vec![start_ev];
+    events.extend((0..20).map(|_| anthropic::event(&json!({"type": "ping"}))));
+    primary.push(
+        Reply::sse(events)
+            .chunk_delay(100)
+            .end(understudy::testing::End::Stall),
+    );
+    let t0 = std::time::Instant::now();
+    let r = post(&h.url, "/v1/messages", &body("chain_a", true)).await;
+    assert_eq!(r.headers()["x-understudy-served-by"], "fallback");
+    assert_eq!(
+        anthropic_text(&r.bytes().await.unwrap()),
+        "Hello from the mock cloud."
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "gave up at first_content, not later"
+    );
 }

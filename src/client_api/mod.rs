@@ -100,6 +100,16 @@ impl Dialect {
         }
     }
 
+    /// A keep-alive in this dialect's stream: Anthropic's `ping` event, an SSE comment for
+    /// OpenAI, nothing for Ollama's NDJSON.
+    pub fn keepalive(self) -> Bytes {
+        match self {
+            Dialect::Anthropic => Bytes::from_static(b"event: ping\ndata: {\"type\":\"ping\"}\n\n"),
+            Dialect::OpenAi => Bytes::from_static(b": ping\n\n"),
+            Dialect::Ollama => Bytes::new(),
+        }
+    }
+
     /// A fresh judge of a passthrough stream in this dialect. Ollama requests are always
     /// translated, never passed through, so they never need one; they get OpenAI's.
     pub fn inspector(self) -> Inspector {

@@ -122,6 +122,8 @@ pub struct Timeouts {
     pub connect: Duration,
     /// From sending the request to the response headers.
     pub first_byte: Duration,
+    /// From the response headers to the answer's first content block.
+    pub first_content: Duration,
     /// Longest silence between two chunks of the body.
     pub idle: Duration,
     /// The whole call.
@@ -133,6 +135,7 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(10),
             first_byte: Duration::from_secs(120),
+            first_content: Duration::from_secs(120),
             idle: Duration::from_secs(120),
             total: Duration::from_secs(30 * 60),
         }
@@ -523,12 +526,14 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
         let timeouts = Timeouts {
             connect: p.timeouts.connect.unwrap_or(d.connect),
             first_byte: p.timeouts.first_byte.unwrap_or(d.first_byte),
+            first_content: p.timeouts.first_content.unwrap_or(d.first_content),
             idle: p.timeouts.idle.unwrap_or(d.idle),
             total: p.timeouts.total.unwrap_or(d.total),
         };
         for (field, v) in [
             ("connect", timeouts.connect),
             ("first_byte", timeouts.first_byte),
+            ("first_content", timeouts.first_content),
             ("idle", timeouts.idle),
             ("total", timeouts.total),
         ] {

@@ -81,6 +81,8 @@ pub struct RawTimeouts {
     #[serde(default, with = "humantime_serde")]
     pub first_byte: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    pub first_content: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     pub idle: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub total: Option<Duration>,
