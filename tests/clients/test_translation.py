@@ -125,3 +125,34 @@ def test_ollama_client_raises_when_anthropic_truncates(gateway, mock):
             got += p.message.content or ""
     assert got == "Half an ans"
     assert "completion signal" in str(exc.value)
+
+
+def test_anthropic_sdk_accepts_an_answer_continued_on_another_backend(gateway, mock, dead_mock):
+    from conftest import anthropic_events
+    dead_mock.reset()
+    # The primary streams "Hello", " from", then resets; the fallback continues from there.
+    dead_mock.push(sse_reply(anthropic_events()[:4], end="reset"))
+    mock.push(sse_reply(anthropic_events([" the", " mock", " cloud."])))
+    with claude(gateway).messages.stream(model="claude-chain", max_tokens=64,
+                                         messages=[{"role": "user", "content": "hi"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello from the mock cloud."
+    assert final.stop_reason == "end_turn"
+    assert [b.type for b in final.content] == ["text"], "one block, continued at its own index"
+    prefill = json.loads(mock.requests()[0]["body"])["messages"][-1]
+    assert prefill == {"role": "assistant", "content": [{"type": "text", "text": "Hello from"}]}
+
+
+def test_openai_sdk_accepts_an_answer_continued_on_another_backend(gateway, mock, dead_mock):
+    from conftest import anthropic_events
+    dead_mock.reset()
+    dead_mock.push(sse_reply(anthropic_events()[:4], end="close"))
+    mock.push(sse_reply(anthropic_events([" the", " mock", " cloud."])))
+    text, finish = "", None
+    for c in gpt(gateway).chat.completions.create(model="claude-chain", stream=True,
+                                                  messages=[{"role": "user", "content": "hi"}]):
+        if c.choices:
+            text += c.choices[0].delta.content or ""
+            finish = c.choices[0].finish_reason or finish
+    assert (text, finish) == ("Hello from the mock cloud.", "stop")
