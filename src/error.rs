@@ -6,8 +6,11 @@ use std::fmt;
 /// Why an upstream call failed. One classification serves logging now and failover later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
-    /// TCP/TLS/DNS: the provider could not be reached.
+    /// TCP/TLS: the provider could not be reached.
     Connect,
+    /// The network itself looks down: the provider's name did not resolve, or there is no
+    /// route to it.
+    Offline,
     /// No response headers within `timeouts.first_byte`.
     FirstByteTimeout,
     /// Headers came, but no content block within `timeouts.first_content`.
@@ -31,6 +34,7 @@ impl FailureKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Connect => "connect",
+            FailureKind::Offline => "offline",
             FailureKind::FirstByteTimeout => "first_byte_timeout",
             FailureKind::FirstContentTimeout => "first_content_timeout",
             FailureKind::IdleTimeout => "idle_timeout",

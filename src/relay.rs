@@ -276,7 +276,12 @@ async fn walk(
             order.insert(0, b);
         }
     }
-    let chain = order;
+    // While the network looks down, a route with a local backend goes straight to it.
+    let chain: Vec<&Backend> = if health.offline() && chain.iter().any(|b| b.is_local()) {
+        order.into_iter().filter(|b| b.is_local()).collect()
+    } else {
+        order
+    };
     let mut last = None;
     let mut refused = Vec::new();
     for (i, backend) in chain.iter().enumerate() {
@@ -320,6 +325,15 @@ async fn walk(
         // A committed stream reports its own outcome when it ends.
         if !streaming {
             health.record(&key, !failed);
+        }
+        if !backend.is_local() {
+            match &result {
+                Err(GatewayError::Upstream(p)) if p.kind == FailureKind::Offline => {
+                    health.network(true)
+                }
+                Ok(_) => health.network(false),
+                _ => {}
+            }
         }
         if !failed {
             if let Some(s) = session {

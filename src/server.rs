@@ -76,7 +76,9 @@ async fn probe_open_backends(state: std::sync::Weak<AppState>) {
         None => return,
     };
     while let Ok(ev) = events.recv().await {
-        let crate::resilience::HealthEvent::Breaker { backend, to, .. } = ev;
+        let crate::resilience::HealthEvent::Breaker { backend, to, .. } = ev else {
+            continue;
+        };
         if to != "open" {
             continue;
         }

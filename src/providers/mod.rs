@@ -309,6 +309,8 @@ impl Provider {
     pub fn classify(&self, e: &reqwest::Error) -> ProviderError {
         let kind = if e.is_timeout() {
             FailureKind::FirstByteTimeout
+        } else if e.is_connect() && looks_offline(e) {
+            FailureKind::Offline
         } else if e.is_connect() {
             FailureKind::Connect
         } else {
@@ -316,6 +318,10 @@ impl Provider {
         };
         let mut detail = match kind {
             FailureKind::Connect => format!("cannot connect to {}", self.config.base_url),
+            FailureKind::Offline => format!(
+                "cannot reach {} (the network looks down: no name resolution or no route)",
+                self.config.base_url
+            ),
             _ => "the connection failed".to_owned(),
         };
         let mut source = std::error::Error::source(e);
@@ -335,6 +341,33 @@ impl Provider {
             detail,
         }
     }
+}
+
+/// True when a connect error says the network itself is down: the name did not resolve, or
+/// the kernel has no route (as opposed to a refused connection or a TLS failure, which say
+/// something about the provider).
+fn looks_offline(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable
+            ) {
+                return true;
+            }
+        }
+        let text = s.to_string().to_ascii_lowercase();
+        if text.contains("dns error")
+            || text.contains("failed to lookup address")
+            || text.contains("name or service not known")
+            || text.contains("temporary failure in name resolution")
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Why a request could not be sent or got no response headers.
@@ -433,6 +466,21 @@ mod tests {
             reason.contains("UNDERSTUDY_TEST_SURELY_UNSET is not set"),
             "{reason}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unresolvable_name_reads_as_offline_and_a_refused_port_does_not() {
+        let p = provider("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://understudy-test.invalid\"\npassthrough_auth = true\n").await;
+        let e = reqwest::get("http://understudy-test.invalid/")
+            .await
+            .unwrap_err();
+        assert_eq!(p.classify(&e).kind, FailureKind::Offline, "{e:?}");
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = reqwest::get(format!("http://{free}/")).await.unwrap_err();
+        assert_eq!(p.classify(&e).kind, FailureKind::Connect, "{e:?}");
     }
 
     #[tokio::test]

@@ -34,6 +34,11 @@ pub fn fails_over(err: &GatewayError) -> bool {
 /// A published change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthEvent {
+    /// The network looks down (a provider's name did not resolve, or no route) or back up.
+    Network {
+        /// True when it went offline.
+        offline: bool,
+    },
     /// A backend's breaker changed state.
     Breaker {
         /// `provider/model`.
@@ -59,6 +64,8 @@ pub struct Health {
     events: broadcast::Sender<HealthEvent>,
     /// Claude Code session id → the backend that last served it, with when.
     sessions: Mutex<HashMap<String, (String, Instant)>>,
+    /// The network looked down at this instant (cleared by any upstream answer).
+    offline_since: Mutex<Option<Instant>>,
 }
 
 /// Sessions remembered at most; the least recently used go first.
@@ -72,6 +79,7 @@ impl Health {
             backends: Mutex::new(HashMap::new()),
             events: broadcast::channel(256).0,
             sessions: Mutex::new(HashMap::new()),
+            offline_since: Mutex::new(None),
         })
     }
 
@@ -130,6 +138,29 @@ impl Health {
         let now = Instant::now();
         let t = self.with(key, |h| h.breaker.record(now, ok));
         self.publish(key, t);
+    }
+
+    /// True while the network looks down: routes go straight to a local backend instead of
+    /// waiting on each cloud's timeouts.
+    pub fn offline(&self) -> bool {
+        self.offline_since.lock().expect("offline lock").is_some()
+    }
+
+    /// Records what an attempt said about the network: `Some(true)` it looks down,
+    /// `Some(false)` an upstream answered. Publishes the change.
+    pub fn network(&self, offline: bool) {
+        let mut since = self.offline_since.lock().expect("offline lock");
+        if since.is_some() == offline {
+            return;
+        }
+        *since = offline.then(Instant::now);
+        drop(since);
+        if offline {
+            tracing::warn!("the network looks down; routes with a local backend go straight to it");
+        } else {
+            tracing::info!("the network is back");
+        }
+        let _ = self.events.send(HealthEvent::Network { offline });
     }
 
     /// The backend a session last used, if its breaker is closed: a session stays where its
@@ -245,6 +276,29 @@ mod tests {
             detail: String::new()
         }));
         assert!(!fails_over(&GatewayError::InvalidRequest(String::new())));
+    }
+
+    #[tokio::test]
+    async fn going_offline_and_back_is_published_once_each() {
+        let h = Health::new(BreakerConfig::default());
+        let mut rx = h.subscribe();
+        assert!(!h.offline());
+        h.network(true);
+        h.network(true);
+        assert!(h.offline());
+        h.network(false);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            HealthEvent::Network { offline: true }
+        );
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            HealthEvent::Network { offline: false }
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "no event for a state that did not change"
+        );
     }
 
     #[tokio::test(start_paused = true)]
