@@ -760,9 +760,34 @@ pub(crate) fn timeout_failure(
             "the call outlived {:?} (timeouts.total)",
             provider.config.timeouts.total
         ),
+        FailureKind::FirstContentTimeout => format!(
+            "no content within {:?} of the response headers (timeouts.first_content)",
+            provider.config.timeouts.first_content
+        ),
         _ => format!("the upstream sent nothing for {idle:?} (timeouts.idle)"),
     };
     provider.failure(kind, detail)
+}
+
+/// How long a stream may wait for its next upstream bytes, and what it is if none come: the
+/// idle limit since the last bytes, the whole call's limit, and, until content has started,
+/// the first-content limit; whichever comes first.
+pub(crate) fn stream_limit(
+    deadline: Instant,
+    last_upstream: Instant,
+    idle: Duration,
+    first_content_by: Option<Instant>,
+) -> (Instant, FailureKind) {
+    let idle_at = last_upstream + idle;
+    let (at, kind) = if deadline <= idle_at {
+        (deadline, FailureKind::TotalTimeout)
+    } else {
+        (idle_at, FailureKind::IdleTimeout)
+    };
+    match first_content_by {
+        Some(fc) if fc < at => (fc, FailureKind::FirstContentTimeout),
+        _ => (at, kind),
+    }
 }
 
 /// The state of one relayed stream. Dropping it (the client went away) drops the upstream
@@ -937,15 +962,12 @@ impl RelayState {
         }
         let idle = self.provider.config.timeouts.idle;
         loop {
-            let idle_at = self.last_upstream + idle;
-            let (mut wait_until, mut kind) = if self.deadline <= idle_at {
-                (self.deadline, FailureKind::TotalTimeout)
-            } else {
-                (idle_at, FailureKind::IdleTimeout)
-            };
-            if !self.inspector.has_content() && self.first_content_by < wait_until {
-                (wait_until, kind) = (self.first_content_by, FailureKind::FirstContentTimeout);
-            }
+            let (wait_until, kind) = stream_limit(
+                self.deadline,
+                self.last_upstream,
+                idle,
+                (!self.inspector.has_content()).then_some(self.first_content_by),
+            );
             let ping_at = self.last_sent + self.keepalive;
             let item = match tokio::time::timeout_at(wait_until.min(ping_at), self.upstream.next())
                 .await
@@ -958,16 +980,7 @@ impl RelayState {
                     return Some(self.dialect.keepalive());
                 }
                 Err(_) => {
-                    let e = match kind {
-                        FailureKind::FirstContentTimeout => self.provider.failure(
-                            kind,
-                            format!(
-                                "no content within {:?} of the response headers (timeouts.first_content)",
-                                self.provider.config.timeouts.first_content
-                            ),
-                        ),
-                        _ => timeout_failure(&self.provider, kind, idle),
-                    };
+                    let e = timeout_failure(&self.provider, kind, idle);
                     return Some(self.fail(BytesMut::new(), e));
                 }
             };

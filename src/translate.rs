@@ -980,15 +980,12 @@ impl StreamState {
     /// keep-alive is due, `Ok(false)` after progress. Sets `finished` at a clean end.
     async fn step(&mut self, out: &mut BytesMut, pings: bool) -> Result<bool, GatewayError> {
         let idle = self.provider.config.timeouts.idle;
-        let idle_at = self.last_upstream + idle;
-        let (mut limit_at, mut kind) = if self.deadline <= idle_at {
-            (self.deadline, FailureKind::TotalTimeout)
-        } else {
-            (idle_at, FailureKind::IdleTimeout)
-        };
-        if !self.pipe.has_content() && self.first_content_by < limit_at {
-            (limit_at, kind) = (self.first_content_by, FailureKind::FirstContentTimeout);
-        }
+        let (limit_at, kind) = crate::relay::stream_limit(
+            self.deadline,
+            self.last_upstream,
+            idle,
+            (!self.pipe.has_content()).then_some(self.first_content_by),
+        );
         let ping_at = self.last_sent + self.keepalive;
         let wait_until = if pings {
             limit_at.min(ping_at)
@@ -997,15 +994,6 @@ impl StreamState {
         };
         match tokio::time::timeout_at(wait_until, self.upstream.next()).await {
             Err(_) if pings && ping_at <= limit_at => Ok(true),
-            Err(_) if kind == FailureKind::FirstContentTimeout => {
-                Err(GatewayError::Upstream(self.provider.failure(
-                    kind,
-                    format!(
-                        "no content within {:?} of the response headers (timeouts.first_content)",
-                        self.provider.config.timeouts.first_content
-                    ),
-                )))
-            }
             Err(_) => Err(GatewayError::Upstream(timeout_failure(
                 &self.provider,
                 kind,
