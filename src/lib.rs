@@ -14,6 +14,7 @@
 //! - [`canonical`]: the one request/block/event model translation goes through; the stream guard.
 //! - [`wire`]: each API's format to and from canonical (Anthropic, OpenAI, Gemini, Ollama).
 //! - [`translate`]: the translating relay and its pure `Pipeline`.
+//! - [`local`]: the embedded llama.cpp engine: the worker process and its supervisor.
 //! - [`sse`]: SSE framing that keeps each event's exact bytes.
 //! - [`secret`]: keys from env vars or the keychain, in a type that never prints them.
 //! - `testing` (feature `testing`): the scripted mock cloud.
@@ -22,6 +23,7 @@ pub mod canonical;
 pub mod client_api;
 pub mod config;
 pub mod error;
+pub mod local;
 pub mod providers;
 pub mod relay;
 pub mod resilience;

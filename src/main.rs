@@ -37,6 +37,19 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The local llama.cpp worker (started by the gateway; speaks JSON lines on stdin/stdout).
+    #[command(hide = true)]
+    Worker {
+        /// The GGUF model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Context size in tokens.
+        #[arg(long, default_value_t = 8192)]
+        context: u32,
+        /// CPU threads (default: the physical cores).
+        #[arg(long)]
+        threads: Option<u32>,
+    },
     /// Run the scripted mock cloud (Anthropic- and OpenAI-shaped) for tests and benchmarks.
     #[cfg(feature = "testing")]
     Mock {
@@ -77,6 +90,22 @@ fn init_logging(json: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The worker owns llama.cpp on its own thread and needs no async runtime.
+    if let Command::Worker {
+        model,
+        context,
+        threads,
+    } = &cli.command
+    {
+        let threads = threads.unwrap_or_else(understudy::local::physical_cores);
+        return match understudy::local::worker::run(model, *context, threads) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("understudy worker: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,6 +121,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Worker { .. } => unreachable!("handled before the runtime starts"),
         Command::Serve {
             config,
             listen,
@@ -184,12 +214,18 @@ async fn check(path: Option<PathBuf>) -> ExitCode {
                 cfg.routes.len()
             );
             for p in &cfg.providers {
-                println!(
-                    "  provider {} ({}) at {}",
-                    p.name,
-                    p.kind.as_str(),
-                    p.base_url
-                );
+                let at = match &p.local {
+                    Some(l) => {
+                        let missing = if l.model.exists() {
+                            ""
+                        } else {
+                            " (missing: run scripts/run)"
+                        };
+                        format!("model {}{missing}", l.model.display())
+                    }
+                    None => p.base_url.to_string(),
+                };
+                println!("  provider {} ({}) at {at}", p.name, p.kind.as_str());
             }
             for r in &cfg.routes {
                 let chain: Vec<String> = r

@@ -50,10 +50,9 @@ impl Mode {
 }
 
 impl Backend {
-    /// True for the embedded local engine (the local-engine issue adds it; no backend is
-    /// local yet).
+    /// True for the embedded local engine.
     pub fn is_local(&self) -> bool {
-        false
+        self.provider.config.kind == crate::config::ProviderKind::Local
     }
 
     /// `provider/model`: the key of its breaker and budget.

@@ -141,7 +141,8 @@ impl Pipeline {
         stream: bool,
     ) -> Pipeline {
         let decoder = match kind {
-            ProviderKind::Anthropic => Decoder::Anthropic(Default::default()),
+            // The local engine's lines arrive as an Anthropic event stream.
+            ProviderKind::Anthropic | ProviderKind::Local => Decoder::Anthropic(Default::default()),
             ProviderKind::OpenAi => Decoder::OpenAi(Default::default()),
             ProviderKind::Gemini => Decoder::Gemini(Default::default()),
         };
@@ -402,6 +403,9 @@ struct Encoded {
     names: ToolNames,
     body: Bytes,
     op: Operation,
+    /// For the local engine: the output limit and the request itself.
+    max_tokens: u32,
+    request: Option<Box<canonical::Request>>,
 }
 
 fn encode_for(backend: &Backend, req: &canonical::Request) -> Encoded {
@@ -435,22 +439,72 @@ fn encode_for(backend: &Backend, req: &canonical::Request) -> Encoded {
             let body = gemini::encode_request(req, max_tokens, &names, &provider.signatures);
             (names, body, Operation::GeminiStream)
         }
+        ProviderKind::Local => {
+            // The worker gets the canonical request itself (see `open`).
+            let n = max_tokens
+                .unwrap_or_else(|| limit.unwrap_or(DEFAULT_MAX_TOKENS).min(DEFAULT_MAX_TOKENS));
+            return Encoded {
+                names: ToolNames::default(),
+                body: Bytes::new(),
+                op: Operation::Messages,
+                max_tokens: n,
+                request: Some(Box::new(req.clone())),
+            };
+        }
     };
     let body = Bytes::from(serde_json::to_vec(&body).expect("a JSON value always serializes"));
-    Encoded { names, body, op }
+    Encoded {
+        names,
+        body,
+        op,
+        max_tokens: 0,
+        request: None,
+    }
 }
 
 /// What the upstream answered to a translated request.
 enum Opened {
-    /// 2xx with an event stream.
-    Stream(reqwest::Response),
+    /// An event stream (2xx, or the local engine's).
+    Stream(Upstream),
     /// An error status (its body not read yet).
     Status(reqwest::Response),
+}
+
+/// Upstream bytes, whoever sends them; a broken connection is already a classified failure.
+type Upstream = BoxStream<'static, Result<Bytes, crate::error::ProviderError>>;
+
+fn http_stream(provider: &Arc<Provider>, resp: reqwest::Response) -> Upstream {
+    let p = provider.clone();
+    resp.bytes_stream()
+        .map(move |r| {
+            r.map_err(|e| {
+                let c = p.classify(&e);
+                p.failure(
+                    FailureKind::Transport,
+                    format!("the connection broke mid-stream: {}", c.detail),
+                )
+            })
+        })
+        .boxed()
 }
 
 /// Sends an encoded request and checks that a success is an event stream.
 async fn open(backend: &Backend, enc: &Encoded, deadline: Instant) -> Result<Opened, GatewayError> {
     let provider = &backend.provider;
+    if let (Some(engine), Some(req)) = (&provider.local, &enc.request) {
+        let (rx, guard) = engine
+            .generate(req, enc.max_tokens)
+            .await
+            .map_err(|mut e| {
+                e.provider = provider.name().to_owned();
+                GatewayError::Upstream(e)
+            })?;
+        return Ok(Opened::Stream(crate::local::into_sse(
+            rx,
+            guard,
+            backend.model.clone(),
+        )));
+    }
     tracing::debug!(provider = provider.name(), model = %backend.model, kind = provider.config.kind.as_str(), "sending translated request upstream");
     let resp = provider
         .send_translated(enc.op, &backend.model, enc.body.clone())
@@ -473,7 +527,7 @@ async fn open(backend: &Backend, enc: &Encoded, deadline: Instant) -> Result<Ope
             "asked for a stream, the upstream answered HTTP {} with {} instead of text/event-stream: {}",
             status.as_u16(), if ct.is_empty() { "no content-type" } else { &ct }, crate::client_api::snippet(&body, 200)))));
     }
-    Ok(Opened::Stream(resp))
+    Ok(Opened::Stream(http_stream(provider, resp)))
 }
 
 /// Serves a translated request from `backend`.
@@ -484,7 +538,7 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
     req.check_tool_results()
         .map_err(GatewayError::InvalidRequest)?;
     let dialect = t.format.dialect();
-    let Encoded { names, body, op } = encode_for(backend, req);
+    let enc = encode_for(backend, req);
     let exchange = Exchange::new(
         dialect,
         &req.model,
@@ -493,7 +547,6 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
         req.stream,
     );
     let deadline = exchange.started + provider.config.timeouts.total;
-    let enc = Encoded { names, body, op };
     let resp = match open(backend, &enc, deadline).await? {
         Opened::Stream(r) => r,
         Opened::Status(r) => {
@@ -503,7 +556,7 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
     let names = enc.names;
     let created = unix_now();
     let mut state = StreamState {
-        upstream: resp.bytes_stream().boxed(),
+        upstream: resp,
         pipe: Pipeline::new(
             kind,
             provider.name(),
@@ -624,6 +677,7 @@ async fn upstream_error(
         ProviderKind::Anthropic => anthropic::error_message(v),
         ProviderKind::OpenAi => openai::error_message(v),
         ProviderKind::Gemini => gemini::error_message(v),
+        ProviderKind::Local => None,
     });
     let overflow = parsed.as_ref().is_some_and(|v| match kind {
         ProviderKind::Anthropic => message
@@ -636,6 +690,7 @@ async fn upstream_error(
                     .is_some_and(|m| m.contains("maximum context length"))
         }
         ProviderKind::Gemini => gemini::is_context_overflow(v),
+        ProviderKind::Local => false,
     });
     let err = if overflow && matches!(status, 400 | 413) {
         GatewayError::PromptTooLong {
@@ -896,7 +951,7 @@ async fn resume(
         )
         .continuing(delivered, splice, &snapshot.id);
         let mut state = StreamState {
-            upstream: resp.bytes_stream().boxed(),
+            upstream: resp,
             pipe,
             provider: backend.provider.clone(),
             dialect,
@@ -957,7 +1012,7 @@ pub(crate) async fn continue_stream(
 
 /// One translated answer in flight.
 pub(crate) struct StreamState {
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: Upstream,
     pipe: Pipeline,
     provider: Arc<Provider>,
     dialect: Dialect,
@@ -1008,15 +1063,7 @@ impl StreamState {
                 r.map_err(|f| fault_error(&self.provider, self.dialect, f))?;
                 Ok(false)
             }
-            Ok(Some(Err(e))) => {
-                let detail = format!(
-                    "the connection broke mid-stream: {}",
-                    self.provider.classify(&e).detail
-                );
-                Err(GatewayError::Upstream(
-                    self.provider.failure(FailureKind::Transport, detail),
-                ))
-            }
+            Ok(Some(Err(e))) => Err(GatewayError::Upstream(e)),
             Ok(None) => {
                 self.pipe
                     .finish(out)

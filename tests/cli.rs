@@ -264,5 +264,5 @@ fn the_readme_config_example_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("OK (4 providers, 3 routes)"), "{text}");
+    assert!(text.contains("OK (5 providers, 3 routes)"), "{text}");
 }

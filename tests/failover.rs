@@ -480,7 +480,7 @@ async fn the_routing_mode_switches_at_runtime() {
         .unwrap();
     assert_eq!(get["mode"], "auto");
     assert_eq!(mode("local-only").await.status(), 200);
-    // No backend is local yet: every request says so at once, without calling anyone.
+    // This route has no local backend: every request says so at once, without calling anyone.
     let r = post(&h.url, "/v1/messages", &body("chain", false)).await;
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();

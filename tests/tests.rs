@@ -6,5 +6,6 @@ mod cross;
 mod failover;
 mod faults;
 mod gateway;
+mod local;
 mod support;
 mod translation;

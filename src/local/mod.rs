@@ -1,0 +1,513 @@
+//! The embedded local engine, gateway side: the `local` provider. llama.cpp runs in a child
+//! process of this same binary (`understudy worker`, see [`worker`]); the gateway starts it on
+//! first use, talks to it over pipes ([`protocol`]), restarts it after a crash (with backoff)
+//! and turns its lines into an Anthropic event stream, so the local model goes through the
+//! same translation, continuation and completeness machinery as any cloud.
+
+pub mod protocol;
+pub mod worker;
+
+use crate::canonical::{Block, Event, Request, Role, StartBlock, StopReason, Usage};
+use crate::error::{FailureKind, ProviderError};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
+use protocol::{ChatMessage, Command, Line};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How the local engine runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// The GGUF file.
+    pub model: PathBuf,
+    /// Context size in tokens (capped by the model's own).
+    pub context: u32,
+    /// CPU threads.
+    pub threads: u32,
+}
+
+/// The number of physical cores (llama.cpp runs best with one thread per core), at least 1.
+pub fn physical_cores() -> u32 {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mut cores = std::collections::HashSet::new();
+    let mut phys = String::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("physical id") {
+            phys = v.trim_start_matches([' ', '\t', ':']).to_owned();
+        } else if let Some(v) = line.strip_prefix("core id") {
+            cores.insert((
+                phys.clone(),
+                v.trim_start_matches([' ', '\t', ':']).to_owned(),
+            ));
+        }
+    }
+    let n = if cores.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cores.len()
+    };
+    n.max(1) as u32
+}
+
+type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Line>>>>;
+
+#[derive(Debug)]
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    routes: Routes,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The supervised worker and the requests in flight.
+#[derive(Debug)]
+pub struct LocalEngine {
+    cfg: LocalConfig,
+    worker: tokio::sync::Mutex<Option<Worker>>,
+    next_id: AtomicU64,
+    /// When the worker last died, and how many times in a row (for the restart backoff).
+    crashes: Mutex<(Option<Instant>, u32)>,
+}
+
+/// Why the worker could not take a request.
+fn failure(detail: String) -> ProviderError {
+    ProviderError {
+        provider: "local".into(),
+        kind: FailureKind::Transport,
+        detail,
+    }
+}
+
+impl LocalEngine {
+    /// An engine for `cfg`; nothing starts until the first request.
+    pub fn new(cfg: LocalConfig) -> LocalEngine {
+        LocalEngine {
+            cfg,
+            worker: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            crashes: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Starts the worker if it is not running (waiting out the restart backoff after a crash)
+    /// and waits until the model is loaded.
+    async fn ensure(&self, slot: &mut Option<Worker>) -> Result<(), ProviderError> {
+        if slot
+            .as_ref()
+            .is_some_and(|w| w.alive.load(Ordering::Relaxed))
+        {
+            return Ok(());
+        }
+        if let Some(mut old) = slot.take() {
+            let _ = old.child.start_kill();
+        }
+        let wait = {
+            let c = self.crashes.lock().expect("crash lock");
+            match c.0 {
+                Some(at) => {
+                    let backoff = Duration::from_millis(100 * 2u64.pow(c.1.min(6)));
+                    (at + backoff).saturating_duration_since(Instant::now())
+                }
+                None => Duration::ZERO,
+            }
+        };
+        tokio::time::sleep(wait).await;
+        if !self.cfg.model.exists() {
+            return Err(failure(format!(
+                "the local model file {} does not exist; run scripts/run (it fetches the default model) or `understudy models use`",
+                self.cfg.model.display()
+            )));
+        }
+        // The worker is this same binary; `UNDERSTUDY_WORKER_BIN` names it when the gateway runs
+        // inside another program (the integration tests, the tray app).
+        let exe = match std::env::var_os("UNDERSTUDY_WORKER_BIN") {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe()
+                .map_err(|e| failure(format!("cannot find the understudy binary: {e}")))?,
+        };
+        let mut child = tokio::process::Command::new(exe)
+            .arg("worker")
+            .arg("--model")
+            .arg(&self.cfg.model)
+            .arg("--context")
+            .arg(self.cfg.context.to_string())
+            .arg("--threads")
+            .arg(self.cfg.threads.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failure(format!("cannot start the local worker: {e}")))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let routes: Routes = Arc::default();
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let tail: Arc<Mutex<Vec<String>>> = Arc::default();
+        {
+            let tail = tail.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    let mut t = tail.lock().expect("tail lock");
+                    t.push(l);
+                    if t.len() > 20 {
+                        t.remove(0);
+                    }
+                }
+            });
+        }
+        let mut lines = BufReader::new(stdout).lines();
+        let started = Instant::now();
+        let ready = tokio::time::timeout(Duration::from_secs(300), async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Ok(Line::Ready { n_ctx, threads }) = serde_json::from_str::<Line>(&l) {
+                    return Some((n_ctx, threads));
+                }
+            }
+            None
+        })
+        .await;
+        let Ok(Some((n_ctx, threads))) = ready else {
+            let _ = child.start_kill();
+            self.crashed();
+            let why = tail.lock().expect("tail lock").join(" | ");
+            return Err(failure(format!(
+                "the local worker did not load the model: {why}"
+            )));
+        };
+        tracing::info!(model = %self.cfg.model.display(), n_ctx, threads, load_ms = started.elapsed().as_millis() as u64, "local model ready");
+        {
+            let routes = routes.clone();
+            let alive = alive.clone();
+            let tail = tail.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(l)) = lines.next_line().await {
+                    let Ok(line) = serde_json::from_str::<Line>(&l) else {
+                        continue;
+                    };
+                    let id = match &line {
+                        Line::Progress { id, .. }
+                        | Line::Text { id, .. }
+                        | Line::Done { id, .. }
+                        | Line::Error { id, .. } => *id,
+                        Line::Ready { .. } => continue,
+                    };
+                    let done = matches!(line, Line::Done { .. } | Line::Error { .. });
+                    let mut r = routes.lock().expect("routes lock");
+                    if let Some(tx) = r.get(&id) {
+                        let _ = tx.send(line);
+                    }
+                    if done {
+                        r.remove(&id);
+                    }
+                }
+                // The worker is gone: every request in flight hears it, with the reason.
+                alive.store(false, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let why = tail.lock().expect("tail lock").join(" | ");
+                let message = if why.is_empty() {
+                    "the local worker exited".to_owned()
+                } else {
+                    format!("the local worker died: {why}")
+                };
+                tracing::error!(%message, "local worker crashed; it restarts on the next request");
+                for (id, tx) in routes.lock().expect("routes lock").drain() {
+                    let _ = tx.send(Line::Error {
+                        id,
+                        kind: "crashed".into(),
+                        message: message.clone(),
+                        prompt_tokens: 0,
+                        n_ctx: 0,
+                    });
+                }
+            });
+        }
+        *slot = Some(Worker {
+            child,
+            stdin,
+            routes,
+            alive,
+        });
+        Ok(())
+    }
+
+    fn crashed(&self) {
+        let mut c = self.crashes.lock().expect("crash lock");
+        c.0 = Some(Instant::now());
+        c.1 += 1;
+    }
+
+    /// The process id of the running worker (tests kill it).
+    pub async fn worker_pid(&self) -> Option<u32> {
+        self.worker.lock().await.as_ref().and_then(|w| w.child.id())
+    }
+
+    /// Sends a request; its lines come back on the receiver. Dropping the returned guard
+    /// cancels the request.
+    pub async fn generate(
+        self: &Arc<Self>,
+        req: &Request,
+        max_tokens: u32,
+    ) -> Result<(mpsc::UnboundedReceiver<Line>, CancelOnDrop), ProviderError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (messages, prefill) = to_chat(req);
+        let cmd = Command::Generate {
+            id,
+            messages,
+            prefill,
+            max_tokens,
+            temperature: req.temperature.map(|t| t as f32),
+            top_p: req.top_p.map(|p| p as f32),
+            top_k: req.top_k.map(|k| k as i32),
+            seed: req.seed.map(|s| s as u32),
+            stop: req.stop.clone(),
+        };
+        let mut slot = self.worker.lock().await;
+        self.ensure(&mut slot).await?;
+        let w = slot.as_mut().expect("ensured");
+        let (tx, rx) = mpsc::unbounded_channel();
+        w.routes.lock().expect("routes lock").insert(id, tx);
+        let mut line = serde_json::to_vec(&cmd).expect("serializes");
+        line.push(b'\n');
+        if let Err(e) = w.stdin.write_all(&line).await {
+            w.alive.store(false, Ordering::Relaxed);
+            self.crashed();
+            return Err(failure(format!(
+                "the local worker is not taking requests: {e}"
+            )));
+        }
+        let _ = w.stdin.flush().await;
+        if self.crashes.lock().expect("crash lock").1 > 0 && w.alive.load(Ordering::Relaxed) {
+            // It took a request after a restart: the crash streak is over.
+            self.crashes.lock().expect("crash lock").1 = 0;
+        }
+        Ok((
+            rx,
+            CancelOnDrop {
+                engine: Arc::downgrade(self),
+                id,
+                done: false,
+            },
+        ))
+    }
+
+    async fn cancel(&self, id: u64) {
+        let mut slot = self.worker.lock().await;
+        if let Some(w) = slot.as_mut() {
+            let mut line = serde_json::to_vec(&Command::Cancel { id }).expect("serializes");
+            line.push(b'\n');
+            let _ = w.stdin.write_all(&line).await;
+            let _ = w.stdin.flush().await;
+        }
+    }
+}
+
+/// Cancels its request in the worker when dropped before the answer ended (the client left).
+#[derive(Debug)]
+pub struct CancelOnDrop {
+    engine: std::sync::Weak<LocalEngine>,
+    id: u64,
+    done: bool,
+}
+
+impl CancelOnDrop {
+    /// The answer ended: nothing to cancel.
+    pub fn done(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(engine) = self.engine.upgrade() {
+            let id = self.id;
+            tokio::spawn(async move { engine.cancel(id).await });
+        }
+    }
+}
+
+/// The conversation as text messages, and a final assistant turn as the prefill.
+fn to_chat(req: &Request) -> (Vec<ChatMessage>, Option<String>) {
+    let mut out = Vec::new();
+    if !req.system.is_empty() {
+        out.push(ChatMessage {
+            role: "system".into(),
+            content: req.system.join("\n\n"),
+        });
+    }
+    for m in &req.messages {
+        let role = match m.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+        };
+        let mut text = String::new();
+        for b in &m.content {
+            let piece = match b {
+                Block::Text(t) => t.clone(),
+                Block::ToolUse { name, input, .. } => format!("[called {name} with {input}]"),
+                Block::ToolResult {
+                    content, is_error, ..
+                } => {
+                    format!(
+                        "[tool {}: {}]",
+                        if *is_error { "error" } else { "result" },
+                        crate::wire::text_of(content)
+                    )
+                }
+                Block::Image(_) | Block::Document(_) => {
+                    "[an attachment this local model cannot see]".into()
+                }
+                Block::Thinking { .. } | Block::RedactedThinking(_) => continue,
+            };
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&piece);
+        }
+        out.push(ChatMessage {
+            role: role.into(),
+            content: text,
+        });
+    }
+    let prefill = match out.last() {
+        Some(m) if m.role == "assistant" => out.pop().map(|m| m.content),
+        _ => None,
+    };
+    (out, prefill)
+}
+
+/// The worker's lines for one request as an Anthropic event stream (bytes), which the
+/// translation pipeline reads like any provider's. A worker error ends the stream with the
+/// protocol's `event: error` (an overflow as Anthropic words it, so Claude Code compacts); a
+/// worker that dies mid-answer, or a line channel that closes without a finish, is an
+/// `api_error`: nothing broken ever looks finished.
+pub fn into_sse(
+    rx: mpsc::UnboundedReceiver<Line>,
+    guard: CancelOnDrop,
+    model: String,
+) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+    struct St {
+        rx: mpsc::UnboundedReceiver<Line>,
+        guard: CancelOnDrop,
+        enc: crate::wire::anthropic::StreamEncoder,
+        model: String,
+        started: bool,
+        open: bool,
+        ended: bool,
+    }
+    let st = St {
+        rx,
+        guard,
+        enc: crate::wire::anthropic::StreamEncoder::new(&model),
+        model,
+        started: false,
+        open: false,
+        ended: false,
+    };
+    let stream = futures_util::stream::unfold(st, |mut s| async move {
+        if s.ended {
+            return None;
+        }
+        let line = s.rx.recv().await;
+        let mut out = BytesMut::new();
+        if !s.started {
+            s.started = true;
+            let start = Event::Start {
+                id: format!("msg_local_{:016x}", rand::random::<u64>()),
+                model: s.model.clone(),
+                usage: Usage::default(),
+            };
+            s.enc.event(&start, &mut out);
+        }
+        let error = |out: &mut BytesMut, ty: &str, msg: &str| {
+            let data = serde_json::json!({"type": "error", "error": {"type": ty, "message": msg}});
+            out.extend_from_slice(format!("event: error\ndata: {data}\n\n").as_bytes());
+        };
+        match line {
+            None => {
+                s.ended = true;
+                error(&mut out, "api_error", "the local worker stopped answering");
+            }
+            Some(Line::Progress { .. } | Line::Ready { .. }) => s.enc.event(&Event::Ping, &mut out),
+            Some(Line::Text { text, .. }) => {
+                if !s.open {
+                    s.open = true;
+                    s.enc.event(
+                        &Event::BlockStart {
+                            index: 0,
+                            block: StartBlock::Text,
+                        },
+                        &mut out,
+                    );
+                }
+                let delta = crate::canonical::Delta::Text(text);
+                s.enc.event(&Event::Delta { index: 0, delta }, &mut out);
+            }
+            Some(Line::Done {
+                reason,
+                stop_sequence,
+                prompt_tokens,
+                cached_tokens,
+                completion_tokens,
+                ..
+            }) => {
+                s.guard.done();
+                s.ended = true;
+                if reason == "cancelled" {
+                    return None;
+                }
+                if s.open {
+                    s.enc.event(&Event::BlockStop { index: 0 }, &mut out);
+                }
+                let stop_reason = match reason.as_str() {
+                    "max_tokens" => StopReason::MaxTokens,
+                    "stop_sequence" => StopReason::StopSequence,
+                    _ => StopReason::EndTurn,
+                };
+                let usage = Usage {
+                    input: u64::from(prompt_tokens.saturating_sub(cached_tokens)),
+                    cache_read: u64::from(cached_tokens),
+                    cache_creation: 0,
+                    output: u64::from(completion_tokens),
+                };
+                s.enc.event(
+                    &Event::Finish {
+                        stop_reason,
+                        stop_sequence,
+                        usage,
+                    },
+                    &mut out,
+                );
+                s.enc.complete(&mut out);
+            }
+            Some(Line::Error { kind, message, .. }) => {
+                s.guard.done();
+                s.ended = true;
+                if kind == "context_overflow" {
+                    error(
+                        &mut out,
+                        "invalid_request_error",
+                        &format!("prompt is too long: {message}"),
+                    );
+                } else {
+                    error(&mut out, "api_error", &message);
+                }
+            }
+        }
+        Some((Ok(out.freeze()), s))
+    });
+    futures_util::StreamExt::boxed(stream)
+}

