@@ -499,10 +499,12 @@ async fn open(backend: &Backend, enc: &Encoded, deadline: Instant) -> Result<Ope
                 e.provider = provider.name().to_owned();
                 GatewayError::Upstream(e)
             })?;
+        let tools = !req.tools.is_empty();
         return Ok(Opened::Stream(crate::local::into_sse(
             rx,
             guard,
             backend.model.clone(),
+            tools,
         )));
     }
     tracing::debug!(provider = provider.name(), model = %backend.model, kind = provider.config.kind.as_str(), "sending translated request upstream");

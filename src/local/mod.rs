@@ -5,6 +5,7 @@
 //! same translation, continuation and completeness machinery as any cloud.
 
 pub mod protocol;
+pub mod tools;
 pub mod worker;
 
 use crate::canonical::{Block, Event, Request, Role, StartBlock, StopReason, Usage};
@@ -398,6 +399,7 @@ pub fn into_sse(
     rx: mpsc::UnboundedReceiver<Line>,
     guard: CancelOnDrop,
     model: String,
+    tools_offered: bool,
 ) -> BoxStream<'static, Result<Bytes, ProviderError>> {
     struct St {
         rx: mpsc::UnboundedReceiver<Line>,
@@ -407,6 +409,9 @@ pub fn into_sse(
         started: bool,
         open: bool,
         ended: bool,
+        /// With tools offered the text is held until the end: it may be a tool call, which is
+        /// sent whole or not at all.
+        held: Option<String>,
     }
     let st = St {
         rx,
@@ -416,6 +421,7 @@ pub fn into_sse(
         started: false,
         open: false,
         ended: false,
+        held: tools_offered.then(String::new),
     };
     let stream = futures_util::stream::unfold(st, |mut s| async move {
         if s.ended {
@@ -442,6 +448,10 @@ pub fn into_sse(
                 error(&mut out, "api_error", "the local worker stopped answering");
             }
             Some(Line::Progress { .. } | Line::Ready { .. }) => s.enc.event(&Event::Ping, &mut out),
+            Some(Line::Text { text, .. }) if s.held.is_some() => {
+                s.held.as_mut().expect("checked").push_str(&text);
+                s.enc.event(&Event::Ping, &mut out);
+            }
             Some(Line::Text { text, .. }) => {
                 if !s.open {
                     s.open = true;
@@ -472,11 +482,45 @@ pub fn into_sse(
                 if s.open {
                     s.enc.event(&Event::BlockStop { index: 0 }, &mut out);
                 }
-                let stop_reason = match reason.as_str() {
+                let mut stop_reason = match reason.as_str() {
                     "max_tokens" => StopReason::MaxTokens,
                     "stop_sequence" => StopReason::StopSequence,
                     _ => StopReason::EndTurn,
                 };
+                if let Some(held) = s.held.take() {
+                    let (text, calls) = match tools::parse(&held) {
+                        tools::Parsed::Text(t) => (t, Vec::new()),
+                        tools::Parsed::Calls { text, calls } => (text, calls),
+                    };
+                    let mut index = 0;
+                    if !text.is_empty() {
+                        s.enc.event(
+                            &Event::BlockStart {
+                                index,
+                                block: StartBlock::Text,
+                            },
+                            &mut out,
+                        );
+                        let delta = crate::canonical::Delta::Text(text);
+                        s.enc.event(&Event::Delta { index, delta }, &mut out);
+                        s.enc.event(&Event::BlockStop { index }, &mut out);
+                        index += 1;
+                    }
+                    for c in &calls {
+                        let block = StartBlock::ToolUse {
+                            id: crate::canonical::new_tool_id(),
+                            name: c.name.clone(),
+                        };
+                        s.enc.event(&Event::BlockStart { index, block }, &mut out);
+                        let delta = crate::canonical::Delta::InputJson(c.arguments.to_string());
+                        s.enc.event(&Event::Delta { index, delta }, &mut out);
+                        s.enc.event(&Event::BlockStop { index }, &mut out);
+                        index += 1;
+                    }
+                    if !calls.is_empty() {
+                        stop_reason = StopReason::ToolUse;
+                    }
+                }
                 let usage = Usage {
                     input: u64::from(prompt_tokens.saturating_sub(cached_tokens)),
                     cache_read: u64::from(cached_tokens),
@@ -510,4 +554,110 @@ pub fn into_sse(
         Some((Ok(out.freeze()), s))
     });
     futures_util::StreamExt::boxed(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    async fn sse_of(lines: Vec<Line>, tools: bool) -> String {
+        let engine = Arc::new(LocalEngine::new(LocalConfig {
+            model: "none".into(),
+            context: 8,
+            threads: 1,
+        }));
+        let (tx, rx) = mpsc::unbounded_channel();
+        for l in lines {
+            tx.send(l).unwrap();
+        }
+        drop(tx);
+        let guard = CancelOnDrop {
+            engine: Arc::downgrade(&engine),
+            id: 1,
+            done: false,
+        };
+        let mut s = into_sse(rx, guard, "m".into(), tools);
+        let mut out = String::new();
+        while let Some(b) = s.next().await {
+            out.push_str(&String::from_utf8_lossy(&b.unwrap()));
+        }
+        out
+    }
+
+    fn done() -> Line {
+        Line::Done {
+            id: 1,
+            reason: "end_turn".into(),
+            stop_sequence: None,
+            prompt_tokens: 10,
+            cached_tokens: 0,
+            completion_tokens: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tool_call_in_the_output_becomes_a_whole_tool_use_block() {
+        let text = |t: &str| Line::Text {
+            id: 1,
+            text: t.into(),
+        };
+        let out = sse_of(
+            vec![
+                text("<tool_call>\n{\"name\": \"Read\", "),
+                text("\"arguments\": {\"file_path\": \"a.rs\"}}\n</tool_call>"),
+                done(),
+            ],
+            true,
+        )
+        .await;
+        assert!(
+            out.contains(r#""content_block":{"type":"tool_use""#)
+                && out.contains(r#""name":"Read""#),
+            "{out}"
+        );
+        assert!(out.contains(r#"{\"file_path\":\"a.rs\"}"#), "{out}");
+        assert!(out.contains(r#""stop_reason":"tool_use""#), "{out}");
+        assert!(!out.contains("<tool_call>"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_tool_call_is_an_answer_in_words() {
+        let out = sse_of(
+            vec![
+                Line::Text {
+                    id: 1,
+                    text: "<tool_call>{\"name\": \"Re".into(),
+                },
+                done(),
+            ],
+            true,
+        )
+        .await;
+        assert!(
+            out.contains(r#""type":"text_delta","text":"<tool_call>{\"name\": \"Re""#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#""stop_reason":"end_turn""#) && !out.contains("tool_use"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_vanishes_is_an_error_never_a_clean_end() {
+        let out = sse_of(
+            vec![Line::Text {
+                id: 1,
+                text: "Hal".into(),
+            }],
+            false,
+        )
+        .await;
+        assert!(
+            out.ends_with("\n\n") && out.contains("event: error"),
+            "{out}"
+        );
+        assert!(!out.contains("message_stop"), "{out}");
+    }
 }
