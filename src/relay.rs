@@ -480,16 +480,7 @@ async fn passthrough(
             }
         }
         state.report = report;
-        let first = head.freeze();
-        let body = Body::from_stream(futures_util::stream::unfold(
-            (state, Some(first)),
-            |(mut s, first)| async move {
-                if let Some(b) = first.filter(|b| !b.is_empty()) {
-                    return Some((Ok::<_, std::convert::Infallible>(b), (s, None)));
-                }
-                s.next_chunk().await.map(|b| (Ok(b), (s, None)))
-            },
-        ));
+        let body = stream_body(head.freeze(), state);
         return Ok(served_by((status, headers, body).into_response(), &name));
     }
 
@@ -527,6 +518,24 @@ async fn passthrough(
         (status, headers, body).into_response(),
         provider.name(),
     ))
+}
+
+/// A stream the client reads chunk by chunk (a relayed or translated answer).
+pub(crate) trait ChunkSource: Send + 'static {
+    /// The next bytes for the client, or `None` when the stream is over.
+    fn next_chunk(&mut self) -> impl std::future::Future<Output = Option<Bytes>> + Send;
+}
+
+/// The response body of a stream: the bytes held until the commit point, then the rest.
+/// Dropping it (the client went away) drops the source, which closes the upstream.
+pub(crate) fn stream_body(first: Bytes, source: impl ChunkSource) -> Body {
+    let stream = futures_util::stream::unfold((source, Some(first)), |(mut s, first)| async move {
+        if let Some(b) = first.filter(|b| !b.is_empty()) {
+            return Some((Ok::<_, std::convert::Infallible>(b), (s, None)));
+        }
+        s.next_chunk().await.map(|b| (Ok(b), (s, None)))
+    });
+    Body::from_stream(stream)
 }
 
 /// Marks who served the answer (`x-understudy-served-by`).
@@ -899,7 +908,7 @@ impl RelayState {
     }
 
     /// The next bytes for the client: from the continuation once one took over.
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    async fn next(&mut self) -> Option<Bytes> {
         if let Some(h) = self.handoff.as_mut() {
             return h.next_chunk().await;
         }
@@ -1094,6 +1103,12 @@ impl RelayState {
         );
         out.extend_from_slice(&self.dialect.stream_error(&GatewayError::Upstream(e)).raw);
         out.freeze()
+    }
+}
+
+impl ChunkSource for RelayState {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        self.next().await
     }
 }
 

@@ -18,7 +18,6 @@ use crate::relay::{read_body, served_by, timeout_failure, Exchange, MAX_ERROR_BO
 use crate::routing::Backend;
 use crate::sse::{Frame, Splitter};
 use crate::wire::{self, anthropic, gemini, ollama, openai};
-use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
@@ -618,18 +617,9 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
             }
         }
     }
-    let first = head.freeze();
     let name = provider.name().to_owned();
     let content_type = t.format.content_type();
-    let body = Body::from_stream(futures_util::stream::unfold(
-        (state, Some(first)),
-        |(mut s, first)| async move {
-            if let Some(b) = first.filter(|b| !b.is_empty()) {
-                return Some((Ok::<_, std::convert::Infallible>(b), (s, None)));
-            }
-            s.next_chunk().await.map(|b| (Ok(b), (s, None)))
-        },
-    ));
+    let body = crate::relay::stream_body(head.freeze(), state);
     let mut resp = (
         StatusCode::OK,
         [(http::header::CONTENT_TYPE, content_type)],
@@ -1161,6 +1151,12 @@ impl StreamState {
         self.finished = true; // the old attempt is over; its Drop must not log
         *self = *next;
         Ok(())
+    }
+}
+
+impl crate::relay::ChunkSource for StreamState {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        StreamState::next_chunk(self).await
     }
 }
 

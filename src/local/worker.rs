@@ -166,15 +166,10 @@ pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
             });
         }
         if let Some(message) = failed {
+            // The cache may hold half a batch: start clean.
             ctx.clear_kv_cache();
             cached.clear();
-            emit(&Line::Error {
-                id,
-                kind: "internal".into(),
-                message,
-                prompt_tokens: tokens.len() as u32,
-                n_ctx,
-            });
+            internal_error(id, message, tokens.len(), n_ctx);
             continue;
         }
         if stopped_by_cancel {
@@ -229,15 +224,10 @@ pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
             }
         }
         if let Some(message) = failed {
+            // The cache may hold half a batch: start clean.
             ctx.clear_kv_cache();
             cached.clear();
-            emit(&Line::Error {
-                id,
-                kind: "internal".into(),
-                message,
-                prompt_tokens: tokens.len() as u32,
-                n_ctx,
-            });
+            internal_error(id, message, tokens.len(), n_ctx);
             continue;
         }
         let stop_sequence = text.finish();
@@ -251,6 +241,16 @@ pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
         });
     }
     Ok(())
+}
+
+fn internal_error(id: u64, message: String, prompt_tokens: usize, n_ctx: u32) {
+    emit(&Line::Error {
+        id,
+        kind: "internal".into(),
+        message,
+        prompt_tokens: prompt_tokens as u32,
+        n_ctx,
+    });
 }
 
 /// The prompt: the template with the generation prompt, then the prefill as is.
