@@ -284,6 +284,9 @@ async fn walk(
     };
     let mut last = None;
     let mut refused = Vec::new();
+    // The backends that failed before the one that answers, and why (for the client's
+    // `x-understudy-failed-over` header and the log).
+    let mut tried: Vec<String> = Vec::new();
     for (i, backend) in chain.iter().enumerate() {
         let key = backend.key();
         if let Admission::Rejected { retry_at } = health.admit(&key, true) {
@@ -346,10 +349,18 @@ async fn walk(
                 Err(e) => e.to_string(),
             };
             tracing::warn!(backend = %key, next = %chain[i + 1].key(), why = %why, "failing over");
+            tried.push(format!("{key}={}", failure_class(&result)));
             last = Some(result);
             continue;
         }
-        return result;
+        return result.map(|mut r| {
+            if !tried.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&tried.join(", ")) {
+                    r.headers_mut().insert("x-understudy-failed-over", v);
+                }
+            }
+            r
+        });
     }
     last.unwrap_or_else(|| {
         Err(GatewayError::Unavailable(format!(
@@ -357,6 +368,15 @@ async fn walk(
             refused.join(", ")
         )))
     })
+}
+
+/// A failed attempt in one word: the failure class, or `http_STATUS`.
+fn failure_class(result: &Result<Response, GatewayError>) -> String {
+    match result {
+        Ok(r) => format!("http_{}", r.status().as_u16()),
+        Err(GatewayError::Upstream(p)) => p.kind.as_str().to_owned(),
+        Err(e) => format!("http_{}", e.status()),
+    }
 }
 
 /// Same-protocol passthrough to one backend.

@@ -62,6 +62,7 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         .route("/api/hello", get(hello).head(hello))
         .route("/healthz", get(healthz))
         .route("/api/mode", get(get_mode).put(put_mode))
+        .route("/api/status", get(status))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -525,6 +526,43 @@ async fn put_mode(State(st): State<Arc<AppState>>, body: Body) -> Response {
     }
     .await;
     result.unwrap_or_else(|e| Dialect::Ollama.error_response(&e))
+}
+
+/// A JSON snapshot: the routing mode, whether the network looks down, every provider with the
+/// breaker state of each backend used so far (and its engine, for a local one), and the first
+/// local engine again as `local`.
+async fn status(State(st): State<Arc<AppState>>) -> Response {
+    let health = st.router.health();
+    let breakers = health.snapshot();
+    let providers: Vec<serde_json::Value> = st
+        .config
+        .providers
+        .iter()
+        .map(|p| {
+            let prefix = format!("{}/", p.name);
+            let backends: Vec<serde_json::Value> = breakers
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, s)| serde_json::json!({"backend": k, "breaker": s.as_str()}))
+                .collect();
+            let mut v =
+                serde_json::json!({"name": p.name, "kind": p.kind.as_str(), "backends": backends});
+            if let Some(engine) = st.router.provider(&p.name).and_then(|p| p.local.as_ref()) {
+                v["local"] = serde_json::json!(engine.status());
+            }
+            v
+        })
+        .collect();
+    // The first local provider's engine, for a glance.
+    let local = providers.iter().find_map(|p| p.get("local")).cloned();
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": st.router.mode().as_str(),
+        "offline": health.offline(),
+        "providers": providers,
+        "local": local,
+    }))
+    .into_response()
 }
 
 async fn healthz() -> Response {

@@ -67,6 +67,54 @@ struct Worker {
     alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// What the local engine is doing and has done: the tray, `/api/status` and the tests read it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct LocalStatus {
+    /// The model file.
+    pub model: String,
+    /// `not_loaded`, `loading`, `ready`, `crashed` (restarts on the next request) or `failed`
+    /// (the model did not load).
+    pub state: &'static str,
+    /// While loading: the share loaded, 0 to 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f32>,
+    /// Once loaded: the context size and threads in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_ctx: Option<u32>,
+    /// CPU threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Why it crashed or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Answers finished, in all.
+    pub answers: u64,
+    /// Answers cancelled because the client left.
+    pub cancelled: u64,
+    /// Tokens generated, in all.
+    pub completion_tokens: u64,
+    /// The last answer that finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<LastAnswer>,
+}
+
+/// One finished answer, as the worker reported it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LastAnswer {
+    /// `end_turn`, `max_tokens`, `stop_sequence` or `cancelled`.
+    pub reason: String,
+    /// Prompt tokens, and how many of them came from the cache.
+    pub prompt_tokens: u32,
+    /// Prompt tokens reused from the previous prompt.
+    pub cached_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+    /// Prompt processing time.
+    pub prompt_ms: u64,
+    /// Generation speed.
+    pub tokens_per_second: f64,
+}
+
 /// The supervised worker and the requests in flight.
 #[derive(Debug)]
 pub struct LocalEngine {
@@ -75,6 +123,7 @@ pub struct LocalEngine {
     next_id: AtomicU64,
     /// When the worker last died, and how many times in a row (for the restart backoff).
     crashes: Mutex<(Option<Instant>, u32)>,
+    status: Arc<Mutex<LocalStatus>>,
 }
 
 /// Why the worker could not take a request.
@@ -90,11 +139,28 @@ impl LocalEngine {
     /// An engine for `cfg`; nothing starts until the first request.
     pub fn new(cfg: LocalConfig) -> LocalEngine {
         LocalEngine {
-            cfg,
             worker: tokio::sync::Mutex::new(None),
+            status: Arc::new(Mutex::new(LocalStatus {
+                model: cfg.model.display().to_string(),
+                state: "not_loaded",
+                ..LocalStatus::default()
+            })),
+            cfg,
             next_id: AtomicU64::new(1),
             crashes: Mutex::new((None, 0)),
         }
+    }
+
+    /// A snapshot of what the engine is doing.
+    pub fn status(&self) -> LocalStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    fn set_state(&self, state: &'static str, error: Option<String>) {
+        let mut st = self.status.lock().expect("status lock");
+        st.state = state;
+        st.error = error;
+        st.progress = None;
     }
 
     /// Starts the worker if it is not running (waiting out the restart backoff after a crash)
@@ -168,10 +234,15 @@ impl LocalEngine {
         }
         let mut lines = BufReader::new(stdout).lines();
         let started = Instant::now();
+        self.set_state("loading", None);
         let ready = tokio::time::timeout(Duration::from_secs(300), async {
             while let Ok(Some(l)) = lines.next_line().await {
-                if let Ok(Line::Ready { n_ctx, threads }) = serde_json::from_str::<Line>(&l) {
-                    return Some((n_ctx, threads));
+                match serde_json::from_str::<Line>(&l) {
+                    Ok(Line::Ready { n_ctx, threads }) => return Some((n_ctx, threads)),
+                    Ok(Line::Loading { progress }) => {
+                        self.status.lock().expect("status lock").progress = Some(progress);
+                    }
+                    _ => {}
                 }
             }
             None
@@ -181,15 +252,24 @@ impl LocalEngine {
             let _ = child.start_kill();
             self.crashed();
             let why = tail.lock().expect("tail lock").join(" | ");
-            return Err(failure(format!(
-                "the local worker did not load the model: {why}"
-            )));
+            let message = format!("the local worker did not load the model: {why}");
+            self.set_state("failed", Some(message.clone()));
+            return Err(failure(message));
         };
         tracing::info!(model = %self.cfg.model.display(), n_ctx, threads, load_ms = started.elapsed().as_millis() as u64, "local model ready");
+        {
+            let mut st = self.status.lock().expect("status lock");
+            st.state = "ready";
+            st.error = None;
+            st.progress = None;
+            st.n_ctx = Some(n_ctx);
+            st.threads = Some(threads);
+        }
         {
             let routes = routes.clone();
             let alive = alive.clone();
             let tail = tail.clone();
+            let status = self.status.clone();
             tokio::spawn(async move {
                 while let Ok(Some(l)) = lines.next_line().await {
                     let Ok(line) = serde_json::from_str::<Line>(&l) else {
@@ -200,8 +280,32 @@ impl LocalEngine {
                         | Line::Text { id, .. }
                         | Line::Done { id, .. }
                         | Line::Error { id, .. } => *id,
-                        Line::Ready { .. } => continue,
+                        Line::Ready { .. } | Line::Loading { .. } => continue,
                     };
+                    if let Line::Done {
+                        reason,
+                        prompt_tokens,
+                        cached_tokens,
+                        completion_tokens,
+                        prompt_ms,
+                        gen_ms,
+                        ..
+                    } = &line
+                    {
+                        let mut st = status.lock().expect("status lock");
+                        st.answers += 1;
+                        st.cancelled += u64::from(reason == "cancelled");
+                        st.completion_tokens += u64::from(*completion_tokens);
+                        st.last = Some(LastAnswer {
+                            reason: reason.clone(),
+                            prompt_tokens: *prompt_tokens,
+                            cached_tokens: *cached_tokens,
+                            completion_tokens: *completion_tokens,
+                            prompt_ms: *prompt_ms,
+                            tokens_per_second: f64::from(*completion_tokens) * 1000.0
+                                / (*gen_ms).max(1) as f64,
+                        });
+                    }
                     let done = matches!(line, Line::Done { .. } | Line::Error { .. });
                     let mut r = routes.lock().expect("routes lock");
                     if let Some(tx) = r.get(&id) {
@@ -221,6 +325,11 @@ impl LocalEngine {
                     format!("the local worker died: {why}")
                 };
                 tracing::error!(%message, "local worker crashed; it restarts on the next request");
+                {
+                    let mut st = status.lock().expect("status lock");
+                    st.state = "crashed";
+                    st.error = Some(message.clone());
+                }
                 for (id, tx) in routes.lock().expect("routes lock").drain() {
                     let _ = tx.send(Line::Error {
                         id,
@@ -447,7 +556,9 @@ pub fn into_sse(
                 s.ended = true;
                 error(&mut out, "api_error", "the local worker stopped answering");
             }
-            Some(Line::Progress { .. } | Line::Ready { .. }) => s.enc.event(&Event::Ping, &mut out),
+            Some(Line::Progress { .. } | Line::Ready { .. } | Line::Loading { .. }) => {
+                s.enc.event(&Event::Ping, &mut out)
+            }
             Some(Line::Text { text, .. }) if s.held.is_some() => {
                 s.held.as_mut().expect("checked").push_str(&text);
                 s.enc.event(&Event::Ping, &mut out);
@@ -593,6 +704,8 @@ mod tests {
             prompt_tokens: 10,
             cached_tokens: 0,
             completion_tokens: 5,
+            prompt_ms: 1,
+            gen_ms: 2,
         }
     }
 

@@ -54,6 +54,11 @@ pub enum Command {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Line {
+    /// Loading the model: how far, from 0 to 1.
+    Loading {
+        /// The share loaded.
+        progress: f32,
+    },
     /// The model is loaded.
     Ready {
         /// Context size in tokens.
@@ -92,6 +97,12 @@ pub enum Line {
         cached_tokens: u32,
         /// Generated tokens.
         completion_tokens: u32,
+        /// Milliseconds spent on the prompt (the tokens not reused from the cache).
+        #[serde(default)]
+        prompt_ms: u64,
+        /// Milliseconds spent generating.
+        #[serde(default)]
+        gen_ms: u64,
     },
     /// The request failed.
     Error {

@@ -39,7 +39,17 @@ fn emit(line: &Line) {
 pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
     let mut backend = LlamaBackend::init()?;
     backend.void_logs();
-    let model = LlamaModel::load_from_file(&backend, model_path, &LlamaModelParams::default())
+    // Progress every 5 %, so the gateway can show "loading n %".
+    let mut shown = -1i32;
+    let params = LlamaModelParams::default().with_progress_callback(move |p: f32| {
+        let step = (p * 20.0) as i32;
+        if step > shown {
+            shown = step;
+            emit(&Line::Loading { progress: p });
+        }
+        true
+    });
+    let model = LlamaModel::load_from_file(&backend, model_path, &params)
         .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", model_path.display()))?;
     let n_ctx = n_ctx.min(model.n_ctx_train()).max(256);
     let params = LlamaContextParams::default()
@@ -141,6 +151,7 @@ pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
         let reused = common.min(cached.len());
         cached.truncate(reused);
         let mut batch = LlamaBatch::new(BATCH.max(1), 1);
+        let prompt_started = std::time::Instant::now();
         let mut stopped_by_cancel = false;
         let mut failed = None;
         for (chunk_no, chunk) in tokens[reused..].chunks(BATCH).enumerate() {
@@ -180,6 +191,8 @@ pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
                 prompt_tokens: tokens.len() as u32,
                 cached_tokens: reused as u32,
                 completion_tokens: 0,
+                prompt_ms: prompt_started.elapsed().as_millis() as u64,
+                gen_ms: 0,
             });
             continue;
         }
@@ -192,6 +205,8 @@ pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
                 LlamaSampler::dist(seed.unwrap_or_else(rand::random)),
             ]),
         };
+        let prompt_ms = prompt_started.elapsed().as_millis() as u64;
+        let gen_started = std::time::Instant::now();
         let mut text = TextOut::new(id, &stop);
         let mut reason = "max_tokens";
         let mut generated = 0u32;
@@ -238,6 +253,8 @@ pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
             prompt_tokens: tokens.len() as u32,
             cached_tokens: reused as u32,
             completion_tokens: generated,
+            prompt_ms,
+            gen_ms: gen_started.elapsed().as_millis() as u64,
         });
     }
     Ok(())
