@@ -15,6 +15,7 @@
 //! - [`wire`]: each API's format to and from canonical (Anthropic, OpenAI, Gemini, Ollama).
 //! - [`translate`]: the translating relay and its pure `Pipeline`.
 //! - [`local`]: the embedded llama.cpp engine: the worker process and its supervisor.
+//! - [`models`]: the model manager: catalog, pulls with resume and checksums, the default model.
 //! - [`sse`]: SSE framing that keeps each event's exact bytes.
 //! - [`secret`]: keys from env vars or the keychain, in a type that never prints them.
 //! - `testing` (feature `testing`): the scripted mock cloud.
@@ -24,6 +25,7 @@ pub mod client_api;
 pub mod config;
 pub mod error;
 pub mod local;
+pub mod models;
 pub mod providers;
 pub mod relay;
 pub mod resilience;

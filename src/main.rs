@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Manage local models: list, pull (from Hugging Face, resumable, checksummed), rm, use.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// The local llama.cpp worker (started by the gateway; speaks JSON lines on stdin/stdout).
     #[command(hide = true)]
     Worker {
@@ -72,6 +77,36 @@ enum ConfigCommand {
     },
     /// Print the default config file's path.
     Path,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// The installed models (the default marked) and the catalog of recommended ones.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a model: a catalog name, a Hugging Face URL, or OWNER/REPO[@REVISION]/FILE.gguf.
+    /// An interrupted pull resumes when run again.
+    Pull {
+        /// What to pull.
+        model: String,
+        /// Make it the default model once it is here.
+        #[arg(long = "use")]
+        make_default: bool,
+    },
+    /// Delete an installed model (by file or catalog name).
+    Rm {
+        /// Which.
+        model: String,
+    },
+    /// Make an installed model the local engine's default (for providers that name no file,
+    /// and zero config). Takes effect when the gateway restarts.
+    Use {
+        /// Which.
+        model: String,
+    },
 }
 
 fn init_logging(json: bool) {
@@ -152,6 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             ConfigCommand::Check { config } => Ok(check(config).await),
         },
+        Command::Models { command } => Ok(models(command).await),
         #[cfg(feature = "testing")]
         Command::Mock { listen, delay_ms } => {
             init_logging(false);
@@ -248,4 +284,127 @@ async fn check(path: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn models(command: ModelsCommand) -> ExitCode {
+    use understudy::models;
+    let Some(dir) = config::models_dir() else {
+        eprintln!("error: no home directory to keep models in; set UNDERSTUDY_MODELS_DIR");
+        return ExitCode::FAILURE;
+    };
+    let result = match command {
+        ModelsCommand::List { json } => {
+            let installed = models::installed(&dir);
+            if json {
+                let v = serde_json::json!({
+                    "dir": dir,
+                    "installed": installed,
+                    "catalog": models::catalog(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+            } else {
+                print_models(&dir, &installed);
+            }
+            Ok(())
+        }
+        ModelsCommand::Pull {
+            model,
+            make_default,
+        } => pull(&dir, &model, make_default).await,
+        ModelsCommand::Rm { model } => models::remove(&dir, &model).map(|m| {
+            println!("deleted {}", dir.join(&m.file).display());
+            if m.default {
+                println!(
+                    "it was the default; the default is {} again",
+                    config::DEFAULT_MODEL_FILE
+                );
+            }
+        }),
+        ModelsCommand::Use { model } => models::choose(&dir, &model).map(|m| {
+            println!(
+                "the local engine now uses {} by default (restart the gateway to load it)",
+                m.file
+            )
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_models(dir: &std::path::Path, installed: &[understudy::models::Local]) {
+    let mb = |b: u64| b.div_ceil(1_000_000);
+    println!("Installed in {}:", dir.display());
+    if installed.is_empty() {
+        println!("  (none: `understudy models pull NAME` fetches one from the catalog below)");
+    }
+    for m in installed {
+        println!(
+            "  {} {:<44} {:>6} MB  {}",
+            if m.default { "*" } else { " " },
+            m.file,
+            mb(m.size),
+            m.name.as_deref().unwrap_or("")
+        );
+    }
+    let ram = understudy::models::total_memory_gb();
+    println!(
+        "\nCatalog{}:",
+        ram.map(|g| format!(" (this machine has {g} GB of memory)"))
+            .unwrap_or_default()
+    );
+    for e in understudy::models::catalog() {
+        let have = installed.iter().any(|m| m.file == e.file);
+        let fits = ram.is_none_or(|g| u64::from(e.ram_gb) <= g);
+        println!(
+            "  {:<20} {:>6} MB  needs {:>2} GB{}{}{}  {}",
+            e.name,
+            e.size_mb,
+            e.ram_gb,
+            if e.tools { "  tools" } else { "       " },
+            if have { "  installed" } else { "" },
+            if fits {
+                ""
+            } else {
+                "  (too big for this machine)"
+            },
+            e.description
+        );
+    }
+}
+
+async fn pull(
+    dir: &std::path::Path,
+    spec: &str,
+    make_default: bool,
+) -> Result<(), understudy::models::ModelError> {
+    use understudy::models;
+    let src = models::resolve(spec)?;
+    eprintln!("pulling {} from {}", src.file, src.url);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid template"),
+    );
+    let mut on_progress = |p: models::Progress| {
+        if let Some(t) = p.total {
+            bar.set_length(t);
+        }
+        bar.set_position(p.done);
+    };
+    let result = models::pull(&src, dir, &mut on_progress).await;
+    bar.finish_and_clear();
+    let path = result?;
+    println!("{}", path.display());
+    if make_default {
+        models::choose(dir, &src.file)?;
+        eprintln!("{} is now the default local model", src.file);
+    }
+    Ok(())
 }

@@ -7,5 +7,6 @@ mod failover;
 mod faults;
 mod gateway;
 mod local;
+mod models;
 mod support;
 mod translation;

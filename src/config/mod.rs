@@ -251,11 +251,10 @@ pub fn models_dir() -> Option<PathBuf> {
         .map(|d| d.data_dir().join("models"))
 }
 
-/// The default local model's path, if it is there.
+/// The default local model's path (the one `understudy models use` chose, else SmolLM2), if
+/// it is there.
 pub fn default_model() -> Option<PathBuf> {
-    models_dir()
-        .map(|d| d.join(DEFAULT_MODEL_FILE))
-        .filter(|p| p.exists())
+    crate::models::chosen_path().filter(|p| p.exists())
 }
 
 impl Config {
@@ -631,7 +630,7 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
                 .model_file
                 .as_deref()
                 .map(PathBuf::from)
-                .or_else(|| models_dir().map(|d| d.join(DEFAULT_MODEL_FILE)));
+                .or_else(crate::models::chosen_path);
             match model {
                 Some(model) => Some(crate::local::LocalConfig {
                     model,

@@ -111,6 +111,9 @@ pub struct LastAnswer {
     pub completion_tokens: u32,
     /// Prompt processing time.
     pub prompt_ms: u64,
+    /// For a cancelled answer: from the cancel leaving the gateway to the worker being free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_ms: Option<u64>,
     /// Generation speed.
     pub tokens_per_second: f64,
 }
@@ -124,6 +127,8 @@ pub struct LocalEngine {
     /// When the worker last died, and how many times in a row (for the restart backoff).
     crashes: Mutex<(Option<Instant>, u32)>,
     status: Arc<Mutex<LocalStatus>>,
+    /// When each cancel in flight was sent.
+    cancels: Arc<Mutex<HashMap<u64, Instant>>>,
 }
 
 /// Why the worker could not take a request.
@@ -148,6 +153,7 @@ impl LocalEngine {
             cfg,
             next_id: AtomicU64::new(1),
             crashes: Mutex::new((None, 0)),
+            cancels: Arc::default(),
         }
     }
 
@@ -270,6 +276,7 @@ impl LocalEngine {
             let alive = alive.clone();
             let tail = tail.clone();
             let status = self.status.clone();
+            let cancels = self.cancels.clone();
             tokio::spawn(async move {
                 while let Ok(Some(l)) = lines.next_line().await {
                     let Ok(line) = serde_json::from_str::<Line>(&l) else {
@@ -292,6 +299,11 @@ impl LocalEngine {
                         ..
                     } = &line
                     {
+                        let cancel_ms = cancels
+                            .lock()
+                            .expect("cancels lock")
+                            .remove(&id)
+                            .map(|at| at.elapsed().as_millis() as u64);
                         let mut st = status.lock().expect("status lock");
                         st.answers += 1;
                         st.cancelled += u64::from(reason == "cancelled");
@@ -302,6 +314,7 @@ impl LocalEngine {
                             cached_tokens: *cached_tokens,
                             completion_tokens: *completion_tokens,
                             prompt_ms: *prompt_ms,
+                            cancel_ms,
                             tokens_per_second: f64::from(*completion_tokens) * 1000.0
                                 / (*gen_ms).max(1) as f64,
                         });
@@ -413,8 +426,15 @@ impl LocalEngine {
     async fn cancel(&self, id: u64) {
         let mut slot = self.worker.lock().await;
         if let Some(w) = slot.as_mut() {
+            if !w.routes.lock().expect("routes lock").contains_key(&id) {
+                return; // It ended meanwhile.
+            }
             let mut line = serde_json::to_vec(&Command::Cancel { id }).expect("serializes");
             line.push(b'\n');
+            self.cancels
+                .lock()
+                .expect("cancels lock")
+                .insert(id, Instant::now());
             let _ = w.stdin.write_all(&line).await;
             let _ = w.stdin.flush().await;
         }

