@@ -46,6 +46,7 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         port,
     });
     tokio::spawn(probe_open_backends(Arc::downgrade(&state)));
+    tokio::spawn(warm_local(Arc::downgrade(&state)));
     axum::Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
@@ -76,7 +77,13 @@ async fn probe_open_backends(state: std::sync::Weak<AppState>) {
         Some(st) => st.router.health().subscribe(),
         None => return,
     };
-    while let Ok(ev) = events.recv().await {
+    loop {
+        let ev = match events.recv().await {
+            Ok(ev) => ev,
+            // Missed events (a burst): the next open breaker still gets its prober.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
         let crate::resilience::HealthEvent::Breaker { backend, to, .. } = ev else {
             continue;
         };
@@ -114,6 +121,41 @@ async fn probe_open_backends(state: std::sync::Weak<AppState>) {
                 }
             }
         });
+    }
+}
+
+/// The warm fallback: when a cloud backend's breaker opens or the network goes down, every
+/// local engine configured `warm` loads its model now, so the answer that comes its way next
+/// does not wait for the load. Holds the application weakly: it ends with it.
+async fn warm_local(state: std::sync::Weak<AppState>) {
+    let mut events = match state.upgrade() {
+        Some(st) => st.router.health().subscribe(),
+        None => return,
+    };
+    loop {
+        let ev = match events.recv().await {
+            Ok(ev) => ev,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(st) = state.upgrade() else { return };
+        let cloud_failing = match &ev {
+            crate::resilience::HealthEvent::Network { offline } => *offline,
+            crate::resilience::HealthEvent::Breaker { backend, to, .. } => {
+                let name = backend.split_once('/').map_or(backend.as_str(), |(p, _)| p);
+                *to == "open" && st.router.provider(name).is_some_and(|p| p.local.is_none())
+            }
+        };
+        if !cloud_failing {
+            continue;
+        }
+        for p in &st.config.providers {
+            if let Some(engine) = st.router.provider(&p.name).and_then(|p| p.local.clone()) {
+                if engine.warm() {
+                    tokio::spawn(async move { engine.preload().await });
+                }
+            }
+        }
     }
 }
 

@@ -263,3 +263,80 @@ async fn local_only_mode_and_an_offline_network_go_straight_to_the_local_model()
     );
     assert_eq!(put("auto").await, 200);
 }
+
+#[tokio::test]
+async fn a_failing_cloud_warms_the_local_model_and_idleness_unloads_it() {
+    std::env::set_var("UNDERSTUDY_WORKER_BIN", env!("CARGO_BIN_EXE_understudy"));
+    std::env::set_var("UNDERSTUDY_TEST_LOCAL_KEY", "sk-local");
+    let (_d, path) = model("warm");
+    let primary = MockCloud::start().await;
+    let toml = format!(
+        r#"
+[breaker]
+consecutive_failures = 1
+
+[providers.local]
+kind = "local"
+model_file = "{path}"
+context_size = 1024
+threads = 2
+unload_after = "1s"
+
+[providers.primary]
+kind = "openai"
+base_url = "{p}/v1"
+api_key_env = "UNDERSTUDY_TEST_LOCAL_KEY"
+
+[[routes]]
+model = "cloud"
+backends = ["primary/gpt-4o"]
+
+[[routes]]
+model = "smol"
+backends = ["local"]
+"#,
+        p = primary.url()
+    );
+    let h = crate::support::start_config(MockCloud::start().await, &toml).await;
+    assert_eq!(local_status(&h.url).await["state"], "not_loaded");
+    // The cloud fails once: its breaker opens, and the local model loads though no request
+    // has gone to it.
+    primary.push(Reply::json(500, &openai::error("server_error", "boom")));
+    let r = post(&h.url, "/v1/messages", &ask("cloud", false, 4)).await;
+    assert_eq!(r.status(), 500);
+    let mut status = Value::Null;
+    for _ in 0..600 {
+        status = local_status(&h.url).await;
+        if status["state"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["state"], "ready", "{status}");
+    assert_eq!(status["loads"], 1, "{status}");
+    assert_eq!(status["answers"], 0, "{status}");
+    // Idle for a second: unloaded (its memory back), and loaded again on demand.
+    for _ in 0..100 {
+        status = local_status(&h.url).await;
+        if status["state"] == "not_loaded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["state"], "not_loaded", "{status}");
+    let worker_running = std::process::Command::new("pgrep")
+        .args(["-f", &path])
+        .status()
+        .unwrap()
+        .success();
+    assert!(!worker_running, "the unloaded worker process is gone");
+    let v: Value = post(&h.url, "/v1/messages", &ask("smol", false, 4))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(v["content"].is_array(), "{v}");
+    let status = local_status(&h.url).await;
+    assert_eq!(status["loads"], 2, "{status}");
+    assert_eq!(status["state"], "ready", "{status}");
+}

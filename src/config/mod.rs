@@ -382,6 +382,9 @@ fn zero_config_providers() -> Vec<(String, RawProvider)> {
                 model_file: Some(model.to_string_lossy().into_owned()),
                 context_size: None,
                 threads: None,
+                warm: None,
+                unload_after: None,
+                gpu_layers: None,
                 timeouts: Default::default(),
                 headers: Default::default(),
             },
@@ -404,6 +407,9 @@ fn zero_config_clouds() -> Vec<(String, RawProvider)> {
             model_file: None,
             context_size: None,
             threads: None,
+            warm: None,
+            unload_after: None,
+            gpu_layers: None,
             timeouts: Default::default(),
             headers: Default::default(),
         },
@@ -419,6 +425,9 @@ fn zero_config_clouds() -> Vec<(String, RawProvider)> {
                     model_file: None,
                     context_size: None,
                     threads: None,
+                    warm: None,
+                    unload_after: None,
+                    gpu_layers: None,
                     base_url: Some((*url).into()),
                     api_key_env: Some((*var).into()),
                     api_key_keychain: None,
@@ -636,6 +645,13 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
                     model,
                     context: p.context_size.unwrap_or(8192),
                     threads: p.threads.unwrap_or_else(crate::local::physical_cores),
+                    warm: p.warm.unwrap_or(true),
+                    unload_after: match p.unload_after {
+                        Some(d) if d.is_zero() => None,
+                        Some(d) => Some(d),
+                        None => Some(crate::local::DEFAULT_UNLOAD_AFTER),
+                    },
+                    gpu_layers: p.gpu_layers,
                 }),
                 None => {
                     issue(at("model_file"), "no model file and no platform data dir to find the default in; set model_file".into());
@@ -643,10 +659,16 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
                 }
             }
         } else {
-            if p.model_file.is_some() || p.context_size.is_some() || p.threads.is_some() {
+            if p.model_file.is_some()
+                || p.context_size.is_some()
+                || p.threads.is_some()
+                || p.warm.is_some()
+                || p.unload_after.is_some()
+                || p.gpu_layers.is_some()
+            {
                 issue(
                     at("model_file"),
-                    "model_file, context_size and threads are for kind = \"local\" only".into(),
+                    "model_file, context_size, threads, warm, unload_after and gpu_layers are for kind = \"local\" only".into(),
                 );
             }
             None

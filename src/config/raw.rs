@@ -63,6 +63,12 @@ pub struct RawProvider {
     pub model_file: Option<String>,
     pub context_size: Option<u32>,
     pub threads: Option<u32>,
+    /// `kind = "local"`: load when a cloud starts failing; unload after this long idle ("0s":
+    /// never); model layers on the GPU (absent: as many as fit).
+    pub warm: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub unload_after: Option<Duration>,
+    pub gpu_layers: Option<u32>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
     /// Extra headers sent on every request to this provider (e.g. OpenRouter's `HTTP-Referer`).

@@ -32,6 +32,44 @@ pub struct LocalConfig {
     pub context: u32,
     /// CPU threads.
     pub threads: u32,
+    /// Load the model as soon as a cloud backend's breaker opens or the network goes down, so
+    /// the first local answer does not wait for it.
+    pub warm: bool,
+    /// Stop the worker (freeing its memory) after this long without a request; `None`: never.
+    pub unload_after: Option<Duration>,
+    /// Model layers to put on the GPU; `None`: as many as fit (none without a GPU build).
+    pub gpu_layers: Option<u32>,
+}
+
+/// How long the local model stays loaded without requests, unless configured.
+pub const DEFAULT_UNLOAD_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// What the local engine did, for the tray's notifications and the event stream.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LocalEvent {
+    /// Loading the model: the share loaded.
+    Loading {
+        /// 0 to 1.
+        progress: f32,
+    },
+    /// The model is loaded and serving.
+    Ready {
+        /// How long the load took.
+        load_ms: u64,
+    },
+    /// The worker died; it restarts on the next request.
+    Crashed {
+        /// Why (its last stderr lines).
+        message: String,
+    },
+    /// The model did not load.
+    Failed {
+        /// Why.
+        message: String,
+    },
+    /// Unloaded after being idle.
+    Unloaded,
 }
 
 /// The number of physical cores (llama.cpp runs best with one thread per core), at least 1.
@@ -65,6 +103,10 @@ struct Worker {
     stdin: ChildStdin,
     routes: Routes,
     alive: Arc<std::sync::atomic::AtomicBool>,
+    /// Set before the gateway stops it on purpose (idle unload): its exit is no crash.
+    retiring: Arc<std::sync::atomic::AtomicBool>,
+    /// Which start this is (an idle timer only ever stops its own worker).
+    generation: u64,
 }
 
 /// What the local engine is doing and has done: the tray, `/api/status` and the tests read it.
@@ -87,6 +129,8 @@ pub struct LocalStatus {
     /// Why it crashed or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Times the model was loaded.
+    pub loads: u64,
     /// Answers finished, in all.
     pub answers: u64,
     /// Answers cancelled because the client left.
@@ -129,6 +173,10 @@ pub struct LocalEngine {
     status: Arc<Mutex<LocalStatus>>,
     /// When each cancel in flight was sent.
     cancels: Arc<Mutex<HashMap<u64, Instant>>>,
+    /// When the last request came or ended (the idle unload's clock).
+    last_used: Arc<Mutex<Instant>>,
+    events: tokio::sync::broadcast::Sender<LocalEvent>,
+    generation: AtomicU64,
 }
 
 /// Why the worker could not take a request.
@@ -154,7 +202,60 @@ impl LocalEngine {
             next_id: AtomicU64::new(1),
             crashes: Mutex::new((None, 0)),
             cancels: Arc::default(),
+            last_used: Arc::new(Mutex::new(Instant::now())),
+            events: tokio::sync::broadcast::channel(64).0,
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// What the engine does from now on: loading progress, ready, crashed, unloaded.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LocalEvent> {
+        self.events.subscribe()
+    }
+
+    /// Whether it should load as soon as a cloud fails.
+    pub fn warm(&self) -> bool {
+        self.cfg.warm
+    }
+
+    /// Loads the model now if it is not loaded (the warm fallback: a cloud is failing, so the
+    /// next request may well come here).
+    pub async fn preload(self: &Arc<Self>) {
+        let mut slot = self.worker.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|w| w.alive.load(Ordering::Relaxed))
+        {
+            return;
+        }
+        tracing::info!(model = %self.cfg.model.display(), "preloading the local model: a cloud is failing");
+        if let Err(e) = self.ensure(&mut slot).await {
+            tracing::warn!(error = %e, "preloading the local model failed");
+        }
+    }
+
+    /// Stops the worker if it has been idle long enough; true when this timer is done (the
+    /// worker it watched is gone).
+    async fn unload_if_idle(&self, generation: u64, after: Duration) -> bool {
+        let mut slot = self.worker.lock().await;
+        let Some(w) = slot.as_mut() else { return true };
+        if w.generation != generation || !w.alive.load(Ordering::Relaxed) {
+            return true;
+        }
+        let busy = !w.routes.lock().expect("routes lock").is_empty();
+        if busy || self.last_used.lock().expect("last used lock").elapsed() < after {
+            return false;
+        }
+        w.retiring.store(true, Ordering::Relaxed);
+        let _ = w.child.start_kill();
+        *slot = None;
+        tracing::info!(
+            idle_s = after.as_secs(),
+            "unloaded the local model after being idle"
+        );
+        self.set_state("not_loaded", None);
+        let _ = self.events.send(LocalEvent::Unloaded);
+        true
     }
 
     /// A snapshot of what the engine is doing.
@@ -171,7 +272,7 @@ impl LocalEngine {
 
     /// Starts the worker if it is not running (waiting out the restart backoff after a crash)
     /// and waits until the model is loaded.
-    async fn ensure(&self, slot: &mut Option<Worker>) -> Result<(), ProviderError> {
+    async fn ensure(self: &Arc<Self>, slot: &mut Option<Worker>) -> Result<(), ProviderError> {
         if slot
             .as_ref()
             .is_some_and(|w| w.alive.load(Ordering::Relaxed))
@@ -247,6 +348,7 @@ impl LocalEngine {
                     Ok(Line::Ready { n_ctx, threads }) => return Some((n_ctx, threads)),
                     Ok(Line::Loading { progress }) => {
                         self.status.lock().expect("status lock").progress = Some(progress);
+                        let _ = self.events.send(LocalEvent::Loading { progress });
                     }
                     _ => {}
                 }
@@ -260,6 +362,9 @@ impl LocalEngine {
             let why = tail.lock().expect("tail lock").join(" | ");
             let message = format!("the local worker did not load the model: {why}");
             self.set_state("failed", Some(message.clone()));
+            let _ = self.events.send(LocalEvent::Failed {
+                message: message.clone(),
+            });
             return Err(failure(message));
         };
         tracing::info!(model = %self.cfg.model.display(), n_ctx, threads, load_ms = started.elapsed().as_millis() as u64, "local model ready");
@@ -270,6 +375,28 @@ impl LocalEngine {
             st.progress = None;
             st.n_ctx = Some(n_ctx);
             st.threads = Some(threads);
+            st.loads += 1;
+        }
+        let _ = self.events.send(LocalEvent::Ready {
+            load_ms: started.elapsed().as_millis() as u64,
+        });
+        *self.last_used.lock().expect("last used lock") = Instant::now();
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let retiring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(after) = self.cfg.unload_after {
+            let engine = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let tick = (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+                loop {
+                    tokio::time::sleep(tick).await;
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    if engine.unload_if_idle(generation, after).await {
+                        return;
+                    }
+                }
+            });
         }
         {
             let routes = routes.clone();
@@ -277,6 +404,9 @@ impl LocalEngine {
             let tail = tail.clone();
             let status = self.status.clone();
             let cancels = self.cancels.clone();
+            let last_used = self.last_used.clone();
+            let events = self.events.clone();
+            let retiring = retiring.clone();
             tokio::spawn(async move {
                 while let Ok(Some(l)) = lines.next_line().await {
                     let Ok(line) = serde_json::from_str::<Line>(&l) else {
@@ -320,6 +450,9 @@ impl LocalEngine {
                         });
                     }
                     let done = matches!(line, Line::Done { .. } | Line::Error { .. });
+                    if done {
+                        *last_used.lock().expect("last used lock") = Instant::now();
+                    }
                     let mut r = routes.lock().expect("routes lock");
                     if let Some(tx) = r.get(&id) {
                         let _ = tx.send(line);
@@ -330,6 +463,9 @@ impl LocalEngine {
                 }
                 // The worker is gone: every request in flight hears it, with the reason.
                 alive.store(false, Ordering::Relaxed);
+                if retiring.load(Ordering::Relaxed) {
+                    return; // Unloaded on purpose, with nothing in flight.
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let why = tail.lock().expect("tail lock").join(" | ");
                 let message = if why.is_empty() {
@@ -343,6 +479,9 @@ impl LocalEngine {
                     st.state = "crashed";
                     st.error = Some(message.clone());
                 }
+                let _ = events.send(LocalEvent::Crashed {
+                    message: message.clone(),
+                });
                 for (id, tx) in routes.lock().expect("routes lock").drain() {
                     let _ = tx.send(Line::Error {
                         id,
@@ -359,6 +498,8 @@ impl LocalEngine {
             stdin,
             routes,
             alive,
+            retiring,
+            generation,
         });
         Ok(())
     }
@@ -396,6 +537,7 @@ impl LocalEngine {
         };
         let mut slot = self.worker.lock().await;
         self.ensure(&mut slot).await?;
+        *self.last_used.lock().expect("last used lock") = Instant::now();
         let w = slot.as_mut().expect("ensured");
         let (tx, rx) = mpsc::unbounded_channel();
         w.routes.lock().expect("routes lock").insert(id, tx);
@@ -697,6 +839,9 @@ mod tests {
             model: "none".into(),
             context: 8,
             threads: 1,
+            warm: false,
+            unload_after: None,
+            gpu_layers: None,
         }));
         let (tx, rx) = mpsc::unbounded_channel();
         for l in lines {
