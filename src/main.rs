@@ -54,6 +54,9 @@ enum Command {
         /// CPU threads (default: the physical cores).
         #[arg(long)]
         threads: Option<u32>,
+        /// Layers on the GPU (default: as many as fit).
+        #[arg(long)]
+        gpu_layers: Option<u32>,
     },
     /// Run the scripted mock cloud (Anthropic- and OpenAI-shaped) for tests and benchmarks.
     #[cfg(feature = "testing")]
@@ -130,10 +133,16 @@ fn main() -> ExitCode {
         model,
         context,
         threads,
+        gpu_layers,
     } = &cli.command
     {
-        let threads = threads.unwrap_or_else(understudy::local::physical_cores);
-        return match understudy::local::worker::run(model, *context, threads) {
+        let settings = understudy::local::worker::Settings {
+            model: model.clone(),
+            n_ctx: *context,
+            threads: threads.unwrap_or_else(understudy::local::physical_cores),
+            gpu_layers: *gpu_layers,
+        };
+        return match understudy::local::worker::run(&settings) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("understudy worker: {e:#}");

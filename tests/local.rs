@@ -187,6 +187,19 @@ async fn a_client_that_leaves_frees_the_worker_at_once() {
     assert_eq!(status["answers"], 2, "{status}");
     assert_eq!(status["last"]["reason"], "max_tokens", "{status}");
     assert_eq!(status["last"]["completion_tokens"], 4, "{status}");
+    // Where it runs and what it holds: no GPU here.
+    assert_eq!(status["device"], "CPU", "{status}");
+    assert_eq!(status["gpu_layers"], 0, "{status}");
+    assert_eq!(
+        status["n_layers"], 30,
+        "SmolLM2-135M has 30 layers: {status}"
+    );
+    let weights = status["model_bytes"].as_u64().unwrap();
+    assert!(weights > 50_000_000, "{status}");
+    assert!(
+        status["rss_bytes"].as_u64().unwrap() > weights / 2,
+        "{status}"
+    );
 }
 
 #[tokio::test]

@@ -72,6 +72,20 @@ pub enum LocalEvent {
     Unloaded,
 }
 
+/// A process's resident memory, from /proc.
+fn rss_of(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// The number of physical cores (llama.cpp runs best with one thread per core), at least 1.
 pub fn physical_cores() -> u32 {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -126,6 +140,24 @@ pub struct LocalStatus {
     /// CPU threads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
+    /// `CPU`, or the GPU the layers run on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Layers on the GPU, of `n_layers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_layers: Option<u32>,
+    /// Layers in the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_layers: Option<u32>,
+    /// The weights' size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_bytes: Option<u64>,
+    /// The worker's resident memory now (weights, KV cache, buffers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// The worker's process id.
+    #[serde(skip)]
+    pub pid: Option<u32>,
     /// Why it crashed or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -260,7 +292,12 @@ impl LocalEngine {
 
     /// A snapshot of what the engine is doing.
     pub fn status(&self) -> LocalStatus {
-        self.status.lock().expect("status lock").clone()
+        let mut st = self.status.lock().expect("status lock").clone();
+        st.rss_bytes = match (st.state, st.pid) {
+            ("ready", Some(pid)) => rss_of(pid),
+            _ => None,
+        };
+        st
     }
 
     fn set_state(&self, state: &'static str, error: Option<String>) {
@@ -314,6 +351,12 @@ impl LocalEngine {
             .arg(self.cfg.context.to_string())
             .arg("--threads")
             .arg(self.cfg.threads.to_string())
+            .args(
+                self.cfg
+                    .gpu_layers
+                    .map(|n| vec!["--gpu-layers".to_owned(), n.to_string()])
+                    .unwrap_or_default(),
+            )
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -345,7 +388,7 @@ impl LocalEngine {
         let ready = tokio::time::timeout(Duration::from_secs(300), async {
             while let Ok(Some(l)) = lines.next_line().await {
                 match serde_json::from_str::<Line>(&l) {
-                    Ok(Line::Ready { n_ctx, threads }) => return Some((n_ctx, threads)),
+                    Ok(ready @ Line::Ready { .. }) => return Some(ready),
                     Ok(Line::Loading { progress }) => {
                         self.status.lock().expect("status lock").progress = Some(progress);
                         let _ = self.events.send(LocalEvent::Loading { progress });
@@ -356,7 +399,15 @@ impl LocalEngine {
             None
         })
         .await;
-        let Ok(Some((n_ctx, threads))) = ready else {
+        let Ok(Some(Line::Ready {
+            n_ctx,
+            threads,
+            device,
+            gpu_layers,
+            n_layers,
+            model_bytes,
+        })) = ready
+        else {
             let _ = child.start_kill();
             self.crashed();
             let why = tail.lock().expect("tail lock").join(" | ");
@@ -367,7 +418,7 @@ impl LocalEngine {
             });
             return Err(failure(message));
         };
-        tracing::info!(model = %self.cfg.model.display(), n_ctx, threads, load_ms = started.elapsed().as_millis() as u64, "local model ready");
+        tracing::info!(model = %self.cfg.model.display(), n_ctx, threads, %device, gpu_layers, n_layers, load_ms = started.elapsed().as_millis() as u64, "local model ready");
         {
             let mut st = self.status.lock().expect("status lock");
             st.state = "ready";
@@ -375,6 +426,11 @@ impl LocalEngine {
             st.progress = None;
             st.n_ctx = Some(n_ctx);
             st.threads = Some(threads);
+            st.device = Some(device);
+            st.gpu_layers = Some(gpu_layers);
+            st.n_layers = Some(n_layers);
+            st.model_bytes = Some(model_bytes);
+            st.pid = child.id();
             st.loads += 1;
         }
         let _ = self.events.send(LocalEvent::Ready {

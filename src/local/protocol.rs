@@ -65,6 +65,18 @@ pub enum Line {
         n_ctx: u32,
         /// Threads used.
         threads: u32,
+        /// Where the layers run: `CPU`, or the GPU's name (e.g. `CUDA0 (NVIDIA H100 80GB HBM3)`).
+        #[serde(default)]
+        device: String,
+        /// Layers offloaded to the GPU.
+        #[serde(default)]
+        gpu_layers: u32,
+        /// Layers in the model.
+        #[serde(default)]
+        n_layers: u32,
+        /// The model's weights, in bytes.
+        #[serde(default)]
+        model_bytes: u64,
     },
     /// Prompt processing progress (the gateway keeps the client alive with it).
     Progress {

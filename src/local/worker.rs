@@ -19,7 +19,6 @@ use llama_cpp_2::token::LlamaToken;
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::num::NonZeroU32;
-use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 
 /// Prompt tokens decoded per batch (a cancel is checked between batches).
@@ -35,28 +34,95 @@ fn emit(line: &Line) {
     let _ = out.flush();
 }
 
-/// Runs the worker until stdin closes.
-pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
-    let mut backend = LlamaBackend::init()?;
-    backend.void_logs();
-    // Progress every 5 %, so the gateway can show "loading n %".
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The GGUF file.
+    pub model: std::path::PathBuf,
+    /// Context size in tokens (capped by the model's own).
+    pub n_ctx: u32,
+    /// CPU threads.
+    pub threads: u32,
+    /// Layers on the GPU; `None`: as many as fit.
+    pub gpu_layers: Option<u32>,
+}
+
+/// Memory left free on each GPU when fitting layers (for the KV cache's growth, the desktop,
+/// other programs).
+const GPU_MARGIN: usize = 1 << 30;
+
+/// Model parameters that report loading progress (every 5 %, so the gateway can show
+/// "loading n %").
+fn model_params() -> LlamaModelParams {
     let mut shown = -1i32;
-    let params = LlamaModelParams::default().with_progress_callback(move |p: f32| {
+    LlamaModelParams::default().with_progress_callback(move |p: f32| {
         let step = (p * 20.0) as i32;
         if step > shown {
             shown = step;
             emit(&Line::Loading { progress: p });
         }
         true
+    })
+}
+
+/// Runs the worker until stdin closes.
+pub fn run(settings: &Settings) -> anyhow::Result<()> {
+    let model_path = settings.model.as_path();
+    let threads = settings.threads;
+    let mut backend = LlamaBackend::init()?;
+    backend.void_logs();
+    let ctx_params = |n_ctx: u32| {
+        LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(BATCH as u32)
+            .with_n_threads(threads as i32)
+            .with_n_threads_batch(threads as i32)
+    };
+    let gpus: Vec<_> = llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .filter(|d| {
+            matches!(
+                d.device_type,
+                llama_cpp_2::LlamaBackendDeviceType::Gpu
+                    | llama_cpp_2::LlamaBackendDeviceType::IntegratedGpu
+            )
+        })
+        .collect();
+    let offload = backend.supports_gpu_offload() && !gpus.is_empty();
+    // Layers on the GPU: as configured; else llama.cpp's fit (as many as the free memory
+    // holds, less a margin); a model that fits nowhere on the GPU runs on the CPU.
+    let mut params = std::pin::pin!(match settings.gpu_layers {
+        Some(n) if offload => model_params().with_n_gpu_layers(n),
+        _ if !offload => model_params().with_n_gpu_layers(0),
+        _ => model_params(),
     });
+    if offload && settings.gpu_layers.is_none() {
+        let path = std::ffi::CString::new(model_path.as_os_str().as_encoded_bytes())?;
+        let mut margins = vec![GPU_MARGIN; llama_cpp_2::max_devices().max(gpus.len())];
+        let mut cp = ctx_params(settings.n_ctx);
+        if params
+            .as_mut()
+            .fit_params(&path, &mut cp, &mut margins, settings.n_ctx, 3)
+            .is_err()
+        {
+            eprintln!("understudy worker: the model does not fit on the GPU; running on the CPU");
+            params.set(model_params().with_n_gpu_layers(0));
+        }
+    }
     let model = LlamaModel::load_from_file(&backend, model_path, &params)
         .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", model_path.display()))?;
-    let n_ctx = n_ctx.min(model.n_ctx_train()).max(256);
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
-        .with_n_batch(BATCH as u32)
-        .with_n_threads(threads as i32)
-        .with_n_threads_batch(threads as i32);
+    let n_layers = model.n_layer();
+    let gpu_layers = if offload {
+        u32::try_from(params.n_gpu_layers()).map_or(n_layers, |n| n.min(n_layers))
+    } else {
+        0
+    };
+    let device = match gpus.first() {
+        Some(g) if gpu_layers > 0 => format!("{} ({})", g.name, g.description),
+        _ => "CPU".to_owned(),
+    };
+    let n_ctx = settings.n_ctx.min(model.n_ctx_train()).max(256);
+    let params = ctx_params(n_ctx);
     let mut ctx = model.new_context(&backend, params)?;
     let template = model
         .meta_val_str("tokenizer.chat_template")
@@ -85,7 +151,14 @@ pub fn run(model_path: &Path, n_ctx: u32, threads: u32) -> anyhow::Result<()> {
             }
         });
     }
-    emit(&Line::Ready { n_ctx, threads });
+    emit(&Line::Ready {
+        n_ctx,
+        threads,
+        device,
+        gpu_layers,
+        n_layers,
+        model_bytes: model.size(),
+    });
 
     let mut cached: Vec<LlamaToken> = Vec::new();
     while let Ok(cmd) = rx.recv() {
