@@ -498,7 +498,8 @@ async fn open(backend: &Backend, enc: &Encoded, deadline: Instant) -> Result<Ope
                 e.provider = provider.name().to_owned();
                 GatewayError::Upstream(e)
             })?;
-        let tools = !req.tools.is_empty();
+        let tools = !req.tools.is_empty()
+            && !matches!(req.tool_choice, Some(crate::canonical::ToolChoice::None));
         return Ok(Opened::Stream(crate::local::into_sse(
             rx,
             guard,

@@ -353,3 +353,44 @@ backends = ["local"]
     assert_eq!(status["loads"], 2, "{status}");
     assert_eq!(status["state"], "ready", "{status}");
 }
+
+#[tokio::test]
+async fn a_forced_tool_call_is_a_well_formed_tool_use_even_from_a_tiny_model() {
+    let (h, _p, _d, _m) = start("tools").await;
+    let tools = json!([
+        {"name": "get_weather", "description": "Weather for a city.",
+         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+        {"name": "read_file", "description": "Reads a file.",
+         "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}
+    ]);
+    for (choice, want) in [
+        (
+            json!({"type": "tool", "name": "get_weather"}),
+            Some("get_weather"),
+        ),
+        (json!({"type": "any"}), None),
+    ] {
+        let body = json!({"model": "smol", "max_tokens": 96, "temperature": 0,
+            "tools": tools, "tool_choice": choice,
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}]});
+        let v: Value = post(&h.url, "/v1/messages", &body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["stop_reason"], "tool_use", "{v}");
+        let call = v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "tool_use")
+            .unwrap_or_else(|| panic!("a tool_use block: {v}"));
+        let name = call["name"].as_str().unwrap();
+        match want {
+            Some(w) => assert_eq!(name, w, "{v}"),
+            None => assert!(["get_weather", "read_file"].contains(&name), "{v}"),
+        }
+        assert!(call["input"].is_object(), "{v}");
+        assert!(call["id"].as_str().unwrap().starts_with("toolu_"), "{v}");
+    }
+}

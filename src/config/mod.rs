@@ -599,7 +599,12 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
         let passthrough_auth = p
             .passthrough_auth
             .unwrap_or(kind == ProviderKind::Anthropic && key.is_none());
-        let d = Timeouts::default();
+        let mut d = Timeouts::default();
+        if kind == ProviderKind::Local {
+            // A long prompt on a slow CPU takes minutes before the first token, with progress
+            // (and keep-alives) all along: that is work, not a stall.
+            d.first_content = Duration::from_secs(600);
+        }
         let timeouts = Timeouts {
             connect: p.timeouts.connect.unwrap_or(d.connect),
             first_byte: p.timeouts.first_byte.unwrap_or(d.first_byte),

@@ -12,7 +12,7 @@ use crate::canonical::{Block, Event, Request, Role, StartBlock, StopReason, Usag
 use crate::error::{FailureKind, ProviderError};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::BoxStream;
-use protocol::{ChatMessage, Command, Line};
+use protocol::{ChatMessage, Command, Line, ToolSpec};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -580,6 +580,7 @@ impl LocalEngine {
     ) -> Result<(mpsc::UnboundedReceiver<Line>, CancelOnDrop), ProviderError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (messages, prefill) = to_chat(req);
+        let (tools, force_tool) = tools_for(req);
         let cmd = Command::Generate {
             id,
             messages,
@@ -590,6 +591,8 @@ impl LocalEngine {
             top_k: req.top_k.map(|k| k as i32),
             seed: req.seed.map(|s| s as u32),
             stop: req.stop.clone(),
+            tools,
+            force_tool,
         };
         let mut slot = self.worker.lock().await;
         self.ensure(&mut slot).await?;
@@ -666,6 +669,70 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Longest tool description a local model gets: the first paragraph, at most this long.
+/// Claude Code's tool descriptions run to thousands of tokens; a local model has a few
+/// thousand in all, and a small one cannot use the detail.
+const TOOL_DESCRIPTION_MAX: usize = 300;
+
+/// The first paragraph of `text`, cut at a character boundary to at most `max` bytes.
+fn first_paragraph(text: &str, max: usize) -> String {
+    let para = text.trim().split("\n\n").next().unwrap_or("").trim();
+    if para.len() <= max {
+        return para.to_owned();
+    }
+    let mut end = max;
+    while !para.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", para[..end].trim_end())
+}
+
+/// A schema with every nested `description` cut to its first paragraph.
+fn compact_schema(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("description", serde_json::Value::String(d)) => (
+                    k.clone(),
+                    serde_json::Value::String(first_paragraph(d, 120)),
+                ),
+                ("$schema", _) => (k.clone(), serde_json::Value::Null),
+                _ => (k.clone(), compact_schema(v)),
+            })
+            .filter(|(k, _)| k != "$schema")
+            .collect(),
+        serde_json::Value::Array(a) => a.iter().map(compact_schema).collect(),
+        other => other.clone(),
+    }
+}
+
+/// The tools for the worker (compacted), and whether one must be called.
+fn tools_for(req: &Request) -> (Vec<ToolSpec>, Option<String>) {
+    use crate::canonical::ToolChoice;
+    if matches!(req.tool_choice, Some(ToolChoice::None)) || req.tools.is_empty() {
+        return (Vec::new(), None);
+    }
+    let tools = req
+        .tools
+        .iter()
+        .map(|t| ToolSpec {
+            name: t.name.clone(),
+            description: first_paragraph(
+                t.description.as_deref().unwrap_or(""),
+                TOOL_DESCRIPTION_MAX,
+            ),
+            parameters: compact_schema(&t.schema),
+        })
+        .collect();
+    let force = match &req.tool_choice {
+        Some(ToolChoice::Any) => Some("*".to_owned()),
+        Some(ToolChoice::Tool(name)) => Some(name.clone()),
+        _ => None,
+    };
+    (tools, force)
+}
+
 /// The conversation as text messages, and a final assistant turn as the prefill.
 fn to_chat(req: &Request) -> (Vec<ChatMessage>, Option<String>) {
     let mut out = Vec::new();
@@ -685,13 +752,18 @@ fn to_chat(req: &Request) -> (Vec<ChatMessage>, Option<String>) {
         for b in &m.content {
             let piece = match b {
                 Block::Text(t) => t.clone(),
-                Block::ToolUse { name, input, .. } => format!("[called {name} with {input}]"),
+                // Calls and results in the Hermes form the tool prompt asks for, so the model
+                // sees its own earlier calls the way it is told to make them.
+                Block::ToolUse { name, input, .. } => format!(
+                    "<tool_call>\n{}\n</tool_call>",
+                    serde_json::json!({"name": name, "arguments": input})
+                ),
                 Block::ToolResult {
                     content, is_error, ..
                 } => {
                     format!(
-                        "[tool {}: {}]",
-                        if *is_error { "error" } else { "result" },
+                        "<tool_response>\n{}{}\n</tool_response>",
+                        if *is_error { "error: " } else { "" },
                         crate::wire::text_of(content)
                     )
                 }

@@ -12,6 +12,17 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// A tool the model may call, described for its prompt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolSpec {
+    /// Its name.
+    pub name: String,
+    /// What it does (compacted for a small context).
+    pub description: String,
+    /// JSON Schema of its arguments.
+    pub parameters: serde_json::Value,
+}
+
 /// Gateway → worker.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -42,6 +53,14 @@ pub enum Command {
         /// Stop sequences.
         #[serde(default)]
         stop: Vec<String>,
+        /// Tools the model may call (rendered by the model's template when it takes tools,
+        /// else described in the system prompt in Hermes form).
+        #[serde(default)]
+        tools: Vec<ToolSpec>,
+        /// A tool call is required: `*` any tool, or the tool's name. Sampling is then
+        /// constrained by a grammar to a well-formed call.
+        #[serde(default)]
+        force_tool: Option<String>,
     },
     /// Stop generating for this request (the client went away).
     Cancel {
