@@ -319,7 +319,11 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         }
         match temperature {
             Some(t) if t <= 0.0 => chain.push(LlamaSampler::greedy()),
+            // Sampling: a light repetition penalty over the last 64 tokens (llama.cpp's
+            // long-time default) keeps small models out of loops. Greedy requests are left
+            // exact.
             t => chain.extend([
+                LlamaSampler::penalties(model.n_vocab(), 64, 1.1, 0.0, 0.0),
                 LlamaSampler::top_k(top_k.unwrap_or(40)),
                 LlamaSampler::top_p(top_p.unwrap_or(0.95), 1),
                 LlamaSampler::temp(t.unwrap_or(0.7)),

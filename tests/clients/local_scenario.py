@@ -1,0 +1,87 @@
+"""One run of Claude Code through a gateway whose answer must come from the embedded model.
+
+`run()` starts `understudy serve` (a config file, or zero config from an empty HOME), runs
+`claude -p` against it, and returns Claude Code's output with the gateway's `/api/status`
+afterwards. Run as a script (`python3 local_scenario.py IN.json OUT.json`) it does the same
+inside whatever network namespace it was started in: the no-network test runs it under
+`unshare -rn`, where only a loopback interface exists.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def claude_binary():
+    import glob
+    found = glob.glob(os.path.join(HERE, "node_modules", "@anthropic-ai", "claude-code-linux-*", "claude"))
+    if not found:
+        raise RuntimeError("Claude Code is not installed: run scripts/test (it runs npm install in tests/clients)")
+    return found[0]
+
+
+def run(bin_path, home, models_dir, prompt, config=None, bring_up_loopback=False):
+    if bring_up_loopback:
+        # A fresh network namespace has only `lo`, and it is down.
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": home,
+        "UNDERSTUDY_MODELS_DIR": models_dir,
+        "UNDERSTUDY_WORKER_BIN": bin_path,
+        "RUST_LOG": "understudy=info",
+    }
+    args = [bin_path, "serve", "--listen", "127.0.0.1:0"]
+    if config:
+        args += ["--config", config]
+    gw = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = gw.stdout.readline().strip()
+        prefix = "understudy listening on "
+        if not line.startswith(prefix):
+            raise RuntimeError(f"the gateway did not start: {line!r} {gw.stderr.read()}")
+        url = line[len(prefix):]
+        claude_env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": home,
+            "ANTHROPIC_BASE_URL": url,
+            "ANTHROPIC_API_KEY": "sk-ant-test-not-a-real-key",
+            "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_TELEMETRY": "1",
+            # A tiny model rambles: bound its answers so the test stays quick.
+            "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "1024",
+        }
+        # A 135M model at Claude Code's temperature sometimes runs past the limit, which
+        # Claude Code reports as an error: that (and only that) earns another try. The
+        # prompt is cached in the worker by then, so a try costs only the answer.
+        tries = []
+        for _ in range(3):
+            out = subprocess.run([claude_binary(), "-p", prompt], env=claude_env, capture_output=True, text=True,
+                                 timeout=900, stdin=subprocess.DEVNULL)
+            tries.append({"returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr})
+            if out.returncode == 0 or "output token maximum" not in out.stdout + out.stderr:
+                break
+        with urllib.request.urlopen(url + "/api/status") as r:
+            status = json.loads(r.read())
+        return {**tries[-1], "tries": tries, "status": status}
+    finally:
+        gw.terminate()
+        try:
+            _, err = gw.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            gw.kill()
+            _, err = gw.communicate()
+        sys.stderr.write(err[-4000:])
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        kwargs = json.load(f)
+    result = run(**kwargs)
+    with open(sys.argv[2], "w") as f:
+        json.dump(result, f)
