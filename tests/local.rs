@@ -224,9 +224,15 @@ async fn a_worker_killed_mid_answer_is_an_explicit_error_and_the_next_request_wo
     );
     let status = local_status(&h.url).await;
     assert_eq!(status["state"], "crashed", "{status}");
+    // The reason is reported, not just the death: a SIGKILL is what the OOM killer sends.
+    let error = status["error"].as_str().unwrap();
     assert!(
-        status["error"].as_str().unwrap().contains("worker"),
+        error.contains("SIGKILL") && error.contains("out of memory"),
         "{status}"
+    );
+    assert!(
+        String::from_utf8_lossy(&got).contains("SIGKILL"),
+        "the client hears the reason too"
     );
     let v: Value = post(&h.url, "/v1/messages", &ask("smol", false, 4))
         .await

@@ -20,6 +20,56 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
+
+impl Worker {
+    fn stop(&mut self) {
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+    }
+}
+
+/// Owns the worker process: waits for its exit (or kills it when asked, or when the gateway
+/// drops its handle) and reports the exit status.
+fn watch(
+    mut child: Child,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<std::process::ExitStatus>,
+) {
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            s = child.wait() => s,
+            _ = kill_rx => {
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
+        if let Ok(s) = status {
+            let _ = exit_tx.send(s);
+        }
+    });
+    (kill_tx, exit_rx)
+}
+
+/// Why a worker process ended, in words a user can act on.
+fn exit_reason(status: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => match s.signal() {
+            Some(9) => "it was killed (SIGKILL): most likely the system ran out of memory; \
+                        try a smaller model or context_size"
+                .to_owned(),
+            Some(6) => "it aborted (SIGABRT): a llama.cpp assertion failed".to_owned(),
+            Some(11) => "it crashed (SIGSEGV)".to_owned(),
+            Some(n) => format!("it was stopped by signal {n}"),
+            None => format!("it exited with status {}", s.code().unwrap_or(-1)),
+        },
+        None => "it stopped answering".to_owned(),
+    }
+}
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -113,7 +163,9 @@ type Routes = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Line>>>>;
 
 #[derive(Debug)]
 struct Worker {
-    child: Child,
+    /// Dropping or firing it stops the process (its waiter task owns the `Child`).
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    pid: Option<u32>,
     stdin: ChildStdin,
     routes: Routes,
     alive: Arc<std::sync::atomic::AtomicBool>,
@@ -279,7 +331,7 @@ impl LocalEngine {
             return false;
         }
         w.retiring.store(true, Ordering::Relaxed);
-        let _ = w.child.start_kill();
+        w.stop();
         *slot = None;
         tracing::info!(
             idle_s = after.as_secs(),
@@ -317,7 +369,7 @@ impl LocalEngine {
             return Ok(());
         }
         if let Some(mut old) = slot.take() {
-            let _ = old.child.start_kill();
+            old.stop();
         }
         let wait = {
             let c = self.crashes.lock().expect("crash lock");
@@ -357,6 +409,9 @@ impl LocalEngine {
                     .map(|n| vec!["--gpu-layers".to_owned(), n.to_string()])
                     .unwrap_or_default(),
             )
+            // ggml's abort handler would attach gdb for a backtrace: slow, and noise in the
+            // reason we report.
+            .env("GGML_NO_BACKTRACE", "1")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -366,6 +421,8 @@ impl LocalEngine {
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
+        let pid = child.id();
+        let (kill, mut exited) = watch(child);
         let routes: Routes = Arc::default();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let tail: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -408,10 +465,17 @@ impl LocalEngine {
             model_bytes,
         })) = ready
         else {
-            let _ = child.start_kill();
+            let _ = kill.send(());
             self.crashed();
+            let status = tokio::time::timeout(Duration::from_secs(2), &mut exited)
+                .await
+                .ok()
+                .and_then(Result::ok);
             let why = tail.lock().expect("tail lock").join(" | ");
-            let message = format!("the local worker did not load the model: {why}");
+            let message = format!(
+                "the local worker did not load the model ({}): {why}",
+                exit_reason(status)
+            );
             self.set_state("failed", Some(message.clone()));
             let _ = self.events.send(LocalEvent::Failed {
                 message: message.clone(),
@@ -430,7 +494,7 @@ impl LocalEngine {
             st.gpu_layers = Some(gpu_layers);
             st.n_layers = Some(n_layers);
             st.model_bytes = Some(model_bytes);
-            st.pid = child.id();
+            st.pid = pid;
             st.loads += 1;
         }
         let _ = self.events.send(LocalEvent::Ready {
@@ -522,12 +586,18 @@ impl LocalEngine {
                 if retiring.load(Ordering::Relaxed) {
                     return; // Unloaded on purpose, with nothing in flight.
                 }
+                let exit = tokio::time::timeout(Duration::from_secs(2), exited)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                // The last stderr lines may trail the exit by a moment.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let why = tail.lock().expect("tail lock").join(" | ");
+                let reason = exit_reason(exit);
                 let message = if why.is_empty() {
-                    "the local worker exited".to_owned()
+                    format!("the local worker died: {reason}")
                 } else {
-                    format!("the local worker died: {why}")
+                    format!("the local worker died: {reason}: {why}")
                 };
                 tracing::error!(%message, "local worker crashed; it restarts on the next request");
                 {
@@ -550,7 +620,8 @@ impl LocalEngine {
             });
         }
         *slot = Some(Worker {
-            child,
+            kill: Some(kill),
+            pid,
             stdin,
             routes,
             alive,
@@ -568,7 +639,7 @@ impl LocalEngine {
 
     /// The process id of the running worker (tests kill it).
     pub async fn worker_pid(&self) -> Option<u32> {
-        self.worker.lock().await.as_ref().and_then(|w| w.child.id())
+        self.worker.lock().await.as_ref().and_then(|w| w.pid)
     }
 
     /// Sends a request; its lines come back on the receiver. Dropping the returned guard
