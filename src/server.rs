@@ -45,8 +45,7 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         router,
         port,
     });
-    tokio::spawn(probe_open_backends(Arc::downgrade(&state)));
-    tokio::spawn(warm_local(Arc::downgrade(&state)));
+    tokio::spawn(on_health_events(Arc::downgrade(&state)));
     axum::Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
@@ -69,10 +68,10 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         .with_state(state)
 }
 
-/// Probes every backend whose breaker opens, until it recovers: a probe that gets any answer
-/// but an overload moves the breaker to half-open, so the next request is its trial at once.
+/// Acts on the health events: a backend whose breaker opens gets a prober
+/// ([`probe_until_recovered`]), and a failing cloud warms the local engines ([`warm_local`]).
 /// Holds the application weakly: it ends with it.
-async fn probe_open_backends(state: std::sync::Weak<AppState>) {
+async fn on_health_events(state: std::sync::Weak<AppState>) {
     let mut events = match state.upgrade() {
         Some(st) => st.router.health().subscribe(),
         None => return,
@@ -84,76 +83,67 @@ async fn probe_open_backends(state: std::sync::Weak<AppState>) {
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
-        let crate::resilience::HealthEvent::Breaker { backend, to, .. } = ev else {
-            continue;
-        };
-        if to != "open" {
-            continue;
-        }
-        let state = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let (provider, health) = {
-                    let Some(st) = state.upgrade() else { return };
-                    let name = backend.split_once('/').map_or(backend.as_str(), |(p, _)| p);
-                    let Some(provider) = st.router.provider(name).cloned() else {
-                        return;
-                    };
-                    (provider, st.router.health().clone())
-                };
-                tokio::time::sleep(health.probe_interval()).await;
-                if !matches!(
-                    health.state(&backend),
-                    crate::resilience::breaker::State::Open { .. }
-                ) {
-                    return;
-                }
-                match provider.probe().await {
-                    Ok(status) if !crate::resilience::status_fails_over(status) => {
-                        tracing::info!(backend = %backend, status, "probe answered; the next request is the trial");
-                        health.probe_ok(&backend);
-                        return;
-                    }
-                    Ok(status) => {
-                        tracing::debug!(backend = %backend, status, "probe: still failing")
-                    }
-                    Err(e) => tracing::debug!(backend = %backend, error = %e, "probe: unreachable"),
-                }
+        let Some(st) = state.upgrade() else { return };
+        warm_local(&st, &ev);
+        if let crate::resilience::HealthEvent::Breaker { backend, to, .. } = ev {
+            if to == "open" {
+                tokio::spawn(probe_until_recovered(state.clone(), backend));
             }
-        });
+        }
+    }
+}
+
+/// Probes a backend whose breaker is open until it recovers: a probe that gets any answer but
+/// an overload moves the breaker to half-open, so the next request is its trial at once.
+async fn probe_until_recovered(state: std::sync::Weak<AppState>, backend: String) {
+    loop {
+        let (provider, health) = {
+            let Some(st) = state.upgrade() else { return };
+            let name = backend.split_once('/').map_or(backend.as_str(), |(p, _)| p);
+            let Some(provider) = st.router.provider(name).cloned() else {
+                return;
+            };
+            (provider, st.router.health().clone())
+        };
+        tokio::time::sleep(health.probe_interval()).await;
+        if !matches!(
+            health.state(&backend),
+            crate::resilience::breaker::State::Open { .. }
+        ) {
+            return;
+        }
+        match provider.probe().await {
+            Ok(status) if !crate::resilience::status_fails_over(status) => {
+                tracing::info!(backend = %backend, status, "probe answered; the next request is the trial");
+                health.probe_ok(&backend);
+                return;
+            }
+            Ok(status) => {
+                tracing::debug!(backend = %backend, status, "probe: still failing")
+            }
+            Err(e) => tracing::debug!(backend = %backend, error = %e, "probe: unreachable"),
+        }
     }
 }
 
 /// The warm fallback: when a cloud backend's breaker opens or the network goes down, every
 /// local engine configured `warm` loads its model now, so the answer that comes its way next
-/// does not wait for the load. Holds the application weakly: it ends with it.
-async fn warm_local(state: std::sync::Weak<AppState>) {
-    let mut events = match state.upgrade() {
-        Some(st) => st.router.health().subscribe(),
-        None => return,
-    };
-    loop {
-        let ev = match events.recv().await {
-            Ok(ev) => ev,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
-        let Some(st) = state.upgrade() else { return };
-        let cloud_failing = match &ev {
-            crate::resilience::HealthEvent::Network { offline } => *offline,
-            crate::resilience::HealthEvent::Breaker { backend, to, .. } => {
-                let name = backend.split_once('/').map_or(backend.as_str(), |(p, _)| p);
-                *to == "open" && st.router.provider(name).is_some_and(|p| p.local.is_none())
-            }
-        };
-        if !cloud_failing {
-            continue;
+/// does not wait for the load.
+fn warm_local(st: &AppState, ev: &crate::resilience::HealthEvent) {
+    let cloud_failing = match ev {
+        crate::resilience::HealthEvent::Network { offline } => *offline,
+        crate::resilience::HealthEvent::Breaker { backend, to, .. } => {
+            let name = backend.split_once('/').map_or(backend.as_str(), |(p, _)| p);
+            *to == "open" && st.router.provider(name).is_some_and(|p| p.local.is_none())
         }
-        for p in &st.config.providers {
-            if let Some(engine) = st.router.provider(&p.name).and_then(|p| p.local.clone()) {
-                if engine.warm() {
-                    tokio::spawn(async move { engine.preload().await });
-                }
+    };
+    if !cloud_failing {
+        return;
+    }
+    for p in &st.config.providers {
+        if let Some(engine) = st.router.provider(&p.name).and_then(|p| p.local.clone()) {
+            if engine.warm() {
+                tokio::spawn(async move { engine.preload().await });
             }
         }
     }

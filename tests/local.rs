@@ -30,17 +30,38 @@ async fn start(
     tempfile::TempDir,
     String,
 ) {
+    start_with(tag, "", "").await
+}
+
+/// A gateway with the local model (`local_extra` added to its section, `extra` to the file)
+/// and a mock cloud as `primary`. Routes: `smol` (local), `chain` (primary, then local),
+/// `cloud` (primary only).
+async fn start_with(
+    tag: &str,
+    local_extra: &str,
+    extra: &str,
+) -> (
+    crate::support::Harness,
+    MockCloud,
+    tempfile::TempDir,
+    String,
+) {
     std::env::set_var("UNDERSTUDY_WORKER_BIN", env!("CARGO_BIN_EXE_understudy"));
     std::env::set_var("UNDERSTUDY_TEST_LOCAL_KEY", "sk-local");
     let (dir, path) = model(tag);
     let primary = MockCloud::start().await;
     let toml = format!(
         r#"
+{extra}
+
 [providers.local]
 kind = "local"
 model_file = "{path}"
 context_size = 1024
-threads = 2
+# One thread each: the tests run in parallel, and OpenMP threads that outnumber the cores
+# spin against each other.
+threads = 1
+{local_extra}
 
 [providers.primary]
 kind = "openai"
@@ -54,6 +75,10 @@ backends = ["local"]
 [[routes]]
 model = "chain"
 backends = ["primary/gpt-4o", "local"]
+
+[[routes]]
+model = "cloud"
+backends = ["primary/gpt-4o"]
 "#,
         p = primary.url()
     );
@@ -285,38 +310,12 @@ async fn local_only_mode_and_an_offline_network_go_straight_to_the_local_model()
 
 #[tokio::test]
 async fn a_failing_cloud_warms_the_local_model_and_idleness_unloads_it() {
-    std::env::set_var("UNDERSTUDY_WORKER_BIN", env!("CARGO_BIN_EXE_understudy"));
-    std::env::set_var("UNDERSTUDY_TEST_LOCAL_KEY", "sk-local");
-    let (_d, path) = model("warm");
-    let primary = MockCloud::start().await;
-    let toml = format!(
-        r#"
-[breaker]
-consecutive_failures = 1
-
-[providers.local]
-kind = "local"
-model_file = "{path}"
-context_size = 1024
-threads = 2
-unload_after = "1s"
-
-[providers.primary]
-kind = "openai"
-base_url = "{p}/v1"
-api_key_env = "UNDERSTUDY_TEST_LOCAL_KEY"
-
-[[routes]]
-model = "cloud"
-backends = ["primary/gpt-4o"]
-
-[[routes]]
-model = "smol"
-backends = ["local"]
-"#,
-        p = primary.url()
-    );
-    let h = crate::support::start_config(MockCloud::start().await, &toml).await;
+    let (h, primary, _d, path) = start_with(
+        "warm",
+        r#"unload_after = "1s""#,
+        "[breaker]\nconsecutive_failures = 1",
+    )
+    .await;
     assert_eq!(local_status(&h.url).await["state"], "not_loaded");
     // The cloud fails once: its breaker opens, and the local model loads though no request
     // has gone to it.
