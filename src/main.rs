@@ -37,6 +37,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Show a running gateway's state: routing mode, network, each backend's breaker, the local
+    /// model.
+    Status {
+        /// The gateway's URL (default: the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the JSON snapshot (`GET /api/status`) instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage local models: list, pull (from Hugging Face, resumable, checksummed), rm, use.
     Models {
         #[command(subcommand)]
@@ -197,6 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ConfigCommand::Check { config } => Ok(check(config).await),
         },
         Command::Models { command } => Ok(models(command).await),
+        Command::Status { url, json } => Ok(status(url, json).await),
         #[cfg(feature = "testing")]
         Command::Mock { listen, delay_ms } => {
             init_logging(false);
@@ -416,4 +427,94 @@ async fn pull(
         eprintln!("{} is now the default local model", src.file);
     }
     Ok(())
+}
+
+async fn status(url: Option<String>, json: bool) -> ExitCode {
+    let url = url.unwrap_or_else(|| {
+        let listen = Config::load(None)
+            .map(|c| c.server.listen)
+            .unwrap_or_else(|_| ([127, 0, 0, 1], 8723).into());
+        format!("http://{listen}")
+    });
+    let url = url.trim_end_matches('/').to_owned();
+    let got = async {
+        let body = reqwest::Client::new()
+            .get(format!("{url}/api/status"))
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        serde_json::from_slice::<serde_json::Value>(&body).map_err(anyhow::Error::from)
+    }
+    .await;
+    let v = match got {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "Understudy is not answering at {url} ({e}); start it with scripts/run or `understudy serve`"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        return ExitCode::SUCCESS;
+    }
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    println!(
+        "Understudy {} at {url}: mode {}, network {}",
+        s(&v["version"]),
+        s(&v["mode"]),
+        if v["offline"] == true { "DOWN" } else { "up" }
+    );
+    for p in v["providers"].as_array().into_iter().flatten() {
+        let mut line = format!("  {:<16} {:<10} ", s(&p["name"]), s(&p["kind"]));
+        if let Some(l) = p.get("local") {
+            line.push_str(&local_line(l));
+        } else {
+            let backends: Vec<String> = p["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| format!("{} {}", s(&b["backend"]), s(&b["breaker"])))
+                .collect();
+            if backends.is_empty() {
+                line.push_str("no requests yet");
+            } else {
+                line.push_str(&backends.join(", "));
+            }
+        }
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// The local engine in one line: state, where it runs, memory, last speed.
+fn local_line(l: &serde_json::Value) -> String {
+    let state = l["state"].as_str().unwrap_or("?");
+    let mut out = match state {
+        "loading" => format!(
+            "loading {:.0} %",
+            l["progress"].as_f64().unwrap_or(0.0) * 100.0
+        ),
+        "ready" => format!(
+            "ready on {} ({}/{} layers on the GPU), {} MB",
+            l["device"].as_str().unwrap_or("?"),
+            l["gpu_layers"],
+            l["n_layers"],
+            l["rss_bytes"].as_u64().unwrap_or(0) / 1_000_000
+        ),
+        "not_loaded" => "not loaded (loads on first use)".to_owned(),
+        other => format!(
+            "{other}: {}",
+            l["error"].as_str().unwrap_or("no reason given")
+        ),
+    };
+    if let Some(tps) = l["last"]["tokens_per_second"].as_f64() {
+        out.push_str(&format!(", last answer {tps:.0} tokens/s"));
+    }
+    out.push_str(&format!(", answers: {}", l["answers"]));
+    out
 }

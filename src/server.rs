@@ -63,6 +63,7 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/api/mode", get(get_mode).put(put_mode))
         .route("/api/status", get(status))
+        .route("/api/events", get(events))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -564,6 +565,11 @@ async fn put_mode(State(st): State<Arc<AppState>>, body: Body) -> Response {
 /// breaker state of each backend used so far (and its engine, for a local one), and the first
 /// local engine again as `local`.
 async fn status(State(st): State<Arc<AppState>>) -> Response {
+    Json(status_json(&st)).into_response()
+}
+
+/// The status snapshot `GET /api/status` serves and `/api/events` opens with.
+fn status_json(st: &AppState) -> serde_json::Value {
     let health = st.router.health();
     let breakers = health.snapshot();
     let providers: Vec<serde_json::Value> = st
@@ -587,14 +593,75 @@ async fn status(State(st): State<Arc<AppState>>) -> Response {
         .collect();
     // The first local provider's engine, for a glance.
     let local = providers.iter().find_map(|p| p.get("local")).cloned();
-    Json(serde_json::json!({
+    serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "mode": st.router.mode().as_str(),
         "offline": health.offline(),
         "providers": providers,
         "local": local,
-    }))
-    .into_response()
+    })
+}
+
+/// What changes, as it happens (Server-Sent Events): first `status` with the snapshot, then
+/// `breaker` ({backend, from, to}), `network` ({offline}) and `local` ({provider, event, …})
+/// events; a comment every 15 s keeps idle connections open. The tray and the dashboard
+/// listen here instead of polling.
+async fn events(State(st): State<Arc<AppState>>) -> Response {
+    use futures_util::StreamExt;
+    let first = crate::sse::Frame::named("status", &status_json(&st).to_string()).raw;
+    let health = tokio_stream_of(st.router.health().subscribe()).map(|ev| match ev {
+        crate::resilience::HealthEvent::Breaker { backend, from, to } => crate::sse::Frame::named(
+            "breaker",
+            &serde_json::json!({"backend": backend, "from": from, "to": to}).to_string(),
+        ),
+        crate::resilience::HealthEvent::Network { offline } => crate::sse::Frame::named(
+            "network",
+            &serde_json::json!({"offline": offline}).to_string(),
+        ),
+    }.raw);
+    let mut streams = vec![health.boxed()];
+    for p in &st.config.providers {
+        if let Some(engine) = st.router.provider(&p.name).and_then(|p| p.local.clone()) {
+            let name = p.name.clone();
+            streams.push(
+                tokio_stream_of(engine.subscribe())
+                    .map(move |ev| {
+                        let mut v = serde_json::json!(ev);
+                        v["provider"] = serde_json::json!(name);
+                        crate::sse::Frame::named("local", &v.to_string()).raw
+                    })
+                    .boxed(),
+            );
+        }
+    }
+    let ticks = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        Some((Bytes::from_static(b": keep-alive\n\n"), ()))
+    });
+    streams.push(ticks.boxed());
+    let body = futures_util::stream::once(async move { first })
+        .chain(futures_util::stream::select_all(streams))
+        .map(Ok::<_, std::convert::Infallible>);
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .expect("a valid response")
+}
+
+/// A broadcast receiver as a stream; a listener that falls behind skips what it missed.
+fn tokio_stream_of<T: Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => return Some((v, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 async fn healthz() -> Response {

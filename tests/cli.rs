@@ -147,11 +147,41 @@ async fn zero_config_starts_with_no_file_and_no_keys_and_stops_cleanly_on_sigter
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // `understudy status` reads the running gateway.
+    let out = Command::new(BIN)
+        .args(["status", "--url", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "Understudy {} at {url}: mode auto, network up",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("  anthropic        anthropic  no requests yet"),
+        "{text}"
+    );
     let (status, log) = terminate(child);
     assert!(status.success(), "exit {status:?}: {log}");
     assert!(
         log.contains("zero config") && log.contains("stopped"),
         "{log}"
+    );
+    // With nothing running there, it says so and how to start it.
+    let out = Command::new(BIN)
+        .args(["status", "--url", &url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("Understudy is not answering at {url}"))
+            && err.contains("scripts/run"),
+        "{err}"
     );
 }
 

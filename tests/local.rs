@@ -317,11 +317,40 @@ async fn a_failing_cloud_warms_the_local_model_and_idleness_unloads_it() {
     )
     .await;
     assert_eq!(local_status(&h.url).await["state"], "not_loaded");
+    // The event stream opens with the snapshot, then tells what happens.
+    let mut events = crate::support::client()
+        .get(format!("{}/api/events", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
     // The cloud fails once: its breaker opens, and the local model loads though no request
     // has gone to it.
     primary.push(Reply::json(500, &openai::error("server_error", "boom")));
     let r = post(&h.url, "/v1/messages", &ask("cloud", false, 4)).await;
     assert_eq!(r.status(), 500);
+    let mut seen = String::new();
+    while !seen.contains(r#""event":"ready""#) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(60), events.chunk())
+            .await
+            .expect("events keep coming")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.starts_with("event: status\ndata: {"), "{seen}");
+    let at = |needle: &str| {
+        seen.find(needle)
+            .unwrap_or_else(|| panic!("{needle} in {seen}"))
+    };
+    let opened = at(r#"event: breaker
+data: {"backend":"primary/gpt-4o","from":"closed","to":"open"}"#);
+    let loading = at(r#"event: local
+data: {"event":"loading","#);
+    let ready = at(r#""event":"ready","load_ms":"#);
+    assert!(opened < loading && loading < ready, "{seen}");
+    assert!(seen.contains(r#""provider":"local""#), "{seen}");
+    drop(events);
     let mut status = Value::Null;
     for _ in 0..600 {
         status = local_status(&h.url).await;
