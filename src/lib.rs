@@ -16,6 +16,8 @@
 //! - [`translate`]: the translating relay and its pure `Pipeline`.
 //! - [`local`]: the embedded llama.cpp engine: the worker process and its supervisor.
 //! - [`models`]: the model manager: catalog, pulls with resume and checksums, the default model.
+//! - [`status`]: the status snapshot the gateway writes and the terminal and tray read.
+//! - [`tray`]: the tray's icon, tooltip and menu for a snapshot, as a pure function.
 //! - [`sse`]: SSE framing that keeps each event's exact bytes.
 //! - [`secret`]: keys from env vars or the keychain, in a type that never prints them.
 //! - `testing` (feature `testing`): the scripted mock cloud.
@@ -33,7 +35,9 @@ pub mod routing;
 pub mod secret;
 pub mod server;
 pub mod sse;
+pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod translate;
+pub mod tray;
 pub mod wire;

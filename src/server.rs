@@ -570,35 +570,41 @@ async fn status(State(st): State<Arc<AppState>>) -> Response {
 
 /// The status snapshot `GET /api/status` serves and `/api/events` opens with.
 fn status_json(st: &AppState) -> serde_json::Value {
+    use crate::status::{BackendStatus, ProviderStatus, Snapshot};
     let health = st.router.health();
     let breakers = health.snapshot();
-    let providers: Vec<serde_json::Value> = st
+    let providers: Vec<ProviderStatus> = st
         .config
         .providers
         .iter()
         .map(|p| {
             let prefix = format!("{}/", p.name);
-            let backends: Vec<serde_json::Value> = breakers
-                .iter()
-                .filter(|(k, _)| k.starts_with(&prefix))
-                .map(|(k, s)| serde_json::json!({"backend": k, "breaker": s.as_str()}))
-                .collect();
-            let mut v =
-                serde_json::json!({"name": p.name, "kind": p.kind.as_str(), "backends": backends});
-            if let Some(engine) = st.router.provider(&p.name).and_then(|p| p.local.as_ref()) {
-                v["local"] = serde_json::json!(engine.status());
+            ProviderStatus {
+                name: p.name.clone(),
+                kind: p.kind.as_str().to_owned(),
+                backends: breakers
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, s)| BackendStatus {
+                        backend: k.clone(),
+                        breaker: s.as_str().to_owned(),
+                    })
+                    .collect(),
+                local: st
+                    .router
+                    .provider(&p.name)
+                    .and_then(|p| p.local.as_ref())
+                    .map(|e| serde_json::json!(e.status())),
             }
-            v
         })
         .collect();
-    // The first local provider's engine, for a glance.
-    let local = providers.iter().find_map(|p| p.get("local")).cloned();
-    serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "mode": st.router.mode().as_str(),
-        "offline": health.offline(),
-        "providers": providers,
-        "local": local,
+    let local = providers.iter().find_map(|p| p.local.clone());
+    serde_json::json!(Snapshot {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        mode: st.router.mode().as_str().to_owned(),
+        offline: health.offline(),
+        providers,
+        local,
     })
 }
 
