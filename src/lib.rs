@@ -16,6 +16,7 @@
 //! - [`translate`]: the translating relay and its pure `Pipeline`.
 //! - [`local`]: the embedded llama.cpp engine: the worker process and its supervisor.
 //! - [`models`]: the model manager: catalog, pulls with resume and checksums, the default model.
+//! - [`notify`]: which desktop notifications to send, debounced, as a pure state machine.
 //! - [`status`]: the status snapshot the gateway writes and the terminal and tray read.
 //! - [`tray`]: the tray's icon, tooltip and menu for a snapshot, as a pure function.
 //! - [`sse`]: SSE framing that keeps each event's exact bytes.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod local;
 pub mod models;
+pub mod notify;
 pub mod providers;
 pub mod relay;
 pub mod resilience;

@@ -1,0 +1,268 @@
+//! Which desktop notifications to send for the gateway's events, as a pure state machine
+//! (the tray app sends what it returns with `notify-rust`). Notifications matter only when
+//! they are rare: one per subject and direction (a provider failing, the same provider
+//! recovered, the network down, …) per `per_subject` window, at most `burst` in any `burst_window`, and the rest folded into one summary when
+//! the burst is over. Muted, nothing is sent. Never one per request: only state changes come
+//! in.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Something worth telling the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A cloud backend started failing (its breaker opened): requests fail over.
+    Failing {
+        /// `provider/model`.
+        backend: String,
+    },
+    /// A backend that was failing answers again.
+    Recovered {
+        /// `provider/model`.
+        backend: String,
+    },
+    /// The network went down (answers come from the local model) or came back.
+    Network {
+        /// True when it went down.
+        offline: bool,
+    },
+    /// The local model finished loading.
+    LocalReady,
+    /// The local model's worker crashed.
+    LocalCrashed {
+        /// Why.
+        reason: String,
+    },
+    /// A stream that broke was finished by another backend.
+    Continued {
+        /// Who broke.
+        from: String,
+        /// Who finished.
+        to: String,
+    },
+}
+
+impl Change {
+    /// What the debounce groups by: the subject and the direction, so a provider that
+    /// flaps is told failing once and recovered once per window.
+    fn subject(&self) -> String {
+        let provider = |b: &str| b.split_once('/').map_or(b, |(p, _)| p).to_owned();
+        match self {
+            Change::Failing { backend } => format!("failing:{}", provider(backend)),
+            Change::Recovered { backend } => format!("recovered:{}", provider(backend)),
+            Change::Network { offline } => format!("network:{offline}"),
+            Change::LocalReady => "local:ready".into(),
+            Change::LocalCrashed { .. } => "local:crashed".into(),
+            Change::Continued { from, .. } => format!("continued:{from}"),
+        }
+    }
+
+    fn notice(&self) -> Notice {
+        let (title, body) = match self {
+            Change::Failing { backend } => (
+                "Failing over".to_owned(),
+                format!("{backend} is failing; requests go to the next backend in its route"),
+            ),
+            Change::Recovered { backend } => {
+                ("Recovered".to_owned(), format!("{backend} answers again"))
+            }
+            Change::Network { offline: true } => (
+                "Offline".to_owned(),
+                "The network is down; answers come from the local model".to_owned(),
+            ),
+            Change::Network { offline: false } => (
+                "Back online".to_owned(),
+                "The clouds are reachable again".to_owned(),
+            ),
+            Change::LocalReady => (
+                "Local model ready".to_owned(),
+                "It can answer when the clouds cannot".to_owned(),
+            ),
+            Change::LocalCrashed { reason } => (
+                "Local model crashed".to_owned(),
+                format!("{reason}; it restarts on the next request"),
+            ),
+            Change::Continued { from, to } => (
+                "Answer continued".to_owned(),
+                format!("{from} broke off mid-answer; {to} finished it"),
+            ),
+        };
+        Notice { title, body }
+    }
+}
+
+/// A notification to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Its title.
+    pub title: String,
+    /// Its text.
+    pub body: String,
+}
+
+/// The debounce.
+#[derive(Debug)]
+pub struct Notifier {
+    /// Send nothing.
+    pub muted: bool,
+    per_subject: Duration,
+    burst: usize,
+    burst_window: Duration,
+    last: HashMap<String, Instant>,
+    sent: Vec<Instant>,
+    folded: usize,
+    folded_since: Option<Instant>,
+}
+
+impl Default for Notifier {
+    fn default() -> Notifier {
+        Notifier::new(Duration::from_secs(180), 3, Duration::from_secs(60))
+    }
+}
+
+impl Notifier {
+    /// One per subject per `per_subject`; at most `burst` per `burst_window`.
+    pub fn new(per_subject: Duration, burst: usize, burst_window: Duration) -> Notifier {
+        Notifier {
+            muted: false,
+            per_subject,
+            burst,
+            burst_window,
+            last: HashMap::new(),
+            sent: Vec::new(),
+            folded: 0,
+            folded_since: None,
+        }
+    }
+
+    /// What to show for `change` at `now` (usually nothing or one notice).
+    pub fn on(&mut self, change: &Change, now: Instant) -> Vec<Notice> {
+        let mut out = self.flush(now);
+        if self.muted {
+            return out;
+        }
+        let subject = change.subject();
+        if self
+            .last
+            .get(&subject)
+            .is_some_and(|t| now.duration_since(*t) < self.per_subject)
+        {
+            return out;
+        }
+        self.last.insert(subject, now);
+        self.sent
+            .retain(|t| now.duration_since(*t) < self.burst_window);
+        if self.sent.len() >= self.burst {
+            self.folded += 1;
+            self.folded_since.get_or_insert(now);
+            return out;
+        }
+        self.sent.push(now);
+        out.push(change.notice());
+        out
+    }
+
+    /// The summary of what a burst folded, once the burst window has passed (call it on a
+    /// timer too).
+    pub fn flush(&mut self, now: Instant) -> Vec<Notice> {
+        match self.folded_since {
+            Some(since) if now.duration_since(since) >= self.burst_window => {
+                let n = std::mem::take(&mut self.folded);
+                self.folded_since = None;
+                if self.muted {
+                    return Vec::new();
+                }
+                self.sent.push(now);
+                vec![Notice {
+                    title: "Several changes".to_owned(),
+                    body: format!("{n} more provider changes; the dashboard has the details"),
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing(p: &str) -> Change {
+        Change::Failing {
+            backend: format!("{p}/m"),
+        }
+    }
+
+    #[test]
+    fn a_burst_of_fifty_failures_yields_a_few_notifications() {
+        let mut n = Notifier::default();
+        let t0 = Instant::now();
+        let mut shown = Vec::new();
+        for i in 0..50 {
+            let at = t0 + Duration::from_millis(100 * i);
+            shown.extend(n.on(&failing(&format!("p{}", i % 10)), at));
+        }
+        assert_eq!(shown.len(), 3, "{shown:?}");
+        assert!(shown[0].body.starts_with("p0/m is failing"));
+        // After the burst window: one summary of what was folded.
+        let later = n.flush(t0 + Duration::from_secs(70));
+        assert_eq!(later.len(), 1);
+        assert_eq!(
+            later[0].body,
+            "7 more provider changes; the dashboard has the details"
+        );
+        assert!(n.flush(t0 + Duration::from_secs(200)).is_empty());
+    }
+
+    #[test]
+    fn a_flapping_provider_is_told_failing_once_and_recovered_once_per_window() {
+        let mut n = Notifier::default();
+        let t0 = Instant::now();
+        let mut shown = Vec::new();
+        for i in 0..50 {
+            let at = t0 + Duration::from_secs(i);
+            let c = if i % 2 == 0 {
+                failing("anthropic")
+            } else {
+                Change::Recovered {
+                    backend: "anthropic/m".into(),
+                }
+            };
+            shown.extend(n.on(&c, at));
+        }
+        let titles: Vec<&str> = shown.iter().map(|s| s.title.as_str()).collect();
+        assert_eq!(titles, ["Failing over", "Recovered"]);
+        let again = n.on(&failing("anthropic"), t0 + Duration::from_secs(240));
+        assert_eq!(
+            again[0].title, "Failing over",
+            "a new window tells it again"
+        );
+    }
+
+    #[test]
+    fn different_subjects_are_told_apart_and_muting_silences_all() {
+        let mut n = Notifier::default();
+        let t0 = Instant::now();
+        let a = n.on(&Change::Network { offline: true }, t0);
+        let b = n.on(&Change::LocalReady, t0);
+        assert_eq!(
+            (a[0].title.as_str(), b[0].title.as_str()),
+            ("Offline", "Local model ready")
+        );
+        let mut m = Notifier {
+            muted: true,
+            ..Notifier::default()
+        };
+        assert!(m.on(&failing("x"), t0).is_empty());
+        let c = n.on(
+            &Change::LocalCrashed {
+                reason: "it was killed (SIGKILL)".into(),
+            },
+            t0 + Duration::from_secs(200),
+        );
+        assert_eq!(
+            c[0].body,
+            "it was killed (SIGKILL); it restarts on the next request"
+        );
+    }
+}
