@@ -64,6 +64,7 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         .route("/api/mode", get(get_mode).put(put_mode))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -606,6 +607,21 @@ fn status_json(st: &AppState) -> serde_json::Value {
         providers,
         local,
     })
+}
+
+/// The snapshot in Prometheus's text format: the routing mode, the network, each backend's
+/// breaker, and each local engine's state and counters.
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let snap: crate::status::Snapshot =
+        serde_json::from_value(status_json(&st)).expect("the snapshot parses as itself");
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::status::prometheus(&snap),
+    )
+        .into_response()
 }
 
 /// What changes, as it happens (Server-Sent Events): first `status` with the snapshot, then

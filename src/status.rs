@@ -57,3 +57,170 @@ impl ProviderStatus {
         self.local.as_ref().and_then(|l| l["state"].as_str())
     }
 }
+
+/// A label value, escaped as the Prometheus text format wants.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The snapshot in Prometheus's text exposition format.
+pub fn prometheus(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let modes = ["auto", "local-only", "cloud-only"]
+        .iter()
+        .map(|m| format!("{{mode=\"{m}\"}} {}", u8::from(s.mode == *m)))
+        .collect();
+    family(
+        &mut out,
+        "understudy_mode",
+        "gauge",
+        "The routing mode in force (1 for the current one).",
+        modes,
+    );
+    family(
+        &mut out,
+        "understudy_offline",
+        "gauge",
+        "1 while the network looks down.",
+        vec![format!(" {}", u8::from(s.offline))],
+    );
+    let mut breakers = Vec::new();
+    for p in &s.providers {
+        for b in &p.backends {
+            for state in ["closed", "open", "half_open"] {
+                breakers.push(format!(
+                    "{{provider=\"{}\",backend=\"{}\",state=\"{state}\"}} {}",
+                    label(&p.name),
+                    label(&b.backend),
+                    u8::from(b.breaker == state)
+                ));
+            }
+        }
+    }
+    family(
+        &mut out,
+        "understudy_breaker_state",
+        "gauge",
+        "Each backend's circuit breaker (1 for its current state).",
+        breakers,
+    );
+    let locals: Vec<(&str, &serde_json::Value)> = s
+        .providers
+        .iter()
+        .filter_map(|p| p.local.as_ref().map(|l| (p.name.as_str(), l)))
+        .collect();
+    let mut states = Vec::new();
+    for (name, l) in &locals {
+        for state in ["not_loaded", "loading", "ready", "crashed", "failed"] {
+            states.push(format!(
+                "{{provider=\"{}\",state=\"{state}\"}} {}",
+                label(name),
+                u8::from(l["state"] == state)
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "understudy_local_state",
+        "gauge",
+        "Each local engine's state (1 for the current one).",
+        states,
+    );
+    for (key, name, kind, help) in [
+        (
+            "loads",
+            "understudy_local_loads_total",
+            "counter",
+            "Times the model was loaded.",
+        ),
+        (
+            "answers",
+            "understudy_local_answers_total",
+            "counter",
+            "Answers finished.",
+        ),
+        (
+            "cancelled",
+            "understudy_local_cancelled_total",
+            "counter",
+            "Answers cancelled because the client left.",
+        ),
+        (
+            "completion_tokens",
+            "understudy_local_completion_tokens_total",
+            "counter",
+            "Tokens generated.",
+        ),
+        (
+            "rss_bytes",
+            "understudy_local_rss_bytes",
+            "gauge",
+            "The worker's resident memory.",
+        ),
+        (
+            "gpu_layers",
+            "understudy_local_gpu_layers",
+            "gauge",
+            "Model layers on the GPU.",
+        ),
+    ] {
+        let values = locals
+            .iter()
+            .filter_map(|(p, l)| {
+                l[key]
+                    .as_u64()
+                    .map(|v| format!("{{provider=\"{}\"}} {v}", label(p)))
+            })
+            .collect();
+        family(&mut out, name, kind, help, values);
+    }
+    out
+}
+
+/// One metric family: its help and type lines, then `name` + each of `samples` (labels and
+/// value).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<String>) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for s in samples {
+        out.push_str(name);
+        out.push_str(&s);
+        out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_reads_as_prometheus_text() {
+        let s: Snapshot = serde_json::from_value(serde_json::json!({
+            "version": "0", "mode": "auto", "offline": true,
+            "providers": [
+                {"name": "anthropic", "kind": "anthropic",
+                 "backends": [{"backend": "anthropic/claude-\"x\"", "breaker": "open"}]},
+                {"name": "local", "kind": "local", "backends": [],
+                 "local": {"state": "ready", "loads": 2, "answers": 5, "cancelled": 1,
+                           "completion_tokens": 300, "rss_bytes": 1000}}],
+            "local": null}))
+        .unwrap();
+        let text = prometheus(&s);
+        for want in [
+            "# TYPE understudy_mode gauge\nunderstudy_mode{mode=\"auto\"} 1\n",
+            "understudy_offline 1\n",
+            "understudy_breaker_state{provider=\"anthropic\",backend=\"anthropic/claude-\\\"x\\\"\",state=\"open\"} 1\n",
+            "understudy_breaker_state{provider=\"anthropic\",backend=\"anthropic/claude-\\\"x\\\"\",state=\"closed\"} 0\n",
+            "understudy_local_state{provider=\"local\",state=\"ready\"} 1\n",
+            "# TYPE understudy_local_answers_total counter\nunderstudy_local_answers_total{provider=\"local\"} 5\n",
+            "understudy_local_rss_bytes{provider=\"local\"} 1000\n",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+        assert!(
+            !text.contains("understudy_local_gpu_layers{"),
+            "absent values are left out"
+        );
+    }
+}

@@ -351,6 +351,22 @@ data: {"event":"loading","#);
     assert!(opened < loading && loading < ready, "{seen}");
     assert!(seen.contains(r#""provider":"local""#), "{seen}");
     drop(events);
+    // The same state for Prometheus.
+    let metrics = crate::support::client()
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        r#"understudy_breaker_state{provider="primary",backend="primary/gpt-4o",state="open"} 1"#,
+        r#"understudy_local_state{provider="local",state="ready"} 1"#,
+        r#"understudy_local_loads_total{provider="local"} 1"#,
+    ] {
+        assert!(metrics.contains(want), "{want} in {metrics}");
+    }
     let mut status = Value::Null;
     for _ in 0..600 {
         status = local_status(&h.url).await;
