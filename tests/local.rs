@@ -174,6 +174,20 @@ async fn local_status(url: &str) -> Value {
     v["local"].clone()
 }
 
+/// The engine's status once `done` holds of it (polled for up to a minute), or the last one
+/// seen.
+async fn status_when(url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut status = Value::Null;
+    for _ in 0..600 {
+        status = local_status(url).await;
+        if done(&status) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    status
+}
+
 #[tokio::test]
 async fn a_client_that_leaves_frees_the_worker_at_once() {
     let (h, _p, _d, _m) = start("cancel").await;
@@ -185,14 +199,7 @@ async fn a_client_that_leaves_frees_the_worker_at_once() {
     // The worker says how the abandoned answer ended and how many tokens it had made: a
     // cancel stops it within a token or two of arriving, far short of the 900 asked for
     // (a wall-clock bound would measure the machine, not the cancel).
-    let mut status = Value::Null;
-    for _ in 0..600 {
-        status = local_status(&h.url).await;
-        if status["answers"] == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let status = status_when(&h.url, |s| s["answers"] == 1).await;
     assert_eq!(status["state"], "ready", "{status}");
     assert_eq!(status["cancelled"], 1, "{status}");
     assert_eq!(status["last"]["reason"], "cancelled", "{status}");
@@ -367,25 +374,12 @@ data: {"event":"loading","#);
     ] {
         assert!(metrics.contains(want), "{want} in {metrics}");
     }
-    let mut status = Value::Null;
-    for _ in 0..600 {
-        status = local_status(&h.url).await;
-        if status["state"] == "ready" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let status = status_when(&h.url, |s| s["state"] == "ready").await;
     assert_eq!(status["state"], "ready", "{status}");
     assert_eq!(status["loads"], 1, "{status}");
     assert_eq!(status["answers"], 0, "{status}");
     // Idle for a second: unloaded (its memory back), and loaded again on demand.
-    for _ in 0..100 {
-        status = local_status(&h.url).await;
-        if status["state"] == "not_loaded" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let status = status_when(&h.url, |s| s["state"] == "not_loaded").await;
     assert_eq!(status["state"], "not_loaded", "{status}");
     let worker_running = std::process::Command::new("pgrep")
         .args(["-f", &path])

@@ -373,20 +373,8 @@ fn zero_config_providers() -> Vec<(String, RawProvider)> {
             "local".to_owned(),
             RawProvider {
                 kind: "local".into(),
-                base_url: None,
-                api_key_env: None,
-                api_key_keychain: None,
-                passthrough_auth: None,
-                max_output_tokens: None,
-                continuation: None,
                 model_file: Some(model.to_string_lossy().into_owned()),
-                context_size: None,
-                threads: None,
-                warm: None,
-                unload_after: None,
-                gpu_layers: None,
-                timeouts: Default::default(),
-                headers: Default::default(),
+                ..RawProvider::default()
             },
         ));
     }
@@ -398,20 +386,9 @@ fn zero_config_clouds() -> Vec<(String, RawProvider)> {
         "anthropic".to_owned(),
         RawProvider {
             kind: "anthropic".into(),
-            base_url: None,
             api_key_env: env_is_set("ANTHROPIC_API_KEY").then(|| "ANTHROPIC_API_KEY".into()),
-            api_key_keychain: None,
             passthrough_auth: Some(true),
-            max_output_tokens: None,
-            continuation: None,
-            model_file: None,
-            context_size: None,
-            threads: None,
-            warm: None,
-            unload_after: None,
-            gpu_layers: None,
-            timeouts: Default::default(),
-            headers: Default::default(),
+            ..RawProvider::default()
         },
     )];
     for (name, kind, var, url, _) in ENV_PROVIDERS {
@@ -420,20 +397,9 @@ fn zero_config_clouds() -> Vec<(String, RawProvider)> {
                 (*name).into(),
                 RawProvider {
                     kind: (*kind).into(),
-                    max_output_tokens: None,
-                    continuation: None,
-                    model_file: None,
-                    context_size: None,
-                    threads: None,
-                    warm: None,
-                    unload_after: None,
-                    gpu_layers: None,
                     base_url: Some((*url).into()),
                     api_key_env: Some((*var).into()),
-                    api_key_keychain: None,
-                    passthrough_auth: None,
-                    timeouts: Default::default(),
-                    headers: Default::default(),
+                    ..RawProvider::default()
                 },
             ));
         }

@@ -49,7 +49,7 @@ pub struct RawServer {
     pub ollama_listen: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub kind: String,
