@@ -498,13 +498,11 @@ async fn open(backend: &Backend, enc: &Encoded, deadline: Instant) -> Result<Ope
                 e.provider = provider.name().to_owned();
                 GatewayError::Upstream(e)
             })?;
-        let tools = !req.tools.is_empty()
-            && !matches!(req.tool_choice, Some(crate::canonical::ToolChoice::None));
         return Ok(Opened::Stream(crate::local::into_sse(
             rx,
             guard,
             backend.model.clone(),
-            tools,
+            crate::local::offers_tools(req),
         )));
     }
     tracing::debug!(provider = provider.name(), model = %backend.model, kind = provider.config.kind.as_str(), "sending translated request upstream");

@@ -174,6 +174,15 @@ async fn local_status(url: &str) -> Value {
     v["local"].clone()
 }
 
+/// A four-token non-streaming answer from the local model, as JSON.
+async fn short_answer(url: &str) -> Value {
+    post(url, "/v1/messages", &ask("smol", false, 4))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The engine's status once `done` holds of it (polled for up to a minute), or the last one
 /// seen.
 async fn status_when(url: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -209,11 +218,7 @@ async fn a_client_that_leaves_frees_the_worker_at_once() {
         "the worker went on with the abandoned answer: {status}"
     );
     // And the next request is served.
-    let v: Value = post(&h.url, "/v1/messages", &ask("smol", false, 4))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = short_answer(&h.url).await;
     assert!(v["content"].is_array(), "{v}");
     let status = local_status(&h.url).await;
     assert_eq!(status["answers"], 2, "{status}");
@@ -266,11 +271,7 @@ async fn a_worker_killed_mid_answer_is_an_explicit_error_and_the_next_request_wo
         String::from_utf8_lossy(&got).contains("SIGKILL"),
         "the client hears the reason too"
     );
-    let v: Value = post(&h.url, "/v1/messages", &ask("smol", false, 4))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = short_answer(&h.url).await;
     assert!(v["content"].is_array(), "the worker restarted: {v}");
     assert_eq!(local_status(&h.url).await["state"], "ready");
 }
@@ -387,11 +388,7 @@ data: {"event":"loading","#);
         .unwrap()
         .success();
     assert!(!worker_running, "the unloaded worker process is gone");
-    let v: Value = post(&h.url, "/v1/messages", &ask("smol", false, 4))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = short_answer(&h.url).await;
     assert!(v["content"].is_array(), "{v}");
     let status = local_status(&h.url).await;
     assert_eq!(status["loads"], 2, "{status}");

@@ -778,10 +778,16 @@ fn compact_schema(v: &serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// Whether the model is offered tools (some are given and `tool_choice` is not `none`): then
+/// its answer is held to the end and read for tool calls.
+pub fn offers_tools(req: &Request) -> bool {
+    !req.tools.is_empty() && !matches!(req.tool_choice, Some(crate::canonical::ToolChoice::None))
+}
+
 /// The tools for the worker (compacted), and whether one must be called.
 fn tools_for(req: &Request) -> (Vec<ToolSpec>, Option<String>) {
     use crate::canonical::ToolChoice;
-    if matches!(req.tool_choice, Some(ToolChoice::None)) || req.tools.is_empty() {
+    if !offers_tools(req) {
         return (Vec::new(), None);
     }
     let tools = req
