@@ -17,19 +17,27 @@
 //! - [`local`]: the embedded llama.cpp engine: the worker process and its supervisor.
 //! - [`models`]: the model manager: catalog, pulls with resume and checksums, the default model.
 //! - [`notify`]: which desktop notifications to send, debounced, as a pure state machine.
+//! - [`observe`]: per-backend statistics, the live feed, spend; [`journal`]: the request
+//!   journal in SQLite.
 //! - [`status`]: the status snapshot the gateway writes and the terminal and tray read.
+//! - [`claude_code`]: pointing Claude Code's settings at the gateway, and back.
+//! - [`dashboard`]: the page at `/ui` and its JSON API (feed, toggles, models, settings).
 //! - [`tray`]: the tray's icon, tooltip and menu for a snapshot, as a pure function.
 //! - [`sse`]: SSE framing that keeps each event's exact bytes.
 //! - [`secret`]: keys from env vars or the keychain, in a type that never prints them.
 //! - `testing` (feature `testing`): the scripted mock cloud.
 
 pub mod canonical;
+pub mod claude_code;
 pub mod client_api;
 pub mod config;
+pub mod dashboard;
 pub mod error;
+pub mod journal;
 pub mod local;
 pub mod models;
 pub mod notify;
+pub mod observe;
 pub mod providers;
 pub mod relay;
 pub mod resilience;

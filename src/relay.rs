@@ -8,6 +8,7 @@
 use crate::client_api::{snippet, BodyProblem, Dialect, Ending, Inspector, Usage, Verdict};
 use crate::config::ProviderKind;
 use crate::error::{FailureKind, GatewayError, ProviderError};
+use crate::observe::Trace;
 use crate::providers::{response_headers, Operation, Provider};
 use crate::resilience::{self, breaker::Admission, Report};
 use crate::routing::{Backend, Router};
@@ -69,6 +70,7 @@ pub(crate) struct Exchange {
     upstream_model: String,
     stream: bool,
     pub(crate) started: Instant,
+    trace: Trace,
 }
 
 impl Exchange {
@@ -78,6 +80,7 @@ impl Exchange {
         provider: &str,
         upstream_model: &str,
         stream: bool,
+        trace: Trace,
     ) -> Exchange {
         Exchange {
             dialect,
@@ -86,10 +89,45 @@ impl Exchange {
             upstream_model: upstream_model.to_owned(),
             stream,
             started: Instant::now(),
+            trace,
         }
     }
 
+    /// Logs how this attempt ended and tells the request's trace.
     pub(crate) fn log(&self, status: u16, outcome: &str, usage: Usage, detail: Option<&str>) {
+        // An upstream's own error answer is classed by its status, as the chain walk does.
+        let class = match outcome {
+            "upstream_error" => format!("http_{status}"),
+            o => o.to_owned(),
+        };
+        self.trace.ended(
+            &format!("{}/{}", self.provider, self.upstream_model),
+            &class,
+            usage.input_tokens,
+            usage.output_tokens,
+        );
+        self.write_log(status, outcome, usage, detail);
+    }
+
+    /// Logs a stream that broke with `failure` (its class) and was continued elsewhere.
+    pub(crate) fn log_continued(
+        &self,
+        status: u16,
+        failure: &str,
+        usage: Usage,
+        detail: Option<&str>,
+    ) {
+        self.trace.ended(
+            &format!("{}/{}", self.provider, self.upstream_model),
+            failure,
+            usage.input_tokens,
+            usage.output_tokens,
+        );
+        self.trace.continued();
+        self.write_log(status, "continued", usage, detail);
+    }
+
+    fn write_log(&self, status: u16, outcome: &str, usage: Usage, detail: Option<&str>) {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         if outcome == "complete" {
             tracing::info!(
@@ -160,6 +198,15 @@ enum Job<'a> {
 }
 
 impl Job<'_> {
+    /// The request's trace: the client's dialect and model.
+    fn trace(&self, router: &Router, stream: bool) -> Trace {
+        let (dialect, model) = match self {
+            Job::Client { call, peek } => (call.dialect.as_str(), peek.model.as_str()),
+            Job::Ollama { request, .. } => ("ollama", request.model.as_str()),
+        };
+        router.recorder().trace(dialect, model, stream)
+    }
+
     /// The client's format, for a continuation.
     fn format(&self) -> Format {
         match self {
@@ -178,7 +225,7 @@ impl Job<'_> {
         }
     }
 
-    fn plan(&self, router: &Router, later: &[&Backend]) -> Option<ContinuationPlan> {
+    fn plan(&self, router: &Router, later: &[&Backend], trace: &Trace) -> Option<ContinuationPlan> {
         if !later.iter().any(|b| b.provider.config.continuation) {
             return None;
         }
@@ -205,6 +252,7 @@ impl Job<'_> {
                 Job::Client { call, .. } => call.keepalive,
                 Job::Ollama { keepalive, .. } => *keepalive,
             },
+            trace: trace.clone(),
         })
     }
 
@@ -213,12 +261,15 @@ impl Job<'_> {
         backend: &Backend,
         report: Option<Report>,
         plan: Option<ContinuationPlan>,
+        trace: &Trace,
     ) -> Result<Response, GatewayError> {
+        trace.begin(&backend.key());
+        let trace = trace.clone();
         match self {
             Job::Client { call, peek } if speaks(backend, call.dialect, call.op) => {
-                passthrough(backend, call, peek, report, plan).await
+                passthrough(backend, call, peek, report, plan, trace).await
             }
-            Job::Client { call, .. } => translate_call(backend, call, report, plan).await,
+            Job::Client { call, .. } => translate_call(backend, call, report, plan, trace).await,
             Job::Ollama {
                 endpoint,
                 request,
@@ -230,6 +281,7 @@ impl Job<'_> {
                     keepalive: *keepalive,
                     report,
                     continuation: plan,
+                    trace,
                 };
                 translate(backend, t).await
             }
@@ -282,6 +334,30 @@ async fn walk(
     } else {
         order
     };
+    // Paused: the first backend only, as if the client called it directly.
+    let chain = if router.paused() {
+        chain.into_iter().take(1).collect()
+    } else {
+        chain
+    };
+    let trace = job.trace(router, stream);
+    let result = walk_chain(router, &chain, stream, session, job, &trace).await;
+    trace.status(match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status(),
+    });
+    result
+}
+
+async fn walk_chain(
+    router: &Router,
+    chain: &[&Backend],
+    stream: bool,
+    session: Option<&str>,
+    job: &Job<'_>,
+    trace: &Trace,
+) -> Result<Response, GatewayError> {
+    let health = router.health();
     let mut last = None;
     let mut refused = Vec::new();
     // The backends that failed before the one that answers, and why (for the client's
@@ -297,16 +373,17 @@ async fn walk(
             continue;
         }
         let report = stream.then(|| Report::new(health.clone(), key.clone()));
-        let plan = if stream {
-            job.plan(router, &chain[i + 1..])
+        let plan = if stream && !router.paused() {
+            job.plan(router, &chain[i + 1..], trace)
         } else {
             None
         };
-        let mut result = job.attempt(backend, report, plan).await;
+        let mut result = job.attempt(backend, report, plan, trace).await;
         // The last backend gets retries with backoff for failures that never reached HTTP
         // (refused, no headers in time, broken before them), within its retry budget.
         let mut retries = 0;
         while i + 1 == chain.len()
+            && !router.paused()
             && retries < MAX_RETRIES
             && transient(&result)
             && health.try_retry(&key)
@@ -315,16 +392,29 @@ async fn walk(
                 resilience::retry::backoff(retries, RETRY_BASE, RETRY_CAP, rand::random::<f64>());
             tracing::warn!(backend = %key, retry = retries + 1, wait_ms = wait.as_millis() as u64, "retrying the same backend");
             health.record(&key, false);
+            trace.failed(&key, &failure_class(&result), false);
             tokio::time::sleep(wait).await;
             retries += 1;
             let report = stream.then(|| Report::new(health.clone(), key.clone()));
-            result = job.attempt(backend, report, None).await;
+            result = job.attempt(backend, report, None, trace).await;
         }
         let (failed, streaming) = match &result {
             Ok(r) if r.status().is_success() => (false, stream),
             Ok(r) => (resilience::status_fails_over(r.status().as_u16()), false),
             Err(e) => (resilience::fails_over(e), false),
         };
+        match &result {
+            Ok(r) if r.status().is_success() => {
+                if streaming {
+                    trace.committed(&key);
+                }
+            }
+            _ => trace.failed(
+                &key,
+                &failure_class(&result),
+                !failed || i + 1 == chain.len(),
+            ),
+        }
         // A committed stream reports its own outcome when it ends.
         if !streaming {
             health.record(&key, !failed);
@@ -374,8 +464,15 @@ async fn walk(
 fn failure_class(result: &Result<Response, GatewayError>) -> String {
     match result {
         Ok(r) => format!("http_{}", r.status().as_u16()),
-        Err(GatewayError::Upstream(p)) => p.kind.as_str().to_owned(),
-        Err(e) => format!("http_{}", e.status()),
+        Err(e) => error_class(e),
+    }
+}
+
+/// An error in one word: the upstream failure's class, or `http_STATUS`.
+pub(crate) fn error_class(e: &GatewayError) -> String {
+    match e {
+        GatewayError::Upstream(p) => p.kind.as_str().to_owned(),
+        e => format!("http_{}", e.status()),
     }
 }
 
@@ -386,6 +483,7 @@ async fn passthrough(
     peek: &RequestPeek,
     report: Option<Report>,
     plan: Option<ContinuationPlan>,
+    trace: Trace,
 ) -> Result<Response, GatewayError> {
     let provider = backend.provider.clone();
     let stream = peek.stream.unwrap_or(false)
@@ -396,6 +494,7 @@ async fn passthrough(
         provider.name(),
         &backend.model,
         stream,
+        trace,
     );
     let body = if backend.model == peek.model {
         call.body.clone()
@@ -613,6 +712,7 @@ async fn translate_call(
     call: &Call,
     report: Option<Report>,
     plan: Option<ContinuationPlan>,
+    trace: Trace,
 ) -> Result<Response, GatewayError> {
     let v: serde_json::Value = parse_json(&call.body)?;
     let (format, request) = match call.op {
@@ -643,6 +743,7 @@ async fn translate_call(
             keepalive: call.keepalive,
             report,
             continuation: plan,
+            trace,
         },
     )
     .await
@@ -955,9 +1056,9 @@ impl RelayState {
             let why = GatewayError::Upstream(e.clone());
             match crate::translate::continue_stream(plan, delivered, &why).await {
                 Ok((next, head)) => {
-                    self.exchange.log(
+                    self.exchange.log_continued(
                         self.status,
-                        "continued",
+                        e.kind.as_str(),
                         self.inspector.usage(),
                         Some(&format!("{e}; continued on {}", next.provider_name())),
                     );

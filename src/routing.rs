@@ -67,7 +67,9 @@ pub struct Router {
     routes: Vec<Route>,
     providers: Vec<Arc<Provider>>,
     health: Arc<Health>,
+    recorder: Arc<crate::observe::Recorder>,
     mode: std::sync::atomic::AtomicU8,
+    paused: std::sync::atomic::AtomicBool,
 }
 
 impl Router {
@@ -77,12 +79,40 @@ impl Router {
         for p in &config.providers {
             providers.push(Arc::new(Provider::new(p.clone()).await));
         }
+        // The journal only where a file is named (the CLI and the tray name the default one):
+        // a journal that cannot be opened is logged, and the gateway runs without it.
+        let journal = config.journal.file(None).and_then(|path| {
+            crate::journal::Journal::open(&path, config.journal.retention)
+                .map_err(|e| tracing::warn!(error = %e, "running without a request journal"))
+                .ok()
+        });
+        let recorder =
+            crate::observe::Recorder::new(crate::observe::Prices::new(&config.prices), journal);
         Router {
             routes: config.routes.clone(),
             providers,
             health: Health::new(config.breaker),
+            recorder: Arc::new(recorder),
+            paused: std::sync::atomic::AtomicBool::new(false),
             mode: std::sync::atomic::AtomicU8::new(Mode::Auto as u8),
         }
+    }
+
+    /// What every request did (statistics, the live feed, the journal).
+    pub fn recorder(&self) -> &Arc<crate::observe::Recorder> {
+        &self.recorder
+    }
+
+    /// Paused: each request goes to its route's first backend only, as if Understudy were not
+    /// there (no failover, no continuation, no retries, no local fallback).
+    pub fn paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Pauses or resumes.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The routing mode in force.

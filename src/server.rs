@@ -35,6 +35,19 @@ pub struct AppState {
     pub router: Router,
     /// The port actually bound (the gateway's own origin).
     pub port: u16,
+    /// Claude Code's settings, for the connect toggle (None without a home directory).
+    pub claude: Option<crate::claude_code::Paths>,
+    /// Model pulls started from the dashboard, by name: their last progress.
+    pub pulls: std::sync::Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// The dashboard's own events (`model_pull`, `pause`, `claude_code`) for `/api/events`.
+    pub ui_events: tokio::sync::broadcast::Sender<(String, serde_json::Value)>,
+}
+
+impl AppState {
+    /// Publishes an event to `/api/events` listeners.
+    pub fn publish(&self, name: &str, v: serde_json::Value) {
+        let _ = self.ui_events.send((name.to_owned(), v));
+    }
 }
 
 /// Builds the application for a bound port.
@@ -44,6 +57,9 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         config: Arc::new(config),
         router,
         port,
+        claude: crate::claude_code::Paths::current(),
+        pulls: Default::default(),
+        ui_events: tokio::sync::broadcast::channel(64).0,
     });
     tokio::spawn(on_health_events(Arc::downgrade(&state)));
     axum::Router::new()
@@ -65,6 +81,7 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -337,7 +354,7 @@ fn origin_allowed(origin: &str, port: u16) -> bool {
     is_loopback_name(name) && origin_port == port
 }
 
-async fn read_body(st: &AppState, body: Body) -> Result<Bytes, GatewayError> {
+pub(crate) async fn read_body(st: &AppState, body: Body) -> Result<Bytes, GatewayError> {
     let limit = st.config.server.max_body_bytes;
     axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .await
@@ -573,7 +590,8 @@ async fn status(State(st): State<Arc<AppState>>) -> Response {
 fn status_json(st: &AppState) -> serde_json::Value {
     use crate::status::{BackendStatus, ProviderStatus, Snapshot};
     let health = st.router.health();
-    let breakers = health.snapshot();
+    let breakers: std::collections::BTreeMap<String, _> = health.snapshot().into_iter().collect();
+    let (stats, totals) = st.router.recorder().stats();
     let providers: Vec<ProviderStatus> = st
         .config
         .providers
@@ -583,14 +601,23 @@ fn status_json(st: &AppState) -> serde_json::Value {
             ProviderStatus {
                 name: p.name.clone(),
                 kind: p.kind.as_str().to_owned(),
-                backends: breakers
-                    .iter()
-                    .filter(|(k, _)| k.starts_with(&prefix))
-                    .map(|(k, s)| BackendStatus {
-                        backend: k.clone(),
-                        breaker: s.as_str().to_owned(),
-                    })
-                    .collect(),
+                backends: {
+                    // Every backend with a breaker or figures, in name order.
+                    let mut keys: Vec<&String> = breakers
+                        .keys()
+                        .chain(stats.keys())
+                        .filter(|k| k.starts_with(&prefix))
+                        .collect();
+                    keys.sort();
+                    keys.dedup();
+                    keys.into_iter()
+                        .map(|k| BackendStatus {
+                            backend: k.clone(),
+                            breaker: breakers.get(k).map_or("closed", |s| s.as_str()).to_owned(),
+                            stats: stats.get(k).cloned().unwrap_or_default(),
+                        })
+                        .collect()
+                },
                 local: st
                     .router
                     .provider(&p.name)
@@ -600,13 +627,27 @@ fn status_json(st: &AppState) -> serde_json::Value {
         })
         .collect();
     let local = providers.iter().find_map(|p| p.local.clone());
-    serde_json::json!(Snapshot {
+    let snap = Snapshot {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         mode: st.router.mode().as_str().to_owned(),
         offline: health.offline(),
         providers,
         local,
-    })
+        totals,
+        claude_code: st.claude.as_ref().map(crate::claude_code::state),
+        paused: st.router.paused(),
+    };
+    // The one-line summary the tray shows, for the page and the terminal too.
+    let view = crate::tray::view(
+        &snap,
+        crate::tray::Local {
+            paused: snap.paused,
+            ..Default::default()
+        },
+    );
+    let mut v = serde_json::json!(snap);
+    v["summary"] = serde_json::json!({"state": view.icon.as_str(), "text": view.tooltip});
+    v
 }
 
 /// The snapshot in Prometheus's text format: the routing mode, the network, each backend's
@@ -641,7 +682,11 @@ async fn events(State(st): State<Arc<AppState>>) -> Response {
             &serde_json::json!({"offline": offline}).to_string(),
         ),
     }.raw);
-    let mut streams = vec![health.boxed()];
+    let requests = tokio_stream_of(st.router.recorder().subscribe())
+        .map(|e| crate::sse::Frame::named("request", &serde_json::json!(*e).to_string()).raw);
+    let ui = tokio_stream_of(st.ui_events.subscribe())
+        .map(|(name, v)| crate::sse::Frame::named(&name, &v.to_string()).raw);
+    let mut streams = vec![health.boxed(), requests.boxed(), ui.boxed()];
     for p in &st.config.providers {
         if let Some(engine) = st.router.provider(&p.name).and_then(|p| p.local.clone()) {
             let name = p.name.clone();

@@ -16,6 +16,16 @@ pub struct Snapshot {
     pub providers: Vec<ProviderStatus>,
     /// The first local provider's engine again, for a glance.
     pub local: Option<serde_json::Value>,
+    /// Requests, failovers, tokens and spend since the gateway started.
+    #[serde(default)]
+    pub totals: crate::observe::Totals,
+    /// The Claude Code settings file's state (whether it points here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claude_code: Option<crate::claude_code::State>,
+    /// Paused: requests go to their route's first backend only, as if Understudy were not
+    /// there (no failover, continuation or local fallback); notifications are off.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// One provider.
@@ -32,13 +42,16 @@ pub struct ProviderStatus {
     pub local: Option<serde_json::Value>,
 }
 
-/// One backend's breaker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One backend: its breaker and its figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     /// `provider/model`.
     pub backend: String,
     /// `closed`, `open` or `half_open`.
     pub breaker: String,
+    /// Latency, errors, tokens and spend ([`crate::observe`]).
+    #[serde(default)]
+    pub stats: crate::observe::BackendStats,
 }
 
 impl ProviderStatus {

@@ -370,6 +370,8 @@ pub struct Translated {
     pub report: Option<crate::resilience::Report>,
     /// Where to continue the answer if it breaks after its first content.
     pub continuation: Option<ContinuationPlan>,
+    /// The request's trace (statistics and the journal).
+    pub trace: crate::observe::Trace,
 }
 
 fn unix_now() -> u64 {
@@ -545,6 +547,7 @@ pub async fn translate(backend: &Backend, t: Translated) -> Result<Response, Gat
         provider.name(),
         &backend.model,
         req.stream,
+        t.trace.clone(),
     );
     let deadline = exchange.started + provider.config.timeouts.total;
     let resp = match open(backend, &enc, deadline).await? {
@@ -764,6 +767,8 @@ pub struct ContinuationPlan {
     pub model: String,
     /// Keep-alive interval while a continuation's upstream is silent.
     pub keepalive: Duration,
+    /// The request's trace (statistics and the journal).
+    pub trace: crate::observe::Trace,
 }
 
 impl ContinuationPlan {
@@ -901,17 +906,21 @@ async fn resume(
             continue;
         }
         let enc = encode_for(&backend, &req);
+        plan.trace.begin(&key);
         let exchange = Exchange::new(
             dialect,
             &plan.model,
             backend.provider.name(),
             &backend.model,
             true,
+            plan.trace.clone(),
         );
         let deadline = exchange.started + backend.provider.config.timeouts.total;
         let resp = match open(&backend, &enc, deadline).await {
             Ok(Opened::Stream(r)) => r,
             Ok(Opened::Status(r)) => {
+                plan.trace
+                    .failed(&key, &format!("http_{}", r.status().as_u16()), false);
                 plan.health.record(
                     &key,
                     !crate::resilience::status_fails_over(r.status().as_u16()),
@@ -920,6 +929,8 @@ async fn resume(
                 continue;
             }
             Err(e) => {
+                plan.trace
+                    .failed(&key, &crate::relay::error_class(&e), false);
                 plan.health.record(&key, false);
                 tried.push(format!("{key}: {e}"));
                 continue;
@@ -967,11 +978,14 @@ async fn resume(
         }
         if let Some(e) = failed {
             state.finished = true;
+            plan.trace
+                .failed(&key, &crate::relay::error_class(&e), false);
             plan.health.record(&key, false);
             tried.push(format!("{key}: {e}"));
             delivered = state.pipe.take_delivered();
             continue;
         }
+        plan.trace.committed(&key);
         state.report = Some(crate::resilience::Report::new(plan.health.clone(), key));
         return Ok((state, head));
     }
@@ -1140,9 +1154,9 @@ impl StreamState {
         };
         let delivered = self.pipe.take_delivered();
         let (next, head) = continue_stream(plan, delivered, e).await?;
-        self.exchange.log(
+        self.exchange.log_continued(
             200,
-            "continued",
+            &crate::relay::error_class(e),
             usage_of(&self.pipe),
             Some(&format!("{e}; continued on {}", next.provider.name())),
         );

@@ -110,6 +110,15 @@ fn local_words(p: &ProviderStatus) -> String {
     }
 }
 
+/// A latency for a menu line: `420 ms`, `2.3 s`.
+fn latency(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1000.0)
+    }
+}
+
 /// The tray for `s`.
 pub fn view(s: &Snapshot, tray: Local) -> View {
     let clouds: Vec<&ProviderStatus> = s.providers.iter().filter(|p| !p.is_local()).collect();
@@ -176,7 +185,16 @@ pub fn view(s: &Snapshot, tray: Local) -> View {
         } else {
             "healthy".to_owned()
         };
-        menu.push(info(&p.name, format!("{}: {state}", p.name)));
+        // The latest latency of its most recently used backend.
+        let last = p
+            .backends
+            .iter()
+            .filter(|b| b.stats.last_ms.is_some())
+            .max_by_key(|b| b.stats.last_at_ms)
+            .and_then(|b| b.stats.last_ms)
+            .map(|ms| format!(", last {}", latency(ms)))
+            .unwrap_or_default();
+        menu.push(info(&p.name, format!("{}: {state}{last}", p.name)));
     }
     for p in &locals {
         menu.push(info(
@@ -227,6 +245,7 @@ mod tests {
                 .map(|(i, b)| BackendStatus {
                     backend: format!("{name}/m{i}"),
                     breaker: (*b).into(),
+                    stats: Default::default(),
                 })
                 .collect(),
             local: None,
@@ -249,6 +268,9 @@ mod tests {
             offline,
             providers,
             local: None,
+            totals: Default::default(),
+            claude_code: None,
+            paused: false,
         }
     }
 
@@ -412,6 +434,20 @@ mod tests {
         assert_eq!(item("mode:auto").checked, Some(false));
         assert_eq!(item("autostart").checked, Some(true));
         assert!(!item("info:anthropic").enabled && item("quit").enabled);
+    }
+
+    #[test]
+    fn a_provider_line_shows_the_latency_of_its_latest_backend() {
+        let mut p = cloud("openai", &["closed", "closed"]);
+        p.backends[0].stats.last_ms = Some(420.4);
+        p.backends[0].stats.last_at_ms = Some(2);
+        p.backends[1].stats.last_ms = Some(2345.0);
+        p.backends[1].stats.last_at_ms = Some(1);
+        let v = view(&snap("auto", false, vec![p.clone()]), Local::default());
+        assert_eq!(labels(&v)[0], "openai: healthy, last 420 ms");
+        p.backends[1].stats.last_at_ms = Some(3);
+        let v = view(&snap("auto", false, vec![p]), Local::default());
+        assert_eq!(labels(&v)[0], "openai: healthy, last 2.3 s");
     }
 
     #[test]

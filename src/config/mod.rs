@@ -32,7 +32,58 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Where this configuration came from.
     pub source: ConfigSource,
+    /// The request journal.
+    pub journal: JournalConfig,
+    /// Prices for the spend estimate (upstream model glob → USD per million tokens).
+    pub prices: std::collections::BTreeMap<String, crate::observe::Price>,
 }
+
+/// The request journal's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// False with `journal.enabled = false`.
+    pub enabled: bool,
+    /// The file; `None` means the default ([`default_journal_path`]) for `understudy serve`
+    /// and the tray app, and no journal for a gateway built in-process by a test.
+    pub path: Option<PathBuf>,
+    /// How much it keeps.
+    pub retention: crate::journal::Retention,
+}
+
+impl JournalConfig {
+    /// The file to open, if any: the configured path, else `default` (when enabled).
+    pub fn file(&self, default: Option<PathBuf>) -> Option<PathBuf> {
+        if !self.enabled {
+            return None;
+        }
+        self.path.clone().or(default)
+    }
+}
+
+/// A path from the config: `~/` is the home directory.
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// The journal's default file: the platform data dir's `journal.sqlite3`.
+pub fn default_journal_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("dev", "understudy", "understudy")
+        .map(|d| d.data_dir().join("journal.sqlite3"))
+}
+
+/// Header names that carry credentials: refused in `headers` (keys belong in `api_key_env` or
+/// the keychain, so the config file never holds a secret and can be shown and edited).
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "cookie",
+];
 
 /// Where a [`Config`] came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -594,6 +645,13 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
         }
         let mut headers = Vec::new();
         for (k, v) in p.headers {
+            if CREDENTIAL_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+                issue(
+                    at(&format!("headers.{k}")),
+                    "carries a credential; put keys in api_key_env or api_key_keychain so the config file holds no secret".into(),
+                );
+                continue;
+            }
             match (
                 HeaderName::try_from(k.as_str()),
                 HeaderValue::try_from(v.as_str()),
@@ -764,6 +822,36 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
         });
     }
 
+    let d = crate::journal::Retention::default();
+    let journal = JournalConfig {
+        enabled: raw.journal.enabled.unwrap_or(true),
+        path: raw.journal.path.as_deref().map(expand_home),
+        retention: crate::journal::Retention {
+            max_rows: raw.journal.max_rows.unwrap_or(d.max_rows),
+            max_age: raw.journal.max_age.unwrap_or(d.max_age),
+        },
+    };
+    if journal.retention.max_rows == 0 {
+        issue(
+            "journal.max_rows".into(),
+            "must be at least 1 (turn the journal off with enabled = false)".into(),
+        );
+    }
+    for (glob, price) in &raw.prices {
+        if globset::Glob::new(glob).is_err() {
+            issue(
+                format!("prices.{glob:?}"),
+                "is not a valid model glob".into(),
+            );
+        }
+        if !(price.input >= 0.0 && price.output >= 0.0) {
+            issue(
+                format!("prices.{glob:?}"),
+                "prices must be zero or more (USD per million tokens)".into(),
+            );
+        }
+    }
+
     if issues.is_empty() {
         Ok(Config {
             server: ServerConfig {
@@ -777,6 +865,8 @@ fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError>
             providers,
             routes,
             source,
+            journal,
+            prices: raw.prices,
         })
     } else {
         Err(ConfigError {

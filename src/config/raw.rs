@@ -19,6 +19,22 @@ pub struct RawConfig {
     /// Circuit-breaker settings for every backend.
     #[serde(default)]
     pub breaker: RawBreaker,
+    /// The request journal.
+    #[serde(default)]
+    pub journal: RawJournal,
+    /// Prices for the spend estimate: upstream model glob → USD per million tokens.
+    #[serde(default)]
+    pub prices: BTreeMap<String, crate::observe::Price>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournal {
+    pub enabled: Option<bool>,
+    pub path: Option<String>,
+    pub max_rows: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,167 @@
+"""The dashboard in a real browser: Chromium from Debian's packages, driven by Playwright, loads
+/ui from a headless gateway wired to the mock cloud. A failover, the breaker opening, the
+recovery and the routing mode must show on the open page live (no reload). Screenshots of each
+state are saved in target/screenshots/."""
+
+import json
+import os
+import shutil
+import urllib.request
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import ROOT, Mock, _spawn, anthropic_events, sse_reply
+
+SHOTS = os.path.join(ROOT, "target", "screenshots")
+OVERLOADED = {"status": 529, "headers": [["content-type", "application/json"]],
+              "body": {"kind": "full", "text": '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'}}
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise RuntimeError("Chromium is not installed: scripts/test installs Debian's chromium package")
+
+
+@pytest.fixture()
+def chain(tmp_path):
+    """A gateway whose `claude-chain` route has a primary and a secondary mock cloud."""
+    procs = []
+    mocks = []
+    for _ in range(2):
+        proc, url = _spawn(["mock"], "mock cloud listening on ")
+        procs.append(proc)
+        mocks.append(Mock(url))
+    primary, secondary = mocks
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"""
+[breaker]
+consecutive_failures = 3
+open_base = "2s"
+probe_interval = "500ms"
+
+[journal]
+path = "{tmp_path / 'journal.sqlite3'}"
+
+[providers.primary]
+kind = "anthropic"
+base_url = "{primary.url}"
+api_key_env = "UNDERSTUDY_TEST_KEY"
+
+[providers.secondary]
+kind = "anthropic"
+base_url = "{secondary.url}"
+api_key_env = "UNDERSTUDY_TEST_KEY"
+continuation = true
+
+[[routes]]
+model = "claude-chain"
+backends = ["primary/claude-sonnet-4-5", "secondary/claude-sonnet-4-5"]
+""")
+    env = dict(os.environ, UNDERSTUDY_TEST_KEY="sk-test-configured-key", HOME=str(tmp_path))
+    proc, url = _spawn(["serve", "--config", str(cfg), "--listen", "127.0.0.1:0"], "understudy listening on ", env=env)
+    procs.append(proc)
+    yield url, primary, secondary
+    for p in procs:
+        p.terminate()
+        p.wait(15)
+
+
+def ask(url, stream=True):
+    body = json.dumps({"model": "claude-chain", "max_tokens": 64, "stream": stream,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    req = urllib.request.Request(url + "/v1/messages", data=body, method="POST")
+    req.add_header("content-type", "application/json")
+    req.add_header("anthropic-version", "2023-06-01")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, r.headers.get("x-understudy-failed-over"), r.read().decode()
+
+
+def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
+    url, primary, secondary = chain
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/ui")
+        expect(page.locator("#live")).to_have_class("live on")
+        expect(page.locator("#overall")).to_have_attribute("data-state", "healthy")
+        expect(page.locator('[data-provider="primary"]')).to_be_visible()
+
+        # A healthy request: served by the primary.
+        primary.push(sse_reply(anthropic_events()))
+        status, failed_over, _ = ask(url)
+        assert status == 200 and failed_over is None
+        expect(page.locator('#feed tbody tr[data-served-by="primary/claude-sonnet-4-5"]')).to_have_count(1)
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-healthy.png"), full_page=True)
+
+        # The primary is overloaded: every request fails over, live on the page.
+        primary.push(*[OVERLOADED] * 3)
+        for _ in range(3):
+            secondary.push(sse_reply(anthropic_events()))
+            status, failed_over, text = ask(url)
+            assert status == 200 and "message_stop" in text
+            assert failed_over == "primary/claude-sonnet-4-5=http_529"
+        rows = page.locator('#feed tbody tr[data-served-by="secondary/claude-sonnet-4-5"]')
+        expect(rows).to_have_count(3)
+        expect(rows.first.locator(".tag.failover")).to_have_text("failed over")
+        expect(rows.first).to_contain_text("primary/claude-sonnet-4-5 (http_529)")
+        # Three consecutive failures open the primary's breaker.
+        expect(page.locator('[data-provider="primary"]')).to_have_attribute("data-health", "failing")
+        expect(page.locator('[data-provider="primary"] [data-breaker]')).to_have_text("open")
+        expect(page.locator("#overall")).to_have_attribute("data-state", "degraded")
+        expect(page.locator("#total-failovers b")).to_have_text("3")
+        expect(page.locator('[data-provider="primary"]')).to_contain_text("http_529 ×3")
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-failover.png"), full_page=True)
+
+        # While it is open the primary is skipped; its probe (the model list, answered by the
+        # healthy mock) lets a trial through, and the trial's success closes it.
+        expect(page.locator('[data-provider="primary"] [data-breaker]')).to_have_text("half-open", timeout=15000)
+        primary.push(sse_reply(anthropic_events()))
+        status, failed_over, _ = ask(url)
+        assert status == 200 and failed_over is None
+        expect(page.locator('[data-provider="primary"] [data-breaker]')).to_have_text("closed")
+        expect(page.locator("#overall")).to_have_attribute("data-state", "healthy")
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-recovered.png"), full_page=True)
+
+        # The routing mode, switched from the page, is what the gateway does.
+        page.click('[data-mode="cloud-only"]')
+        expect(page.locator('[data-mode="cloud-only"]')).to_have_attribute("aria-pressed", "true")
+        with urllib.request.urlopen(url + "/api/mode") as r:
+            assert json.loads(r.read())["mode"] == "cloud-only"
+        page.click("#pause")
+        expect(page.locator("#overall")).to_have_attribute("data-state", "paused")
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-paused.png"), full_page=True)
+        assert errors == [], errors
+        browser.close()
+
+
+def test_settings_are_validated_and_saved_with_the_previous_version_kept(chain):
+    url, _, _ = chain
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url + "/ui")
+        area = page.locator("#config-text")
+        expect(area).not_to_have_value("")
+        original = area.input_value()
+        area.fill(original.replace('consecutive_failures = 3', 'consecutive_failures = 0'))
+        page.click("#config-save")
+        expect(page.locator("#config-issues li")).to_contain_text("breaker.consecutive_failures")
+        with urllib.request.urlopen(url + "/api/config") as r:
+            assert json.loads(r.read())["text"] == original, "an invalid config is not saved"
+        area.fill(original.replace('consecutive_failures = 3', 'consecutive_failures = 5'))
+        page.click("#config-save")
+        expect(page.locator("#config-result")).to_contain_text("Saved")
+        with urllib.request.urlopen(url + "/api/config") as r:
+            saved = json.loads(r.read())
+        assert "consecutive_failures = 5" in saved["text"]
+        with open(saved["path"] + ".bak") as f:
+            assert f.read() == original
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-settings.png"), full_page=True)
+        browser.close()
