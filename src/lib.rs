@@ -22,6 +22,7 @@
 //! - [`status`]: the status snapshot the gateway writes and the terminal and tray read.
 //! - [`claude_code`]: pointing Claude Code's settings at the gateway, and back.
 //! - [`dashboard`]: the page at `/ui` and its JSON API (feed, toggles, models, settings).
+//! - [`desktop`]: what an app around the gateway adds: notifications, Claude Code's settings.
 //! - [`tray`]: the tray's icon, tooltip and menu for a snapshot, as a pure function.
 //! - [`sse`]: SSE framing that keeps each event's exact bytes.
 //! - [`secret`]: keys from env vars or the keychain, in a type that never prints them.
@@ -32,6 +33,7 @@ pub mod claude_code;
 pub mod client_api;
 pub mod config;
 pub mod dashboard;
+pub mod desktop;
 pub mod error;
 pub mod journal;
 pub mod local;

@@ -19,6 +19,20 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ClaudeCodeCommand {
+    /// Set env.ANTHROPIC_BASE_URL (every other setting kept; the file backed up first).
+    Connect {
+        /// The gateway's URL (default: the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Put the setting back as it was.
+    Disconnect,
+    /// Say where Claude Code's settings point.
+    Status,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the gateway (default address 127.0.0.1:8723).
     Serve {
@@ -31,6 +45,18 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
+        /// Send desktop notifications (failover, recovery, offline, the local model).
+        #[arg(long)]
+        notify: bool,
+        /// Point Claude Code's user settings at this gateway while it runs (restored when it
+        /// stops, or at the next start after a crash).
+        #[arg(long)]
+        connect_claude_code: bool,
+    },
+    /// Point Claude Code's user settings (~/.claude/settings.json) at Understudy, or back.
+    ClaudeCode {
+        #[command(subcommand)]
+        command: ClaudeCodeCommand,
     },
     /// Inspect the configuration.
     Config {
@@ -180,6 +206,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             listen,
             log_json,
+            notify,
+            connect_claude_code,
         } => {
             init_logging(log_json);
             let mut cfg = match Config::load(config.as_deref()) {
@@ -193,9 +221,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(addr) = listen {
                 cfg.server.listen = addr;
             }
-            serve(cfg).await?;
+            understudy::desktop::app_defaults(&mut cfg);
+            serve(cfg, notify, connect_claude_code).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::ClaudeCode { command } => Ok(claude_code(command)),
         Command::Config { command } => match command {
             ConfigCommand::Path => {
                 match config::default_path() {
@@ -225,7 +255,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(cfg: Config, notify: bool, connect_claude_code: bool) -> anyhow::Result<()> {
     let addr = cfg.server.listen;
     tracing::info!(source = %cfg.source, "configuration loaded");
     for p in &cfg.providers {
@@ -247,11 +277,86 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr} (is another Understudy running? use --listen to pick another address)"))?;
     let local = listener.local_addr()?;
     // A stable line on stdout for scripts and tests; logs go to stderr.
+    // Claude Code's settings are settled before anyone is told the gateway is up.
+    understudy::desktop::claude_code_start(&format!("http://{local}"), connect_claude_code);
+    if let Some(j) = cfg.journal.file(None) {
+        tracing::info!(journal = %j.display(), "request journal");
+    }
+    let ollama_listen = cfg.server.ollama_listen;
+    let (app, state) = understudy::server::build(cfg, local.port()).await;
+    // Signals are caught from here on: a SIGTERM right after the line below is a clean stop.
+    let shutdown = understudy::server::shutdown_signal();
     println!("understudy listening on http://{local}");
     tracing::info!(%local, "listening");
-    understudy::server::run(listener, cfg, understudy::server::shutdown_signal()).await?;
+    if notify {
+        tokio::spawn(understudy::desktop::notifications(
+            std::sync::Arc::downgrade(&state),
+            Default::default(),
+            std::sync::Arc::new(|n| {
+                if let Err(e) = understudy::desktop::show(&n) {
+                    tracing::warn!(error = %e, "could not show a desktop notification");
+                }
+            }),
+        ));
+    }
+    let result = understudy::server::serve_app(listener, app, ollama_listen, shutdown).await;
+    understudy::desktop::claude_code_stop();
+    result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn claude_code(command: ClaudeCodeCommand) -> ExitCode {
+    let Some(paths) = understudy::claude_code::Paths::current() else {
+        eprintln!("error: no home directory, so no Claude Code settings");
+        return ExitCode::FAILURE;
+    };
+    let result = match command {
+        ClaudeCodeCommand::Connect { url } => {
+            let url = url.unwrap_or_else(|| {
+                let listen = Config::load(None)
+                    .map(|c| c.server.listen)
+                    .unwrap_or_else(|_| config::DEFAULT_LISTEN.parse().expect("valid"));
+                format!("http://{listen}")
+            });
+            understudy::claude_code::connect(&paths, &url, None).map(|()| {
+                println!(
+                    "Claude Code now uses {url} (in {}); undo with `understudy claude-code disconnect`",
+                    paths.settings.display()
+                )
+            })
+        }
+        ClaudeCodeCommand::Disconnect => {
+            understudy::claude_code::disconnect(&paths).map(|changed| {
+                if changed {
+                    println!("restored {}", paths.settings.display());
+                } else {
+                    println!("Claude Code was not connected by Understudy; nothing changed");
+                }
+            })
+        }
+        ClaudeCodeCommand::Status => {
+            let s = understudy::claude_code::state(&paths);
+            println!(
+                "{}: {}",
+                s.settings,
+                match (&s.url, s.connected) {
+                    (Some(u), true) => format!("connected to Understudy at {u}"),
+                    (Some(u), false) =>
+                        format!("ANTHROPIC_BASE_URL is {u} (not set by Understudy)"),
+                    (None, _) => "not connected (Claude Code calls Anthropic directly)".into(),
+                }
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn check(path: Option<PathBuf>) -> ExitCode {

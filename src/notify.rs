@@ -15,6 +15,10 @@ pub enum Change {
     Failing {
         /// `provider/model`.
         backend: String,
+        /// The failure class (`http_529`, `truncated`, …), when known.
+        why: Option<String>,
+        /// Who serves instead, when known (`local/… (the local model)` for the local engine).
+        next: Option<String>,
     },
     /// A backend that was failing answers again.
     Recovered {
@@ -48,7 +52,7 @@ impl Change {
     fn subject(&self) -> String {
         let provider = |b: &str| b.split_once('/').map_or(b, |(p, _)| p).to_owned();
         match self {
-            Change::Failing { backend } => format!("failing:{}", provider(backend)),
+            Change::Failing { backend, .. } => format!("failing:{}", provider(backend)),
             Change::Recovered { backend } => format!("recovered:{}", provider(backend)),
             Change::Network { offline } => format!("network:{offline}"),
             Change::LocalReady => "local:ready".into(),
@@ -59,9 +63,16 @@ impl Change {
 
     fn notice(&self) -> Notice {
         let (title, body) = match self {
-            Change::Failing { backend } => (
+            Change::Failing { backend, why, next } => (
                 "Failing over".to_owned(),
-                format!("{backend} is failing; requests go to the next backend in its route"),
+                format!(
+                    "{backend} is failing{}; {}",
+                    why.as_ref().map(|w| format!(" ({w})")).unwrap_or_default(),
+                    match next {
+                        Some(n) => format!("{n} answers now"),
+                        None => "requests go to the next backend in its route".to_owned(),
+                    }
+                ),
             ),
             Change::Recovered { backend } => {
                 ("Recovered".to_owned(), format!("{backend} answers again"))
@@ -190,6 +201,8 @@ mod tests {
     fn failing(p: &str) -> Change {
         Change::Failing {
             backend: format!("{p}/m"),
+            why: None,
+            next: None,
         }
     }
 

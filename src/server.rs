@@ -52,6 +52,12 @@ impl AppState {
 
 /// Builds the application for a bound port.
 pub async fn app(config: Config, port: u16) -> axum::Router {
+    build(config, port).await.0
+}
+
+/// Builds the application for a bound port, and hands out its state (for an app around the
+/// gateway: the tray reads the router's events and status from it).
+pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
     let router = Router::new(&config).await;
     let state = Arc::new(AppState {
         config: Arc::new(config),
@@ -62,7 +68,7 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         ui_events: tokio::sync::broadcast::channel(64).0,
     });
     tokio::spawn(on_health_events(Arc::downgrade(&state)));
-    axum::Router::new()
+    let app = axum::Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/chat/completions", post(chat_completions))
@@ -84,7 +90,8 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
         .merge(crate::dashboard::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .with_state(state.clone());
+    (app, state)
 }
 
 /// Acts on the health events: a backend whose breaker opens gets a prober
@@ -178,6 +185,17 @@ pub async fn run(
     let port = listener.local_addr()?.port();
     let ollama_listen = config.server.ollama_listen;
     let app = app(config, port).await;
+    serve_app(listener, app, ollama_listen, shutdown).await
+}
+
+/// Serves a built application on `listener` (and on `ollama_listen`) until `shutdown`
+/// resolves, then lets in-flight requests finish for at most [`SHUTDOWN_GRACE`].
+pub async fn serve_app(
+    listener: TcpListener,
+    app: axum::Router,
+    ollama_listen: Option<SocketAddr>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = ollama_listen {
         // Tools that only know Ollama's port reach the same application there.
@@ -239,24 +257,32 @@ fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    // The handlers are installed now, not at the first poll: a signal that arrives while the
+    // application is still being built is not lost (nor fatal).
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn wait(s: Option<Signal>) {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            tokio::select! {
+                _ = wait(term) => {},
+                _ = wait(int) => {},
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -296,3 +296,196 @@ fn the_readme_config_example_is_valid() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("OK (5 providers, 3 routes)"), "{text}");
 }
+
+fn kill9(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+async fn requests_of(url: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = client()
+        .get(format!("{url}/api/requests?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["requests"].as_array().unwrap().clone()
+}
+
+/// The journal (in the platform data dir by default) survives a clean restart, and a
+/// `kill -9` in the middle of a burst of writes leaves a file SQLite finds intact, whose ids go
+/// on where they stopped.
+#[tokio::test]
+async fn the_journal_survives_a_restart_and_a_kill_in_the_middle_of_writing() {
+    let mock = MockCloud::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let cfg = write_config(&format!(
+        "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key_env = \"UNDERSTUDY_J_KEY\"\n",
+        mock.url()
+    ));
+    let args = ["--config", cfg.path().to_str().unwrap()];
+    let env = [("UNDERSTUDY_J_KEY", "sk-test")];
+    let (child, url) = spawn_serve(&args, &env, home.path());
+    for _ in 0..3 {
+        let r = post(&url, "/v1/messages", &anthropic_body(false)).await;
+        assert_eq!(r.status(), 200);
+    }
+    let (status, log) = terminate(child);
+    assert!(status.success(), "{log}");
+    let journal = home.path().join(".local/share/understudy/journal.sqlite3");
+    assert!(journal.exists(), "the default journal file: {log}");
+
+    let (child, url) = spawn_serve(&args, &env, home.path());
+    let before = requests_of(&url).await;
+    assert_eq!(before.len(), 3, "the feed comes back from the journal");
+    assert_eq!(before[0]["id"], 3);
+    assert_eq!(before[0]["served_by"], "anthropic/claude-sonnet-4-5");
+    assert_eq!(before[0]["outcome"], "complete");
+
+    // A burst of requests, and the gateway killed while it answers and journals them.
+    let mut tasks = Vec::new();
+    for _ in 0..400 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            post(&url, "/v1/messages", &anthropic_body(false))
+                .await
+                .status()
+        }));
+    }
+    let written = async {
+        while requests_of(&url).await.len() < 60 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), written)
+        .await
+        .expect("60 requests answered and journaled within a minute");
+    kill9(child);
+    for t in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), t)
+            .await
+            .expect("a request to a killed gateway ends");
+    }
+
+    let conn = rusqlite::Connection::open(&journal).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let kept: i64 = conn
+        .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
+        .unwrap();
+    assert!(kept >= 3, "what was written before stays: {kept}");
+    drop(conn);
+
+    let (child, url) = spawn_serve(&args, &env, home.path());
+    let last = requests_of(&url).await[0]["id"].as_u64().unwrap();
+    assert_eq!(last as i64, kept, "ids are dense: nothing half-written");
+    let r = post(&url, "/v1/messages", &anthropic_body(false)).await;
+    assert_eq!(r.status(), 200);
+    let mut after = Vec::new();
+    for _ in 0..100 {
+        after = requests_of(&url).await;
+        if after[0]["id"].as_u64() == Some(last + 1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        after[0]["id"].as_u64(),
+        Some(last + 1),
+        "ids go on after the crash"
+    );
+    let (status, log) = terminate(child);
+    assert!(status.success(), "{log}");
+}
+
+fn settings_of(home: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(home.join(".claude/settings.json")).unwrap()).unwrap()
+}
+
+/// `serve --connect-claude-code` points Claude Code's user settings here, keeping everything
+/// else; a clean stop restores them, and after a `kill -9` the next start does.
+#[tokio::test]
+async fn claude_code_settings_are_restored_when_the_gateway_stops_and_after_a_crash() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".claude")).unwrap();
+    let original = serde_json::json!({
+        "model": "opus",
+        "env": {"DISABLE_TELEMETRY": "1"},
+        "permissions": {"allow": ["Bash(git status)"]}
+    });
+    std::fs::write(
+        home.path().join(".claude/settings.json"),
+        serde_json::to_vec_pretty(&original).unwrap(),
+    )
+    .unwrap();
+
+    let (child, url) = spawn_serve(&["--connect-claude-code"], &[], home.path());
+    let s = settings_of(home.path());
+    assert_eq!(s["env"]["ANTHROPIC_BASE_URL"], url.as_str());
+    assert_eq!(s["env"]["DISABLE_TELEMETRY"], "1");
+    assert_eq!(s["model"], "opus");
+    assert_eq!(s["permissions"], original["permissions"]);
+    assert!(home
+        .path()
+        .join(".claude/settings.json.understudy-backup")
+        .exists());
+    let status: serde_json::Value = client()
+        .get(format!("{url}/api/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["claude_code"]["connected"], true);
+    let (code, log) = terminate(child);
+    assert!(code.success(), "{log}");
+    assert_eq!(
+        settings_of(home.path()),
+        original,
+        "restored on a clean stop"
+    );
+
+    // A crash in the middle of a session leaves the settings pointing at a dead gateway …
+    let (child, url) = spawn_serve(&["--connect-claude-code"], &[], home.path());
+    kill9(child);
+    assert_eq!(
+        settings_of(home.path())["env"]["ANTHROPIC_BASE_URL"],
+        url.as_str()
+    );
+    // … until the next start, which restores them before it serves.
+    let (child, _) = spawn_serve(&[], &[], home.path());
+    assert_eq!(
+        settings_of(home.path()),
+        original,
+        "restored at the next start"
+    );
+    assert!(!home
+        .path()
+        .join(".claude/understudy-connection.json")
+        .exists());
+    let (code, log) = terminate(child);
+    assert!(code.success(), "{log}");
+    assert!(log.contains("restored Claude Code's settings"), "{log}");
+
+    // The dashboard's button does the same through the API, and the stop undoes it.
+    let (child, url) = spawn_serve(&[], &[], home.path());
+    let r = client()
+        .put(format!("{url}/api/claude-code"))
+        .json(&serde_json::json!({"connected": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        settings_of(home.path())["env"]["ANTHROPIC_BASE_URL"],
+        url.as_str()
+    );
+    let (code, log) = terminate(child);
+    assert!(code.success(), "{log}");
+    assert_eq!(settings_of(home.path()), original);
+}

@@ -73,6 +73,9 @@ def gateway(mock, dead_mock, tmp_path_factory):
     cfg = tmp_path_factory.mktemp("gw") / "config.toml"
     cfg.write_text(
         f"""
+[journal]
+path = "{cfg.parent / 'journal.sqlite3'}"
+
 [providers.anthropic]
 kind = "anthropic"
 base_url = "{mock.url}"
