@@ -72,3 +72,9 @@ ensure_npm_packages() {
   command -v npm >/dev/null || ensure_apt nodejs npm
   (cd "$1" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 }
+
+# ensure_tauri_deps: what the tray app (Tauri 2: WebKitGTK, the tray, notifications over D-Bus)
+# builds against.
+ensure_tauri_deps() {
+  ensure_apt libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev
+}

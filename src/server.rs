@@ -613,7 +613,7 @@ async fn status(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// The status snapshot `GET /api/status` serves and `/api/events` opens with.
-fn status_json(st: &AppState) -> serde_json::Value {
+pub fn status_json(st: &AppState) -> serde_json::Value {
     use crate::status::{BackendStatus, ProviderStatus, Snapshot};
     let health = st.router.health();
     let breakers: std::collections::BTreeMap<String, _> = health.snapshot().into_iter().collect();

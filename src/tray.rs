@@ -166,7 +166,10 @@ pub fn view(s: &Snapshot, tray: Local) -> View {
     } else {
         (
             Icon::Healthy,
-            format!("Understudy: {} cloud providers healthy", clouds.len()),
+            match clouds.len() {
+                1 => format!("Understudy: {} is healthy", clouds[0].name),
+                n => format!("Understudy: {n} cloud providers healthy"),
+            },
         )
     };
 

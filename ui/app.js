@@ -187,8 +187,9 @@ function renderTimeline() {
     if (e.attempts.length > 1) parts.push(`<rect x="${x}" y="2" width="${(w - 1.5).toFixed(1)}" height="4" fill="#ea580c"/>`);
   });
   svg.innerHTML = parts.join("");
-  $("#legend").replaceChildren(...[...legend].map(([k, c]) => el("span", {}, el("i", { style: `background:${c}` }), k)),
-    recent.some((e) => e.attempts.length > 1) ? el("span", {}, el("i", { style: "background:#ea580c" }), "failed over first") : null);
+  const keys = [...legend].map(([k, c]) => el("span", {}, el("i", { style: `background:${c}` }), k));
+  if (recent.some((e) => e.attempts.length > 1)) keys.push(el("span", {}, el("i", { style: "background:#ea580c" }), "failed over first"));
+  $("#legend").replaceChildren(...keys);
 }
 
 function renderLocal(s) {

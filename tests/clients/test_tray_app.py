@@ -1,0 +1,30 @@
+"""The tray app (Tauri 2) as built by the test run: it starts under Xvfb, serves through its
+in-process gateway, shows the dashboard in its window (a screenshot is saved as
+target/screenshots/tray-window.png), and stays a single instance."""
+
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(__file__)
+
+
+def test_the_tray_app_starts_serves_and_shows_the_dashboard():
+    out = subprocess.run(
+        ["dbus-run-session", "--", sys.executable, os.path.join(HERE, "tray_scenario.py")],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=HERE),
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["request_status"] == 200
+    # The dashboard's dark header band fills the window's top, with the green "healthy" badge
+    # the page filled in from the gateway's status.
+    assert r["header_share"] > 0.3, f"the window did not show the dashboard: {r}"
+    assert r["badge_share"] > 0.02, f"the dashboard shows no healthy badge: {r}"
+    assert r["status"]["totals"]["requests"] == 1
+    assert r["status"]["summary"]["state"] == "healthy"
+    # The second instance handed over (it prints no listening line, binds nothing) and left.
+    assert r["second_exit"] == 0, r
+    assert "listening" not in r["second_stdout"]
+    assert r["first_alive"]

@@ -1,0 +1,63 @@
+"""The desktop package: the .deb that `scripts/package` builds installs `understudy` and
+`understudy-tray` on the PATH with a desktop entry, depends only on what is installable, and
+the tray app from it starts under Xvfb, serves, shows its dashboard and runs the local model
+through the packaged worker. Installed into a scratch root (`dpkg-deb -x`), not the system."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+
+@pytest.fixture(scope="module")
+def deb():
+    found = sorted(glob.glob(os.path.join(ROOT, "target", "*", "bundle", "deb", "*.deb")), key=os.path.getmtime)
+    if not found:
+        raise RuntimeError("no .deb: scripts/test runs scripts/package --debug before this test")
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def scratch_root(deb, tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    subprocess.run(["dpkg-deb", "-x", deb, str(root)], check=True)
+    return str(root)
+
+
+def test_the_package_puts_both_programs_on_the_path_with_a_desktop_entry(deb, scratch_root):
+    for name in ("understudy", "understudy-tray"):
+        path = os.path.join(scratch_root, "usr", "bin", name)
+        assert os.access(path, os.X_OK), path
+    version = subprocess.run([os.path.join(scratch_root, "usr", "bin", "understudy"), "--version"],
+                             capture_output=True, text=True, check=True).stdout
+    assert version.startswith("understudy 0.1.0"), version
+    entries = glob.glob(os.path.join(scratch_root, "usr", "share", "applications", "*.desktop"))
+    assert len(entries) == 1
+    entry = open(entries[0]).read()
+    assert "Exec=understudy-tray" in entry and "Name=Understudy" in entry and "Icon=understudy-tray" in entry
+    icon = os.path.join(scratch_root, "usr", "share", "icons", "hicolor", "128x128", "apps", "understudy-tray.png")
+    assert os.path.exists(icon)
+    # Every dependency it declares is a package this system has (so `apt install ./x.deb` works).
+    depends = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True, check=True).stdout
+    for dep in [d.strip().split()[0] for d in depends.split(",") if d.strip()]:
+        status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", dep], capture_output=True, text=True).stdout
+        assert "install ok installed" in status, f"{dep} is not installed"
+
+
+def test_the_installed_tray_app_starts_serves_and_answers_from_the_local_model(scratch_root):
+    out = subprocess.run(
+        ["dbus-run-session", "--", sys.executable, os.path.join(HERE, "package_scenario.py"), scratch_root],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert ("local", "local") in [tuple(p) for p in r["providers"]], r
+    assert r["local_status"] == 200 and r["local_finish"] in ("end_turn", "max_tokens"), r
+    assert r["local_state"] == "ready", r
+    assert r["header_share"] > 0.3, f"the window did not show the dashboard: {r}"
