@@ -574,6 +574,17 @@ async fn status(url: Option<String>, json: bool) -> ExitCode {
         s(&v["mode"]),
         if v["offline"] == true { "DOWN" } else { "up" }
     );
+    let t = &v["totals"];
+    println!(
+        "  {} requests, {} failed over, {} continued, {} failed; tokens {} in / {} out; ~${:.4}",
+        t["requests"].as_u64().unwrap_or(0),
+        t["failovers"].as_u64().unwrap_or(0),
+        t["continued"].as_u64().unwrap_or(0),
+        t["failed"].as_u64().unwrap_or(0),
+        t["input_tokens"].as_u64().unwrap_or(0),
+        t["output_tokens"].as_u64().unwrap_or(0),
+        t["spend_usd"].as_f64().unwrap_or(0.0),
+    );
     for p in v["providers"].as_array().into_iter().flatten() {
         let mut line = format!("  {:<16} {:<10} ", s(&p["name"]), s(&p["kind"]));
         if let Some(l) = p.get("local") {
@@ -583,7 +594,20 @@ async fn status(url: Option<String>, json: bool) -> ExitCode {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|b| format!("{} {}", s(&b["backend"]), s(&b["breaker"])))
+                .map(|b| {
+                    let st = &b["stats"];
+                    let ms = |k: &str| st[k].as_f64().map_or("-".into(), |v| format!("{v:.0}"));
+                    format!(
+                        "{} {} (ttft p50/p95 {}/{} ms, {} requests, {:.0} % errors, {} truncated)",
+                        s(&b["backend"]),
+                        s(&b["breaker"]),
+                        ms("ttft_p50_ms"),
+                        ms("ttft_p95_ms"),
+                        st["requests"].as_u64().unwrap_or(0),
+                        st["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                        st["truncations"].as_u64().unwrap_or(0),
+                    )
+                })
                 .collect();
             if backends.is_empty() {
                 line.push_str("no requests yet");

@@ -153,6 +153,7 @@ impl Entry {
 
 /// A backend's figures, as the status snapshot shows them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BackendStats {
     /// Attempts since the gateway started.
     pub requests: u64,
@@ -190,6 +191,7 @@ pub struct BackendStats {
 
 /// The gateway's totals since it started.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Totals {
     /// Requests answered (any outcome).
     pub requests: u64,

@@ -189,7 +189,137 @@ pub fn prometheus(s: &Snapshot) -> String {
             .collect();
         family(&mut out, name, kind, help, values);
     }
+    backend_families(&mut out, s);
     out
+}
+
+/// Each backend's figures ([`crate::observe::BackendStats`]) and the totals.
+fn backend_families(out: &mut String, s: &Snapshot) {
+    let backends: Vec<(&str, &BackendStatus)> = s
+        .providers
+        .iter()
+        .flat_map(|p| p.backends.iter().map(move |b| (p.name.as_str(), b)))
+        .collect();
+    let labels = |p: &str, b: &BackendStatus| {
+        format!(
+            "provider=\"{}\",backend=\"{}\"",
+            label(p),
+            label(&b.backend)
+        )
+    };
+    let counter = |f: fn(&crate::observe::BackendStats) -> f64| -> Vec<String> {
+        backends
+            .iter()
+            .map(|(p, b)| format!("{{{}}} {}", labels(p, b), f(&b.stats)))
+            .collect()
+    };
+    family(
+        out,
+        "understudy_backend_requests_total",
+        "counter",
+        "Attempts sent to each backend.",
+        counter(|s| s.requests as f64),
+    );
+    let mut errors = Vec::new();
+    for (p, b) in &backends {
+        for (class, n) in &b.stats.errors_by_class {
+            errors.push(format!(
+                "{{{},class=\"{}\"}} {n}",
+                labels(p, b),
+                label(class)
+            ));
+        }
+    }
+    family(
+        out,
+        "understudy_backend_errors_total",
+        "counter",
+        "Failed attempts by failure class.",
+        errors,
+    );
+    family(
+        out,
+        "understudy_backend_truncations_total",
+        "counter",
+        "Streams that broke after their first content.",
+        counter(|s| s.truncations as f64),
+    );
+    let mut tokens = Vec::new();
+    for (p, b) in &backends {
+        tokens.push(format!(
+            "{{{},direction=\"in\"}} {}",
+            labels(p, b),
+            b.stats.input_tokens
+        ));
+        tokens.push(format!(
+            "{{{},direction=\"out\"}} {}",
+            labels(p, b),
+            b.stats.output_tokens
+        ));
+    }
+    family(
+        out,
+        "understudy_backend_tokens_total",
+        "counter",
+        "Tokens in and out.",
+        tokens,
+    );
+    family(
+        out,
+        "understudy_backend_spend_usd_total",
+        "counter",
+        "Estimated spend in USD (the price table).",
+        counter(|s| s.spend_usd),
+    );
+    let mut latency = Vec::new();
+    for (p, b) in &backends {
+        for (what, q, v) in [
+            ("first_content", "0.5", b.stats.ttft_p50_ms),
+            ("first_content", "0.95", b.stats.ttft_p95_ms),
+            ("total", "0.5", b.stats.total_p50_ms),
+            ("total", "0.95", b.stats.total_p95_ms),
+        ] {
+            if let Some(v) = v {
+                latency.push(format!(
+                    "{{{},to=\"{what}\",quantile=\"{q}\"}} {}",
+                    labels(p, b),
+                    v / 1000.0
+                ));
+            }
+        }
+    }
+    family(
+        out,
+        "understudy_backend_latency_seconds",
+        "gauge",
+        "Latency to first content and to the end, over the last 15 minutes.",
+        latency,
+    );
+    let t = &s.totals;
+    for (name, help, v) in [
+        (
+            "understudy_requests_total",
+            "Client requests answered.",
+            t.requests as f64,
+        ),
+        (
+            "understudy_failovers_total",
+            "Requests served after another backend failed.",
+            t.failovers as f64,
+        ),
+        (
+            "understudy_continuations_total",
+            "Broken streams finished by another backend.",
+            t.continued as f64,
+        ),
+        (
+            "understudy_failed_requests_total",
+            "Requests the client got as a failure.",
+            t.failed as f64,
+        ),
+    ] {
+        family(out, name, "counter", help, vec![format!(" {v}")]);
+    }
 }
 
 /// One metric family: its help and type lines, then `name` + each of `samples` (labels and
@@ -213,11 +343,13 @@ mod tests {
             "version": "0", "mode": "auto", "offline": true,
             "providers": [
                 {"name": "anthropic", "kind": "anthropic",
-                 "backends": [{"backend": "anthropic/claude-\"x\"", "breaker": "open"}]},
+                 "backends": [{"backend": "anthropic/claude-\"x\"", "breaker": "open",
+                               "stats": {"requests": 9, "errors": 4, "errors_by_class": {"http_529": 4},
+                                         "ttft_p95_ms": 250.0}}]},
                 {"name": "local", "kind": "local", "backends": [],
                  "local": {"state": "ready", "loads": 2, "answers": 5, "cancelled": 1,
                            "completion_tokens": 300, "rss_bytes": 1000}}],
-            "local": null}))
+            "local": null, "totals": {"failovers": 3}}))
         .unwrap();
         let text = prometheus(&s);
         for want in [
@@ -228,6 +360,9 @@ mod tests {
             "understudy_local_state{provider=\"local\",state=\"ready\"} 1\n",
             "# TYPE understudy_local_answers_total counter\nunderstudy_local_answers_total{provider=\"local\"} 5\n",
             "understudy_local_rss_bytes{provider=\"local\"} 1000\n",
+            "understudy_backend_errors_total{provider=\"anthropic\",backend=\"anthropic/claude-\\\"x\\\"\",class=\"http_529\"} 4\n",
+            "understudy_backend_latency_seconds{provider=\"anthropic\",backend=\"anthropic/claude-\\\"x\\\"\",to=\"first_content\",quantile=\"0.95\"} 0.25\n",
+            "understudy_failovers_total 3\n",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }

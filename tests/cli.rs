@@ -332,6 +332,18 @@ async fn the_journal_survives_a_restart_and_a_kill_in_the_middle_of_writing() {
         let r = post(&url, "/v1/messages", &anthropic_body(false)).await;
         assert_eq!(r.status(), 200);
     }
+    // The terminal view has the figures too.
+    let out = Command::new(BIN)
+        .args(["status", "--url", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  3 requests, 0 failed over, 0 continued, 0 failed")
+            && text.contains("anthropic/claude-sonnet-4-5 closed (ttft p50/p95 ")
+            && text.contains("ms, 3 requests, 0 % errors, 0 truncated)"),
+        "{text}"
+    );
     let (status, log) = terminate(child);
     assert!(status.success(), "{log}");
     let journal = home.path().join(".local/share/understudy/journal.sqlite3");
