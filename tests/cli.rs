@@ -130,14 +130,7 @@ fn serve_refuses_an_invalid_config_and_says_how_to_check_it() {
 async fn zero_config_starts_with_no_file_and_no_keys_and_stops_cleanly_on_sigterm() {
     let home = tempfile::tempdir().unwrap();
     let (child, url) = spawn_serve(&[], &[], home.path());
-    let v: serde_json::Value = client()
-        .get(format!("{url}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(&url, "/healthz").await;
     assert_eq!(v["status"], "ok");
     // An OpenAI model with no OPENAI_API_KEY in the environment: no route, and the error says so.
     let r = client()
@@ -303,14 +296,7 @@ fn kill9(mut child: Child) {
 }
 
 async fn requests_of(url: &str) -> Vec<serde_json::Value> {
-    let v: serde_json::Value = client()
-        .get(format!("{url}/api/requests?limit=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(url, "/api/requests?limit=1000").await;
     v["requests"].as_array().unwrap().clone()
 }
 
@@ -445,14 +431,7 @@ async fn claude_code_settings_are_restored_when_the_gateway_stops_and_after_a_cr
         .path()
         .join(".claude/settings.json.understudy-backup")
         .exists());
-    let status: serde_json::Value = client()
-        .get(format!("{url}/api/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&url, "/api/status").await;
     assert_eq!(status["claude_code"]["connected"], true);
     let (code, log) = terminate(child);
     assert!(code.success(), "{log}");

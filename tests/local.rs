@@ -163,15 +163,7 @@ async fn an_over_long_prompt_is_prompt_is_too_long() {
 
 /// The engine's status as `/api/status` shows it.
 async fn local_status(url: &str) -> Value {
-    let v: Value = crate::support::client()
-        .get(format!("{url}/api/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["local"].clone()
+    crate::support::get_json(url, "/api/status").await["local"].clone()
 }
 
 /// A four-token non-streaming answer from the local model, as JSON.

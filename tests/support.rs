@@ -79,6 +79,18 @@ pub fn client() -> reqwest::Client {
 
 /// POSTs `body` to the gateway as a client with API key `k` would (sent both as `x-api-key` and
 /// as a bearer token, so it passes through to either kind of provider).
+/// `GET base + path` as JSON.
+pub async fn get_json(base: &str, path: &str) -> serde_json::Value {
+    client()
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub async fn post(base: &str, path: &str, body: &serde_json::Value) -> reqwest::Response {
     client()
         .post(format!("{base}{path}"))

@@ -198,3 +198,38 @@ def fixture(path):
 def sse_reply(chunks, end="clean"):
     return {"status": 200, "headers": [["content-type", "text/event-stream"]],
             "body": {"kind": "chunks", "chunks": [{"text": c} for c in chunks], "end": end}}
+
+
+OVERLOADED = {"status": 529, "headers": [["content-type", "application/json"]],
+              "body": {"kind": "full", "text": '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'}}
+
+
+def chain_config(primary, secondary, head="", tail=""):
+    """A config whose `claude-chain` route is `primary` then `secondary` (two mock clouds)."""
+    return f"""{head}
+[providers.primary]
+kind = "anthropic"
+base_url = "{primary.url}"
+api_key_env = "UNDERSTUDY_TEST_KEY"
+
+[providers.secondary]
+kind = "anthropic"
+base_url = "{secondary.url}"
+api_key_env = "UNDERSTUDY_TEST_KEY"
+continuation = true
+
+[[routes]]
+model = "claude-chain"
+backends = ["primary/claude-sonnet-4-5", "secondary/claude-sonnet-4-5"]
+{tail}"""
+
+
+def ask_stream(url, model="claude-chain"):
+    """A streamed Anthropic request; (status, x-understudy-failed-over, body)."""
+    body = json.dumps({"model": model, "max_tokens": 64, "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    req = urllib.request.Request(url + "/v1/messages", data=body, method="POST")
+    req.add_header("content-type", "application/json")
+    req.add_header("anthropic-version", "2023-06-01")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, r.headers.get("x-understudy-failed-over"), r.read().decode()

@@ -14,10 +14,8 @@ from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, method
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import Mock, _spawn, anthropic_events, sse_reply  # noqa: E402
+from conftest import OVERLOADED, Mock, _spawn, anthropic_events, ask_stream, chain_config, sse_reply  # noqa: E402
 
-OVERLOADED = {"status": 529, "headers": [["content-type", "application/json"]],
-              "body": {"kind": "full", "text": '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'}}
 
 
 class Notifications(ServiceInterface):
@@ -45,14 +43,7 @@ class Notifications(ServiceInterface):
 
 
 def ask(url, model):
-    body = json.dumps({"model": model, "max_tokens": 64, "stream": True,
-                       "messages": [{"role": "user", "content": "hi"}]}).encode()
-    req = urllib.request.Request(url + "/v1/messages", data=body, method="POST")
-    req.add_header("content-type", "application/json")
-    req.add_header("anthropic-version", "2023-06-01")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        r.read()
-        return r.status
+    return ask_stream(url, model)[0]
 
 
 def breaker(url, backend):
@@ -89,35 +80,21 @@ async def main(home):
     primary, secondary, flaky = mocks
     cfg = os.path.join(home, "config.toml")
     with open(cfg, "w") as f:
-        f.write(f"""
+        f.write(chain_config(primary, secondary, head="""
 [breaker]
 consecutive_failures = 3
 open_base = "1s"
 probe_interval = "300ms"
-
-[providers.primary]
-kind = "anthropic"
-base_url = "{primary.url}"
-api_key_env = "UNDERSTUDY_TEST_KEY"
-
-[providers.secondary]
-kind = "anthropic"
-base_url = "{secondary.url}"
-api_key_env = "UNDERSTUDY_TEST_KEY"
-
+""", tail=f"""
 [providers.flaky]
 kind = "anthropic"
 base_url = "{flaky.url}"
 api_key_env = "UNDERSTUDY_TEST_KEY"
 
 [[routes]]
-model = "claude-chain"
-backends = ["primary/claude-sonnet-4-5", "secondary/claude-sonnet-4-5"]
-
-[[routes]]
 model = "claude-burst"
 backends = ["flaky/claude-sonnet-4-5", "secondary/claude-sonnet-4-5"]
-""")
+"""))
     env = dict(os.environ, UNDERSTUDY_TEST_KEY="sk-test-configured-key", HOME=home)
     proc, url = _spawn(["serve", "--notify", "--config", cfg, "--listen", "127.0.0.1:0"], "understudy listening on ", env=env)
     procs.append(proc)

@@ -11,11 +11,9 @@ import urllib.request
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import ROOT, Mock, _spawn, anthropic_events, sse_reply
+from conftest import OVERLOADED, ROOT, Mock, _spawn, anthropic_events, ask_stream, chain_config, sse_reply
 
 SHOTS = os.path.join(ROOT, "target", "screenshots")
-OVERLOADED = {"status": 529, "headers": [["content-type", "application/json"]],
-              "body": {"kind": "full", "text": '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'}}
 
 
 def chromium():
@@ -37,7 +35,7 @@ def chain(tmp_path):
         mocks.append(Mock(url))
     primary, secondary = mocks
     cfg = tmp_path / "config.toml"
-    cfg.write_text(f"""
+    cfg.write_text(chain_config(primary, secondary, head=f"""
 [breaker]
 consecutive_failures = 3
 open_base = "2s"
@@ -45,22 +43,7 @@ probe_interval = "500ms"
 
 [journal]
 path = "{tmp_path / 'journal.sqlite3'}"
-
-[providers.primary]
-kind = "anthropic"
-base_url = "{primary.url}"
-api_key_env = "UNDERSTUDY_TEST_KEY"
-
-[providers.secondary]
-kind = "anthropic"
-base_url = "{secondary.url}"
-api_key_env = "UNDERSTUDY_TEST_KEY"
-continuation = true
-
-[[routes]]
-model = "claude-chain"
-backends = ["primary/claude-sonnet-4-5", "secondary/claude-sonnet-4-5"]
-""")
+"""))
     env = dict(os.environ, UNDERSTUDY_TEST_KEY="sk-test-configured-key", HOME=str(tmp_path))
     proc, url = _spawn(["serve", "--config", str(cfg), "--listen", "127.0.0.1:0"], "understudy listening on ", env=env)
     procs.append(proc)
@@ -68,16 +51,6 @@ backends = ["primary/claude-sonnet-4-5", "secondary/claude-sonnet-4-5"]
     for p in procs:
         p.terminate()
         p.wait(15)
-
-
-def ask(url, stream=True):
-    body = json.dumps({"model": "claude-chain", "max_tokens": 64, "stream": stream,
-                       "messages": [{"role": "user", "content": "hi"}]}).encode()
-    req = urllib.request.Request(url + "/v1/messages", data=body, method="POST")
-    req.add_header("content-type", "application/json")
-    req.add_header("anthropic-version", "2023-06-01")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return r.status, r.headers.get("x-understudy-failed-over"), r.read().decode()
 
 
 def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
@@ -95,7 +68,7 @@ def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
 
         # A healthy request: served by the primary.
         primary.push(sse_reply(anthropic_events()))
-        status, failed_over, _ = ask(url)
+        status, failed_over, _ = ask_stream(url)
         assert status == 200 and failed_over is None
         expect(page.locator('#feed tbody tr[data-served-by="primary/claude-sonnet-4-5"]')).to_have_count(1)
         page.screenshot(path=os.path.join(SHOTS, "dashboard-healthy.png"), full_page=True)
@@ -104,7 +77,7 @@ def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
         primary.push(*[OVERLOADED] * 3)
         for _ in range(3):
             secondary.push(sse_reply(anthropic_events()))
-            status, failed_over, text = ask(url)
+            status, failed_over, text = ask_stream(url)
             assert status == 200 and "message_stop" in text
             assert failed_over == "primary/claude-sonnet-4-5=http_529"
         rows = page.locator('#feed tbody tr[data-served-by="secondary/claude-sonnet-4-5"]')
@@ -123,7 +96,7 @@ def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
         # healthy mock) lets a trial through, and the trial's success closes it.
         expect(page.locator('[data-provider="primary"] [data-breaker]')).to_have_text("half-open", timeout=15000)
         primary.push(sse_reply(anthropic_events()))
-        status, failed_over, _ = ask(url)
+        status, failed_over, _ = ask_stream(url)
         assert status == 200 and failed_over is None
         expect(page.locator('[data-provider="primary"] [data-breaker]')).to_have_text("closed")
         expect(page.locator("#overall")).to_have_attribute("data-state", "healthy")
