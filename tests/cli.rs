@@ -303,7 +303,7 @@ async fn requests_of(url: &str) -> Vec<serde_json::Value> {
 /// The journal (in the platform data dir by default) survives a clean restart, and a
 /// `kill -9` in the middle of a burst of writes leaves a file SQLite finds intact, whose ids go
 /// on where they stopped.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_survives_a_restart_and_a_kill_in_the_middle_of_writing() {
     let mock = MockCloud::start().await;
     let home = tempfile::tempdir().unwrap();
@@ -344,7 +344,8 @@ async fn the_journal_survives_a_restart_and_a_kill_in_the_middle_of_writing() {
 
     // A burst of requests, and the gateway killed while it answers and journals them.
     let mut tasks = Vec::new();
-    for _ in 0..400 {
+    // (Fewer than a listen backlog's 128 at once, so none waits on a dropped SYN.)
+    for _ in 0..100 {
         let url = url.clone();
         tasks.push(tokio::spawn(async move {
             post(&url, "/v1/messages", &anthropic_body(false))
@@ -353,13 +354,13 @@ async fn the_journal_survives_a_restart_and_a_kill_in_the_middle_of_writing() {
         }));
     }
     let written = async {
-        while requests_of(&url).await.len() < 60 {
+        while requests_of(&url).await.len() < 30 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     };
     tokio::time::timeout(std::time::Duration::from_secs(60), written)
         .await
-        .expect("60 requests answered and journaled within a minute");
+        .expect("30 requests answered and journaled within a minute");
     kill9(child);
     for t in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(30), t)
