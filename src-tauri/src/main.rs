@@ -95,6 +95,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // GDK's OpenGL is for GTK widgets that draw with GL, and the tray app has none; left on,
+    // it loads the GL driver (Mesa's llvmpipe pulls in ~45 MB of LLVM) into a process that
+    // sits idle all day. The dashboard's webview composites without it.
+    if std::env::var_os("GDK_GL").is_none() {
+        std::env::set_var("GDK_GL", "disable");
+    }
     // The local model's worker is the `understudy` binary installed beside this one.
     if std::env::var_os("UNDERSTUDY_WORKER_BIN").is_none() {
         if let Some(sibling) = std::env::current_exe()
