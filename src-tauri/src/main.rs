@@ -301,12 +301,17 @@ async fn watch(app: AppHandle, shared: Arc<Shared>) {
     let mut requests = shared.gateway.router.recorder().subscribe();
     let mut ui = shared.gateway.ui_events.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    use tokio::sync::broadcast::error::RecvError::Closed;
     loop {
-        tokio::select! {
-            _ = health.recv() => {}
-            _ = requests.recv() => {}
-            _ = ui.recv() => {}
-            _ = tick.tick() => {}
+        let closed = tokio::select! {
+            r = health.recv() => matches!(r, Err(Closed)),
+            r = requests.recv() => matches!(r, Err(Closed)),
+            r = ui.recv() => matches!(r, Err(Closed)),
+            _ = tick.tick() => false,
+        };
+        if closed {
+            // The gateway is gone (the app is quitting).
+            return;
         }
         refresh(&app, &shared);
     }
