@@ -319,6 +319,7 @@ async fn walk(
     session: Option<&str>,
     job: &Job<'_>,
 ) -> Result<Response, GatewayError> {
+    let chain_all = chain;
     let health = router.health();
     // A Claude Code session goes back to the backend that served it while that one is healthy.
     let mut order: Vec<&Backend> = chain.iter().collect();
@@ -334,9 +335,10 @@ async fn walk(
     } else {
         order
     };
-    // Paused: the first backend only, as if the client called it directly.
-    let chain = if router.paused() {
-        chain.into_iter().take(1).collect()
+    // Paused: the route's first backend only, as if the client called it directly (no
+    // session affinity, offline routing or breaker in the way).
+    let chain: Vec<&Backend> = if router.paused() {
+        chain_all.iter().take(1).collect()
     } else {
         chain
     };
@@ -365,7 +367,10 @@ async fn walk_chain(
     let mut tried: Vec<String> = Vec::new();
     for (i, backend) in chain.iter().enumerate() {
         let key = backend.key();
-        if let Admission::Rejected { retry_at } = health.admit(&key, true) {
+        if router.paused() {
+            // Not judged either: the outcome still reaches the breaker, the breaker does not
+            // stand in the way.
+        } else if let Admission::Rejected { retry_at } = health.admit(&key, true) {
             let secs = retry_at
                 .saturating_duration_since(Instant::now())
                 .as_secs_f64();

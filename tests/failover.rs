@@ -241,6 +241,55 @@ async fn the_breaker_takes_a_dead_primary_out_of_the_way() {
     assert_eq!(primary.requests().len(), 5);
 }
 
+/// Paused, Understudy stands aside: the route's first backend answers, its error included,
+/// with no failover, even with its breaker open; resumed, the chain is walked again.
+#[tokio::test]
+async fn paused_requests_go_to_the_first_backend_only() {
+    let primary = MockCloud::start().await;
+    let h = start(&primary, MockCloud::start().await).await;
+    for _ in 0..8 {
+        primary.push(Reply::json(503, &openai::error("server_error", "down")));
+    }
+    // Five failures open the primary's breaker (served by the fallback meanwhile).
+    for _ in 0..5 {
+        let r = post(&h.url, "/v1/messages", &body("chain", false)).await;
+        assert_eq!(r.headers()["x-understudy-served-by"], "fallback");
+    }
+    let r = crate::support::client()
+        .put(format!("{}/api/pause", h.url))
+        .json(&json!({"paused": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let posts = || {
+        primary
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count()
+    };
+    assert_eq!(posts(), 5);
+    let r = post(&h.url, "/v1/messages", &body("chain", false)).await;
+    // The primary's 503, as an Anthropic client hears an overloaded upstream.
+    assert_eq!(r.status(), 529);
+    assert!(r.headers().get("x-understudy-failed-over").is_none());
+    assert_eq!(posts(), 6, "the primary was asked despite its open breaker");
+    assert_eq!(h.mock.requests().len(), 5, "the fallback was not asked");
+    let status = crate::support::get_json(&h.url, "/api/status").await;
+    assert_eq!(status["paused"], true);
+    assert_eq!(status["summary"]["state"], "paused");
+    crate::support::client()
+        .put(format!("{}/api/pause", h.url))
+        .json(&json!({"paused": false}))
+        .send()
+        .await
+        .unwrap();
+    let r = post(&h.url, "/v1/messages", &body("chain", false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-understudy-served-by"], "fallback");
+}
+
 #[tokio::test]
 async fn a_retry_storm_does_not_happen() {
     let primary = MockCloud::start().await;
