@@ -49,6 +49,14 @@ backends = ["primary/gpt-4o"]
     crate::support::start_config(fallback, &toml).await
 }
 
+/// Requests the mock answered as an API call (its health probes are GETs).
+fn posts_to(mock: &MockCloud) -> usize {
+    mock.requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count()
+}
+
 fn body(model: &str, stream: bool) -> Value {
     json!({"model": model, "max_tokens": 64, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
 }
@@ -217,13 +225,7 @@ async fn the_breaker_takes_a_dead_primary_out_of_the_way() {
         assert_eq!(r.status(), 200);
     }
     // Five failures in a row open the breaker; the other seven go straight to the fallback.
-    let posts = || {
-        primary
-            .requests()
-            .iter()
-            .filter(|r| r.method == "POST")
-            .count()
-    };
+    let posts = || posts_to(&primary);
     assert_eq!(posts(), 5);
     assert_eq!(h.mock.requests().len(), 12);
     // With the only backend open, the client hears so at once, without an upstream call.
@@ -262,13 +264,7 @@ async fn paused_requests_go_to_the_first_backend_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let posts = || {
-        primary
-            .requests()
-            .iter()
-            .filter(|r| r.method == "POST")
-            .count()
-    };
+    let posts = || posts_to(&primary);
     assert_eq!(posts(), 5);
     let r = post(&h.url, "/v1/messages", &body("chain", false)).await;
     // The primary's 503, as an Anthropic client hears an overloaded upstream.
