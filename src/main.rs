@@ -103,6 +103,24 @@ enum Command {
         /// Fixed latency before each unscripted reply, in milliseconds.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Answer length in tokens (`w0 w1 …`); 0 answers "Hello from the mock cloud.".
+        #[arg(long, default_value_t = 0)]
+        tokens: usize,
+        /// Stream pacing in content tokens a second (0: all at once).
+        #[arg(long, default_value_t = 0.0)]
+        tokens_per_sec: f64,
+        /// Share of chat requests (0 to 1, spread evenly) answered with `--fail-status`.
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        /// The status failed requests get.
+        #[arg(long, default_value_t = 529)]
+        fail_status: u16,
+        /// Share of streams (0 to 1, spread evenly) cut after half the answer with a clean end.
+        #[arg(long, default_value_t = 0.0)]
+        truncate_rate: f64,
+        /// Do not keep requests for `GET /_mock/requests` (long benchmark runs).
+        #[arg(long)]
+        no_record: bool,
     },
 }
 
@@ -172,19 +190,31 @@ fn main() -> ExitCode {
         gpu_layers,
     } = &cli.command
     {
-        let settings = understudy::local::worker::Settings {
-            model: model.clone(),
-            n_ctx: *context,
-            threads: threads.unwrap_or_else(understudy::local::physical_cores),
-            gpu_layers: *gpu_layers,
-        };
-        return match understudy::local::worker::run(&settings) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("understudy worker: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        #[cfg(feature = "engine")]
+        {
+            let settings = understudy::local::worker::Settings {
+                model: model.clone(),
+                n_ctx: *context,
+                threads: threads.unwrap_or_else(understudy::local::physical_cores),
+                gpu_layers: *gpu_layers,
+            };
+            return match understudy::local::worker::run(&settings) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("understudy worker: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        #[cfg(not(feature = "engine"))]
+        {
+            let _ = (model, context, threads, gpu_layers);
+            eprintln!(
+                "understudy worker: this build has no local engine (built without the `engine` \
+                 feature); build with the default features to answer from a local model"
+            );
+            return ExitCode::FAILURE;
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -239,12 +269,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Models { command } => Ok(models(command).await),
         Command::Status { url, json } => Ok(status(url, json).await),
         #[cfg(feature = "testing")]
-        Command::Mock { listen, delay_ms } => {
+        Command::Mock {
+            listen,
+            delay_ms,
+            tokens,
+            tokens_per_sec,
+            fail_rate,
+            fail_status,
+            truncate_rate,
+            no_record,
+        } => {
             init_logging(false);
+            for (flag, rate) in [
+                ("--fail-rate", fail_rate),
+                ("--truncate-rate", truncate_rate),
+            ] {
+                if !(0.0..=1.0).contains(&rate) {
+                    anyhow::bail!("{flag} is a share between 0 and 1, got {rate}");
+                }
+            }
             let mock = understudy::testing::MockCloud::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            mock.set_default_delay(std::time::Duration::from_millis(delay_ms));
+            mock.set_profile(understudy::testing::Profile {
+                delay: std::time::Duration::from_millis(delay_ms),
+                tokens,
+                tokens_per_sec,
+                fail_rate,
+                fail_status,
+                truncate_rate,
+                record: !no_record,
+            });
             println!("mock cloud listening on {}", mock.url());
             tokio::select! {
                 _ = mock.serve_forever() => {}

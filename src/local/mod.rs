@@ -6,6 +6,7 @@
 
 pub mod protocol;
 pub mod tools;
+#[cfg(feature = "engine")]
 pub mod worker;
 
 use crate::canonical::{Block, Event, Request, Role, StartBlock, StopReason, Usage};

@@ -228,8 +228,109 @@ struct Inner {
     requests: Mutex<Vec<RecordedRequest>>,
     gates: Mutex<HashSet<String>>,
     gate_opened: Notify,
-    /// Fixed latency before every default reply (benchmarks).
-    default_delay: Mutex<Duration>,
+    /// How unscripted replies behave.
+    profile: Mutex<Profile>,
+    /// What unscripted replies did (benchmarks).
+    stats: Mutex<Stats>,
+    /// Unscripted requests seen, and unscripted stream requests seen: what picks the failing
+    /// and the truncated ones.
+    seen: Mutex<(u64, u64)>,
+}
+
+/// How the mock's unscripted replies behave: a healthy provider by default; for benchmarks a
+/// fixed latency, a longer answer, paced streams and a share of faults (`understudy mock`'s
+/// flags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Wait this long before the status line.
+    pub delay: Duration,
+    /// The answer's length in tokens (`w0`, ` w1`, … see [`bench_parts`]); 0 answers
+    /// [`DEFAULT_PARTS`](super::DEFAULT_PARTS).
+    pub tokens: usize,
+    /// Streams send this many content tokens a second (0: all at once).
+    pub tokens_per_sec: f64,
+    /// This share of requests (0..=1, spread evenly) is answered with `fail_status`.
+    pub fail_rate: f64,
+    /// The status a failed request gets, with the dialect's error body.
+    pub fail_status: u16,
+    /// This share of streams (spread evenly) stops after half the answer with a clean end of
+    /// the HTTP body and no stop reason or terminator: the silent truncation.
+    pub truncate_rate: f64,
+    /// Keep every request for `GET /_mock/requests` (off for long benchmark runs).
+    pub record: bool,
+}
+
+impl Default for Profile {
+    fn default() -> Profile {
+        Profile {
+            delay: Duration::ZERO,
+            tokens: 0,
+            tokens_per_sec: 0.0,
+            fail_rate: 0.0,
+            fail_status: 529,
+            truncate_rate: 0.0,
+            record: true,
+        }
+    }
+}
+
+/// The pieces of a benchmark answer of `n` tokens: `w0`, ` w1`, ` w2`, …
+pub fn bench_parts(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            if i == 0 {
+                "w0".into()
+            } else {
+                format!(" w{i}")
+            }
+        })
+        .collect()
+}
+
+/// Counts of what unscripted replies did: in all, and per second of the wall clock (unix
+/// seconds), for a benchmark's timeline (`GET /_mock/stats`).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    /// Answered in full.
+    pub answered: u64,
+    /// Answered with the failure status.
+    pub failed: u64,
+    /// Streams cut short.
+    pub truncated: u64,
+    /// `[unix second, answered, failed, truncated]`, oldest first.
+    pub per_second: Vec<[u64; 4]>,
+}
+
+#[derive(Clone, Copy)]
+enum Outcome {
+    Answered,
+    Failed,
+    Truncated,
+}
+
+impl Stats {
+    fn count(&mut self, outcome: Outcome) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if self.per_second.last().map(|b| b[0]) != Some(now) {
+            self.per_second.push([now, 0, 0, 0]);
+        }
+        let bucket = self.per_second.last_mut().expect("pushed above");
+        let (total, slot) = match outcome {
+            Outcome::Answered => (&mut self.answered, 1),
+            Outcome::Failed => (&mut self.failed, 2),
+            Outcome::Truncated => (&mut self.truncated, 3),
+        };
+        *total += 1;
+        bucket[slot] += 1;
+    }
+}
+
+/// Whether the `n`th event (from 0) is one of an evenly spread `rate` share.
+fn picked(n: u64, rate: f64) -> bool {
+    ((n + 1) as f64 * rate).floor() > (n as f64 * rate).floor()
 }
 
 /// A running mock cloud. It stops when dropped.
@@ -288,9 +389,14 @@ impl MockCloud {
         open_gate(&self.inner, name);
     }
 
-    /// Sets a fixed latency before every unscripted reply.
-    pub fn set_default_delay(&self, d: Duration) {
-        *self.inner.default_delay.lock().expect("lock") = d;
+    /// Sets how unscripted replies behave.
+    pub fn set_profile(&self, profile: Profile) {
+        *self.inner.profile.lock().expect("lock") = profile;
+    }
+
+    /// What unscripted replies did so far.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats.lock().expect("lock").clone()
     }
 
     /// Serves until the process ends (for `understudy mock`).
@@ -392,18 +498,25 @@ async fn serve_conn(mut sock: TcpStream, inner: Arc<Inner>) {
             }
             continue;
         }
-        inner.requests.lock().expect("lock").push(RecordedRequest {
-            method: head.method.clone(),
-            path: head.path.clone(),
-            headers: head.headers.clone(),
-            body: body_text.clone(),
-        });
+        let profile = inner.profile.lock().expect("lock").clone();
+        if profile.record {
+            inner.requests.lock().expect("lock").push(RecordedRequest {
+                method: head.method.clone(),
+                path: head.path.clone(),
+                headers: head.headers.clone(),
+                body: body_text.clone(),
+            });
+        }
         let scripted = inner.replies.lock().expect("lock").pop_front();
         let reply = match scripted {
             Some(r) => r,
             None => {
-                let d = *inner.default_delay.lock().expect("lock");
-                default_reply(&head, &body_text).delay(d.as_millis() as u64)
+                let (reply, outcome) = default_reply(&inner, &profile, &head, &body_text);
+                if let Some(o) = outcome {
+                    inner.stats.lock().expect("lock").count(o);
+                }
+                let generation = reply.delay_ms;
+                reply.delay(generation + profile.delay.as_millis() as u64)
             }
         };
         if write_reply(&mut sock, &inner, reply).await.is_err() {
@@ -423,6 +536,10 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
             }
             Err(e) => Reply::json(400, &serde_json::json!({"error": e.to_string()})),
         },
+        ("GET", "stats") => Reply::json(
+            200,
+            &serde_json::to_value(&*inner.stats.lock().expect("lock")).expect("serializes"),
+        ),
         ("GET", "requests") => Reply::json(
             200,
             &serde_json::to_value(&*inner.requests.lock().expect("lock")).expect("serializes"),
@@ -431,6 +548,8 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
             inner.replies.lock().expect("lock").clear();
             inner.requests.lock().expect("lock").clear();
             inner.gates.lock().expect("lock").clear();
+            *inner.stats.lock().expect("lock") = Stats::default();
+            *inner.seen.lock().expect("lock") = (0, 0);
             ok()
         }
         ("POST", p) if p.starts_with("gates/") => {
@@ -441,8 +560,144 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
     })
 }
 
-/// What a healthy provider answers.
-fn default_reply(head: &Head, body: &str) -> Reply {
+/// What the profile's provider answers to an unscripted request, and what that counts as.
+fn default_reply(
+    inner: &Inner,
+    profile: &Profile,
+    head: &Head,
+    body: &str,
+) -> (Reply, Option<Outcome>) {
+    let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let path = head.path.split('?').next().unwrap_or("");
+    let chat = head.method == "POST"
+        && (path.ends_with("/v1/messages") || path.ends_with("/chat/completions"));
+    if !chat {
+        return (healthy_reply(head, body), None);
+    }
+    let anthropic_api = path.ends_with("/v1/messages");
+    let model = req["model"].as_str().unwrap_or("mock-model");
+    let stream = req["stream"].as_bool().unwrap_or(false);
+    let (fail, truncate) = {
+        let mut seen = inner.seen.lock().expect("lock");
+        let fail = picked(seen.0, profile.fail_rate);
+        seen.0 += 1;
+        let truncate = !fail && stream && picked(seen.1, profile.truncate_rate);
+        if stream && !fail {
+            seen.1 += 1;
+        }
+        (fail, truncate)
+    };
+    if fail {
+        let status = profile.fail_status;
+        let body = if anthropic_api {
+            let ty = match status {
+                529 => "overloaded_error",
+                429 => "rate_limit_error",
+                _ => "api_error",
+            };
+            anthropic::error(ty, "mock: failing as configured")
+        } else {
+            openai::error("server_error", "mock: failing as configured")
+        };
+        return (Reply::json(status, &body), Some(Outcome::Failed));
+    }
+    let all: Vec<String> = if profile.tokens == 0 {
+        DEFAULT_PARTS.iter().map(|p| p.to_string()).collect()
+    } else {
+        bench_parts(profile.tokens)
+    };
+    let parts = remaining_parts(&all, prefill(&req, anthropic_api).as_deref());
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let text = parts.concat();
+    // With pacing, each token takes its time whether it is streamed or not: a whole answer
+    // comes when the last token would have.
+    let token_ms = if profile.tokens_per_sec > 0.0 {
+        ((1000.0 / profile.tokens_per_sec).round() as u64).max(1)
+    } else {
+        0
+    };
+    if !stream {
+        let reply = if anthropic_api {
+            Reply::json(200, &anthropic::message(model, &text))
+        } else {
+            Reply::json(200, &openai::completion(model, &text))
+        };
+        return (
+            reply.delay(token_ms * parts.len() as u64),
+            Some(Outcome::Answered),
+        );
+    }
+    let mut events = if anthropic_api {
+        anthropic::text_stream(model, &parts, "end_turn")
+    } else {
+        openai::text_stream(model, &parts, "stop")
+    };
+    // The content events: Anthropic's three opening events, OpenAI's role chunk come first.
+    let first = if anthropic_api { 3 } else { 1 };
+    if truncate {
+        events.truncate(first + parts.len() / 2);
+    }
+    let mut reply = Reply::sse(events);
+    if token_ms > 0 {
+        if let MockBody::Chunks { chunks, .. } = &mut reply.body {
+            for c in chunks.iter_mut().skip(first).take(parts.len()) {
+                c.delay_ms = token_ms;
+            }
+        }
+    }
+    let outcome = if truncate {
+        Outcome::Truncated
+    } else {
+        Outcome::Answered
+    };
+    (reply, Some(outcome))
+}
+
+/// A final assistant turn's text: the prefill of a continuation.
+fn prefill(req: &serde_json::Value, anthropic_api: bool) -> Option<String> {
+    let last = req["messages"].as_array()?.last()?;
+    if last["role"] != "assistant" {
+        return None;
+    }
+    match &last["content"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(blocks) if anthropic_api => Some(
+            blocks
+                .iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<String>(),
+        ),
+        _ => None,
+    }
+}
+
+/// The parts of the answer that come after `prefill` (the whole answer without one, or when
+/// the prefill is not a beginning of it).
+fn remaining_parts(all: &[String], prefill: Option<&str>) -> Vec<String> {
+    let Some(prefill) = prefill else {
+        return all.to_vec();
+    };
+    let full: String = all.concat();
+    let Some(rest) = full.strip_prefix(prefill) else {
+        return all.to_vec();
+    };
+    // Keep the part boundaries where the prefill ends on one.
+    let mut taken = 0;
+    for (i, p) in all.iter().enumerate() {
+        if taken == prefill.len() {
+            return all[i..].to_vec();
+        }
+        taken += p.len();
+    }
+    if rest.is_empty() {
+        Vec::new()
+    } else {
+        vec![rest.to_owned()]
+    }
+}
+
+/// What a healthy provider answers to everything but chat.
+fn healthy_reply(head: &Head, body: &str) -> Reply {
     let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let model = req["model"].as_str().unwrap_or("mock-model");
     let stream = req["stream"].as_bool().unwrap_or(false);
@@ -451,20 +706,6 @@ fn default_reply(head: &Head, body: &str) -> Reply {
     match (head.method.as_str(), path) {
         ("POST", p) if p.ends_with("/v1/messages/count_tokens") => {
             Reply::json(200, &serde_json::json!({"input_tokens": body.len() / 4}))
-        }
-        ("POST", p) if p.ends_with("/v1/messages") => {
-            if stream {
-                Reply::sse(anthropic::text_stream(model, DEFAULT_PARTS, "end_turn"))
-            } else {
-                Reply::json(200, &anthropic::message(model, &text))
-            }
-        }
-        ("POST", p) if p.ends_with("/chat/completions") => {
-            if stream {
-                Reply::sse(openai::text_stream(model, DEFAULT_PARTS, "stop"))
-            } else {
-                Reply::json(200, &openai::completion(model, &text))
-            }
         }
         ("POST", p) if p.ends_with(":streamGenerateContent") => {
             Reply::sse(gemini::text_stream(DEFAULT_PARTS))
@@ -588,5 +829,91 @@ async fn write_reply(sock: &mut TcpStream, inner: &Inner, reply: Reply) -> std::
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn chat(mock: &MockCloud, body: serde_json::Value) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", mock.url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("mock answers");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    fn ask(stream: bool) -> serde_json::Value {
+        serde_json::json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    #[tokio::test]
+    async fn a_fail_rate_fails_that_share_of_requests_evenly() {
+        let mock = MockCloud::start().await;
+        mock.set_profile(Profile {
+            fail_rate: 0.3,
+            ..Profile::default()
+        });
+        let mut statuses = Vec::new();
+        for _ in 0..10 {
+            let (status, body) = chat(&mock, ask(false)).await;
+            if status != 200 {
+                assert!(body.contains("server_error"), "{body}");
+            }
+            statuses.push(status);
+        }
+        assert_eq!(statuses.iter().filter(|s| **s == 529).count(), 3);
+        let stats = mock.stats();
+        assert_eq!((stats.answered, stats.failed, stats.truncated), (7, 3, 0));
+        assert_eq!(stats.per_second.iter().map(|b| b[2]).sum::<u64>(), 3);
+    }
+
+    #[tokio::test]
+    async fn truncated_streams_end_cleanly_halfway_and_prefills_are_continued() {
+        let mock = MockCloud::start().await;
+        mock.set_profile(Profile {
+            tokens: 6,
+            truncate_rate: 0.5,
+            record: false,
+            ..Profile::default()
+        });
+        let (_, whole) = chat(&mock, ask(true)).await;
+        let (_, cut) = chat(&mock, ask(true)).await;
+        assert!(whole.contains("\"finish_reason\":\"stop\"") && whole.contains("[DONE]"));
+        assert!(whole.contains(" w5"));
+        assert!(cut.contains(" w2") && !cut.contains(" w3"), "{cut}");
+        assert!(!cut.contains("finish_reason\":\"stop") && !cut.contains("[DONE]"));
+        assert_eq!(mock.stats().truncated, 1);
+        assert!(mock.requests().is_empty(), "record: false keeps nothing");
+        // A continuation (the answer so far as an assistant prefill) gets the rest only.
+        let mut cont = ask(false);
+        cont["messages"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"role": "assistant", "content": "w0 w1 w2"}));
+        let (_, rest) = chat(&mock, cont).await;
+        let v: serde_json::Value = serde_json::from_str(&rest).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], " w3 w4 w5");
+    }
+
+    #[tokio::test]
+    async fn paced_answers_take_their_generation_time_streamed_or_not() {
+        let mock = MockCloud::start().await;
+        mock.set_profile(Profile {
+            tokens: 10,
+            tokens_per_sec: 200.0,
+            ..Profile::default()
+        });
+        let t = std::time::Instant::now();
+        let (status, _) = chat(&mock, ask(false)).await;
+        assert_eq!(status, 200);
+        assert!(
+            t.elapsed() >= Duration::from_millis(50),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

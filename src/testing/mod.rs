@@ -4,7 +4,9 @@
 
 mod mock;
 
-pub use mock::{Chunk, End, MockBody, MockCloud, RecordedRequest, Reply};
+pub use mock::{
+    bench_parts, Chunk, End, MockBody, MockCloud, Profile, RecordedRequest, Reply, Stats,
+};
 
 use serde_json::{json, Value};
 
