@@ -5,6 +5,7 @@ mod continuity;
 mod cross;
 mod failover;
 mod faults;
+mod fuzz;
 mod gateway;
 mod local;
 mod models;

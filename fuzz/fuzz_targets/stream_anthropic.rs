@@ -1,0 +1,7 @@
+//! An Anthropic upstream's stream. The checks are `common::stream_anthropic`.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::stream_anthropic(data));
