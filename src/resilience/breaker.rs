@@ -89,14 +89,56 @@ pub enum Admission {
     },
 }
 
+/// Slices of the failure-rate window: an outcome leaves the window between `window` and
+/// `window + window / BUCKETS` after it was recorded.
+const BUCKETS: u32 = 30;
+
+/// Outcome counts over a sliding window, in time slices with running sums.
+#[derive(Debug, Default)]
+struct Window {
+    /// (slice start, outcomes, failures), oldest first.
+    slices: VecDeque<(Instant, u32, u32)>,
+    total: u32,
+    failed: u32,
+}
+
+impl Window {
+    fn record(&mut self, now: Instant, failed: bool, window: Duration) {
+        let width = (window / BUCKETS).max(Duration::from_millis(1));
+        // A slice leaves once all of it is older than the window.
+        while let Some(&(start, n, f)) = self.slices.front() {
+            if now.saturating_duration_since(start) <= window + width {
+                break;
+            }
+            self.slices.pop_front();
+            self.total -= n;
+            self.failed -= f;
+        }
+        match self.slices.back_mut() {
+            Some((start, n, f)) if now.saturating_duration_since(*start) < width => {
+                *n += 1;
+                *f += u32::from(failed);
+            }
+            _ => self.slices.push_back((now, 1, u32::from(failed))),
+        }
+        self.total += 1;
+        self.failed += u32::from(failed);
+    }
+
+    fn clear(&mut self) {
+        *self = Window::default();
+    }
+}
+
 /// The breaker.
 #[derive(Debug)]
 pub struct Breaker {
     cfg: BreakerConfig,
     state: State,
     consecutive: u32,
-    /// (when, failed) of recent outcomes while closed.
-    window: VecDeque<(Instant, bool)>,
+    /// Recent outcomes while closed, counted in [`BUCKETS`] slices of the window so that
+    /// recording is O(1) and the memory constant at any request rate.
+    window: Window,
     /// Times it opened since it was last closed by a success.
     trips: u32,
     trial_in_flight: bool,
@@ -109,7 +151,7 @@ impl Breaker {
             cfg,
             state: State::Closed,
             consecutive: 0,
-            window: VecDeque::new(),
+            window: Window::default(),
             trips: 0,
             trial_in_flight: false,
         }
@@ -169,19 +211,11 @@ impl Breaker {
             // A request admitted before the breaker opened: it no longer decides anything.
             State::Open { .. } => None,
             State::Closed => {
-                self.window.push_back((now, !ok));
-                while self
-                    .window
-                    .front()
-                    .is_some_and(|&(t, _)| now.duration_since(t) > self.cfg.window)
-                {
-                    self.window.pop_front();
-                }
+                self.window.record(now, !ok, self.cfg.window);
                 self.consecutive = if ok { 0 } else { self.consecutive + 1 };
-                let n = self.window.len() as u32;
-                let failed = self.window.iter().filter(|(_, f)| *f).count() as f64;
-                let rate_trip =
-                    n >= self.cfg.min_requests && failed / f64::from(n) >= self.cfg.failure_rate;
+                let (n, failed) = (self.window.total, self.window.failed);
+                let rate_trip = n >= self.cfg.min_requests
+                    && f64::from(failed) / f64::from(n) >= self.cfg.failure_rate;
                 if !ok && (self.consecutive >= self.cfg.consecutive_failures || rate_trip) {
                     self.open(now)
                 } else {
@@ -319,5 +353,34 @@ mod tests {
         assert_eq!(b.record(t0 + 20 * S, true), None);
         assert_eq!(b.record(t0 + 21 * S, false), None);
         assert_eq!(b.state(), State::Closed);
+    }
+
+    #[test]
+    fn a_busy_window_counts_every_outcome_in_constant_memory() {
+        let t0 = Instant::now();
+        let mut w = Window::default();
+        let window = 10 * S;
+        // 100,000 outcomes over 20 s, one in ten a failure.
+        for i in 0..100_000u32 {
+            w.record(
+                t0 + Duration::from_micros(u64::from(i) * 200),
+                i % 10 == 0,
+                window,
+            );
+        }
+        assert!(w.slices.len() <= BUCKETS as usize + 2, "{}", w.slices.len());
+        // What is left is the last 10 s (give or take one slice), with its failures.
+        let slice = window / BUCKETS;
+        let kept = f64::from(w.total) * 200e-6;
+        assert!(
+            kept >= 10.0 && kept <= 10.0 + 2.0 * slice.as_secs_f64(),
+            "{kept}"
+        );
+        assert!(
+            w.failed.abs_diff(w.total / 10) <= 1,
+            "{} of {}",
+            w.failed,
+            w.total
+        );
     }
 }
