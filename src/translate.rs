@@ -1074,6 +1074,11 @@ impl StreamState {
                     .finish(out)
                     .map_err(|f| fault_error(&self.provider, self.dialect, f))?;
                 self.finished = true;
+                // A whole stream is the backend's success: without it its breaker would only
+                // ever hear of failures and open on the fifth, however many succeeded between.
+                if let Some(r) = self.report.take() {
+                    r.done(true);
+                }
                 self.exchange
                     .log(200, "complete", usage_of(&self.pipe), None);
                 Ok(false)

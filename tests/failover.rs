@@ -3,7 +3,7 @@
 
 use crate::support::{check_anthropic_stream, post, AnthropicEnd, Harness};
 use serde_json::{json, Value};
-use understudy::testing::{anthropic, openai, MockCloud, Reply};
+use understudy::testing::{anthropic, openai, MockCloud, Profile, Reply};
 
 const KEY_VAR: &str = "UNDERSTUDY_TEST_FAILOVER_KEY";
 
@@ -664,5 +664,36 @@ async fn a_primary_that_never_starts_content_is_abandoned_at_first_content() {
     assert_eq!(
         anthropic_text(&r.bytes().await.unwrap()),
         "Hello from the mock cloud."
+    );
+}
+
+/// Found by the peer benchmark: a translated stream that ended well was never reported to the
+/// breaker, so a primary breaking one stream in four opened after its fifth break however many
+/// streams it finished in between.
+#[tokio::test]
+async fn a_translated_stream_that_ends_well_is_a_success_for_the_breaker() {
+    let primary = MockCloud::start().await;
+    primary.set_profile(Profile {
+        truncate_rate: 0.25,
+        ..Profile::default()
+    });
+    let h = start(&primary, MockCloud::start().await).await;
+    for _ in 0..24 {
+        let r = post(&h.url, "/v1/messages", &body("chain", true)).await;
+        assert_eq!(r.status(), 200);
+        let (text, end) = check_anthropic_stream(&r.bytes().await.unwrap());
+        assert_eq!(
+            (text.as_str(), end),
+            ("Hello from the mock cloud.", AnthropicEnd::Complete),
+            "broken streams are continued on the fallback"
+        );
+    }
+    // Six broken streams, each between three whole ones: never five failures in a row, and
+    // 25 % is under the failure-rate threshold. The primary stays in the chain.
+    assert_eq!(primary.stats().truncated, 6);
+    assert_eq!(
+        posts_to(&primary),
+        24,
+        "the primary's breaker stayed closed"
     );
 }
