@@ -109,7 +109,10 @@ fn main() {
     rt.block_on(async {
         let primary = MockCloud::start().await;
         let fallback = MockCloud::start().await;
-        fallback.set_default_delay(Duration::from_millis(upstream_ms));
+        fallback.set_profile(understudy::testing::Profile {
+            delay: Duration::from_millis(upstream_ms),
+            ..Default::default()
+        });
         // A breaker that never opens: every sample pays for the failed attempt.
         let cfg = config(&primary.url(), &fallback.url(), "[breaker]\nconsecutive_failures = 1000000\nmin_requests = 1000000");
         let (mut gw, gw_url) = spawn("1", &["serve", "--config", cfg.path().to_str().unwrap(), "--listen", "127.0.0.1:0"], "understudy listening on ");
