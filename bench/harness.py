@@ -608,25 +608,31 @@ def plots(res):
             for start, _, _, o in rows:
                 buckets[o][int(start / 1000)] += 1
             xs = list(range(secs))
-            bottom = [0] * secs
-            for o, colour, label in (("complete", "#2e7d32", "answered completely"),
-                                     ("truncated", "#c62828", "truncated, delivered as complete"),
-                                     ("error", "#ef6c00", "explicit error"),
-                                     ("timeout", "#6a1b9a", "hung (timeout)")):
-                ax.bar(xs, buckets[o], bottom=bottom, color=colour, label=label, width=0.9)
-                bottom = [a + b for a, b in zip(bottom, buckets[o])]
             primary = "overloaded" if scenario == "529" else "truncating"
             t0 = int(f["t0"])
-            hits = [0] * secs
+            hits, served = [0] * secs, [0] * secs
             for sec, a, fl, tr in f["per_second"][primary]:
                 if 0 <= sec - t0 < secs:
                     hits[sec - t0] += a + fl + tr
+                    served[sec - t0] += a
+            # Who served the complete answers: the primary (its whole answers that second, as
+            # the mock counted them), else the fallback (a failover or a continuation).
+            by_primary = [min(c, p) for c, p in zip(buckets["complete"], served)]
+            by_fallback = [c - p for c, p in zip(buckets["complete"], by_primary)]
+            bottom = [0] * secs
+            for values, colour, label in ((by_primary, "#1565c0", "complete, served by the primary"),
+                                          (by_fallback, "#2e7d32", "complete, served by the fallback"),
+                                          (buckets["truncated"], "#c62828", "truncated, delivered as complete"),
+                                          (buckets["error"], "#ef6c00", "explicit error"),
+                                          (buckets["timeout"], "#6a1b9a", "hung (timeout)")):
+                ax.bar(xs, values, bottom=bottom, color=colour, label=label, width=0.9)
+                bottom = [a + b for a, b in zip(bottom, values)]
             ax.plot(xs, hits, color="black", marker=".", label="requests reaching the failing primary")
             ax.set_title(f"{g}", fontsize=9)
             ax.set_ylabel("req / s")
         axes[0, 0].legend(fontsize=7, loc="upper right", ncol=2)
         axes[-1, 0].set_xlabel("seconds")
-        fig.suptitle(f"Failover timeline: {title} (bars: what clients got; line: the primary's load)")
+        fig.suptitle(f"Failover timeline: {title}\n(bars: what clients got and who served it; line: the primary's load)")
         fig.tight_layout()
         fig.savefig(RESULTS / f"failover-{scenario}.png", dpi=110)
         plt.close(fig)
@@ -808,12 +814,16 @@ def main():
     p.add_argument("--fault-rate", type=float, default=20.0)
     p.add_argument("--fault-secs", type=float, default=15.0)
     p.add_argument("--only", help="comma-separated gateway names (default: all)")
+    sub.add_parser("plot", help="redraw the plots from bench/results/results.json")
     s = sub.add_parser("soak")
     s.add_argument("--minutes", type=float, default=30.0)
     args = ap.parse_args()
     for b in (BIN, LOAD):
         if not b.exists():
             sys.exit(f"{b} is missing: run scripts/bench, which builds it")
+    if args.cmd == "plot":
+        plots(json.loads((RESULTS / "results.json").read_text()))
+        return
     if args.cmd == "soak":
         soak_run(args)
     else:
