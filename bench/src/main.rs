@@ -12,8 +12,10 @@
 mod answer;
 
 use answer::{Api, Outcome, Reader};
+use bytes::Bytes;
 use clap::Parser;
 use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -123,38 +125,48 @@ fn body(args: &Args) -> String {
     b.to_string()
 }
 
+/// The headers every request carries: the dialect's, then `--header`s, which replace a default
+/// of the same name (a gateway's own key, say). Built once, not per request.
+fn headers(args: &Args) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    let mut set = |n: &str, v: &str| -> Result<(), String> {
+        let name = HeaderName::from_bytes(n.trim().as_bytes())
+            .map_err(|_| format!("--header {n:?}: not a header name"))?;
+        let value = HeaderValue::from_str(v.trim())
+            .map_err(|_| format!("--header {n}: value {v:?} is not a header value"))?;
+        h.insert(name, value);
+        Ok(())
+    };
+    set("content-type", "application/json")?;
+    match args.api {
+        Api::Anthropic => {
+            set("x-api-key", "sk-bench")?;
+            set("anthropic-version", "2023-06-01")?;
+        }
+        Api::Openai => set("authorization", "Bearer sk-bench")?,
+    }
+    for extra in &args.headers {
+        let (n, v) = extra
+            .split_once(':')
+            .ok_or_else(|| format!("--header {extra:?}: expected `name: value`"))?;
+        set(n, v)?;
+    }
+    Ok(h)
+}
+
 async fn one(
     client: &reqwest::Client,
     args: &Args,
-    body: &str,
+    (headers, body): &(HeaderMap, Bytes),
     t0: Instant,
     first_error: &std::sync::Mutex<Option<String>>,
 ) -> Sample {
     let sent = Instant::now();
     let start_ms = ms(sent - t0);
-    let mut req = client
+    let req = client
         .post(&args.url)
-        .header("content-type", "application/json")
-        .body(body.to_owned());
-    req = match args.api {
-        Api::Anthropic => req
-            .header("x-api-key", "sk-bench")
-            .header("anthropic-version", "2023-06-01"),
-        Api::Openai => req.header("authorization", "Bearer sk-bench"),
-    };
-    // Extra headers replace the defaults of the same name (a gateway's own key, say).
-    let mut extra = reqwest::header::HeaderMap::new();
-    for h in &args.headers {
-        if let Some((n, v)) = h.split_once(':') {
-            if let (Ok(n), Ok(v)) = (
-                reqwest::header::HeaderName::from_bytes(n.trim().as_bytes()),
-                reqwest::header::HeaderValue::from_str(v.trim()),
-            ) {
-                extra.insert(n, v);
-            }
-        }
-    }
-    req = req.headers(extra);
+        .headers(headers.clone())
+        .body(body.clone());
     let run = async {
         let resp = match req.send().await {
             Ok(r) => r,
@@ -205,14 +217,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn run(args: Args) -> (Vec<Sample>, f64, Option<String>) {
+async fn run(args: Args, request: (HeaderMap, Bytes)) -> (Vec<Sample>, f64, Option<String>) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
         .tcp_nodelay(true)
         .build()
         .expect("client");
     let args = std::sync::Arc::new(args);
-    let body: std::sync::Arc<str> = body(&args).into();
+    let body = std::sync::Arc::new(request);
     let first_error = std::sync::Arc::new(std::sync::Mutex::new(None));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -285,12 +297,19 @@ fn main() -> std::process::ExitCode {
         eprintln!("understudy-load: --rate must be a positive number of requests a second");
         return std::process::ExitCode::from(2);
     }
+    let request = match headers(&args) {
+        Ok(h) => (h, Bytes::from(body(&args))),
+        Err(e) => {
+            eprintln!("understudy-load: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let samples_path = args.samples.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (samples, secs, first_error) = rt.block_on(run(args));
+    let (samples, secs, first_error) = rt.block_on(run(args, request));
     if let Some(path) = samples_path {
         let write = || -> std::io::Result<()> {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
