@@ -127,7 +127,7 @@ fn main() {
     let threads: u32 = std::env::var("BENCH_THREADS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(understudy::local::physical_cores);
+        .unwrap_or_else(understudy::config::physical_cores);
     let reps: usize = std::env::var("BENCH_REPS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -192,13 +192,13 @@ fn main() -> ExitCode {
     {
         #[cfg(feature = "engine")]
         {
-            let settings = understudy::local::worker::Settings {
+            let settings = understudy::providers::local::worker::Settings {
                 model: model.clone(),
                 n_ctx: *context,
-                threads: threads.unwrap_or_else(understudy::local::physical_cores),
+                threads: threads.unwrap_or_else(understudy::config::physical_cores),
                 gpu_layers: *gpu_layers,
             };
-            return match understudy::local::worker::run(&settings) {
+            return match understudy::providers::local::worker::run(&settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("understudy worker: {e:#}");
@@ -362,7 +362,7 @@ async fn serve(cfg: Config, notify: bool, connect_claude_code: bool) -> anyhow::
 }
 
 fn claude_code(command: ClaudeCodeCommand) -> ExitCode {
-    let Some(paths) = understudy::claude_code::Paths::current() else {
+    let Some(paths) = understudy::desktop::claude_code::Paths::current() else {
         eprintln!("error: no home directory, so no Claude Code settings");
         return ExitCode::FAILURE;
     };
@@ -374,7 +374,7 @@ fn claude_code(command: ClaudeCodeCommand) -> ExitCode {
                     .unwrap_or_else(|_| config::DEFAULT_LISTEN.parse().expect("valid"));
                 format!("http://{listen}")
             });
-            understudy::claude_code::connect(&paths, &url, None).map(|()| {
+            understudy::desktop::claude_code::connect(&paths, &url, None).map(|()| {
                 println!(
                     "Claude Code now uses {url} (in {}); undo with `understudy claude-code disconnect`",
                     paths.settings.display()
@@ -382,7 +382,7 @@ fn claude_code(command: ClaudeCodeCommand) -> ExitCode {
             })
         }
         ClaudeCodeCommand::Disconnect => {
-            understudy::claude_code::disconnect(&paths).map(|changed| {
+            understudy::desktop::claude_code::disconnect(&paths).map(|changed| {
                 if changed {
                     println!("restored {}", paths.settings.display());
                 } else {
@@ -391,7 +391,7 @@ fn claude_code(command: ClaudeCodeCommand) -> ExitCode {
             })
         }
         ClaudeCodeCommand::Status => {
-            let s = understudy::claude_code::state(&paths);
+            let s = understudy::desktop::claude_code::state(&paths);
             println!(
                 "{}: {}",
                 s.settings,

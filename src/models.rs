@@ -8,7 +8,7 @@
 //! attempt that breaks mid-way resumes by itself, a few times). A `.part` that hashes wrong is
 //! deleted. Each installed model has a `FILE.json` beside it saying where it came from.
 
-use crate::config::{models_dir, DEFAULT_MODEL_FILE};
+use crate::config::{chosen_file, DEFAULT_MODEL_RECORD};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -317,14 +317,68 @@ async fn attempt_pull(
     part: &Path,
     on_progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<String, ModelError> {
-    let (mut hasher, mut offset) = hash_existing(part)?;
-    let client = reqwest::Client::builder()
+    let (hasher, len) = hash_existing(part)?;
+    let fetched = fetch(src, len).await?;
+    let expected_sha = src.sha256.clone().or(fetched.linked_sha.clone());
+    let have = Part {
+        path: part,
+        hasher,
+        len,
+        total: src.size.or(fetched.linked_size),
+    };
+    match resume(have, &fetched, src, expected_sha.as_deref())? {
+        Resumed::Finished(sha256) => Ok(sha256),
+        Resumed::Write(have, file) => {
+            write_body(
+                have,
+                file,
+                fetched.resp,
+                on_progress,
+                expected_sha.as_deref(),
+            )
+            .await
+        }
+    }
+}
+
+/// A `.part` file and what it holds so far.
+struct Part<'a> {
+    /// The file.
+    path: &'a Path,
+    /// The SHA-256 of its bytes so far.
+    hasher: Sha256,
+    /// Its length so far.
+    len: u64,
+    /// The whole file's size, once known.
+    total: Option<u64>,
+}
+
+/// The response to a pull's request, after the redirects.
+struct Fetched {
+    /// The response whose body is the file (or the rest of it).
+    resp: reqwest::Response,
+    /// The URL that answered.
+    url: String,
+    /// The LFS checksum a redirect stated (`x-linked-etag`).
+    linked_sha: Option<String>,
+    /// The LFS size a redirect stated (`x-linked-size`).
+    linked_size: Option<u64>,
+}
+
+/// The HTTP client for pulls: redirects are followed by hand (see [`fetch`]).
+fn pull_client() -> Result<reqwest::Client, ModelError> {
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(15))
         .read_timeout(Duration::from_secs(60))
         .user_agent(concat!("understudy/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| ModelError::Http(format!("cannot build an HTTP client: {e}")))?;
+        .map_err(|e| ModelError::Http(format!("cannot build an HTTP client: {e}")))
+}
+
+/// Asks for `src` from byte `offset` on, following up to 10 redirects.
+async fn fetch(src: &Source, offset: u64) -> Result<Fetched, ModelError> {
+    let client = pull_client()?;
     let endpoint = url::Url::parse(&hf_endpoint()).ok().map(|u| u.origin());
     let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
     // Hugging Face answers a file URL with a redirect to its CDN that carries the LFS checksum
@@ -332,7 +386,6 @@ async fn attempt_pull(
     let mut url = src.url.clone();
     let mut linked_sha = None;
     let mut linked_size = None;
-    let mut resp = None;
     for _ in 0..10 {
         let mut req = client.get(&url);
         if offset > 0 {
@@ -378,27 +431,51 @@ async fn attempt_pull(
                 .ok_or_else(|| ModelError::Http(format!("a bad redirect to {loc:?}")))?;
             continue;
         }
-        resp = Some(r);
-        break;
+        return Ok(Fetched {
+            resp: r,
+            url,
+            linked_sha,
+            linked_size,
+        });
     }
-    let resp =
-        resp.ok_or_else(|| ModelError::Http(format!("too many redirects from {}", src.url)))?;
-    let status = resp.status().as_u16();
-    let range = resp
+    Err(ModelError::Http(format!(
+        "too many redirects from {}",
+        src.url
+    )))
+}
+
+/// What the response's status leaves to do.
+enum Resumed<'a> {
+    /// Write the body to this file, which holds the part's bytes so far.
+    Write(Part<'a>, std::fs::File),
+    /// Nothing left to fetch: the part is whole and verified (its checksum).
+    Finished(String),
+}
+
+/// Opens the part for the body the server is sending: appended to (206), started over (200),
+/// or already whole (416); any other status is an error that says what to do.
+fn resume<'a>(
+    mut have: Part<'a>,
+    fetched: &Fetched,
+    src: &Source,
+    expected_sha: Option<&str>,
+) -> Result<Resumed<'a>, ModelError> {
+    let (part, url) = (have.path, &fetched.url);
+    let status = fetched.resp.status().as_u16();
+    let range = fetched
+        .resp
         .headers()
         .get(http::header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(content_range);
-    let expected_sha = src.sha256.clone().or(linked_sha);
-    let mut total = src.size.or(linked_size);
-    let mut file = match status {
+    let file = match status {
         206 => {
             let (start, t) = range.unwrap_or((None, None));
-            if start != Some(offset) {
+            if start != Some(have.len) {
                 // Not the range asked for: start over rather than splice wrong bytes.
-                return restart(part, "the server resumed at the wrong offset");
+                return restart(part, "the server resumed at the wrong offset").map(Resumed::Finished);
             }
-            total = total.or(t);
+            have.total = have.total.or(t);
             std::fs::OpenOptions::new()
                 .append(true)
                 .open(part)
@@ -406,54 +483,67 @@ async fn attempt_pull(
         }
         200 => {
             // The server ignored the range (or there was none): from the start.
-            hasher = Sha256::new();
-            offset = 0;
-            total = total.or(resp.content_length());
+            have.hasher = Sha256::new();
+            have.len = 0;
+            have.total = have.total.or(fetched.resp.content_length());
             std::fs::File::create(part).map_err(|e| disk(part, "create", e))?
         }
         416 => {
             // Nothing left to send: the part is whole if its size is the file's.
-            let t = range.and_then(|(_, t)| t).or(total);
-            if t == Some(offset) {
-                return finish(part, hasher, offset, total, expected_sha.as_deref());
+            let t = range.and_then(|(_, t)| t).or(have.total);
+            if t == Some(have.len) {
+                return finish(part, have.hasher, have.len, have.total, expected_sha)
+                    .map(Resumed::Finished);
             }
-            return restart(part, "the partial file is longer than the file");
+            return restart(part, "the partial file is longer than the file").map(Resumed::Finished);
         }
         401 | 403 => {
             return Err(ModelError::Http(format!(
                 "{} answered HTTP {status} for {}: the repository may be gated or private; accept its terms on Hugging Face and set HF_TOKEN",
-                host_of(&url),
+                host_of(url),
                 src.url
             )))
         }
         404 => {
             return Err(ModelError::Http(format!(
                 "{} has no file at {} (HTTP 404); check the repository, revision and file name",
-                host_of(&url),
+                host_of(url),
                 src.url
             )))
         }
         s => {
             return Err(ModelError::Http(format!(
                 "{} answered HTTP {s} for {}; try again later",
-                host_of(&url),
+                host_of(url),
                 src.url
             )))
         }
     };
+    Ok(Resumed::Write(have, file))
+}
+
+/// Streams the body onto the part (reporting progress from where it starts), then checks that
+/// all of it came and verifies it.
+async fn write_body(
+    mut have: Part<'_>,
+    mut file: std::fs::File,
+    mut body: reqwest::Response,
+    on_progress: &mut (dyn FnMut(Progress) + Send),
+    expected_sha: Option<&str>,
+) -> Result<String, ModelError> {
+    let (part, total) = (have.path, have.total);
     on_progress(Progress {
-        done: offset,
+        done: have.len,
         total,
     });
-    let mut body = resp;
     loop {
         match body.chunk().await {
             Ok(Some(bytes)) => {
                 file.write_all(&bytes).map_err(|e| disk(part, "write", e))?;
-                hasher.update(&bytes);
-                offset += bytes.len() as u64;
+                have.hasher.update(&bytes);
+                have.len += bytes.len() as u64;
                 on_progress(Progress {
-                    done: offset,
+                    done: have.len,
                     total,
                 });
             }
@@ -461,13 +551,14 @@ async fn attempt_pull(
             Err(e) => {
                 let _ = file.flush();
                 return Err(ModelError::Interrupted {
-                    done: offset,
+                    done: have.len,
                     why: e.to_string(),
                 });
             }
         }
     }
     file.sync_all().map_err(|e| disk(part, "write", e))?;
+    let offset = have.len;
     if let Some(t) = total {
         if offset < t {
             return Err(ModelError::Interrupted {
@@ -476,7 +567,7 @@ async fn attempt_pull(
             });
         }
     }
-    finish(part, hasher, offset, total, expected_sha.as_deref())
+    finish(part, have.hasher, offset, total, expected_sha)
 }
 
 fn restart(part: &Path, why: &str) -> Result<String, ModelError> {
@@ -520,24 +611,6 @@ fn host_of(url: &str) -> String {
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_else(|| url.to_owned())
-}
-
-/// The file that records which model the local engine uses by default.
-const CHOSEN: &str = "default-model";
-
-/// The model file the local engine uses when a provider names none: the one `models use`
-/// chose, else SmolLM2.
-pub fn chosen_file(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join(CHOSEN))
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty() && !s.contains('/'))
-        .unwrap_or_else(|| DEFAULT_MODEL_FILE.to_owned())
-}
-
-/// The default model's path in the models directory.
-pub fn chosen_path() -> Option<PathBuf> {
-    models_dir().map(|d| d.join(chosen_file(&d)))
 }
 
 /// A model in the models directory.
@@ -600,8 +673,8 @@ pub fn find(dir: &Path, spec: &str) -> Option<Local> {
 /// Makes `spec` the default model (it must be installed).
 pub fn choose(dir: &Path, spec: &str) -> Result<Local, ModelError> {
     let m = find(dir, spec).ok_or_else(|| not_installed(dir, spec))?;
-    let path = dir.join(CHOSEN);
-    let tmp = dir.join(format!("{CHOSEN}.tmp"));
+    let path = dir.join(DEFAULT_MODEL_RECORD);
+    let tmp = dir.join(format!("{DEFAULT_MODEL_RECORD}.tmp"));
     std::fs::write(&tmp, format!("{}\n", m.file)).map_err(|e| disk(&tmp, "write", e))?;
     std::fs::rename(&tmp, &path).map_err(|e| disk(&path, "write", e))?;
     Ok(Local { default: true, ..m })
@@ -615,7 +688,7 @@ pub fn remove(dir: &Path, spec: &str) -> Result<Local, ModelError> {
     std::fs::remove_file(&path).map_err(|e| disk(&path, "delete", e))?;
     let _ = std::fs::remove_file(dir.join(format!("{}.json", m.file)));
     if m.default {
-        let _ = std::fs::remove_file(dir.join(CHOSEN));
+        let _ = std::fs::remove_file(dir.join(DEFAULT_MODEL_RECORD));
     }
     Ok(m)
 }
@@ -650,6 +723,7 @@ pub fn total_memory_gb() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_MODEL_FILE;
 
     #[test]
     fn the_catalog_parses_and_every_entry_is_pinned_and_checksummed() {

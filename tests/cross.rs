@@ -88,7 +88,7 @@ fn claude_code_body(model: &str, stream: bool) -> Value {
         "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.330; cc_entrypoint=cli"},
                    {"type": "text", "text": "You are Claude Code."}],
         "tools": [{"name": "Read", "description": "Read a file", "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]}},
-                  {"name": understudy::translate::LONG_TOOL_NAME, "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}],
+                  {"name": understudy::testing::transcript::LONG_TOOL_NAME, "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}],
         "messages": [{"role": "user", "content": [{"type": "text", "text": "read main.rs", "cache_control": {"type": "ephemeral"}}]}]})
 }
 
@@ -110,7 +110,8 @@ async fn claude_code_gets_parallel_tool_calls_from_an_openai_upstream() {
     assert_eq!(end, AnthropicEnd::Complete);
     let text = String::from_utf8_lossy(&body);
     assert!(
-        text.contains(r#""name":"Read""#) && text.contains(understudy::translate::LONG_TOOL_NAME),
+        text.contains(r#""name":"Read""#)
+            && text.contains(understudy::testing::transcript::LONG_TOOL_NAME),
         "{text}"
     );
     assert!(text.contains(r#""stop_reason":"tool_use""#), "{text}");
@@ -138,7 +139,7 @@ async fn claude_code_gets_parallel_tool_calls_from_an_openai_upstream() {
         "attribution block dropped"
     );
     let short = up["tools"][1]["function"]["name"].as_str().unwrap();
-    assert!(short.len() <= 64 && short != understudy::translate::LONG_TOOL_NAME);
+    assert!(short.len() <= 64 && short != understudy::testing::transcript::LONG_TOOL_NAME);
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@
 use crate::support::{check_anthropic_stream, check_openai_stream, AnthropicEnd, OpenAiEnd};
 use std::path::{Path, PathBuf};
 use understudy::config::ProviderKind;
-use understudy::translate::{run_transcript, Format};
+use understudy::relay::pipeline::Format;
+use understudy::testing::transcript::run_transcript;
 use understudy::wire::ollama::Endpoint;
 
 const FORMATS: &[(&str, Format, bool)] = &[
@@ -166,7 +167,7 @@ fn tool_names_shortened_for_openai_and_gemini_come_back_whole() {
         let out =
             String::from_utf8(run_transcript(kind, Format::Anthropic, false, &[&input])).unwrap();
         assert!(
-            out.contains(understudy::translate::LONG_TOOL_NAME),
+            out.contains(understudy::testing::transcript::LONG_TOOL_NAME),
             "{dir}: {out}"
         );
     }

@@ -255,7 +255,7 @@ async function saveConfig(check) {
     out.textContent = check ? "Valid." : `Saved ${r.saved}${r.backup ? ` (previous kept as ${r.backup})` : ""}; applies at the next start.`;
   } catch (e) {
     out.textContent = "Not saved:";
-    const list = (e.body && e.body.issues) || [{ path: "", message: e.message }];
+    const list = (e.body && e.body.error && e.body.error.issues) || [{ path: "", message: e.message }];
     issues.replaceChildren(...list.map((i) => el("li", {}, i.path ? `${i.path}: ${i.message}` : i.message)));
   }
 }

@@ -3,7 +3,7 @@
 //! healthy ✓ green, degraded ! amber, local-only a down arrow into a tray (answers come from
 //! this machine) blue, down ✕ red, paused ‖ grey.
 
-use understudy::tray::Icon;
+use understudy::desktop::tray::Icon;
 
 /// Pixels per side.
 pub const SIZE: u32 = 64;

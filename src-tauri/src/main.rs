@@ -1,6 +1,6 @@
 //! Understudy's tray app: the gateway in-process (the local model stays in its worker
 //! process), its state in the tray icon and menu, desktop notifications, and the dashboard in
-//! a window. The tray's icon, tooltip and menu come from `understudy::tray::view`, a pure
+//! a window. The tray's icon, tooltip and menu come from `understudy::desktop::tray::view`, a pure
 //! function of the status snapshot; they are rebuilt only when that view changes. Linux tray
 //! hosts deliver no click events, so everything is in the menu.
 //!
@@ -23,9 +23,9 @@ use tauri::{AppHandle, Manager, RunEvent, WebviewUrl, WebviewWindowBuilder};
 use tauri_plugin_autostart::ManagerExt as _;
 use tauri_plugin_clipboard_manager::ClipboardExt as _;
 use understudy::config::Config;
+use understudy::desktop::tray::{self, View};
 use understudy::server::AppState;
-use understudy::status::Snapshot;
-use understudy::tray::{self, View};
+use understudy::telemetry::status::Snapshot;
 
 const HELP: &str = "understudy-tray: Understudy's tray app (the gateway, a tray icon, notifications, the dashboard)
 
@@ -115,7 +115,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprint!("{e}");
-            let _ = understudy::desktop::show(&understudy::notify::Notice {
+            let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
                 title: "Understudy cannot start".into(),
                 body: format!("{e}Run `understudy config check` to see every problem."),
             });
@@ -156,7 +156,7 @@ fn run(cfg: Config, show: bool) -> anyhow::Result<()> {
             let shared = start_gateway(cfg, stop_rx, &setup_served)?;
             let handle = app.handle().clone();
             app.manage(shared.clone());
-            let snap = snapshot(&shared.gateway);
+            let snap = shared.gateway.snapshot();
             let view = tray::view(&snap, tray_state(&handle, &snap));
             let tray = TrayIconBuilder::with_id("understudy")
                 .icon(icon_image(view.icon))
@@ -226,7 +226,7 @@ fn start_gateway(
         anyhow::Ok((listener, gateway, app))
     })
     .inspect_err(|e| {
-        let _ = understudy::desktop::show(&understudy::notify::Notice {
+        let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
             title: "Understudy cannot start".into(),
             body: e.to_string(),
         });
@@ -247,11 +247,6 @@ fn start_gateway(
         view: Mutex::new(None),
         muted: Arc::new(AtomicBool::new(false)),
     }))
-}
-
-fn snapshot(gateway: &AppState) -> Snapshot {
-    serde_json::from_value(understudy::server::status_json(gateway))
-        .expect("the status snapshot parses as itself")
 }
 
 fn tray_state(app: &AppHandle, snap: &Snapshot) -> tray::Local {
@@ -318,7 +313,7 @@ async fn watch(app: AppHandle, shared: Arc<Shared>) {
 }
 
 fn refresh(app: &AppHandle, shared: &Shared) {
-    let snap = snapshot(&shared.gateway);
+    let snap = shared.gateway.snapshot();
     shared.muted.store(snap.paused, Ordering::Relaxed);
     let view = tray::view(&snap, tray_state(app, &snap));
     let mut last = shared.view.lock().expect("view lock");
@@ -379,14 +374,18 @@ fn on_menu(app: &AppHandle, id: &str) {
     match id {
         "pause" => router.set_paused(!router.paused()),
         "claude-code" => {
-            if let Some(paths) = understudy::claude_code::Paths::current() {
-                let r = if understudy::claude_code::state(&paths).connected {
-                    understudy::claude_code::disconnect(&paths).map(|_| ())
+            if let Some(paths) = understudy::desktop::claude_code::Paths::current() {
+                let r = if understudy::desktop::claude_code::state(&paths).connected {
+                    understudy::desktop::claude_code::disconnect(&paths).map(|_| ())
                 } else {
-                    understudy::claude_code::connect(&paths, &shared.url, Some(std::process::id()))
+                    understudy::desktop::claude_code::connect(
+                        &paths,
+                        &shared.url,
+                        Some(std::process::id()),
+                    )
                 };
                 if let Err(e) = r {
-                    let _ = understudy::desktop::show(&understudy::notify::Notice {
+                    let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
                         title: "Claude Code".into(),
                         body: e.to_string(),
                     });

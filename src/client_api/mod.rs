@@ -100,6 +100,36 @@ impl Dialect {
         }
     }
 
+    /// The status this dialect's clients see for an upstream status (protocol.md §3.8):
+    /// overload is 529 to an Anthropic client and 503 to others.
+    pub fn upstream_status(self, upstream: u16) -> u16 {
+        match (self, upstream) {
+            (Dialect::Anthropic, 502 | 503 | 529) => 529,
+            (_, 502 | 503 | 529) => 503,
+            (_, s) => s,
+        }
+    }
+
+    /// The status and message of an upstream's own in-stream error event (its `data`) in this
+    /// dialect.
+    pub fn stream_error_status(self, data: &str) -> (u16, String) {
+        let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+        let message = v
+            .pointer("/error/message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("")
+            .to_owned();
+        let status = match self {
+            Dialect::Anthropic => crate::wire::anthropic::status_of_error_type(
+                v.pointer("/error/type")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("api_error"),
+            ),
+            _ => crate::wire::openai::stream_error_status(&v["error"]),
+        };
+        (status, message)
+    }
+
     /// A keep-alive in this dialect's stream: Anthropic's `ping` event, an SSE comment for
     /// OpenAI, nothing for Ollama's NDJSON.
     pub fn keepalive(self) -> Bytes {
@@ -302,6 +332,13 @@ mod tests {
             Dialect::of_request("/v1/chat/completions", &h),
             Dialect::OpenAi
         );
+    }
+
+    #[test]
+    fn overload_is_529_to_anthropic_clients_and_503_to_others() {
+        assert_eq!(Dialect::Anthropic.upstream_status(503), 529);
+        assert_eq!(Dialect::OpenAi.upstream_status(529), 503);
+        assert_eq!(Dialect::Ollama.upstream_status(429), 429);
     }
 
     #[test]

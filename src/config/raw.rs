@@ -24,7 +24,7 @@ pub struct RawConfig {
     pub journal: RawJournal,
     /// Prices for the spend estimate: upstream model glob → USD per million tokens.
     #[serde(default)]
-    pub prices: BTreeMap<String, crate::observe::Price>,
+    pub prices: BTreeMap<String, super::Price>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,17 +1,34 @@
 //! What we call: one [`Provider`] per configured upstream, with its own pooled HTTP client,
 //! credentials and timeouts. It builds the outbound request (headers cleaned, key applied, hop
 //! header added) and classifies transport failures; it knows nothing of client dialects.
+//!
+//! What differs between provider kinds is the [`Api`] trait, one implementation per file
+//! (`anthropic.rs`, `openai.rs`, `gemini.rs`, `local/`), chosen once in [`api`]: nothing
+//! outside this module matches on [`ProviderKind`].
 
+pub mod anthropic;
+pub mod gemini;
+pub mod local;
+pub mod openai;
+
+use crate::canonical::{Request, ToolNames};
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{FailureKind, ProviderError};
 use crate::secret::Secret;
+use crate::wire;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
 /// The header that marks a request as having passed through an Understudy (loop protection).
 pub const HOP_HEADER: &str = "x-understudy-hop";
+
+/// Output tokens asked of an upstream that requires a limit (Anthropic, the local engine) when
+/// the client set none, before clamping to the model's own limit.
+pub const DEFAULT_MAX_TOKENS: u32 = 8192;
 
 /// What a request asks a provider to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +47,118 @@ pub enum Operation {
     GeminiStream,
 }
 
+/// What one provider kind does differently: its URLs, its credentials header, which client
+/// requests it can take unchanged, how a canonical request is written for it, how its stream
+/// and its errors are read. Implemented once per kind, in the kind's own file.
+pub trait Api: Send + Sync + std::fmt::Debug {
+    /// The URL path of an operation, appended to the configured base URL.
+    fn path(&self, op: Operation, model: &str) -> String;
+    /// The query string to send (the client's, by default).
+    fn query<'a>(&self, _op: Operation, client: Option<&'a str>) -> Option<&'a str> {
+        client
+    }
+    /// The header that carries the configured key; `None` for a kind that takes none.
+    fn key_header(&self, key: &str) -> Option<(HeaderName, String)>;
+    /// Headers this API requires on requests the gateway writes (probes, translations).
+    fn own_headers(&self, _h: &mut HeaderMap) {}
+    /// The model list a health probe asks for; `None`: no probe (it answers for itself).
+    fn probe_path(&self) -> Option<&'static str>;
+    /// True when a client request of this operation can be sent unchanged.
+    fn passes_through(&self, op: Operation) -> bool;
+    /// True when it serves embeddings.
+    fn has_embeddings(&self) -> bool {
+        true
+    }
+    /// The request written for this API.
+    fn encode(&self, req: &Request, model: &str, limits: Limits, provider: &str) -> Encoded;
+    /// A decoder for its event stream (`None`: it yields canonical events itself).
+    fn decoder(&self) -> Option<wire::Decoder>;
+    /// Called after each piece of its stream is decoded (Gemini keeps thought signatures).
+    fn observe(&self, _decoder: &mut wire::Decoder) {}
+    /// The message of one of its error bodies.
+    fn error_message(&self, body: &Value) -> Option<String>;
+    /// True when an error body says the prompt does not fit the context window.
+    fn context_overflow(&self, body: &Value, message: Option<&str>) -> bool;
+    /// The in-process engine that answers instead of an HTTP call (the local model).
+    fn engine(&self) -> Option<&Arc<local::LocalEngine>> {
+        None
+    }
+    /// True for the local model, the backend of last resort and of offline routing.
+    fn is_local(&self) -> bool {
+        false
+    }
+}
+
+/// The one dispatch on the provider kind.
+pub fn api(kind: ProviderKind, local: Option<crate::config::LocalConfig>) -> Box<dyn Api> {
+    match kind {
+        ProviderKind::Anthropic => Box::new(anthropic::Anthropic),
+        ProviderKind::OpenAi => Box::new(openai::OpenAi),
+        ProviderKind::Gemini => Box::new(gemini::Gemini::default()),
+        ProviderKind::Local => Box::new(local::Local::new(local)),
+    }
+}
+
+/// The output limit of one request: what the client asked for (clamped to the model's limit)
+/// and the model's limit, when known.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The client's `max_tokens`, clamped.
+    pub asked: Option<u32>,
+    /// The model's output limit (`max_output_tokens`, else the built-in table).
+    pub model: Option<u32>,
+}
+
+impl Limits {
+    /// For an API that requires a limit: the client's, else the default within the model's.
+    pub fn required(self) -> u32 {
+        self.asked.unwrap_or_else(|| {
+            self.model
+                .unwrap_or(DEFAULT_MAX_TOKENS)
+                .min(DEFAULT_MAX_TOKENS)
+        })
+    }
+}
+
+/// A request written for one provider.
+#[derive(Debug)]
+pub struct Encoded {
+    /// Tool names as this provider sees them (shortened where it limits them).
+    pub names: ToolNames,
+    /// What is sent.
+    pub body: EncodedBody,
+}
+
+/// The bytes of an HTTP call, or the request itself for an in-process engine.
+#[derive(Debug)]
+pub enum EncodedBody {
+    /// An HTTP call.
+    Http {
+        /// Which endpoint.
+        op: Operation,
+        /// The JSON body.
+        bytes: Bytes,
+    },
+    /// The local engine's request.
+    Local {
+        /// The canonical request.
+        request: Box<Request>,
+        /// The output limit.
+        max_tokens: u32,
+    },
+}
+
+impl Encoded {
+    /// An HTTP call's body.
+    pub fn http(names: ToolNames, op: Operation, body: &Value) -> Encoded {
+        let bytes = Bytes::from(serde_json::to_vec(body).expect("a JSON value always serializes"));
+        Encoded {
+            names,
+            body: EncodedBody::Http { op, bytes },
+        }
+    }
+}
+
 /// A configured upstream, ready to call.
 #[derive(Debug)]
 pub struct Provider {
@@ -37,10 +166,7 @@ pub struct Provider {
     pub config: ProviderConfig,
     client: reqwest::Client,
     key: Result<Secret, String>,
-    /// Gemini thought signatures of the calls this provider made (unused by other kinds).
-    pub signatures: crate::wire::gemini::SignatureStore,
-    /// The engine behind a `local` provider.
-    pub local: Option<std::sync::Arc<crate::local::LocalEngine>>,
+    api: Box<dyn Api>,
 }
 
 /// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), those the
@@ -99,17 +225,39 @@ impl Provider {
             Some(src) => src.resolve().await,
             None => Err("no api_key_env or api_key_keychain is configured".into()),
         };
-        let local = config
-            .local
-            .clone()
-            .map(|c| std::sync::Arc::new(crate::local::LocalEngine::new(c)));
         Provider {
-            local,
+            api: api(config.kind, config.local.clone()),
             config,
             client,
             key,
-            signatures: Default::default(),
         }
+    }
+
+    /// What this provider's kind does differently.
+    pub fn api(&self) -> &dyn Api {
+        &*self.api
+    }
+
+    /// The local engine behind a `local` provider.
+    pub fn local(&self) -> Option<&Arc<local::LocalEngine>> {
+        self.api.engine()
+    }
+
+    /// The request for this provider: the client's output limit clamped to the model's.
+    pub fn encode(&self, req: &Request, model: &str) -> Encoded {
+        let limit = self
+            .config
+            .max_output_tokens
+            .or_else(|| wire::known_output_limit(model));
+        let asked = match (req.max_tokens, limit) {
+            (Some(r), Some(l)) => Some(r.min(l)),
+            (r, _) => r,
+        };
+        let limits = Limits {
+            asked,
+            model: limit,
+        };
+        self.api.encode(req, model, limits, self.name())
     }
 
     /// The provider's name.
@@ -122,24 +270,10 @@ impl Provider {
     /// the API host (`/v1beta/...` is appended).
     pub fn url(&self, op: Operation, model: &str, query: Option<&str>) -> Url {
         let base = self.config.base_url.as_str().trim_end_matches('/');
-        let path = match (op, self.config.kind) {
-            (Operation::Messages, _) => "/v1/messages".to_owned(),
-            (Operation::CountTokens, _) => "/v1/messages/count_tokens".to_owned(),
-            (Operation::ChatCompletions, _) => "/chat/completions".to_owned(),
-            (Operation::Completions, _) => "/completions".to_owned(),
-            (Operation::Embeddings, ProviderKind::Gemini) => "/v1beta/openai/embeddings".to_owned(),
-            (Operation::Embeddings, _) => "/embeddings".to_owned(),
-            (Operation::GeminiStream, _) => {
-                let model = model.strip_prefix("models/").unwrap_or(model);
-                format!("/v1beta/models/{model}:streamGenerateContent")
-            }
-        };
+        let path = self.api.path(op, model);
         let mut url =
             Url::parse(&format!("{base}{path}")).expect("a valid base URL plus a path is valid");
-        match op {
-            Operation::GeminiStream => url.set_query(Some("alt=sse")),
-            _ => url.set_query(query),
-        }
+        url.set_query(self.api.query(op, query));
         url
     }
 
@@ -175,9 +309,7 @@ impl Provider {
             ),
         })?;
         self.put_key(&mut h, key)?;
-        if self.config.kind == ProviderKind::Anthropic {
-            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-        }
+        self.api.own_headers(&mut h);
         h.insert(
             http::header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
@@ -203,20 +335,15 @@ impl Provider {
     /// answered at all.
     pub async fn probe(&self) -> Result<u16, ProviderError> {
         let base = self.config.base_url.as_str().trim_end_matches('/');
-        let path = match self.config.kind {
-            ProviderKind::Anthropic => "/v1/models",
-            ProviderKind::OpenAi => "/models",
-            ProviderKind::Gemini => "/v1beta/models",
-            // The local engine restarts itself; an open breaker's trial is its probe.
-            ProviderKind::Local => return Ok(200),
+        // The local engine restarts itself; an open breaker's trial is its probe.
+        let Some(path) = self.api.probe_path() else {
+            return Ok(200);
         };
         let mut h = HeaderMap::new();
         if let Ok(key) = &self.key {
             let _ = self.put_key(&mut h, key);
         }
-        if self.config.kind == ProviderKind::Anthropic {
-            h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-        }
+        self.api.own_headers(&mut h);
         h.insert(HOP_HEADER, HeaderValue::from_static("1"));
         let req = self.client.get(format!("{base}{path}")).headers(h);
         match tokio::time::timeout(
@@ -235,20 +362,8 @@ impl Provider {
     }
 
     fn put_key(&self, h: &mut HeaderMap, key: &Secret) -> Result<(), SendError> {
-        let (name, value) = match self.config.kind {
-            ProviderKind::Local => return Ok(()),
-            ProviderKind::Anthropic => (
-                HeaderName::from_static("x-api-key"),
-                key.expose().to_owned(),
-            ),
-            ProviderKind::OpenAi => (
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", key.expose()),
-            ),
-            ProviderKind::Gemini => (
-                HeaderName::from_static("x-goog-api-key"),
-                key.expose().to_owned(),
-            ),
+        let Some((name, value)) = self.api.key_header(key.expose()) else {
+            return Ok(());
         };
         let mut value = HeaderValue::from_str(&value).map_err(|_| SendError::MissingKey {
             provider: self.name().to_owned(),

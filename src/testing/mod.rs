@@ -3,6 +3,7 @@
 //! streams and bodies written from protocol.md.
 
 mod mock;
+pub mod transcript;
 
 pub use mock::{
     bench_parts, Chunk, End, MockBody, MockCloud, Profile, RecordedRequest, Reply, Stats,

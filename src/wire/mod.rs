@@ -8,9 +8,33 @@ pub mod gemini;
 pub mod ollama;
 pub mod openai;
 
-use crate::canonical::{Block, ImageSource};
+use crate::canonical::{Block, Event, ImageSource, StreamFault};
 use crate::error::GatewayError;
+use crate::sse::Frame;
 use serde_json::Value;
+
+/// A provider's stream decoder, whichever API it speaks: whole SSE events in, loose canonical
+/// events out (the `Guard` makes them strict).
+#[derive(Debug)]
+pub enum Decoder {
+    /// Anthropic Messages SSE.
+    Anthropic(anthropic::StreamDecoder),
+    /// OpenAI chat-completion chunks.
+    OpenAi(openai::StreamDecoder),
+    /// Gemini `streamGenerateContent?alt=sse`.
+    Gemini(gemini::StreamDecoder),
+}
+
+impl Decoder {
+    /// Decodes one event, appending what it means to `out`.
+    pub fn frame(&mut self, f: &Frame, out: &mut Vec<Event>) -> Result<(), StreamFault> {
+        match self {
+            Decoder::Anthropic(d) => d.frame(f, out),
+            Decoder::OpenAi(d) => d.frame(f, out),
+            Decoder::Gemini(d) => d.frame(f, out),
+        }
+    }
+}
 
 /// Claude Code's attribution block starts with this (protocol.md §1.3). It changes between
 /// requests, so it is dropped toward every upstream but Anthropic (where the raw relay keeps it).

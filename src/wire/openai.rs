@@ -238,6 +238,21 @@ pub fn encode_request(
     names: &ToolNames,
     provider: &str,
 ) -> Value {
+    let mut body = Map::new();
+    body.insert("model".into(), json!(model));
+    body.insert(
+        "messages".into(),
+        Value::Array(encode_messages(r, names, provider)),
+    );
+    body.insert("stream".into(), json!(true));
+    body.insert("stream_options".into(), json!({"include_usage": true}));
+    insert_sampling(&mut body, r, model, max_tokens);
+    insert_tools(&mut body, r, names);
+    Value::Object(body)
+}
+
+/// The conversation as OpenAI messages: the system prompt first, then each turn.
+fn encode_messages(r: &Request, names: &ToolNames, provider: &str) -> Vec<Value> {
     let mut messages = Vec::new();
     if !r.system.is_empty() {
         messages.push(json!({"role": "system", "content": r.system.join("\n\n")}));
@@ -247,90 +262,102 @@ pub fn encode_request(
             Role::System => {
                 messages.push(json!({"role": "system", "content": text_of(&m.content)}))
             }
-            Role::User => {
-                // protocol.md §3.3: tool messages come first, one per result, right after the
-                // assistant message with the calls; then the turn's other content.
-                let mut rest = Vec::new();
-                let mut tool_images = Vec::new();
-                for b in &m.content {
-                    match b {
-                        Block::ToolResult {
-                            tool_use_id,
-                            content,
-                            is_error,
-                        } => {
-                            let mut text = text_of(content);
-                            if *is_error {
-                                text = format!("Error: {text}");
-                            }
-                            tool_images.extend(
-                                content
-                                    .iter()
-                                    .filter(|c| matches!(c, Block::Image(_)))
-                                    .filter_map(part),
-                            );
-                            messages.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
-                        }
-                        other => rest.extend(part(other)),
-                    }
-                }
-                // Tool messages take text only: images a tool returned follow as user content.
-                rest.extend(tool_images);
-                if rest.is_empty() {
-                    continue;
-                }
-                let content = if rest.iter().all(|p| p["type"] == "text") {
-                    json!(rest
-                        .iter()
-                        .map(|p| p["text"].as_str().unwrap_or(""))
-                        .collect::<Vec<_>>()
-                        .join("\n"))
-                } else {
-                    Value::Array(rest)
-                };
-                messages.push(json!({"role": "user", "content": content}));
-            }
-            Role::Assistant => {
-                let mut msg = Map::new();
-                msg.insert("role".into(), json!("assistant"));
-                let text = text_of(&m.content);
-                let mut calls = Vec::new();
-                let mut reasoning = String::new();
-                for b in &m.content {
-                    match b {
-                        Block::ToolUse { id, name, input } => calls.push(json!({"id": id, "type": "function",
-                            "function": {"name": names.upstream(name), "arguments": input.to_string()}})),
-                        // Reasoning goes back only to the provider that wrote it (DeepSeek wants
-                        // it replayed, protocol.md §3.9); Anthropic's signed thinking never does.
-                        Block::Thinking { thinking, signature } if foreign_origin(signature) == Some(provider) => {
-                            reasoning.push_str(thinking)
-                        }
-                        _ => {}
-                    }
-                }
-                msg.insert(
-                    "content".into(),
-                    if text.is_empty() && !calls.is_empty() {
-                        Value::Null
-                    } else {
-                        json!(text)
-                    },
-                );
-                if !reasoning.is_empty() {
-                    msg.insert("reasoning_content".into(), json!(reasoning));
-                }
-                if !calls.is_empty() {
-                    msg.insert("tool_calls".into(), Value::Array(calls));
-                }
-                messages.push(Value::Object(msg));
-            }
+            Role::User => encode_user(m, &mut messages),
+            Role::Assistant => messages.push(encode_assistant(m, names, provider)),
         }
     }
-    let mut body = Map::new();
-    body.insert("model".into(), json!(model));
-    body.insert("messages".into(), Value::Array(messages));
-    body.insert("stream".into(), json!(true));
-    body.insert("stream_options".into(), json!({"include_usage": true}));
+    messages
+}
+
+/// A user turn: protocol.md §3.3: tool messages come first, one per result, right after the
+/// assistant message with the calls; then the turn's other content, if it has any.
+fn encode_user(m: &Message, messages: &mut Vec<Value>) {
+    let mut rest = Vec::new();
+    let mut tool_images = Vec::new();
+    for b in &m.content {
+        match b {
+            Block::ToolResult {
+                tool_use_id,
+                content,
+                is_error,
+            } => {
+                let mut text = text_of(content);
+                if *is_error {
+                    text = format!("Error: {text}");
+                }
+                tool_images.extend(
+                    content
+                        .iter()
+                        .filter(|c| matches!(c, Block::Image(_)))
+                        .filter_map(part),
+                );
+                messages
+                    .push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
+            }
+            other => rest.extend(part(other)),
+        }
+    }
+    // Tool messages take text only: images a tool returned follow as user content.
+    rest.extend(tool_images);
+    if rest.is_empty() {
+        return;
+    }
+    let content = if rest.iter().all(|p| p["type"] == "text") {
+        json!(rest
+            .iter()
+            .map(|p| p["text"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    } else {
+        Value::Array(rest)
+    };
+    messages.push(json!({"role": "user", "content": content}));
+}
+
+/// An assistant turn: its text, its tool calls, and the reasoning `provider` itself wrote.
+fn encode_assistant(m: &Message, names: &ToolNames, provider: &str) -> Value {
+    let mut msg = Map::new();
+    msg.insert("role".into(), json!("assistant"));
+    let text = text_of(&m.content);
+    let mut calls = Vec::new();
+    let mut reasoning = String::new();
+    for b in &m.content {
+        match b {
+            Block::ToolUse { id, name, input } => calls.push(json!({"id": id, "type": "function",
+                "function": {"name": names.upstream(name), "arguments": input.to_string()}})),
+            // Reasoning goes back only to the provider that wrote it (DeepSeek wants
+            // it replayed, protocol.md §3.9); Anthropic's signed thinking never does.
+            Block::Thinking {
+                thinking,
+                signature,
+            } if foreign_origin(signature) == Some(provider) => reasoning.push_str(thinking),
+            _ => {}
+        }
+    }
+    msg.insert(
+        "content".into(),
+        if text.is_empty() && !calls.is_empty() {
+            Value::Null
+        } else {
+            json!(text)
+        },
+    );
+    if !reasoning.is_empty() {
+        msg.insert("reasoning_content".into(), json!(reasoning));
+    }
+    if !calls.is_empty() {
+        msg.insert("tool_calls".into(), Value::Array(calls));
+    }
+    Value::Object(msg)
+}
+
+/// The output limit and the sampling fields the client set.
+fn insert_sampling(
+    body: &mut Map<String, Value>,
+    r: &Request,
+    model: &str,
+    max_tokens: Option<u32>,
+) {
     if let Some(n) = max_tokens {
         // OpenAI's reasoning models refuse `max_tokens`; other servers may not know the new name.
         let key = if is_reasoning_model(model) {
@@ -358,37 +385,41 @@ pub fn encode_request(
     if let Some(e) = &r.reasoning_effort {
         body.insert("reasoning_effort".into(), json!(e));
     }
-    if !r.tools.is_empty() {
-        let tools: Vec<Value> = r
-            .tools
-            .iter()
-            .map(|t| {
-                let mut f = json!({"name": names.upstream(&t.name), "parameters": t.schema});
-                if let Some(d) = &t.description {
-                    f["description"] = json!(d);
-                }
-                json!({"type": "function", "function": f})
-            })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
-        if let Some(tc) = &r.tool_choice {
-            body.insert(
-                "tool_choice".into(),
-                match tc {
-                    ToolChoice::Auto => json!("auto"),
-                    ToolChoice::Any => json!("required"),
-                    ToolChoice::None => json!("none"),
-                    ToolChoice::Tool(n) => {
-                        json!({"type": "function", "function": {"name": names.upstream(n)}})
-                    }
-                },
-            );
-        }
-        if let Some(p) = r.parallel_tool_calls {
-            body.insert("parallel_tool_calls".into(), json!(p));
-        }
+}
+
+/// The tools offered, and (only with tools) the tool choice and parallel-call setting.
+fn insert_tools(body: &mut Map<String, Value>, r: &Request, names: &ToolNames) {
+    if r.tools.is_empty() {
+        return;
     }
-    Value::Object(body)
+    let tools: Vec<Value> = r
+        .tools
+        .iter()
+        .map(|t| {
+            let mut f = json!({"name": names.upstream(&t.name), "parameters": t.schema});
+            if let Some(d) = &t.description {
+                f["description"] = json!(d);
+            }
+            json!({"type": "function", "function": f})
+        })
+        .collect();
+    body.insert("tools".into(), Value::Array(tools));
+    if let Some(tc) = &r.tool_choice {
+        body.insert("tool_choice".into(), tool_choice(tc, names));
+    }
+    if let Some(p) = r.parallel_tool_calls {
+        body.insert("parallel_tool_calls".into(), json!(p));
+    }
+}
+
+/// OpenAI's `tool_choice` for a canonical one.
+fn tool_choice(tc: &ToolChoice, names: &ToolNames) -> Value {
+    match tc {
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::Any => json!("required"),
+        ToolChoice::None => json!("none"),
+        ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": names.upstream(n)}}),
+    }
 }
 
 fn is_reasoning_model(model: &str) -> bool {

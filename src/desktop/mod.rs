@@ -1,0 +1,242 @@
+//! What a desktop app around the gateway does beside serving, shared by the tray app and
+//! `understudy serve --notify --connect-claude-code`: the journal in its default place, Claude
+//! Code's settings recovered at start, connected on request and restored at the end, and
+//! desktop notifications (`notify-rust`) for the changes that matter, debounced by
+//! [`crate::desktop::notify::Notifier`].
+
+pub mod claude_code;
+pub mod notify;
+pub mod tray;
+
+use crate::config::Config;
+use crate::desktop::notify::{Change, Notice, Notifier};
+use crate::providers::local::LocalEvent;
+use crate::routing::health::HealthEvent;
+use crate::routing::Router;
+use crate::telemetry::entry::Entry;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+/// Fills in what an app uses by default and a test-built gateway does not: the journal file
+/// in the platform data dir (unless the config names one or turns it off).
+pub fn app_defaults(cfg: &mut Config) {
+    if cfg.journal.path.is_none() {
+        cfg.journal.path = crate::config::default_journal_path();
+    }
+}
+
+/// At start: restores Claude Code's settings if an earlier run connected them and ended
+/// without restoring (a crash, `kill -9`); then connects them to `url` if asked.
+pub fn claude_code_start(url: &str, connect: bool) {
+    let Some(paths) = crate::desktop::claude_code::Paths::current() else {
+        return;
+    };
+    if let Err(e) = crate::desktop::claude_code::recover(&paths) {
+        tracing::warn!(error = %e, "could not restore Claude Code's settings");
+    }
+    if connect {
+        match crate::desktop::claude_code::connect(&paths, url, Some(std::process::id())) {
+            Ok(()) => {
+                tracing::info!(settings = %paths.settings.display(), %url, "Claude Code now points here (restored when Understudy stops)")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not connect Claude Code"),
+        }
+    }
+}
+
+/// At the end: restores Claude Code's settings if this process connected them.
+pub fn claude_code_stop() {
+    let Some(paths) = crate::desktop::claude_code::Paths::current() else {
+        return;
+    };
+    if crate::desktop::claude_code::owned_by_me(&paths) {
+        match crate::desktop::claude_code::disconnect(&paths) {
+            Ok(_) => {
+                tracing::info!(settings = %paths.settings.display(), "restored Claude Code's settings")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not restore Claude Code's settings"),
+        }
+    }
+}
+
+/// Shows a notice on the desktop (the freedesktop notification service over D-Bus on Linux).
+/// Blocking: call it off the async threads.
+pub fn show(n: &Notice) -> Result<(), String> {
+    notify_rust::Notification::new()
+        .appname("Understudy")
+        .summary(&n.title)
+        .body(&n.body)
+        .icon("network-transmit-receive")
+        .timeout(notify_rust::Timeout::Milliseconds(8000))
+        .show()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// What the notification loop reads of a running gateway. The server's `AppState` implements
+/// it; the trait lets this module serve the app around the gateway without importing `server`
+/// (which imports this module for Claude Code's settings and the tray's summary).
+pub trait Gateway: Send + Sync + 'static {
+    /// The router: its health and request events, its providers, whether it is paused.
+    fn router(&self) -> &Router;
+    /// The configuration in force (the providers, in config order).
+    fn config(&self) -> &Config;
+}
+
+/// The event streams the notification loop listens to.
+struct Feeds {
+    health: broadcast::Receiver<HealthEvent>,
+    requests: broadcast::Receiver<Arc<Entry>>,
+    locals: Vec<broadcast::Receiver<LocalEvent>>,
+}
+
+impl Feeds {
+    fn of(st: &impl Gateway) -> Feeds {
+        let router = st.router();
+        Feeds {
+            health: router.health().subscribe(),
+            requests: router.recorder().subscribe(),
+            locals: st
+                .config()
+                .providers
+                .iter()
+                .filter_map(|p| router.provider(&p.name)?.local().cloned())
+                .map(|e| e.subscribe())
+                .collect(),
+        }
+    }
+}
+
+/// Why each backend last failed and who served instead, for the breaker's notice.
+type LastFailure = HashMap<String, (String, Option<String>)>;
+
+/// The gateway's events as the changes worth a notification, debounced; `send` gets each
+/// notice to show (off the async threads). Ends with the application. `muted` is read before
+/// each change (the tray's Pause and its menu can mute).
+pub async fn notifications<G: Gateway>(
+    state: Weak<G>,
+    muted: Arc<std::sync::atomic::AtomicBool>,
+    send: Arc<dyn Fn(Notice) + Send + Sync>,
+) {
+    let Some(mut feeds) = state.upgrade().map(|st| Feeds::of(&*st)) else {
+        return;
+    };
+    let mut notifier = Notifier::default();
+    let mut last_failure = LastFailure::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let locals = &mut feeds.locals;
+        let local_event = async {
+            if locals.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            let futs = locals.iter_mut().map(|rx| Box::pin(rx.recv()));
+            futures_util::future::select_all(futs).await.0
+        };
+        let changes: Vec<Change> = tokio::select! {
+            ev = feeds.health.recv() => match ev {
+                Ok(ev) => health_changes(ev, &last_failure),
+                Err(RecvError::Lagged(_)) => Vec::new(),
+                Err(_) => return,
+            },
+            entry = feeds.requests.recv() => match entry {
+                Ok(e) => {
+                    let Some(st) = state.upgrade() else { return };
+                    request_changes(&*st, &e, &mut last_failure)
+                }
+                Err(RecvError::Lagged(_)) => Vec::new(),
+                Err(_) => return,
+            },
+            ev = local_event => match ev {
+                Ok(LocalEvent::Ready { .. }) => vec![Change::LocalReady],
+                Ok(LocalEvent::Crashed { message }) => vec![Change::LocalCrashed { reason: message }],
+                _ => Vec::new(),
+            },
+            _ = tick.tick() => Vec::new(),
+        };
+        if state.upgrade().is_none_or(|st| st.router().paused()) {
+            // Paused: Understudy is not intervening, so it says nothing.
+            continue;
+        }
+        notifier.muted = muted.load(std::sync::atomic::Ordering::Relaxed);
+        let now = Instant::now();
+        let mut notices = notifier.flush(now);
+        for c in &changes {
+            notices.extend(notifier.on(c, now));
+        }
+        for n in notices {
+            let send = send.clone();
+            tracing::info!(title = %n.title, body = %n.body, "notification");
+            tokio::task::spawn_blocking(move || send(n));
+        }
+    }
+}
+
+/// A breaker that opens from closed is a backend failing (with why it last failed and who
+/// served instead); one that closes is a recovery; the network going down or up is told as is.
+fn health_changes(ev: HealthEvent, last_failure: &LastFailure) -> Vec<Change> {
+    match ev {
+        HealthEvent::Breaker { backend, to, from } => {
+            if to == "open" && from == "closed" {
+                let (why, next) = last_failure.get(&backend).cloned().unwrap_or_default();
+                vec![Change::Failing {
+                    backend,
+                    why: Some(why).filter(|w| !w.is_empty()),
+                    next,
+                }]
+            } else if to == "closed" {
+                vec![Change::Recovered { backend }]
+            } else {
+                Vec::new()
+            }
+        }
+        HealthEvent::Network { offline } => vec![Change::Network { offline }],
+    }
+}
+
+/// A finished request: remembers why its backends failed, and tells a continuation, or the
+/// start of a failover (the first backend that failed, why, and who served).
+fn request_changes(st: &impl Gateway, e: &Entry, last_failure: &mut LastFailure) -> Vec<Change> {
+    let served = e.served_by.as_ref().map(|s| describe(st, s));
+    for a in e
+        .attempts
+        .iter()
+        .filter(|a| a.outcome != "complete" && a.outcome != "client_disconnected")
+    {
+        last_failure.insert(a.backend.clone(), (a.outcome.clone(), served.clone()));
+    }
+    if e.continued {
+        match (e.attempts.iter().find(|a| a.broke_after_content), served) {
+            (Some(from), Some(to)) => vec![Change::Continued {
+                from: from.backend.clone(),
+                to,
+            }],
+            _ => Vec::new(),
+        }
+    } else if e.served_by.is_some() && e.attempts.len() > 1 {
+        let first = &e.attempts[0];
+        vec![Change::Failing {
+            backend: first.backend.clone(),
+            why: Some(first.outcome.clone()),
+            next: served,
+        }]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A backend for a notice: `local/model (the local model)` for the embedded engine.
+fn describe(st: &impl Gateway, backend: &str) -> String {
+    let provider = backend.split_once('/').map_or(backend, |(p, _)| p);
+    if st
+        .router()
+        .provider(provider)
+        .is_some_and(|p| p.local().is_some())
+    {
+        format!("{backend} (the local model)")
+    } else {
+        backend.to_owned()
+    }
+}

@@ -1,0 +1,634 @@
+//! The worker process (`understudy worker`): llama.cpp, in a child process of the gateway so a
+//! `GGML_ASSERT` abort takes down only the worker. One model, one context, one thread that owns
+//! them (a `LlamaContext` is not `Send`); a reader thread takes commands from stdin so a cancel
+//! arrives while a request runs. Answers go to stdout as [`Line`]s.
+//!
+//! The prompt is the model's own chat template (`tokenizer.chat_template`) rendered with
+//! minijinja. A prefill (a partial assistant answer) is appended after the generation prompt
+//! with no end token, so generation continues exactly where it stopped. The KV cache of the
+//! previous prompt is kept and its longest common prefix with the next one is reused.
+
+mod prompt;
+
+use super::protocol::{ChatMessage, Command, Line, ToolSpec};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use prompt::{forced_call_grammar, render, CHATML};
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::num::NonZeroU32;
+use std::sync::{mpsc, Arc, Mutex};
+
+/// Prompt tokens decoded per batch (a cancel is checked between batches).
+const BATCH: usize = 512;
+
+fn emit(line: &Line) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, line);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The GGUF file.
+    pub model: std::path::PathBuf,
+    /// Context size in tokens (capped by the model's own).
+    pub n_ctx: u32,
+    /// CPU threads.
+    pub threads: u32,
+    /// Layers on the GPU; `None`: as many as fit.
+    pub gpu_layers: Option<u32>,
+}
+
+/// Memory left free on each GPU when fitting layers (for the KV cache's growth, the desktop,
+/// other programs).
+const GPU_MARGIN: usize = 1 << 30;
+
+/// Model parameters that report loading progress (every 5 %, so the gateway can show
+/// "loading n %").
+fn model_params() -> LlamaModelParams {
+    let mut shown = -1i32;
+    LlamaModelParams::default().with_progress_callback(move |p: f32| {
+        let step = (p * 20.0) as i32;
+        if step > shown {
+            shown = step;
+            emit(&Line::Loading { progress: p });
+        }
+        true
+    })
+}
+
+/// Runs the worker until stdin closes.
+pub fn run(settings: &Settings) -> anyhow::Result<()> {
+    let threads = settings.threads;
+    let mut backend = LlamaBackend::init()?;
+    backend.void_logs();
+    let Loaded {
+        model,
+        n_layers,
+        gpu_layers,
+        device,
+        params: _params,
+    } = load_model(&backend, settings)?;
+    let n_ctx = settings.n_ctx.min(model.n_ctx_train()).max(256);
+    let ctx = model.new_context(&backend, ctx_params(n_ctx, threads))?;
+    let template = model
+        .meta_val_str("tokenizer.chat_template")
+        .unwrap_or_else(|_| CHATML.to_owned());
+    let template_takes_tools = template.contains("tools");
+    let mut env = minijinja::Environment::new();
+    env.add_template_owned("chat", template)?;
+
+    let cancelled: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let commands = read_commands(cancelled.clone());
+    emit(&Line::Ready {
+        n_ctx,
+        threads,
+        device,
+        gpu_layers,
+        n_layers,
+        model_bytes: model.size(),
+    });
+
+    let mut engine = Engine {
+        model: &model,
+        ctx,
+        env,
+        template_takes_tools,
+        n_ctx,
+        cancelled,
+        cached: Vec::new(),
+    };
+    while let Ok(cmd) = commands.recv() {
+        engine.generate(cmd);
+    }
+    Ok(())
+}
+
+/// Context parameters: `n_ctx` tokens, prompt batches of [`BATCH`], `threads` CPU threads.
+fn ctx_params(n_ctx: u32, threads: u32) -> LlamaContextParams {
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(BATCH as u32)
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32)
+}
+
+/// A loaded model and where it runs.
+struct Loaded {
+    model: LlamaModel,
+    /// The model's layers.
+    n_layers: u32,
+    /// Of which on the GPU.
+    gpu_layers: u32,
+    /// The GPU's name, or `CPU`.
+    device: String,
+    /// The parameters it was loaded with, kept alive as long as the model (as they were when
+    /// loading happened inline).
+    params: std::pin::Pin<Box<LlamaModelParams>>,
+}
+
+/// Loads the model. Layers on the GPU: as configured; else llama.cpp's fit (as many as the
+/// free memory holds, less a margin); a model that fits nowhere on the GPU runs on the CPU.
+fn load_model(backend: &LlamaBackend, settings: &Settings) -> anyhow::Result<Loaded> {
+    let model_path = settings.model.as_path();
+    let gpus: Vec<_> = llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .filter(|d| {
+            matches!(
+                d.device_type,
+                llama_cpp_2::LlamaBackendDeviceType::Gpu
+                    | llama_cpp_2::LlamaBackendDeviceType::IntegratedGpu
+            )
+        })
+        .collect();
+    let offload = backend.supports_gpu_offload() && !gpus.is_empty();
+    let mut params = Box::pin(match settings.gpu_layers {
+        Some(n) if offload => model_params().with_n_gpu_layers(n),
+        _ if !offload => model_params().with_n_gpu_layers(0),
+        _ => model_params(),
+    });
+    if offload && settings.gpu_layers.is_none() {
+        let path = std::ffi::CString::new(model_path.as_os_str().as_encoded_bytes())?;
+        let mut margins = vec![GPU_MARGIN; llama_cpp_2::max_devices().max(gpus.len())];
+        let mut cp = ctx_params(settings.n_ctx, settings.threads);
+        if params
+            .as_mut()
+            .fit_params(&path, &mut cp, &mut margins, settings.n_ctx, 3)
+            .is_err()
+        {
+            eprintln!("understudy worker: the model does not fit on the GPU; running on the CPU");
+            params.set(model_params().with_n_gpu_layers(0));
+        }
+    }
+    let model = LlamaModel::load_from_file(backend, model_path, &params)
+        .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", model_path.display()))?;
+    let n_layers = model.n_layer();
+    let gpu_layers = if offload {
+        u32::try_from(params.n_gpu_layers()).map_or(n_layers, |n| n.min(n_layers))
+    } else {
+        0
+    };
+    let device = match gpus.first() {
+        Some(g) if gpu_layers > 0 => format!("{} ({})", g.name, g.description),
+        _ => "CPU".to_owned(),
+    };
+    Ok(Loaded {
+        model,
+        n_layers,
+        gpu_layers,
+        device,
+        params,
+    })
+}
+
+/// Reads commands from stdin on a thread of their own: a cancel is noted in `cancelled` at
+/// once (so it arrives while a request runs); the rest come out of the returned channel,
+/// which closes with stdin.
+fn read_commands(cancelled: Arc<Mutex<HashSet<u64>>>) -> mpsc::Receiver<Command> {
+    let (tx, rx) = mpsc::channel::<Command>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<Command>(&line) {
+                Ok(Command::Cancel { id }) => {
+                    cancelled.lock().expect("cancel lock").insert(id);
+                }
+                Ok(cmd) => {
+                    if tx.send(cmd).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => eprintln!("understudy worker: ignoring a bad command ({e}): {line}"),
+            }
+        }
+    });
+    rx
+}
+
+/// The one thread's model, context and template, and the prompt whose KV cache it holds.
+struct Engine<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    env: minijinja::Environment<'static>,
+    template_takes_tools: bool,
+    n_ctx: u32,
+    cancelled: Arc<Mutex<HashSet<u64>>>,
+    /// The tokens in the KV cache, in order.
+    cached: Vec<LlamaToken>,
+}
+
+impl Engine<'_> {
+    /// True (once) when request `id` has been cancelled.
+    fn is_cancelled(&self, id: u64) -> bool {
+        self.cancelled.lock().expect("cancel lock").remove(&id)
+    }
+
+    /// Empties the KV cache.
+    fn reset(&mut self) {
+        self.ctx.clear_kv_cache();
+        self.cached.clear();
+    }
+
+    /// Answers one `Generate` command with `Text` lines and a `Done` or an `Error`.
+    fn generate(&mut self, cmd: Command) {
+        let Command::Generate {
+            id,
+            messages,
+            prefill,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            stop,
+            tools,
+            force_tool,
+        } = cmd
+        else {
+            return;
+        };
+        let forced = force_tool.is_some();
+        let prefill = prefill.as_deref();
+        let Some((tokens, tools)) = self.prompt(id, &messages, tools, prefill, max_tokens, forced)
+        else {
+            return;
+        };
+        let max_tokens = max_tokens.min(self.n_ctx - tokens.len() as u32);
+        let reused = self.reuse_prefix(&tokens);
+        let mut batch = LlamaBatch::new(BATCH.max(1), 1);
+        let prompt_started = std::time::Instant::now();
+        match self.decode_prompt(id, &tokens, reused, &mut batch) {
+            Ok(true) => {}
+            Ok(false) => {
+                emit(&Line::Done {
+                    id,
+                    reason: "cancelled".into(),
+                    stop_sequence: None,
+                    prompt_tokens: tokens.len() as u32,
+                    cached_tokens: reused as u32,
+                    completion_tokens: 0,
+                    prompt_ms: prompt_started.elapsed().as_millis() as u64,
+                    gen_ms: 0,
+                });
+                return;
+            }
+            Err(message) => {
+                // The cache may hold half a batch: start clean.
+                self.reset();
+                internal_error(id, message, tokens.len(), self.n_ctx);
+                return;
+            }
+        }
+        // A forced call: only a well-formed call to an allowed tool can be sampled.
+        let grammar = match (&force_tool, prefill) {
+            (Some(force), None) => Some(forced_call_grammar(&tools, force)),
+            _ => None,
+        };
+        let mut sampler = sampler(
+            self.model,
+            grammar.as_deref(),
+            temperature,
+            top_p,
+            top_k,
+            seed,
+        );
+        let prompt_ms = prompt_started.elapsed().as_millis() as u64;
+        let gen_started = std::time::Instant::now();
+        let mut text = TextOut::new(id, &stop);
+        let answer = self.decode_answer(
+            id,
+            &mut sampler,
+            &mut batch,
+            &mut text,
+            tokens.len(),
+            max_tokens,
+        );
+        let (reason, generated) = match answer {
+            Ok(done) => done,
+            Err(message) => {
+                // The cache may hold half a batch: start clean.
+                self.reset();
+                internal_error(id, message, tokens.len(), self.n_ctx);
+                return;
+            }
+        };
+        let stop_sequence = text.finish();
+        emit(&Line::Done {
+            id,
+            reason: reason.into(),
+            stop_sequence,
+            prompt_tokens: tokens.len() as u32,
+            cached_tokens: reused as u32,
+            completion_tokens: generated,
+            prompt_ms,
+            gen_ms: gen_started.elapsed().as_millis() as u64,
+        });
+    }
+
+    /// The prompt's tokens and the tools it offers; `None` when it cannot be answered (the
+    /// template failed, or the prompt does not fit the context), the error line sent.
+    fn prompt(
+        &self,
+        id: u64,
+        messages: &[ChatMessage],
+        tools: Vec<ToolSpec>,
+        prefill: Option<&str>,
+        max_tokens: u32,
+        forced: bool,
+    ) -> Option<(Vec<LlamaToken>, Vec<ToolSpec>)> {
+        let n_ctx = self.n_ctx;
+        let rendered = self.tokens(messages, &tools, prefill);
+        // Tools that leave no room for the answer are left out: the model answers in words
+        // (a forced call keeps them: without them it cannot be made).
+        let room = (n_ctx as usize).saturating_sub(max_tokens.min(1024) as usize);
+        let (tokens, tools) = match rendered {
+            Ok(t) if t.len() > room && !tools.is_empty() && !forced => {
+                eprintln!(
+                    "understudy worker: {} prompt tokens with {} tools leave no room in a {n_ctx}-token context; answering without tools",
+                    t.len(),
+                    tools.len()
+                );
+                (self.tokens(messages, &[], prefill), Vec::new())
+            }
+            r => (r, tools),
+        };
+        let tokens = match tokens {
+            Ok(t) => t,
+            Err(e) => {
+                emit(&Line::Error {
+                    id,
+                    kind: "internal".into(),
+                    message: format!("the chat template failed: {e}"),
+                    prompt_tokens: 0,
+                    n_ctx,
+                });
+                return None;
+            }
+        };
+        if tokens.len() >= n_ctx as usize {
+            emit(&Line::Error {
+                id,
+                kind: "context_overflow".into(),
+                message: format!("{} tokens > {} maximum", tokens.len(), n_ctx),
+                prompt_tokens: tokens.len() as u32,
+                n_ctx,
+            });
+            return None;
+        }
+        Some((tokens, tools))
+    }
+
+    /// The rendered prompt ([`render`]) as tokens, with the BOS token the model wants.
+    fn tokens(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+        prefill: Option<&str>,
+    ) -> Result<Vec<LlamaToken>, minijinja::Error> {
+        let prompt = render(
+            &self.env,
+            messages,
+            tools,
+            self.template_takes_tools,
+            prefill,
+        )?;
+        let vocab = self.model.vocab();
+        let mut tokens = vocab.tokenize(prompt.as_bytes(), false, true);
+        if vocab.should_add_bos() && tokens.first() != Some(&vocab.bos()) {
+            tokens.insert(0, vocab.bos());
+        }
+        Ok(tokens)
+    }
+
+    /// Keeps the longest common prefix of the previous prompt's KV cache; at least the last
+    /// prompt token is decoded again, for its logits. Returns how many tokens are reused.
+    fn reuse_prefix(&mut self, tokens: &[LlamaToken]) -> usize {
+        let common = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(tokens.len() - 1);
+        if !matches!(
+            self.ctx
+                .clear_kv_cache_seq(Some(0), Some(common as u32), None),
+            Ok(true)
+        ) {
+            self.reset();
+        }
+        let reused = common.min(self.cached.len());
+        self.cached.truncate(reused);
+        reused
+    }
+
+    /// Decodes the prompt after its `reused` tokens in batches, with a `Progress` line after
+    /// each. `Ok(false)`: cancelled between batches.
+    fn decode_prompt(
+        &mut self,
+        id: u64,
+        tokens: &[LlamaToken],
+        reused: usize,
+        batch: &mut LlamaBatch,
+    ) -> Result<bool, String> {
+        for (chunk_no, chunk) in tokens[reused..].chunks(BATCH).enumerate() {
+            if self.is_cancelled(id) {
+                return Ok(false);
+            }
+            batch.clear();
+            let base = reused + chunk_no * BATCH;
+            for (i, t) in chunk.iter().enumerate() {
+                let pos = base + i;
+                let _ = batch.add(*t, pos as i32, &[0], pos == tokens.len() - 1);
+            }
+            if let Err(e) = self.ctx.decode(batch) {
+                return Err(format!("decoding the prompt failed: {e}"));
+            }
+            self.cached.extend_from_slice(chunk);
+            emit(&Line::Progress {
+                id,
+                done: (base + chunk.len()) as u32,
+                total: tokens.len() as u32,
+            });
+        }
+        Ok(true)
+    }
+
+    /// The decode loop: samples up to `max_tokens` tokens after a prompt of `prompt_len`
+    /// (whose logits are in `batch`), feeding the text to `text`. Returns why it stopped and
+    /// how many tokens were generated.
+    fn decode_answer(
+        &mut self,
+        id: u64,
+        sampler: &mut LlamaSampler,
+        batch: &mut LlamaBatch,
+        text: &mut TextOut<'_>,
+        prompt_len: usize,
+        max_tokens: u32,
+    ) -> Result<(&'static str, u32), String> {
+        let vocab = self.model.vocab();
+        let mut reason = "max_tokens";
+        let mut generated = 0u32;
+        let mut pos = prompt_len;
+        let mut logits_at = batch.n_tokens() - 1;
+        while generated < max_tokens {
+            if self.is_cancelled(id) {
+                reason = "cancelled";
+                break;
+            }
+            let t = sampler.sample(&self.ctx, logits_at);
+            // `sample` has accepted it already (a second accept would advance a grammar twice).
+            generated += 1;
+            if vocab.is_eog(t) {
+                reason = "end_turn";
+                break;
+            }
+            if text.push(&vocab.token_to_piece(t, false, None)) {
+                reason = "stop_sequence";
+                break;
+            }
+            batch.clear();
+            let _ = batch.add(t, pos as i32, &[0], true);
+            self.cached.push(t);
+            pos += 1;
+            logits_at = 0;
+            if let Err(e) = self.ctx.decode(batch) {
+                return Err(format!("decoding failed: {e}"));
+            }
+        }
+        Ok((reason, generated))
+    }
+}
+
+/// The sampler chain: the forced call's `grammar` first, if any; then greedy for a
+/// temperature of 0, else sampling.
+fn sampler(
+    model: &LlamaModel,
+    grammar: Option<&str>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<i32>,
+    seed: Option<u32>,
+) -> LlamaSampler {
+    let mut chain = Vec::new();
+    if let Some(grammar) = grammar {
+        match LlamaSampler::grammar(model, grammar, "root") {
+            Ok(g) => chain.push(g),
+            Err(e) => {
+                eprintln!("understudy worker: the tool-call grammar failed ({e}); sampling freely")
+            }
+        }
+    }
+    match temperature {
+        Some(t) if t <= 0.0 => chain.push(LlamaSampler::greedy()),
+        // Sampling: a light repetition penalty over the last 64 tokens (llama.cpp's
+        // long-time default) keeps small models out of loops. Greedy requests are left
+        // exact.
+        t => chain.extend([
+            LlamaSampler::penalties(model.n_vocab(), 64, 1.1, 0.0, 0.0),
+            LlamaSampler::top_k(top_k.unwrap_or(40)),
+            LlamaSampler::top_p(top_p.unwrap_or(0.95), 1),
+            LlamaSampler::temp(t.unwrap_or(0.7)),
+            LlamaSampler::dist(seed.unwrap_or_else(rand::random)),
+        ]),
+    }
+    LlamaSampler::chain_simple(chain)
+}
+
+fn internal_error(id: u64, message: String, prompt_tokens: usize, n_ctx: u32) {
+    emit(&Line::Error {
+        id,
+        kind: "internal".into(),
+        message,
+        prompt_tokens: prompt_tokens as u32,
+        n_ctx,
+    });
+}
+
+/// Turns token pieces into text lines: whole UTF-8 characters only, and nothing that may be
+/// the start of a stop sequence until it is known not to be one.
+struct TextOut<'a> {
+    id: u64,
+    stop: &'a [String],
+    bytes: Vec<u8>,
+    pending: String,
+    hit: Option<String>,
+}
+
+impl<'a> TextOut<'a> {
+    fn new(id: u64, stop: &'a [String]) -> TextOut<'a> {
+        TextOut {
+            id,
+            stop,
+            bytes: Vec::new(),
+            pending: String::new(),
+            hit: None,
+        }
+    }
+
+    /// Adds a piece; true when a stop sequence has been reached.
+    fn push(&mut self, piece: &[u8]) -> bool {
+        self.bytes.extend_from_slice(piece);
+        let valid = match std::str::from_utf8(&self.bytes) {
+            Ok(s) => s.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            // Not UTF-8 at all: pass it on replaced rather than stall.
+            Err(_) => self.bytes.len(),
+        };
+        let chunk: Vec<u8> = self.bytes.drain(..valid).collect();
+        self.pending.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some((at, s)) = self
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.pending.find(s.as_str()).map(|i| (i, s)))
+            .min_by_key(|(i, _)| *i)
+        {
+            self.pending.truncate(at);
+            self.hit = Some(s.clone());
+            self.flush(self.pending.len());
+            return true;
+        }
+        // Hold back the longest suffix that could still grow into a stop sequence.
+        let hold = self
+            .stop
+            .iter()
+            .map(|s| {
+                (1..s.len())
+                    .rev()
+                    .find(|&n| self.pending.ends_with(&s[..n]) && s.is_char_boundary(n))
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        self.flush(self.pending.len() - hold);
+        false
+    }
+
+    fn flush(&mut self, upto: usize) {
+        if upto == 0 {
+            return;
+        }
+        let text: String = self.pending.drain(..upto).collect();
+        emit(&Line::Text { id: self.id, text });
+    }
+
+    /// Sends what is left; the stop sequence that ended the answer, if one did.
+    fn finish(mut self) -> Option<String> {
+        if self.hit.is_none() {
+            let rest = String::from_utf8_lossy(&self.bytes).into_owned();
+            self.pending.push_str(&rest);
+            self.flush(self.pending.len());
+        }
+        self.hit
+    }
+}

@@ -1,0 +1,183 @@
+//! The passthrough's pipe: the upstream's bytes cut into whole events, each judged by the
+//! dialect's inspector and forwarded unchanged.
+
+use super::pipeline::Pipeline;
+use crate::canonical::Collector;
+use crate::client_api::{Dialect, Inspector, Usage, Verdict};
+use crate::error::{FailureKind, ProviderError};
+use crate::providers::Provider;
+use crate::sse::{Frame, Splitter};
+use bytes::BytesMut;
+
+/// How a stream that ended cleanly ended.
+pub(crate) enum Ending {
+    /// With its completion signal.
+    Complete,
+    /// With the upstream's own error event, forwarded as is.
+    UpstreamError,
+}
+
+/// A passthrough stream's pipe: the upstream's bytes cut into whole events, each judged by the
+/// dialect's inspector and forwarded unchanged (a tool call's events held until it is whole).
+#[derive(Debug)]
+pub(crate) struct Inspected {
+    splitter: Splitter,
+    frames: Vec<Frame>,
+    inspector: Inspector,
+    dialect: Dialect,
+    /// A tool call's frames, held until it is whole.
+    held: Option<BytesMut>,
+    /// What the client has received, decoded (only when it may be continued): the prefill.
+    shadow: Option<Pipeline>,
+    /// The upstream's own error event (its data), once it sent one.
+    upstream_error: Option<String>,
+}
+
+impl Inspected {
+    pub(crate) fn new(dialect: Dialect, shadow: Option<Pipeline>) -> Inspected {
+        Inspected {
+            splitter: Splitter::new(),
+            frames: Vec::new(),
+            inspector: dialect.inspector(),
+            dialect,
+            held: None,
+            shadow,
+            upstream_error: None,
+        }
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub(crate) fn has_content(&self) -> bool {
+        self.inspector.has_content()
+    }
+
+    pub(crate) fn usage(&self) -> Usage {
+        self.inspector.usage()
+    }
+
+    /// A break can be continued: what the client has is known.
+    pub(crate) fn continuable(&self) -> bool {
+        self.shadow.is_some()
+    }
+
+    pub(crate) fn take_delivered(&mut self) -> Option<Collector> {
+        self.shadow.as_mut().map(Pipeline::take_delivered)
+    }
+
+    pub(crate) fn feed(
+        &mut self,
+        chunk: &[u8],
+        out: &mut BytesMut,
+        provider: &Provider,
+    ) -> Result<(), ProviderError> {
+        self.splitter.feed(chunk, &mut self.frames);
+        self.judge_frames(out, provider)
+    }
+
+    /// The upstream closed cleanly: complete only if the protocol's completion signal came.
+    pub(crate) fn end(
+        &mut self,
+        out: &mut BytesMut,
+        provider: &Provider,
+    ) -> Result<Ending, ProviderError> {
+        self.splitter.finish(&mut self.frames);
+        self.judge_frames(out, provider)?;
+        match self.inspector.end() {
+            crate::client_api::Ending::Complete { append } => {
+                if let Some(a) = append {
+                    out.extend_from_slice(&a);
+                }
+                Ok(Ending::Complete)
+            }
+            // Before any content the upstream's own error is an HTTP error the chain can act
+            // on; after it, the event was forwarded and the client is told already.
+            crate::client_api::Ending::UpstreamError if !self.has_content() => {
+                Err(self.upstream_error_failure(provider).unwrap_or_else(|| {
+                    provider.failure(
+                        FailureKind::Status(502),
+                        "the upstream reported an error".into(),
+                    )
+                }))
+            }
+            crate::client_api::Ending::UpstreamError => Ok(Ending::UpstreamError),
+            crate::client_api::Ending::Truncated(why) => {
+                Err(provider.failure(FailureKind::Truncated, why))
+            }
+        }
+    }
+
+    /// The upstream's own error event as a failure of this provider.
+    fn upstream_error_failure(&mut self, provider: &Provider) -> Option<ProviderError> {
+        let data = self.upstream_error.take()?;
+        let (status, message) = self.dialect.stream_error_status(&data);
+        Some(provider.failure(
+            FailureKind::Status(status),
+            format!("the upstream reported an error: {message}"),
+        ))
+    }
+
+    /// Judges the whole frames split so far, appending what may be forwarded to `out`.
+    fn judge_frames(
+        &mut self,
+        out: &mut BytesMut,
+        provider: &Provider,
+    ) -> Result<(), ProviderError> {
+        let frames = std::mem::take(&mut self.frames);
+        let mut result = Ok(());
+        for f in &frames {
+            match self.inspector.frame(f) {
+                Verdict::Forward => self.release(&f.raw, out),
+                Verdict::ForwardError => {
+                    self.upstream_error = f.data.clone();
+                    if self.continuable() {
+                        // The upstream's own error after content: continue the answer instead.
+                        if let Some(e) = self.upstream_error_failure(provider) {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    // Never half a tool call.
+                    self.held = None;
+                    out.extend_from_slice(&f.raw);
+                }
+                Verdict::Drop => {}
+                Verdict::Fail(kind, why) => {
+                    result = Err(provider.failure(kind, why));
+                    break;
+                }
+            }
+        }
+        self.frames = frames;
+        self.frames.clear();
+        result
+    }
+
+    /// Sends whole frames on, holding a tool call's frames until it is whole.
+    fn release(&mut self, raw: &[u8], out: &mut BytesMut) {
+        let in_tool = self.inspector.in_tool();
+        if in_tool || self.held.is_some() {
+            self.held
+                .get_or_insert_with(BytesMut::new)
+                .extend_from_slice(raw);
+            if !in_tool {
+                let held = self.held.take().unwrap_or_default();
+                self.deliver(&held, out);
+            }
+        } else {
+            self.deliver(raw, out);
+        }
+    }
+
+    fn deliver(&mut self, bytes: &[u8], out: &mut BytesMut) {
+        out.extend_from_slice(bytes);
+        if let Some(shadow) = self.shadow.as_mut() {
+            if shadow.feed(bytes, &mut BytesMut::new()).is_err() {
+                // What was sent cannot be read back: no continuation for this stream.
+                self.shadow = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Resilience: which failures move a request to the next backend of its chain, a circuit
+//! breaker and a retry budget per backend, and the events their changes publish.
+//!
+//! One place classifies failures ([`fails_over`], [`status_fails_over`]): transport, timeouts,
+//! truncation, malformed answers and 408/409/429/5xx/529 move on; a client's own mistake
+//! (400/401/403/404/413) goes straight back, except a context overflow, which another backend
+//! with a longer context may serve.
+
+use super::breaker::{self, Admission, Breaker, State};
+use super::retry::RetryBudget;
+use crate::config::BreakerConfig;
+use crate::error::GatewayError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// True when an upstream HTTP status means "try elsewhere".
+pub fn status_fails_over(status: u16) -> bool {
+    matches!(status, 408 | 409 | 429) || status >= 500
+}
+
+/// True when an error means "try elsewhere" (and counts against the backend's breaker).
+pub fn fails_over(err: &GatewayError) -> bool {
+    match err {
+        GatewayError::Upstream(_) => status_fails_over(err.status()),
+        GatewayError::PromptTooLong { .. } | GatewayError::MissingKey { .. } => true,
+        _ => false,
+    }
+}
+
+/// A published change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthEvent {
+    /// The network looks down (a provider's name did not resolve, or no route) or back up.
+    Network {
+        /// True when it went offline.
+        offline: bool,
+    },
+    /// A backend's breaker changed state.
+    Breaker {
+        /// `provider/model`.
+        backend: String,
+        /// Before.
+        from: &'static str,
+        /// After.
+        to: &'static str,
+    },
+}
+
+#[derive(Debug)]
+struct BackendHealth {
+    breaker: Breaker,
+    budget: RetryBudget,
+}
+
+/// Breakers and budgets for every backend, shared by all requests.
+#[derive(Debug)]
+pub struct Health {
+    cfg: BreakerConfig,
+    backends: Mutex<HashMap<String, BackendHealth>>,
+    events: broadcast::Sender<HealthEvent>,
+    /// Claude Code session id → the backend that last served it, with when.
+    sessions: Mutex<HashMap<String, (String, Instant)>>,
+    /// The network looked down at this instant (cleared by any upstream answer).
+    offline_since: Mutex<Option<Instant>>,
+}
+
+/// Sessions remembered at most; the least recently used go first.
+const MAX_SESSIONS: usize = 4096;
+
+impl Health {
+    /// A registry whose breakers use `cfg`.
+    pub fn new(cfg: BreakerConfig) -> Arc<Health> {
+        Arc::new(Health {
+            cfg,
+            backends: Mutex::new(HashMap::new()),
+            events: broadcast::channel(256).0,
+            sessions: Mutex::new(HashMap::new()),
+            offline_since: Mutex::new(None),
+        })
+    }
+
+    /// Receives every change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
+        self.events.subscribe()
+    }
+
+    fn with<T>(&self, key: &str, f: impl FnOnce(&mut BackendHealth) -> T) -> T {
+        let mut map = self.backends.lock().expect("health lock");
+        let h = map.entry(key.to_owned()).or_insert_with(|| BackendHealth {
+            breaker: Breaker::new(self.cfg),
+            budget: RetryBudget::default(),
+        });
+        f(h)
+    }
+
+    fn publish(&self, key: &str, t: Option<breaker::Transition>) {
+        if let Some(t) = t {
+            tracing::warn!(
+                backend = key,
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                "circuit breaker"
+            );
+            let _ = self.events.send(HealthEvent::Breaker {
+                backend: key.to_owned(),
+                from: t.from.as_str(),
+                to: t.to.as_str(),
+            });
+        }
+    }
+
+    /// May a request go to `key` now? Counts it for the retry budget when it may.
+    pub fn admit(&self, key: &str, first_attempt: bool) -> Admission {
+        let now = Instant::now();
+        let (a, t) = self.with(key, |h| {
+            let (a, t) = h.breaker.admit(now);
+            if !matches!(a, Admission::Rejected { .. }) && first_attempt {
+                h.budget.request(now);
+            }
+            (a, t)
+        });
+        self.publish(key, t);
+        a
+    }
+
+    /// Takes a retry of `key` from its budget.
+    pub fn try_retry(&self, key: &str) -> bool {
+        let now = Instant::now();
+        self.with(key, |h| h.budget.try_retry(now))
+    }
+
+    /// Records an admitted request's outcome.
+    pub fn record(&self, key: &str, ok: bool) {
+        let now = Instant::now();
+        let t = self.with(key, |h| h.breaker.record(now, ok));
+        self.publish(key, t);
+    }
+
+    /// True while the network looks down: routes go straight to a local backend instead of
+    /// waiting on each cloud's timeouts.
+    pub fn offline(&self) -> bool {
+        self.offline_since.lock().expect("offline lock").is_some()
+    }
+
+    /// Records what an attempt said about the network: `Some(true)` it looks down,
+    /// `Some(false)` an upstream answered. Publishes the change.
+    pub fn network(&self, offline: bool) {
+        let mut since = self.offline_since.lock().expect("offline lock");
+        if since.is_some() == offline {
+            return;
+        }
+        *since = offline.then(Instant::now);
+        drop(since);
+        if offline {
+            tracing::warn!("the network looks down; routes with a local backend go straight to it");
+        } else {
+            tracing::info!("the network is back");
+        }
+        let _ = self.events.send(HealthEvent::Network { offline });
+    }
+
+    /// The backend a session last used, if its breaker is closed: a session stays where its
+    /// prompt cache is warm while that backend is healthy.
+    pub fn session_backend(&self, session: &str) -> Option<String> {
+        let key = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(session)?
+            .0
+            .clone();
+        let closed = self.with(&key, |h| h.breaker.state() == State::Closed);
+        closed.then_some(key)
+    }
+
+    /// Remembers that `backend` served `session`.
+    pub fn remember_session(&self, session: &str, backend: &str) {
+        let mut map = self.sessions.lock().expect("sessions lock");
+        if map.len() >= MAX_SESSIONS && !map.contains_key(session) {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(session.to_owned(), (backend.to_owned(), Instant::now()));
+    }
+
+    /// The breaker state of one backend.
+    pub fn state(&self, key: &str) -> State {
+        self.with(key, |h| h.breaker.state())
+    }
+
+    /// A health probe of `key` succeeded.
+    pub fn probe_ok(&self, key: &str) {
+        let t = self.with(key, |h| h.breaker.probe_ok());
+        self.publish(key, t);
+    }
+
+    /// How often an open backend is probed.
+    pub fn probe_interval(&self) -> std::time::Duration {
+        self.cfg.probe_interval
+    }
+
+    /// Every known backend's breaker state.
+    pub fn snapshot(&self) -> Vec<(String, State)> {
+        let map = self.backends.lock().expect("health lock");
+        let mut v: Vec<_> = map
+            .iter()
+            .map(|(k, h)| (k.clone(), h.breaker.state()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+/// The outcome of one streamed attempt, reported once, when the stream ends (a client that
+/// leaves early reports nothing: that says nothing about the backend).
+#[derive(Debug)]
+pub struct Report {
+    health: Arc<Health>,
+    key: String,
+}
+
+impl Report {
+    /// A report for `key`.
+    pub fn new(health: Arc<Health>, key: String) -> Report {
+        Report { health, key }
+    }
+
+    /// The stream ended: well (`true`) or not.
+    pub fn done(self, ok: bool) {
+        self.health.record(&self.key, ok);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{FailureKind, ProviderError};
+
+    fn upstream(kind: FailureKind) -> GatewayError {
+        GatewayError::Upstream(ProviderError {
+            provider: "p".into(),
+            kind,
+            detail: String::new(),
+        })
+    }
+
+    #[test]
+    fn one_place_decides_what_fails_over() {
+        for s in [408, 409, 429, 500, 502, 503, 504, 529] {
+            assert!(status_fails_over(s), "{s}");
+            assert!(fails_over(&upstream(FailureKind::Status(s))), "{s}");
+        }
+        for s in [400, 401, 403, 404, 413, 422] {
+            assert!(!status_fails_over(s), "{s}");
+        }
+        for k in [
+            FailureKind::Connect,
+            FailureKind::FirstByteTimeout,
+            FailureKind::IdleTimeout,
+            FailureKind::Transport,
+            FailureKind::Truncated,
+            FailureKind::Malformed,
+        ] {
+            assert!(fails_over(&upstream(k)), "{k:?}");
+        }
+        assert!(fails_over(&GatewayError::PromptTooLong {
+            detail: String::new()
+        }));
+        assert!(!fails_over(&GatewayError::InvalidRequest(String::new())));
+    }
+
+    #[tokio::test]
+    async fn going_offline_and_back_is_published_once_each() {
+        let h = Health::new(BreakerConfig::default());
+        let mut rx = h.subscribe();
+        assert!(!h.offline());
+        h.network(true);
+        h.network(true);
+        assert!(h.offline());
+        h.network(false);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            HealthEvent::Network { offline: true }
+        );
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            HealthEvent::Network { offline: false }
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "no event for a state that did not change"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transitions_are_published() {
+        let h = Health::new(BreakerConfig {
+            consecutive_failures: 2,
+            ..BreakerConfig::default()
+        });
+        let mut rx = h.subscribe();
+        assert_eq!(h.admit("p/m", true), Admission::Allowed);
+        h.record("p/m", false);
+        h.record("p/m", false);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            HealthEvent::Breaker {
+                backend: "p/m".into(),
+                from: "closed",
+                to: "open"
+            }
+        );
+        assert!(matches!(h.admit("p/m", true), Admission::Rejected { .. }));
+        tokio::time::advance(BreakerConfig::default().open_base).await;
+        assert_eq!(h.admit("p/m", true), Admission::Trial);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            HealthEvent::Breaker {
+                backend: "p/m".into(),
+                from: "open",
+                to: "half_open"
+            }
+        );
+        h.record("p/m", true);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            HealthEvent::Breaker {
+                backend: "p/m".into(),
+                from: "half_open",
+                to: "closed"
+            }
+        );
+    }
+}

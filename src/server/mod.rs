@@ -1,0 +1,258 @@
+//! The HTTP server: the axum router over the client dialects' endpoints ([`api`]), the admin
+//! API ([`admin`]) and the dashboard's page ([`dashboard`]), behind the localhost guard
+//! ([`guard`]); what the handlers share ([`state`]); the reactions to health events (probes,
+//! warming the local model); and serving with graceful shutdown.
+//!
+//! The submodules import [`state`] and nothing of this file, so the graph stays a tree:
+//! `mod` → `api`, `admin`, `dashboard`, `guard` → `state`.
+
+mod admin;
+mod api;
+mod dashboard;
+mod guard;
+mod state;
+
+pub use admin::status_json;
+pub use state::AppState;
+
+use crate::config::Config;
+use crate::routing::breaker;
+use crate::routing::health::{status_fails_over, HealthEvent};
+use axum::middleware;
+use axum::serve::ListenerExt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
+
+/// How long in-flight requests (streams) get to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Builds the application for a bound port.
+pub async fn app(config: Config, port: u16) -> axum::Router {
+    build(config, port).await.0
+}
+
+/// Builds the application for a bound port, and hands out its state (for an app around the
+/// gateway: the tray reads the router's events and status from it).
+pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
+    let router = crate::routing::Router::new(&config).await;
+    let state = Arc::new(AppState {
+        config: Arc::new(config),
+        router,
+        port,
+        claude: crate::desktop::claude_code::Paths::current(),
+        pulls: Default::default(),
+        ui_events: tokio::sync::broadcast::channel(64).0,
+    });
+    tokio::spawn(on_health_events(Arc::downgrade(&state)));
+    let app = axum::Router::new()
+        .merge(api::routes())
+        .merge(admin::routes())
+        .merge(dashboard::routes())
+        .fallback(api::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .with_state(state.clone());
+    (app, state)
+}
+
+/// Acts on the health events: a backend whose breaker opens gets a prober
+/// ([`probe_until_recovered`]), and a failing cloud warms the local engines ([`warm_local`]).
+/// Holds the application weakly: it ends with it.
+async fn on_health_events(state: Weak<AppState>) {
+    let mut events = match state.upgrade() {
+        Some(st) => st.router.health().subscribe(),
+        None => return,
+    };
+    loop {
+        let ev = match events.recv().await {
+            Ok(ev) => ev,
+            // Missed events (a burst): the next open breaker still gets its prober.
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        let Some(st) = state.upgrade() else { return };
+        warm_local(&st, &ev);
+        if let HealthEvent::Breaker { backend, to, .. } = ev {
+            if to == "open" {
+                tokio::spawn(probe_until_recovered(state.clone(), backend));
+            }
+        }
+    }
+}
+
+/// The provider's name in a backend key (`provider/model`).
+fn provider_of(backend: &str) -> &str {
+    backend.split_once('/').map_or(backend, |(p, _)| p)
+}
+
+/// Probes a backend whose breaker is open until it recovers: a probe that gets any answer but
+/// an overload moves the breaker to half-open, so the next request is its trial at once.
+async fn probe_until_recovered(state: Weak<AppState>, backend: String) {
+    loop {
+        let (provider, health) = {
+            let Some(st) = state.upgrade() else { return };
+            let Some(provider) = st.router.provider(provider_of(&backend)).cloned() else {
+                return;
+            };
+            (provider, st.router.health().clone())
+        };
+        tokio::time::sleep(health.probe_interval()).await;
+        if !matches!(health.state(&backend), breaker::State::Open { .. }) {
+            return;
+        }
+        match provider.probe().await {
+            Ok(status) if !status_fails_over(status) => {
+                tracing::info!(backend = %backend, status, "probe answered; the next request is the trial");
+                health.probe_ok(&backend);
+                return;
+            }
+            Ok(status) => {
+                tracing::debug!(backend = %backend, status, "probe: still failing")
+            }
+            Err(e) => tracing::debug!(backend = %backend, error = %e, "probe: unreachable"),
+        }
+    }
+}
+
+/// The warm fallback: when a cloud backend's breaker opens or the network goes down, every
+/// local engine configured `warm` loads its model now, so the answer that comes its way next
+/// does not wait for the load.
+fn warm_local(st: &AppState, ev: &HealthEvent) {
+    let cloud_failing = match ev {
+        HealthEvent::Network { offline } => *offline,
+        HealthEvent::Breaker { backend, to, .. } => {
+            let provider = st.router.provider(provider_of(backend));
+            *to == "open" && provider.is_some_and(|p| p.local().is_none())
+        }
+    };
+    if !cloud_failing {
+        return;
+    }
+    for (_, engine) in st.local_engines() {
+        if engine.warm() {
+            tokio::spawn(async move { engine.preload().await });
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish for at
+/// most [`SHUTDOWN_GRACE`].
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
+    let ollama_listen = config.server.ollama_listen;
+    let app = app(config, port).await;
+    serve_app(listener, app, ollama_listen, shutdown).await
+}
+
+/// Serves a built application on `listener` (and on `ollama_listen`) until `shutdown`
+/// resolves, then lets in-flight requests finish for at most [`SHUTDOWN_GRACE`].
+pub async fn serve_app(
+    listener: TcpListener,
+    app: axum::Router,
+    ollama_listen: Option<SocketAddr>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = ollama_listen {
+        serve_ollama_port(addr, app.clone(), rx.clone()).await?;
+    }
+    let serve = axum::serve(
+        listener.tap_io(set_nodelay),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let serve = std::future::IntoFuture::into_future(serve);
+    tokio::pin!(serve);
+    let mut rx = rx;
+    tokio::select! {
+        r = &mut serve => return r,
+        _ = rx.wait_for(|&v| v) => {}
+    }
+    tracing::info!(grace = ?SHUTDOWN_GRACE, "shutting down; waiting for in-flight requests");
+    match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                "in-flight requests did not finish within the grace period; closing them"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Serves the same application on Ollama's address too, for tools that only know Ollama's
+/// port, until `stop` turns true. Binding it is the only part that can fail here.
+async fn serve_ollama_port(
+    addr: SocketAddr,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let second = TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} (server.ollama_listen): {e}; is Ollama itself running there?"),
+        )
+    })?;
+    tracing::info!(%addr, "also serving on the Ollama port");
+    tokio::spawn(async move {
+        let serve = axum::serve(
+            second.tap_io(set_nodelay),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|&v| v).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the Ollama-port listener failed");
+        }
+    });
+    Ok(())
+}
+
+/// Streams are many small writes: without `TCP_NODELAY` each event after the first can wait
+/// for the client's delayed ACK (40 ms on Linux), which is most of a token's time.
+fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY on a client connection");
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    // The handlers are installed now, not at the first poll: a signal that arrives while the
+    // application is still being built is not lost (nor fatal).
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn wait(s: Option<Signal>) {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            tokio::select! {
+                _ = wait(term) => {},
+                _ = wait(int) => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

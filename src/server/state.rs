@@ -1,0 +1,150 @@
+//! What every handler shares ([`AppState`]), reading a request body within the size limit,
+//! and the typed status snapshot ([`AppState::snapshot`]) that in-process readers (the
+//! `/metrics` handler, the tray app) take as it is, without a JSON round trip.
+
+use crate::config::Config;
+use crate::desktop::claude_code;
+use crate::error::GatewayError;
+use crate::providers::local::LocalEngine;
+use crate::routing::Router;
+use crate::telemetry::observe::BackendStats;
+use crate::telemetry::status::{BackendStatus, ProviderStatus, Snapshot};
+use axum::body::Body;
+use bytes::Bytes;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Model names → providers.
+    pub router: Router,
+    /// The port actually bound (the gateway's own origin).
+    pub port: u16,
+    /// Claude Code's settings, for the connect toggle (None without a home directory).
+    pub claude: Option<claude_code::Paths>,
+    /// Model pulls started from the dashboard, by name: their last progress.
+    pub pulls: std::sync::Mutex<BTreeMap<String, Value>>,
+    /// The dashboard's own events (`model_pull`, `pause`, `claude_code`) for `/api/events`.
+    pub ui_events: tokio::sync::broadcast::Sender<(String, Value)>,
+}
+
+impl AppState {
+    /// Publishes an event to `/api/events` listeners.
+    pub fn publish(&self, name: &str, v: Value) {
+        let _ = self.ui_events.send((name.to_owned(), v));
+    }
+
+    /// The local engines of the configured providers, in config order, with their providers'
+    /// names.
+    pub fn local_engines(&self) -> Vec<(String, Arc<LocalEngine>)> {
+        self.config
+            .providers
+            .iter()
+            .filter_map(|p| {
+                let engine = self.router.provider(&p.name)?.local()?.clone();
+                Some((p.name.clone(), engine))
+            })
+            .collect()
+    }
+
+    /// What the gateway is doing now: the routing mode, whether the network looks down, every
+    /// provider with the breaker state and figures of each backend used so far (and its engine,
+    /// for a local one), the first local engine again as `local`, the totals, Claude Code's
+    /// connection and whether it is paused. `GET /api/status` serves it as JSON (with the
+    /// tray's one-line summary); the tray app and `/metrics` read it as it is.
+    pub fn snapshot(&self) -> Snapshot {
+        let health = self.router.health();
+        let breakers: BTreeMap<String, String> = health
+            .snapshot()
+            .into_iter()
+            .map(|(k, s)| (k, s.as_str().to_owned()))
+            .collect();
+        let (stats, totals) = self.router.recorder().stats();
+        let providers: Vec<ProviderStatus> = self
+            .config
+            .providers
+            .iter()
+            .map(|p| ProviderStatus {
+                name: p.name.clone(),
+                kind: p.kind.as_str().to_owned(),
+                backends: backends_of(&p.name, &breakers, &stats),
+                local: self
+                    .router
+                    .provider(&p.name)
+                    .and_then(|p| p.local())
+                    .map(|e| serde_json::json!(e.status())),
+            })
+            .collect();
+        let local = providers.iter().find_map(|p| p.local.clone());
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            mode: self.router.mode().as_str().to_owned(),
+            offline: health.offline(),
+            providers,
+            local,
+            totals,
+            claude_code: self.claude.as_ref().map(claude_code::state),
+            paused: self.router.paused(),
+        }
+    }
+}
+
+impl crate::desktop::Gateway for AppState {
+    fn router(&self) -> &Router {
+        &self.router
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// A provider's backends with a breaker or figures, in name order.
+fn backends_of(
+    provider: &str,
+    breakers: &BTreeMap<String, String>,
+    stats: &BTreeMap<String, BackendStats>,
+) -> Vec<BackendStatus> {
+    let prefix = format!("{provider}/");
+    let mut keys: Vec<&String> = breakers
+        .keys()
+        .chain(stats.keys())
+        .filter(|k| k.starts_with(&prefix))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .map(|k| BackendStatus {
+            backend: k.clone(),
+            breaker: breakers.get(k).map_or("closed", String::as_str).to_owned(),
+            stats: stats.get(k).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The request body, refused as too large past `server.max_body_bytes`.
+pub(crate) async fn read_body(st: &AppState, body: Body) -> Result<Bytes, GatewayError> {
+    let limit = st.config.server.max_body_bytes;
+    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|e| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return GatewayError::TooLarge { limit };
+                }
+                source = s.source();
+            }
+            GatewayError::InvalidRequest(format!("could not read the request body: {e}"))
+        })
+}
+
+/// The request body as JSON (malformed JSON is the client's error).
+pub(crate) async fn json_body(st: &AppState, body: Body) -> Result<Value, GatewayError> {
+    let bytes = read_body(st, body).await?;
+    crate::relay::parse_json(&bytes)
+}

@@ -1,0 +1,73 @@
+//! One finished request as the gateway records it ([`Entry`], with an [`Attempt`] per backend
+//! tried), and the clock that stamps it. The recorder ([`crate::telemetry::observe`]) builds
+//! entries and the journal ([`crate::telemetry::journal`]) stores them; the shape lives here so
+//! that the journal does not import the recorder that owns it.
+
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One backend tried for a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// `provider/model`.
+    pub backend: String,
+    /// `complete`, `continued` is never used here: a stream that broke and was continued has
+    /// its failure class (`truncated`, `transport`, …); a failure before content has its class
+    /// or `http_STATUS`.
+    pub outcome: String,
+    /// Milliseconds to its first content (streams) or its whole answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    /// Milliseconds until it ended.
+    pub ms: f64,
+    /// True when it broke after content had reached the client.
+    #[serde(default)]
+    pub broke_after_content: bool,
+}
+
+/// One request, as the journal and the live feed keep it. No content, no headers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Increasing across restarts (the journal's row id).
+    pub id: u64,
+    /// Unix time in milliseconds when it arrived.
+    pub at_ms: u64,
+    /// `anthropic`, `openai` or `ollama`.
+    pub dialect: String,
+    /// The model the client asked for.
+    pub model: String,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Every backend tried, in order.
+    pub attempts: Vec<Attempt>,
+    /// The backend whose answer the client got (the last, when continued), if any.
+    pub served_by: Option<String>,
+    /// True when a broken stream was finished by another backend, spliced in.
+    pub continued: bool,
+    /// The HTTP status the client got.
+    pub status: u16,
+    /// `complete`, or what went wrong (the failure class the client was told about).
+    pub outcome: String,
+    /// Tokens in (all input, cached included) and out.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Milliseconds from arrival to the end of the answer.
+    pub duration_ms: f64,
+    /// Estimated cost in USD.
+    pub spend_usd: f64,
+}
+
+impl Entry {
+    /// True when some backend failed before the one that served (or before giving up).
+    pub fn failed_over(&self) -> bool {
+        self.attempts.len() > 1 || (self.served_by.is_none() && !self.attempts.is_empty())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
