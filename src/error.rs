@@ -1,5 +1,6 @@
-//! Errors on the request path. They are values: each client dialect turns them into its own JSON
-//! body and status in exactly one place (`client_api`), and they never hold a key or a request body.
+//! Errors on the request path. They are values: each audience turns them into its own JSON body
+//! and status in exactly one place (`client_api` for the client dialects, `server::admin` for
+//! the admin API), and they never hold a key or a request body.
 
 use std::fmt;
 

@@ -1,5 +1,5 @@
 //! The `understudy` command: `serve` runs the gateway, `config check` validates a config file,
-//! `mock` (with the `testing` feature) runs the scripted mock cloud. The only place `anyhow` is used.
+//! `mock` (with the `testing` feature) runs the scripted mock cloud. `anyhow` is for the CLI and the worker process only: the library returns typed errors.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};

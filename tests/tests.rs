@@ -1,13 +1,33 @@
 //! Integration tests: real HTTP over loopback between a client, the gateway and the mock cloud.
+//! One binary, a module per area (`cargo test --features testing --test tests MODULE::`).
 
+/// The real `understudy` binary as a subprocess: config check, zero config, SIGTERM and
+/// `kill -9` (journal, Claude Code's settings), keys absent from a trace log.
 mod cli;
+/// The fault matrix after the commit point: every fault × where it strikes × both dialects ×
+/// passthrough and translated, continued on the fallback with no gap and no duplicate.
 mod continuity;
+/// Any client to any provider: translation over HTTP, error mapping, truncation, keep-alives,
+/// bad input, completions, embeddings.
 mod cross;
+/// The chain walk before the commit point: what fails over and what does not, breakers,
+/// retries, pause, routing modes, the retry storm that never happens.
 mod failover;
+/// The mock cloud's whole fault list × both dialects × streaming and not: a whole answer or
+/// the dialect's explicit error, never a silent truncation.
 mod faults;
+/// The fuzz targets' checks on their seeds and on every input a fuzzer once crashed on.
 mod fuzz;
+/// Passthrough fidelity (bytes, headers), routing, the localhost guard, the admin API.
 mod gateway;
+/// The embedded engine with the real SmolLM2-135M: every dialect, cancellation, a killed
+/// worker, an over-long prompt, a forced tool call, continuing a cloud's broken answer.
 mod local;
+/// The model manager's download code against a Hugging-Face-shaped local server: resume,
+/// a killed pull, a corrupt file.
 mod models;
+/// Shared: a gateway in-process wired to a mock cloud, and the strict stream checkers.
 mod support;
+/// Recorded upstream transcripts through the pipeline into every client format, against
+/// golden files, and independent of how TCP cut the bytes.
 mod translation;

@@ -124,6 +124,14 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Every kind, in the order the config's error message lists them.
+    pub const ALL: [ProviderKind; 4] = [
+        ProviderKind::Anthropic,
+        ProviderKind::OpenAi,
+        ProviderKind::Gemini,
+        ProviderKind::Local,
+    ];
+
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -131,6 +139,24 @@ impl ProviderKind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Gemini => "gemini",
             ProviderKind::Local => "local",
+        }
+    }
+
+    /// The kind a config file names (`openai-compatible` is another name for `openai`).
+    pub fn from_name(name: &str) -> Option<ProviderKind> {
+        match name {
+            "openai-compatible" => Some(ProviderKind::OpenAi),
+            n => Self::ALL.into_iter().find(|k| k.as_str() == n),
+        }
+    }
+
+    /// Where a provider of this kind lives when the config names no `base_url`.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ProviderKind::Anthropic => "https://api.anthropic.com",
+            ProviderKind::OpenAi => "https://api.openai.com/v1",
+            ProviderKind::Gemini => "https://generativelanguage.googleapis.com",
+            ProviderKind::Local => "http://127.0.0.1",
         }
     }
 }

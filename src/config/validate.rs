@@ -195,19 +195,14 @@ fn provider_kind(
     at: &dyn Fn(&str) -> String,
     issues: &mut Issues,
 ) -> Option<ProviderKind> {
-    match kind {
-        "anthropic" => Some(ProviderKind::Anthropic),
-        "openai" | "openai-compatible" => Some(ProviderKind::OpenAi),
-        "gemini" => Some(ProviderKind::Gemini),
-        "local" => Some(ProviderKind::Local),
-        other => {
-            issues.add(
-                at("kind"),
-                format!("unknown provider kind {other:?}; expected \"anthropic\", \"openai\" (any OpenAI-compatible server), \"gemini\" or \"local\""),
-            );
-            None
-        }
+    let found = ProviderKind::from_name(kind);
+    if found.is_none() {
+        issues.add(
+            at("kind"),
+            format!("unknown provider kind {kind:?}; expected \"anthropic\", \"openai\" (any OpenAI-compatible server), \"gemini\" or \"local\""),
+        );
     }
+    found
 }
 
 /// A provider's `base_url`, else its kind's public endpoint.
@@ -217,13 +212,8 @@ fn base_url(
     at: &dyn Fn(&str) -> String,
     issues: &mut Issues,
 ) -> Option<Url> {
-    let base_text = written.map(str::to_owned).unwrap_or_else(|| match kind {
-        ProviderKind::Anthropic => "https://api.anthropic.com".into(),
-        ProviderKind::OpenAi => "https://api.openai.com/v1".into(),
-        ProviderKind::Gemini => "https://generativelanguage.googleapis.com".into(),
-        ProviderKind::Local => "http://127.0.0.1".into(),
-    });
-    match Url::parse(&base_text) {
+    let base_text = written.unwrap_or(kind.default_base_url());
+    match Url::parse(base_text) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
         Ok(_) => {
             issues.add(

@@ -5,7 +5,7 @@
 //! told to the breaker and the trace exactly once per attempt.
 //!
 //! What differs between the two ways is only the [`Pipe`]: a passthrough forwards the
-//! upstream's exact bytes while an inspector judges them ([`super::passthrough::Inspected`]);
+//! upstream's exact bytes while an inspector judges them ([`super::inspected::Inspected`]);
 //! a translation runs them through a [`Pipeline`].
 
 use super::attempt::{stream_limit, timeout_failure, Exchange};

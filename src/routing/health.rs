@@ -1,7 +1,8 @@
 //! Resilience: which failures move a request to the next backend of its chain, a circuit
 //! breaker and a retry budget per backend, and the events their changes publish.
 //!
-//! One place classifies failures ([`fails_over`], [`status_fails_over`]): transport, timeouts,
+//! One place classifies what fails over ([`fails_over`], [`status_fails_over`]; whether the
+//! same backend is retried is `relay::chain`'s `transient`, a narrower rule): transport, timeouts,
 //! truncation, malformed answers and 408/409/429/5xx/529 move on; a client's own mistake
 //! (400/401/403/404/413) goes straight back, except a context overflow, which another backend
 //! with a longer context may serve.

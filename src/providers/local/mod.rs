@@ -118,29 +118,6 @@ pub enum LocalEvent {
     Unloaded,
 }
 
-/// The number of physical cores (llama.cpp runs best with one thread per core), at least 1.
-pub fn physical_cores() -> u32 {
-    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let mut cores = std::collections::HashSet::new();
-    let mut phys = String::new();
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("physical id") {
-            phys = v.trim_start_matches([' ', '\t', ':']).to_owned();
-        } else if let Some(v) = line.strip_prefix("core id") {
-            cores.insert((
-                phys.clone(),
-                v.trim_start_matches([' ', '\t', ':']).to_owned(),
-            ));
-        }
-    }
-    let n = if cores.is_empty() {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        cores.len()
-    };
-    n.max(1) as u32
-}
-
 /// What the local engine is doing and has done: the tray, `/api/status` and the tests read it.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct LocalStatus {
