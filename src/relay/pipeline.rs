@@ -247,7 +247,8 @@ impl Pipeline {
 
     /// Loose events through the guard; the finish held until the stream ends cleanly.
     fn guard_loose(&mut self, out: &mut BytesMut) -> Result<(), StreamFault> {
-        for ev in std::mem::take(&mut self.loose) {
+        // Drained, not taken: the buffer keeps its capacity for the next event.
+        for ev in self.loose.drain(..) {
             self.guard.push(ev, &mut self.strict)?;
         }
         for ev in std::mem::take(&mut self.strict) {
