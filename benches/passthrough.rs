@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --features testing --bench passthrough` (env: BENCH_RATE, BENCH_SECS,
 //! BENCH_ROUNDS, BENCH_UPSTREAM_MS, BENCH_PIN=0 to leave scheduling to the OS,
-//! BENCH_ROUTE=translate for the translated path). The mock and the gateway are real subprocesses (the release
+//! BENCH_ROUTE=translate for the translated path, BENCH_STREAM_WHOLE=0 to pass the non-streaming
+//! request through as it is instead of asking the upstream for a stream). The mock and the gateway are real subprocesses (the release
 //! binary); where `taskset` exists the gateway is pinned to CPU 1, the mock and the load
 //! generator to CPU 0.
 
@@ -108,9 +109,13 @@ fn main() {
              [[routes]]\nmodel = \"claude-*\"\nbackends = [\"openai/gpt-4o\"]\n"
         )
     } else {
+        // BENCH_STREAM_WHOLE=0: the non-streaming request passes through as it is instead of
+        // being asked as a stream and rebuilt (`stream_whole_answers = false`).
+        let whole = env_or("BENCH_STREAM_WHOLE", 1) == 1;
         write!(
             cfg,
             "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\npassthrough_auth = true\n\
+             stream_whole_answers = {whole}\n\
              [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
         )
     }

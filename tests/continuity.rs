@@ -391,18 +391,38 @@ async fn non_streaming_answers_fail_over_whole() {
                 let r = post(&h.url, path, &body).await;
                 assert_eq!(r.status(), 200, "{cell}");
                 let v: Value = r.json().await.unwrap();
+                // A break after content is continued (a thinking block the primary sent stays
+                // before the text), anything else fails over: either way one whole answer.
                 let text = match client {
-                    Client::Anthropic => v["content"][0]["text"].as_str().map(str::to_owned),
+                    Client::Anthropic => v["content"]
+                        .as_array()
+                        .and_then(|b| b.iter().find(|b| b["type"] == "text"))
+                        .and_then(|b| b["text"].as_str())
+                        .map(str::to_owned),
                     Client::OpenAi => v["choices"][0]["message"]["content"]
                         .as_str()
                         .map(str::to_owned),
                 };
-                assert_eq!(
-                    text.as_deref(),
-                    Some("Hello from the mock cloud."),
-                    "{cell}: {v}"
-                );
-                rows.push(format!("| {cell} | failed over, complete |"));
+                // Failed over: the fallback's whole answer. Continued: what the primary sent,
+                // then what the fallback added after that prefill (the mock goes on from a
+                // prefill that begins its answer, else it says its whole answer).
+                let full = "Hello from the mock cloud.";
+                let asked = h.mock.requests();
+                let up: Value = serde_json::from_str(&asked.last().unwrap().body).unwrap();
+                let last = up["messages"].as_array().unwrap().last().unwrap().clone();
+                let (expected, how) = if last["role"] == "assistant" {
+                    let prefill = last["content"][0]["text"].as_str().unwrap_or("").to_owned();
+                    let expected = if full.starts_with(&prefill) {
+                        full.to_owned()
+                    } else {
+                        format!("{prefill}{full}")
+                    };
+                    (expected, "continued")
+                } else {
+                    (full.to_owned(), "failed over")
+                };
+                assert_eq!(text.as_deref(), Some(expected.as_str()), "{cell}: {v}");
+                rows.push(format!("| {cell} | {how}, complete |"));
             }
         }
     }

@@ -31,3 +31,6 @@ mod support;
 /// Recorded upstream transcripts through the pipeline into every client format, against
 /// golden files, and independent of how TCP cut the bytes.
 mod translation;
+/// Whole answers streamed upstream: rebuilt field for field, failed over on a stall within the
+/// idle time, continued into one body after a break, and the per-provider switch.
+mod whole;

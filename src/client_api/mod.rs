@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod whole;
 
 use crate::error::GatewayError;
 use crate::sse::Frame;
@@ -137,6 +138,15 @@ impl Dialect {
             Dialect::Anthropic => Bytes::from_static(b"event: ping\ndata: {\"type\":\"ping\"}\n\n"),
             Dialect::OpenAi => Bytes::from_static(b": ping\n\n"),
             Dialect::Ollama => Bytes::new(),
+        }
+    }
+
+    /// A fresh rebuilder of a whole answer from a stream in this dialect (Ollama: see
+    /// [`Dialect::inspector`]).
+    pub fn assembler(self) -> whole::Assembler {
+        match self {
+            Dialect::Anthropic => whole::Assembler::Anthropic(Default::default()),
+            Dialect::OpenAi | Dialect::Ollama => whole::Assembler::OpenAi(Default::default()),
         }
     }
 

@@ -179,6 +179,10 @@ pub struct ProviderConfig {
     /// Its models accept an assistant prefill, so it can continue an answer another backend
     /// broke after its first content (off unless the config says so; always on for `local`).
     pub continuation: bool,
+    /// A client's non-streaming request is asked of this provider as a stream and answered
+    /// whole when the stream completes (so it can be timed, failed over and continued as it
+    /// arrives); `stream_whole_answers = false` passes it through as it is.
+    pub stream_whole_answers: bool,
     /// `kind = "local"`: how the engine runs.
     pub local: Option<LocalConfig>,
     /// Time limits for each call.

@@ -75,6 +75,8 @@ pub struct RawProvider {
     pub passthrough_auth: Option<bool>,
     pub max_output_tokens: Option<u32>,
     pub continuation: Option<bool>,
+    /// Ask the upstream for a stream when a client wants a whole answer (default true).
+    pub stream_whole_answers: Option<bool>,
     /// `kind = "local"`: the GGUF file, the context size, the CPU threads.
     pub model_file: Option<String>,
     pub context_size: Option<u32>,

@@ -183,6 +183,7 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
         passthrough_auth,
         max_output_tokens: p.max_output_tokens,
         continuation: p.continuation.unwrap_or(kind == ProviderKind::Local),
+        stream_whole_answers: p.stream_whole_answers.unwrap_or(true),
         local,
         timeouts,
         headers,

@@ -6,7 +6,7 @@
 
 use super::attempt::{error_class, Exchange};
 use super::continuation::ContinuationPlan;
-use super::stream::Resume;
+use super::stream::{Reported, Resume};
 use super::{passthrough, translated, Request};
 use crate::error::{FailureKind, GatewayError};
 use crate::providers::Operation;
@@ -97,7 +97,9 @@ async fn walk_chain(
                 continue;
             }
         }
-        let plan = (req.stream && !router.paused())
+        // A whole answer is read as a stream too, so it can be continued as well.
+        let answers = !matches!(req.op, Operation::CountTokens | Operation::Embeddings);
+        let plan = (answers && !router.paused())
             .then(|| plan(router, req, &chain[i + 1..], trace))
             .flatten()
             .map(|p| Box::new(p) as Box<dyn Resume>);
@@ -173,14 +175,18 @@ fn judge(
 ) -> bool {
     let health = router.health();
     let key = backend.key();
+    // A stream, or a whole answer read through one, tells its breaker itself how it ended.
     let (failed, streaming) = match result {
-        Ok(r) if r.status().is_success() => (false, req.stream),
+        Ok(r) if r.status().is_success() => (
+            false,
+            req.stream || r.extensions().get::<Reported>().is_some(),
+        ),
         Ok(r) => (health::status_fails_over(r.status().as_u16()), false),
         Err(e) => (health::fails_over(e), false),
     };
     match result {
         Ok(r) if r.status().is_success() => {
-            if streaming {
+            if req.stream {
                 trace.committed(&key);
             }
         }
@@ -248,8 +254,9 @@ async fn attempt(
         req.stream,
         trace.clone(),
     );
-    let report = req
-        .stream
+    // Every answer may be read through a stream, which then reports how it ended; a whole
+    // answer that is not (a plain passthrough body) leaves it to `judge`.
+    let report = (!matches!(req.op, Operation::CountTokens | Operation::Embeddings))
         .then(|| Report::new(router.health().clone(), key.clone()));
     let native =
         req.dialect != crate::client_api::Dialect::Ollama && provider.api().passes_through(req.op);

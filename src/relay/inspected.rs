@@ -1,8 +1,10 @@
 //! The passthrough's pipe: the upstream's bytes cut into whole events, each judged by the
-//! dialect's inspector and forwarded unchanged.
+//! dialect's inspector and forwarded unchanged — or, for a client that asked for a whole
+//! answer, recorded by an [`Assembler`] and sent as one body when the stream is complete.
 
 use super::pipeline::Pipeline;
 use crate::canonical::Collector;
+use crate::client_api::whole::Assembler;
 use crate::client_api::{Dialect, Inspector, Usage, Verdict};
 use crate::error::{FailureKind, ProviderError};
 use crate::providers::Provider;
@@ -31,10 +33,13 @@ pub(crate) struct Inspected {
     shadow: Option<Pipeline>,
     /// The upstream's own error event (its data), once it sent one.
     upstream_error: Option<String>,
+    /// For a whole answer: what is rebuilt instead of forwarded.
+    whole: Option<Assembler>,
 }
 
 impl Inspected {
-    pub(crate) fn new(dialect: Dialect, shadow: Option<Pipeline>) -> Inspected {
+    /// A pipe that forwards the stream (`whole: false`) or rebuilds the whole answer.
+    pub(crate) fn new(dialect: Dialect, shadow: Option<Pipeline>, whole: bool) -> Inspected {
         Inspected {
             splitter: Splitter::new(),
             frames: Vec::new(),
@@ -43,7 +48,13 @@ impl Inspected {
             held: None,
             shadow,
             upstream_error: None,
+            whole: whole.then(|| dialect.assembler()),
         }
+    }
+
+    /// The whole answer, after a complete stream (`None` for a forwarding pipe).
+    pub(crate) fn take_whole(&mut self) -> Option<serde_json::Value> {
+        self.whole.take().and_then(Assembler::finish)
     }
 
     pub(crate) fn dialect(&self) -> Dialect {
@@ -87,14 +98,16 @@ impl Inspected {
         self.judge_frames(out, provider)?;
         match self.inspector.end() {
             crate::client_api::Ending::Complete { append } => {
-                if let Some(a) = append {
+                if let Some(a) = append.filter(|_| self.whole.is_none()) {
                     out.extend_from_slice(&a);
                 }
                 Ok(Ending::Complete)
             }
             // Before any content the upstream's own error is an HTTP error the chain can act
             // on; after it, the event was forwarded and the client is told already.
-            crate::client_api::Ending::UpstreamError if !self.has_content() => {
+            crate::client_api::Ending::UpstreamError
+                if !self.has_content() || self.whole.is_some() =>
+            {
                 Err(self.upstream_error_failure(provider).unwrap_or_else(|| {
                     provider.failure(
                         FailureKind::Status(502),
@@ -129,10 +142,17 @@ impl Inspected {
         let mut result = Ok(());
         for f in &frames {
             match self.inspector.frame(f) {
-                Verdict::Forward => self.release(&f.raw, out),
+                Verdict::Forward => {
+                    if let Some(a) = self.whole.as_mut() {
+                        a.frame(f);
+                    }
+                    self.release(&f.raw, out)
+                }
                 Verdict::ForwardError => {
                     self.upstream_error = f.data.clone();
-                    if self.continuable() {
+                    // A whole answer has nobody to forward the error to yet: it is a failure
+                    // like any other (continued, or failed over).
+                    if self.continuable() || self.whole.is_some() {
                         // The upstream's own error after content: continue the answer instead.
                         if let Some(e) = self.upstream_error_failure(provider) {
                             result = Err(e);
@@ -172,7 +192,9 @@ impl Inspected {
     }
 
     fn deliver(&mut self, bytes: &[u8], out: &mut BytesMut) {
-        out.extend_from_slice(bytes);
+        if self.whole.is_none() {
+            out.extend_from_slice(bytes);
+        }
         if let Some(shadow) = self.shadow.as_mut() {
             if shadow.feed(bytes, &mut BytesMut::new()).is_err() {
                 // What was sent cannot be read back: no continuation for this stream.

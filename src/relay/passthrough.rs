@@ -8,7 +8,7 @@
 use super::attempt::{content_type, read_body, relay_error_status, served_by, Exchange};
 use super::inspected::Inspected;
 use super::pipeline::Pipeline;
-use super::stream::{http_upstream, stream_body, Pipe, Resume, Stream};
+use super::stream::{http_upstream, stream_body, Pipe, Reported, Resume, Stream};
 use super::{Request, MAX_ERROR_BODY};
 use crate::client_api::{snippet, BodyProblem, Usage};
 use crate::error::{FailureKind, GatewayError};
@@ -18,7 +18,10 @@ use crate::routing::Backend;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-/// Passes one request through to `backend`.
+/// Passes one request through to `backend`. A non-streaming request is asked of the upstream
+/// as a stream (unless the provider says `stream_whole_answers = false`) and answered whole
+/// when the stream completes; an upstream that answers such a request with a whole body anyway
+/// is judged as one.
 pub(crate) async fn call(
     backend: &Backend,
     req: &Request,
@@ -27,12 +30,11 @@ pub(crate) async fn call(
     exchange: Exchange,
 ) -> Result<Response, GatewayError> {
     let provider = backend.provider.clone();
-    let body = if backend.model == req.model {
-        req.body.clone()
-    } else {
-        rewrite_model(&req.body, &backend.model)?
-    };
-    tracing::debug!(provider = provider.name(), model = %backend.model, stream = req.stream, "sending upstream");
+    let whole_as_stream = !req.stream
+        && provider.config.stream_whole_answers
+        && matches!(req.op, Operation::Messages | Operation::ChatCompletions);
+    let body = outbound_body(req, &backend.model, whole_as_stream)?;
+    tracing::debug!(provider = provider.name(), model = %backend.model, stream = req.stream, whole_as_stream, "sending upstream");
     let resp = provider
         .send(req.op, req.query.as_deref(), &req.headers, body)
         .await?;
@@ -41,8 +43,10 @@ pub(crate) async fn call(
     if !status.is_success() {
         return relay_error_status(&provider, req.dialect, resp, deadline, &exchange).await;
     }
-    let headers = crate::providers::response_headers(resp.headers());
-    if !req.stream {
+    let mut headers = crate::providers::response_headers(resp.headers());
+    let ct = content_type(resp.headers());
+    let is_sse = ct.starts_with("text/event-stream");
+    if !req.stream && !(whole_as_stream && is_sse) {
         let body = read_body(&provider, resp, deadline, usize::MAX)
             .await
             .map_err(GatewayError::Upstream)?;
@@ -53,8 +57,7 @@ pub(crate) async fn call(
             provider.name(),
         ));
     }
-    let ct = content_type(resp.headers());
-    if !ct.starts_with("text/event-stream") {
+    if !is_sse {
         let body = read_body(&provider, resp, deadline, MAX_ERROR_BODY)
             .await
             .unwrap_or_default();
@@ -81,14 +84,68 @@ pub(crate) async fn call(
             false,
         )
     });
-    let inspected = Inspected::new(req.dialect, shadow);
+    let inspected = Inspected::new(req.dialect, shadow, whole_as_stream);
     let name = provider.name().to_owned();
     let upstream = http_upstream(&provider, resp);
     let pipe = Pipe::Passthrough(Box::new(inspected));
-    let mut stream = Stream::new(upstream, pipe, provider, exchange, req.keepalive, plan);
+    let mut stream = Stream::new(
+        upstream,
+        pipe,
+        provider.clone(),
+        exchange,
+        req.keepalive,
+        plan,
+    );
+    if whole_as_stream {
+        stream.collect(report).await?;
+        let created = super::translated::unix_now();
+        let whole = stream
+            .whole(req.format, &req.model, created)
+            .ok_or_else(|| {
+                GatewayError::Upstream(provider.failure(
+                    FailureKind::Truncated,
+                    "the upstream's stream finished without an answer".into(),
+                ))
+            })?;
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.remove(http::header::CACHE_CONTROL);
+        let body = serde_json::to_vec(&whole).expect("a JSON value always serializes");
+        let mut resp = served_by((status, headers, body).into_response(), &name);
+        resp.extensions_mut().insert(Reported);
+        return Ok(resp);
+    }
     let head = stream.commit(report).await?;
     let body = stream_body(head, stream);
     Ok(served_by((status, headers, body).into_response(), &name))
+}
+
+/// The body sent upstream: the client's bytes unless the backend names another model (only
+/// `model` replaced, field order kept) or a whole answer is asked for as a stream (`stream:
+/// true`, and for OpenAI the usage chunk a whole answer's `usage` comes from).
+fn outbound_body(req: &Request, model: &str, as_stream: bool) -> Result<Bytes, GatewayError> {
+    if model == req.model && !as_stream {
+        return Ok(req.body.clone());
+    }
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&req.body)
+        .map_err(|e| {
+            GatewayError::InvalidRequest(format!("request body is not a JSON object: {e}"))
+        })?;
+    v.insert("model".into(), serde_json::Value::String(model.to_owned()));
+    if as_stream {
+        v.insert("stream".into(), serde_json::Value::Bool(true));
+        if req.op == Operation::ChatCompletions {
+            v.insert(
+                "stream_options".into(),
+                serde_json::json!({"include_usage": true}),
+            );
+        }
+    }
+    Ok(Bytes::from(
+        serde_json::to_vec(&v).expect("a JSON map always serializes"),
+    ))
 }
 
 /// Judges a whole answer: complete (a stop reason, choices with a finish reason; embeddings
@@ -121,16 +178,4 @@ fn check_whole(provider: &Provider, req: &Request, body: &[u8]) -> Result<Usage,
             )
         }),
     }
-}
-
-/// Replaces the body's `model`, keeping every other field and their order.
-fn rewrite_model(body: &[u8], model: &str) -> Result<Bytes, GatewayError> {
-    let mut v: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).map_err(|e| {
-            GatewayError::InvalidRequest(format!("request body is not a JSON object: {e}"))
-        })?;
-    v.insert("model".into(), serde_json::Value::String(model.to_owned()));
-    Ok(Bytes::from(
-        serde_json::to_vec(&v).expect("a JSON map always serializes"),
-    ))
 }

@@ -10,7 +10,7 @@
 
 use super::attempt::{stream_limit, timeout_failure, Exchange};
 use super::inspected::{Ending, Inspected};
-use super::pipeline::Pipeline;
+use super::pipeline::{encode_response, Format, Pipeline};
 use crate::canonical::{Collector, Event, StreamFault};
 use crate::client_api::{Dialect, Usage};
 use crate::error::{FailureKind, GatewayError, ProviderError};
@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -174,14 +175,6 @@ impl Pipe {
             Pipe::Translated(_) => true,
         }
     }
-
-    /// The collected answer of a non-streaming translation.
-    pub(crate) fn response(&mut self) -> Option<crate::canonical::Response> {
-        match self {
-            Pipe::Passthrough(_) => None,
-            Pipe::Translated(p) => p.response(),
-        }
-    }
 }
 
 /// A fault of a translated stream as this provider's failure; an upstream status is the one
@@ -193,6 +186,11 @@ fn fault_failure(provider: &Provider, dialect: Dialect, f: StreamFault) -> Provi
     };
     provider.failure(kind, f.detail)
 }
+
+/// Marks a whole answer read through a [`Stream`], whose `Report` told the breaker how it
+/// ended (the chain walk records the others).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reported;
 
 /// What one read of the upstream gave.
 enum Step {
@@ -339,20 +337,42 @@ impl Stream {
         Ok(head.freeze())
     }
 
-    /// Reads a non-streaming answer to its end (no keep-alives: nothing is sent until then).
-    pub(crate) async fn collect(&mut self) -> Result<(), GatewayError> {
+    /// Reads a whole answer to its end (no keep-alives: nothing is sent until then). The
+    /// client has received nothing, so any failure can still be mended: one after content is
+    /// continued elsewhere when the plan allows (this stream becomes the continuation's), and
+    /// any other is the error the chain walk judges and may fail over on.
+    pub(crate) async fn collect(&mut self, report: Option<Report>) -> Result<(), GatewayError> {
+        self.report = report;
         let mut sink = BytesMut::new();
         while !self.finished {
-            if let Err(e) = self.step(&mut sink, false).await {
+            sink.clear();
+            let Err(e) = self.step(&mut sink, false).await else {
+                continue;
+            };
+            if !(self.pipe.has_content() && self.plan.is_some() && self.pipe.continuable()) {
                 return Err(self.fail_before_commit(e));
+            }
+            // The breaker hears of the break only if the answer goes on elsewhere; if it does
+            // not, the error goes to the chain walk, which records it.
+            let report = self.report.take();
+            self.hand_over(e).await?;
+            if let Some(r) = report {
+                r.done(false);
             }
         }
         Ok(())
     }
 
-    /// The collected answer of a non-streaming translation, after [`Stream::collect`].
-    pub(crate) fn response(&mut self) -> Option<crate::canonical::Response> {
-        self.pipe.response()
+    /// The whole answer in the client's format, after [`Stream::collect`]: the passthrough's
+    /// rebuilt body, or the translated (or continued) answer encoded for the client.
+    pub(crate) fn whole(&mut self, format: Format, model: &str, created: u64) -> Option<Value> {
+        match &mut self.pipe {
+            Pipe::Passthrough(p) => p.take_whole(),
+            Pipe::Translated(p) => {
+                let answer = p.take_delivered().finish()?;
+                Some(encode_response(format, &answer, model, created))
+            }
+        }
     }
 
     /// Logs a failure that the client gets as an HTTP error (nothing was sent yet); the chain
@@ -405,6 +425,16 @@ impl Stream {
     /// (this stream becomes that one), or end it with the dialect's explicit error.
     async fn broke(&mut self, e: ProviderError, out: &mut BytesMut) {
         self.report(false);
+        match self.hand_over(e).await {
+            Ok(head) => out.extend_from_slice(&head),
+            Err(why) => out.extend_from_slice(&self.pipe.dialect().stream_error(&why).raw),
+        }
+    }
+
+    /// This attempt broke after content: the answer is continued elsewhere (this stream
+    /// becomes the continuation's; the bytes to send before it come back) or the attempt ends
+    /// with why it could not be.
+    async fn hand_over(&mut self, e: ProviderError) -> Result<BytesMut, GatewayError> {
         let class = e.kind.as_str();
         match self.continue_elsewhere(&e).await {
             Ok((next, head)) => {
@@ -414,16 +444,16 @@ impl Stream {
                     self.pipe.usage(),
                     Some(&format!("{e}; continued on {}", next.provider_name())),
                 );
-                out.extend_from_slice(&head);
                 // The old attempt is over: its drop must not log.
                 self.finished = true;
                 *self = next;
+                Ok(head)
             }
             Err(why) => {
                 self.finished = true;
                 self.exchange
                     .log(200, class, self.pipe.usage(), Some(&why.to_string()));
-                out.extend_from_slice(&self.pipe.dialect().stream_error(&why).raw);
+                Err(why)
             }
         }
     }

@@ -5,8 +5,8 @@
 //! stream. Nothing reaches the client before the first content block (the commit point).
 
 use super::attempt::{read_body, served_by, upstream_error, Exchange};
-use super::pipeline::{encode_response, Format, Pipeline};
-use super::stream::{http_upstream, stream_body, Piece, Pipe, Resume, Stream, Upstream};
+use super::pipeline::{Format, Pipeline};
+use super::stream::{http_upstream, stream_body, Piece, Pipe, Reported, Resume, Stream, Upstream};
 use super::MAX_ERROR_BODY;
 use crate::canonical;
 use crate::error::{FailureKind, GatewayError};
@@ -122,17 +122,16 @@ pub(crate) async fn call(
     let pipe = Pipe::Translated(Box::new(pipeline));
     let mut stream = Stream::new(upstream, pipe, provider.clone(), exchange, keepalive, plan);
     if !req.stream {
-        stream.collect().await?;
-        let answer = stream.response().ok_or_else(|| {
+        stream.collect(report).await?;
+        let answer = stream.whole(format, &req.model, created).ok_or_else(|| {
             GatewayError::Upstream(provider.failure(
                 FailureKind::Truncated,
                 "the upstream finished without an answer".into(),
             ))
         })?;
-        return Ok(served_by(
-            axum::Json(encode_response(format, &answer, &req.model, created)).into_response(),
-            &name,
-        ));
+        let mut resp = served_by(axum::Json(answer).into_response(), &name);
+        resp.extensions_mut().insert(Reported);
+        return Ok(resp);
     }
     let head = stream.commit(report).await?;
     let body = stream_body(head, stream);

@@ -1,0 +1,415 @@
+//! A whole answer rebuilt from its stream, in the dialect's own non-streaming shape. A client's
+//! non-streaming request is sent upstream as a stream (so it can be judged, timed out, failed
+//! over and continued as it arrives); when the stream completes, the client gets the body the
+//! upstream's non-streaming answer would have been: the same fields in the same order, fields
+//! we do not model kept as they came.
+//!
+//! Anthropic (protocol.md §1.4–1.5): the `message` of `message_start`, each block as its
+//! `content_block_start` gave it with its deltas applied (`text_delta` → `text`,
+//! `thinking_delta` → `thinking`, `signature_delta` → `signature`, `input_json_delta` →
+//! `input` parsed at the block's stop, `citations_delta` → `citations`), then `message_delta`'s
+//! `delta` fields and `usage` merged in. OpenAI (§2.3–2.4): the first chunk's fields with
+//! `object: chat.completion`, each choice's deltas folded into its `message` (content, refusal,
+//! reasoning, tool calls by index with their arguments joined), its `finish_reason` and
+//! `logprobs`, and the usage chunk's `usage`.
+
+use crate::sse::Frame;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Rebuilds one whole answer from its stream's events.
+#[derive(Debug)]
+pub enum Assembler {
+    /// An Anthropic Message.
+    Anthropic(AnthropicMessage),
+    /// An OpenAI chat completion.
+    OpenAi(ChatCompletion),
+}
+
+impl Assembler {
+    /// Takes one event of the stream (in order; events that do not parse are ignored: the
+    /// inspector judges the stream, this only records it).
+    pub fn frame(&mut self, f: &Frame) {
+        let Some(v) = f
+            .data
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        else {
+            return;
+        };
+        match self {
+            Assembler::Anthropic(a) => a.event(&v),
+            Assembler::OpenAi(a) => a.chunk(&v),
+        }
+    }
+
+    /// The whole answer, once the stream is complete.
+    pub fn finish(self) -> Option<Value> {
+        match self {
+            Assembler::Anthropic(a) => a.finish(),
+            Assembler::OpenAi(a) => a.finish(),
+        }
+    }
+}
+
+/// An Anthropic Message being rebuilt.
+#[derive(Debug, Default)]
+pub struct AnthropicMessage {
+    message: Option<Map<String, Value>>,
+    blocks: Vec<Value>,
+    /// A tool call's `input` as streamed, by block index, parsed at its stop.
+    partial_json: BTreeMap<usize, String>,
+}
+
+impl AnthropicMessage {
+    fn event(&mut self, v: &Value) {
+        let index = v["index"].as_u64().map(|i| i as usize);
+        match v["type"].as_str().unwrap_or("") {
+            "message_start" => self.message = v["message"].as_object().cloned(),
+            "content_block_start" => {
+                let Some(i) = index else { return };
+                if self.blocks.len() <= i {
+                    self.blocks.resize(i + 1, Value::Null);
+                }
+                let block = v["content_block"].clone();
+                if block.get("input").is_some() {
+                    self.partial_json.insert(i, String::new());
+                }
+                self.blocks[i] = block;
+            }
+            "content_block_delta" => {
+                if let Some(i) = index {
+                    self.delta(i, &v["delta"]);
+                }
+            }
+            "content_block_stop" => {
+                let Some(i) = index else { return };
+                if let (Some(json), Some(block)) =
+                    (self.partial_json.remove(&i), self.blocks.get_mut(i))
+                {
+                    // An empty input streams no fragment at all.
+                    let input = if json.trim().is_empty() {
+                        Value::Object(Map::new())
+                    } else {
+                        serde_json::from_str(&json).unwrap_or(Value::String(json))
+                    };
+                    block["input"] = input;
+                }
+            }
+            "message_delta" => {
+                let Some(m) = self.message.as_mut() else {
+                    return;
+                };
+                if let Some(delta) = v["delta"].as_object() {
+                    for (k, val) in delta {
+                        m.insert(k.clone(), val.clone());
+                    }
+                }
+                if let Some(usage) = v["usage"].as_object() {
+                    let u = m
+                        .entry("usage")
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if let Some(u) = u.as_object_mut() {
+                        for (k, val) in usage {
+                            u.insert(k.clone(), val.clone());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn delta(&mut self, i: usize, d: &Value) {
+        let Some(block) = self.blocks.get_mut(i) else {
+            return;
+        };
+        let append = |block: &mut Value, key: &str, piece: &Value| {
+            let mut text = block[key].as_str().unwrap_or("").to_owned();
+            text.push_str(piece.as_str().unwrap_or(""));
+            block[key] = Value::String(text);
+        };
+        match d["type"].as_str().unwrap_or("") {
+            "text_delta" => append(block, "text", &d["text"]),
+            "thinking_delta" => append(block, "thinking", &d["thinking"]),
+            "signature_delta" => block["signature"] = d["signature"].clone(),
+            "input_json_delta" => {
+                if let Some(p) = self.partial_json.get_mut(&i) {
+                    p.push_str(d["partial_json"].as_str().unwrap_or(""));
+                }
+            }
+            "citations_delta" => {
+                if !block["citations"].is_array() {
+                    block["citations"] = Value::Array(Vec::new());
+                }
+                if let Some(c) = block["citations"].as_array_mut() {
+                    c.push(d["citation"].clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(self) -> Option<Value> {
+        let mut m = self.message?;
+        m.insert("content".into(), Value::Array(self.blocks));
+        Some(Value::Object(m))
+    }
+}
+
+/// An OpenAI chat completion being rebuilt.
+#[derive(Debug, Default)]
+pub struct ChatCompletion {
+    /// The first chunk's fields but `choices` (and `usage`, taken from the usage chunk).
+    head: Option<Map<String, Value>>,
+    choices: BTreeMap<u64, Choice>,
+    usage: Option<Value>,
+}
+
+#[derive(Debug, Default)]
+struct Choice {
+    /// The message's fields in the order they first arrived (role, content, reasoning…).
+    message: Map<String, Value>,
+    tool_calls: BTreeMap<u64, Map<String, Value>>,
+    finish_reason: Value,
+    logprobs: Option<Value>,
+}
+
+impl ChatCompletion {
+    fn chunk(&mut self, v: &Value) {
+        let Some(obj) = v.as_object() else { return };
+        if self.head.is_none() {
+            let mut head = obj.clone();
+            head.remove("choices");
+            head.remove("usage");
+            head.insert("object".into(), Value::String("chat.completion".into()));
+            self.head = Some(head);
+        }
+        if let Some(u) = obj.get("usage").filter(|u| !u.is_null()) {
+            self.usage = Some(u.clone());
+        }
+        for c in obj
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let choice = self
+                .choices
+                .entry(c["index"].as_u64().unwrap_or(0))
+                .or_default();
+            choice.delta(&c["delta"]);
+            if !c["finish_reason"].is_null() {
+                choice.finish_reason = c["finish_reason"].clone();
+            }
+            if let Some(lp) = c.get("logprobs").filter(|l| !l.is_null()) {
+                choice.logprobs(lp);
+            }
+        }
+    }
+
+    fn finish(self) -> Option<Value> {
+        let mut out = self.head?;
+        let choices: Vec<Value> = self
+            .choices
+            .into_iter()
+            .map(|(index, c)| c.whole(index))
+            .collect();
+        out.insert("choices".into(), Value::Array(choices));
+        if let Some(u) = self.usage {
+            out.insert("usage".into(), u);
+        }
+        Some(Value::Object(out))
+    }
+}
+
+impl Choice {
+    fn delta(&mut self, d: &Value) {
+        let Some(d) = d.as_object() else { return };
+        for (k, v) in d {
+            match (k.as_str(), v) {
+                (_, Value::Null) => {
+                    self.message.entry(k.clone()).or_insert(Value::Null);
+                }
+                ("tool_calls", Value::Array(calls)) => {
+                    self.message.entry(k.clone()).or_insert(Value::Null);
+                    for call in calls {
+                        self.tool_call(call);
+                    }
+                }
+                // Text fields arrive in pieces: content, refusal, reasoning_content, reasoning.
+                (_, Value::String(piece)) if k != "role" => {
+                    let slot = self.message.entry(k.clone()).or_insert(Value::Null);
+                    let mut text = slot.as_str().unwrap_or("").to_owned();
+                    text.push_str(piece);
+                    *slot = Value::String(text);
+                }
+                _ => {
+                    self.message.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    fn tool_call(&mut self, call: &Value) {
+        let entry = self
+            .tool_calls
+            .entry(call["index"].as_u64().unwrap_or(0))
+            .or_default();
+        for (k, v) in call.as_object().into_iter().flatten() {
+            match k.as_str() {
+                "index" => {}
+                "function" => {
+                    let f = entry
+                        .entry("function")
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    for (fk, fv) in v.as_object().into_iter().flatten() {
+                        match (fk.as_str(), fv) {
+                            ("arguments", Value::String(piece)) => {
+                                let mut args = f["arguments"].as_str().unwrap_or("").to_owned();
+                                args.push_str(piece);
+                                f["arguments"] = Value::String(args);
+                            }
+                            (_, Value::Null) => {}
+                            _ => f[fk.as_str()] = fv.clone(),
+                        }
+                    }
+                }
+                _ if v.is_null() => {}
+                _ => {
+                    entry.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    fn logprobs(&mut self, lp: &Value) {
+        let acc = self
+            .logprobs
+            .get_or_insert_with(|| serde_json::json!({"content": []}));
+        for key in ["content", "refusal"] {
+            if let Some(items) = lp[key].as_array() {
+                if !acc[key].is_array() {
+                    acc[key] = Value::Array(Vec::new());
+                }
+                if let Some(a) = acc[key].as_array_mut() {
+                    a.extend(items.iter().cloned());
+                }
+            }
+        }
+    }
+
+    fn whole(mut self, index: u64) -> Value {
+        if !self.tool_calls.is_empty() {
+            let calls = self.tool_calls.into_values().map(Value::Object).collect();
+            self.message
+                .insert("tool_calls".into(), Value::Array(calls));
+        } else {
+            self.message.remove("tool_calls");
+        }
+        // A whole message always says its content, null when there is none (tool calls).
+        self.message.entry("content").or_insert(Value::Null);
+        let mut c = Map::new();
+        c.insert("index".into(), Value::from(index));
+        c.insert("message".into(), Value::Object(self.message));
+        c.insert("logprobs".into(), self.logprobs.unwrap_or(Value::Null));
+        c.insert("finish_reason".into(), self.finish_reason);
+        Value::Object(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::Splitter;
+    use serde_json::json;
+
+    fn assemble(mut a: Assembler, events: &[Value], named: bool) -> Value {
+        let mut text = String::new();
+        for e in events {
+            if named {
+                text.push_str(&format!("event: {}\n", e["type"].as_str().unwrap()));
+            }
+            text.push_str(&format!("data: {e}\n\n"));
+        }
+        let mut frames = Vec::new();
+        Splitter::new().feed(text.as_bytes(), &mut frames);
+        for f in &frames {
+            a.frame(f);
+        }
+        a.finish().unwrap()
+    }
+
+    #[test]
+    fn an_anthropic_stream_becomes_its_whole_message() {
+        let events = [
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-opus-4-5",
+                "content": [], "stop_reason": null, "stop_sequence": null, "container": null,
+                "usage": {"input_tokens": 10, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 7, "output_tokens": 1, "service_tier": "standard"}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "look."}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig=="}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "ping"}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Reading "}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "it."}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"file_path\":"}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": " \"a.rs\"}"}}),
+            json!({"type": "content_block_stop", "index": 2}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"output_tokens": 42}}),
+            json!({"type": "message_stop"}),
+        ];
+        let whole = assemble(Assembler::Anthropic(Default::default()), &events, true);
+        let expected = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-opus-4-5",
+            "content": [
+                {"type": "thinking", "thinking": "Let me look.", "signature": "sig=="},
+                {"type": "text", "text": "Reading it."},
+                {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "a.rs"}}],
+            "stop_reason": "tool_use", "stop_sequence": null, "container": null,
+            "usage": {"input_tokens": 10, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 7, "output_tokens": 42, "service_tier": "standard"}});
+        assert_eq!(whole, expected);
+        // The same order of fields as the non-streaming answer.
+        assert_eq!(
+            serde_json::to_string(&whole).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_openai_stream_becomes_its_whole_completion() {
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "gpt-5",
+                "system_fingerprint": "fp_1", "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+        };
+        let events = [
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            chunk(json!({"content": "Reading "}), Value::Null),
+            chunk(json!({"content": "it."}), Value::Null),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "Read", "arguments": ""}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"file_path\": \"a.rs\"}"}}]}),
+                Value::Null,
+            ),
+            chunk(json!({}), json!("tool_calls")),
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "gpt-5",
+                "system_fingerprint": "fp_1", "choices": [],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29, "prompt_tokens_details": {"cached_tokens": 16}}}),
+        ];
+        let whole = assemble(Assembler::OpenAi(Default::default()), &events, false);
+        let expected = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "gpt-5",
+            "system_fingerprint": "fp_1",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Reading it.",
+                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "Read", "arguments": "{\"file_path\": \"a.rs\"}"}}]},
+                "logprobs": null, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29, "prompt_tokens_details": {"cached_tokens": 16}}});
+        assert_eq!(whole, expected);
+    }
+}
