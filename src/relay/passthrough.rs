@@ -46,7 +46,9 @@ pub(crate) async fn call(
     let mut headers = crate::providers::response_headers(resp.headers());
     let ct = content_type(resp.headers());
     let is_sse = ct.starts_with("text/event-stream");
-    if !req.stream && !(whole_as_stream && is_sse) {
+    // Streamed to the client, or streamed upstream and rebuilt; anything else is a body.
+    let streamed = req.stream || (whole_as_stream && is_sse);
+    if !streamed {
         let body = read_body(&provider, resp, deadline, usize::MAX)
             .await
             .map_err(GatewayError::Upstream)?;
