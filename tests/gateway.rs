@@ -485,3 +485,42 @@ async fn models_hello_and_count_tokens() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn admin_errors_are_plain_json_and_ollamas_endpoints_keep_their_shape() {
+    let h = start().await;
+    let r = client()
+        .put(format!("{}/api/mode", h.url))
+        .json(&json!({"mode": "sideways"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("sideways"),
+        "{v}"
+    );
+    // A web page refused on an admin path gets the admin shape too.
+    let r = client()
+        .put(format!("{}/api/pause", h.url))
+        .header("origin", "https://evil.example")
+        .json(&json!({"paused": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "forbidden", "{v}");
+    // Ollama's own endpoint answers a bad body as Ollama does: a string.
+    let r = client()
+        .post(format!("{}/api/chat", h.url))
+        .body("{\"model\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].is_string(), "{v}");
+}
