@@ -10,7 +10,7 @@ use crate::telemetry::observe::Trace;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -101,6 +101,13 @@ impl Exchange {
     }
 }
 
+/// Seconds since the epoch: the `created` of answers the gateway writes.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// An error in one word: the upstream failure's class, or `http_STATUS`.
 pub(crate) fn error_class(e: &GatewayError) -> String {
     match e {
@@ -134,6 +141,22 @@ pub(crate) fn content_type(h: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// An error answer's status, the headers a client may see, its content type, and its body up
+/// to [`MAX_ERROR_BODY`] (read within the idle and total limits).
+async fn read_error(
+    provider: &Provider,
+    resp: reqwest::Response,
+    deadline: Instant,
+) -> Result<(StatusCode, HeaderMap, String, Bytes), GatewayError> {
+    let status = resp.status();
+    let headers = response_headers(resp.headers());
+    let ct = content_type(resp.headers());
+    let body = read_body(provider, resp, deadline, MAX_ERROR_BODY)
+        .await
+        .map_err(GatewayError::Upstream)?;
+    Ok((status, headers, ct, body))
+}
+
 /// An upstream error status: its own API error body is forwarded unmodified (status, body and
 /// headers such as `retry-after` and `x-should-retry`); anything else (an HTML 502 page from a
 /// proxy) becomes the client dialect's error with the same status and the page quoted.
@@ -144,12 +167,7 @@ pub(crate) async fn relay_error_status(
     deadline: Instant,
     exchange: &Exchange,
 ) -> Result<Response, GatewayError> {
-    let status = resp.status();
-    let headers = response_headers(resp.headers());
-    let ct = content_type(resp.headers());
-    let body = read_body(provider, resp, deadline, MAX_ERROR_BODY)
-        .await
-        .map_err(GatewayError::Upstream)?;
+    let (status, headers, ct, body) = read_error(provider, resp, deadline).await?;
     if dialect.is_error_body(&body) {
         exchange.log(
             status.as_u16(),
@@ -268,11 +286,8 @@ pub(crate) async fn upstream_error(
     deadline: Instant,
     exchange: &Exchange,
 ) -> Result<Response, GatewayError> {
-    let status = resp.status().as_u16();
-    let headers = response_headers(resp.headers());
-    let body = read_body(provider, resp, deadline, MAX_ERROR_BODY)
-        .await
-        .map_err(GatewayError::Upstream)?;
+    let (status, headers, _, body) = read_error(provider, resp, deadline).await?;
+    let status = status.as_u16();
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
     let api = provider.api();
     let message = parsed.as_ref().and_then(|v| api.error_message(v));

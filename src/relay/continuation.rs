@@ -6,11 +6,11 @@
 //! original request plus an assistant prefill of what the client has; the first that starts
 //! answering is spliced into the same message (`canonical::Splice`).
 
-use super::attempt::error_class;
 use super::attempt::Exchange;
+use super::attempt::{error_class, unix_now};
 use super::pipeline::{Format, Pipeline};
 use super::stream::{Pipe, Resume, Stream};
-use super::translated::{open, unix_now, Opened};
+use super::translated::{open, Opened};
 use crate::canonical::{self, Collector};
 use crate::error::{FailureKind, GatewayError, ProviderError};
 use crate::routing::breaker::Admission;

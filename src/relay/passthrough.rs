@@ -100,7 +100,7 @@ pub(crate) async fn call(
     );
     if whole_as_stream {
         stream.collect(report).await?;
-        let created = super::translated::unix_now();
+        let created = super::attempt::unix_now();
         let whole = stream
             .whole(req.format, &req.model, created)
             .ok_or_else(|| {

@@ -4,7 +4,7 @@
 //! a [`Pipeline`] in the one stream state machine; a non-streaming client gets the collected
 //! stream. Nothing reaches the client before the first content block (the commit point).
 
-use super::attempt::{read_body, served_by, upstream_error, Exchange};
+use super::attempt::{read_body, served_by, unix_now, upstream_error, Exchange};
 use super::pipeline::{Format, Pipeline};
 use super::stream::{http_upstream, stream_body, Piece, Pipe, Reported, Resume, Stream, Upstream};
 use super::MAX_ERROR_BODY;
@@ -25,12 +25,6 @@ pub(crate) enum Opened {
     Stream(Upstream),
     /// An error status (its body not read yet).
     Status(reqwest::Response),
-}
-
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Sends an encoded request (or hands it to the local engine) and checks that a success is an
