@@ -313,7 +313,9 @@ async fn a_failing_cloud_warms_the_local_model_and_idleness_unloads_it() {
     let (h, primary, _d, path) = start_with(
         "warm",
         r#"unload_after = "1s""#,
-        "[breaker]\nconsecutive_failures = 1",
+        // Open for longer than the slowest load (a loaded CI host takes more than the default
+        // 5 s), and no probe to close it early: the metrics below read it still open.
+        "[breaker]\nconsecutive_failures = 1\nopen_base = \"10m\"\nopen_max = \"10m\"\nprobe_interval = \"10m\"",
     )
     .await;
     assert_eq!(local_status(&h.url).await["state"], "not_loaded");
