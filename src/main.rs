@@ -299,6 +299,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 fail_status,
                 truncate_rate,
                 record: !no_record,
+                ..Default::default()
             });
             println!("mock cloud listening on {}", mock.url());
             tokio::select! {

@@ -1,13 +1,16 @@
 //! The resilience fault matrix: every fault of the mock cloud × where it strikes × both client
 //! dialects × a primary that speaks the client's API (passthrough) or the other one
-//! (translated) × streaming and not. The fallback accepts a prefill. Each cell must end in a
-//! complete answer with the exact text the backends produced (no gap, no duplicate at the
-//! splice) or in the dialect's explicit error; the strict checkers panic on a silent
-//! truncation. The table is printed (`cargo test ... continuity -- --nocapture`).
+//! (translated) × who continues a break after content: a fallback that takes a prefill, one
+//! that refuses prefills as Claude 4.6+ does (so it is asked by instruction) or has none
+//! (OpenAI), restating 0, 3 or all of the words it was given, or after a newline, and the
+//! primary itself. Each cell must end in a complete answer with exactly the text the backends
+//! hold (no gap, no duplicate at the splice) or in the dialect's explicit error; the strict
+//! checkers panic on a silent truncation. The table is printed (`cargo test ... continuity --
+//! --nocapture`).
 
 use crate::support::{check_anthropic_stream, check_openai_stream, post, AnthropicEnd, OpenAiEnd};
 use serde_json::{json, Value};
-use understudy::testing::{anthropic, openai, End, MockCloud, Reply};
+use understudy::testing::{anthropic, openai, End, MockCloud, Profile, Reply, Restate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Client {
@@ -59,7 +62,58 @@ const FAULTS: [Fault; 6] = [
     Fault::Malformed,
 ];
 
-const CONTINUED: &str = " Continued.";
+/// Who finishes a break after content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Continuer {
+    /// A fallback whose model takes a prefill (Claude Sonnet 4.5).
+    Prefill,
+    /// A fallback asked by instruction, restating `words` words first, after a newline if
+    /// `newline`: Claude Opus 4.6 (known to refuse a prefill), a Claude model whose name says
+    /// it takes one but which refuses it (so the prefill tried first is refused and the same
+    /// attempt goes on by instruction), or OpenAI's gpt-4o (no prefill at all).
+    Instruct {
+        model: &'static str,
+        words: usize,
+        newline: bool,
+    },
+    /// The primary itself (its fallback does not continue): only a transient break.
+    Same,
+}
+
+const CONTINUERS: [Continuer; 6] = [
+    Continuer::Prefill,
+    Continuer::Instruct {
+        model: "claude-sonnet-4-5-noprefill",
+        words: 0,
+        newline: false,
+    },
+    Continuer::Instruct {
+        model: "gpt-4o",
+        words: 3,
+        newline: false,
+    },
+    Continuer::Instruct {
+        model: "claude-opus-4-6",
+        words: usize::MAX,
+        newline: false,
+    },
+    Continuer::Instruct {
+        model: "gpt-4o",
+        words: 3,
+        newline: true,
+    },
+    Continuer::Same,
+];
+
+/// The answer every backend of the matrix holds; the primary breaks somewhere in it, inside
+/// the word "fox" when it breaks mid-text.
+const ANSWER: &str = "The quick brown fox jumps over the lazy dog. That is all.";
+const CUT: &str = "The quick brown fo";
+const REST_OF_BLOCK: &str = "x jumps over the lazy dog.";
+
+fn answer_parts() -> Vec<String> {
+    ANSWER.split_inclusive(' ').map(str::to_owned).collect()
+}
 
 fn anthropic_script() -> Vec<String> {
     let e = |v: Value| anthropic::event(&v);
@@ -79,10 +133,10 @@ fn anthropic_script() -> Vec<String> {
             json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
         ),
         e(
-            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hello"}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": CUT}}),
         ),
         e(
-            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": ", world."}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": REST_OF_BLOCK}}),
         ),
         e(json!({"type": "content_block_stop", "index": 1})),
         e(
@@ -113,8 +167,8 @@ fn openai_script() -> Vec<String> {
     vec![
         c(json!({"role": "assistant", "content": ""}), None),
         c(json!({"reasoning_content": "Considering."}), None),
-        c(json!({"content": "Hello"}), None),
-        c(json!({"content": ", world."}), None),
+        c(json!({"content": CUT}), None),
+        c(json!({"content": REST_OF_BLOCK}), None),
         c(
             json!({"tool_calls": [{"index": 0, "id": "call_p1", "type": "function", "function": {"name": "Read", "arguments": ""}}]}),
             None,
@@ -185,74 +239,128 @@ fn primary_reply(anthropic_primary: bool, strike: Strike, fault: Fault) -> Reply
 }
 
 /// What the client must end with: `Ok(text)` for a complete answer, `Err(())` for the explicit error.
-fn expected(anthropic_primary: bool, strike: Strike) -> Result<&'static str, ()> {
+fn expected(
+    anthropic_primary: bool,
+    strike: Strike,
+    fault: Fault,
+    by: Continuer,
+) -> Result<&'static str, ()> {
     match strike {
-        Strike::BeforeContent => Ok(" Continued."),
+        // Failed over: the fallback's whole answer.
+        Strike::BeforeContent => Ok(ANSWER),
         // A thinking block's signature cannot be recreated by another backend.
         Strike::InThinking => Err(()),
-        Strike::MidText => Ok("Hello Continued."),
-        Strike::InToolCall => Ok("Hello, world. Continued."),
-        // Anthropic's tool block stopped, so the client has a whole tool call, which a prefill
-        // cannot end with; OpenAI's call is still held (no finish_reason yet), so it goes on.
+        // Anthropic's tool block stopped, so the client has a whole tool call, which nothing
+        // but its result may follow; OpenAI's call is still held (no finish_reason yet), so it
+        // goes on.
         Strike::AfterLastBlock if anthropic_primary => Err(()),
-        Strike::AfterLastBlock => Ok("Hello, world. Continued."),
+        // The primary's own error event (overloaded) is not a break it is asked to mend.
+        _ if by == Continuer::Same && fault == Fault::ErrorEvent => Err(()),
+        Strike::MidText | Strike::InToolCall | Strike::AfterLastBlock => Ok(ANSWER),
     }
 }
 
-async fn harness(primary: &MockCloud) -> crate::support::Harness {
+/// The gateway for one cell: primaries for both APIs at `primary`, then a fallback at a new
+/// mock, configured for `by`; both mocks hold [`ANSWER`].
+async fn harness(primary: &MockCloud, by: Continuer) -> crate::support::Harness {
     std::env::set_var("UNDERSTUDY_TEST_MATRIX_KEY", "sk-matrix");
+    let (fallback_kind, fallback_url, fallback_model, restate) = match by {
+        Continuer::Prefill | Continuer::Same => (
+            "anthropic",
+            "FALLBACK",
+            "claude-sonnet-4-5",
+            Restate::default(),
+        ),
+        Continuer::Instruct {
+            model,
+            words,
+            newline,
+        } => {
+            let openai = model.starts_with("gpt");
+            (
+                if openai { "openai" } else { "anthropic" },
+                if openai { "FALLBACK/v1" } else { "FALLBACK" },
+                model,
+                Restate { words, newline },
+            )
+        }
+    };
+    let (primary_continues, fallback_continues) = if by == Continuer::Same {
+        ("auto", "off")
+    } else {
+        ("off", "auto")
+    };
     let toml = format!(
         r#"
 [providers.p_anthropic]
 kind = "anthropic"
 base_url = "{p}"
 api_key_env = "UNDERSTUDY_TEST_MATRIX_KEY"
+continuation = "{primary_continues}"
 timeouts = {{ first_byte = "1s", idle = "300ms" }}
 
 [providers.p_openai]
 kind = "openai"
 base_url = "{p}/v1"
 api_key_env = "UNDERSTUDY_TEST_MATRIX_KEY"
+continuation = "{primary_continues}"
 timeouts = {{ first_byte = "1s", idle = "300ms" }}
 
 [providers.fallback]
-kind = "anthropic"
-base_url = "FALLBACK"
+kind = "{fallback_kind}"
+base_url = "{fallback_url}"
 api_key_env = "UNDERSTUDY_TEST_MATRIX_KEY"
-continuation = true
+continuation = "{fallback_continues}"
 timeouts = {{ first_byte = "2s", idle = "2s" }}
 
 [[routes]]
 model = "via-anthropic"
-backends = ["p_anthropic/claude-opus-4-5", "fallback/claude-sonnet-4-5"]
+backends = ["p_anthropic/claude-opus-4-5", "fallback/{fallback_model}"]
 
 [[routes]]
 model = "via-openai"
-backends = ["p_openai/gpt-4o", "fallback/claude-sonnet-4-5"]
+backends = ["p_openai/gpt-4o", "fallback/{fallback_model}"]
 "#,
         p = primary.url()
     );
     let fallback = MockCloud::start().await;
+    fallback.set_profile(Profile {
+        answer: answer_parts(),
+        restate,
+        ..Profile::default()
+    });
+    // The primary, asked to go on from its own break: Opus 4.5 takes a prefill; gpt-4o is
+    // asked by instruction and restates three words.
+    primary.set_profile(Profile {
+        answer: answer_parts(),
+        restate: Restate {
+            words: 3,
+            newline: false,
+        },
+        ..Profile::default()
+    });
     let toml = toml.replace("FALLBACK", &fallback.url());
     crate::support::start_config(fallback, &toml).await
 }
 
-async fn stream_cell(client: Client, primary_api: Primary, strike: Strike, fault: Fault) -> String {
+async fn stream_cell(
+    client: Client,
+    primary_api: Primary,
+    strike: Strike,
+    fault: Fault,
+    by: Continuer,
+) -> String {
     let primary = MockCloud::start().await;
-    let h = harness(&primary).await;
+    let h = harness(&primary, by).await;
     let anthropic_primary = (client == Client::Anthropic) == (primary_api == Primary::Same);
     primary.push(primary_reply(anthropic_primary, strike, fault));
-    h.mock.push(Reply::sse(anthropic::text_stream(
-        "claude-sonnet-4-5",
-        &[CONTINUED],
-        "end_turn",
-    )));
     let model = if anthropic_primary {
         "via-anthropic"
     } else {
         "via-openai"
     };
-    let cell = format!("{client:?} client, {primary_api:?} API primary, {strike:?}, {fault:?}");
+    let cell =
+        format!("{client:?} client, {primary_api:?} API primary, {strike:?}, {fault:?}, {by:?}");
     let body = json!({"model": model, "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "go"}],
         "tools": [{"name": "Read", "input_schema": {"type": "object"}}]});
     let (path, body) = match client {
@@ -278,7 +386,7 @@ async fn stream_cell(client: Client, primary_api: Primary, strike: Strike, fault
             (_, OpenAiEnd::Error(_)) => Err(()),
         },
     };
-    let want = expected(anthropic_primary, strike).map(str::to_owned);
+    let want = expected(anthropic_primary, strike, fault, by).map(str::to_owned);
     assert_eq!(got, want, "{cell}: {}", String::from_utf8_lossy(&r));
     let text = String::from_utf8_lossy(&r);
     if client == Client::Anthropic && strike == Strike::MidText {
@@ -292,6 +400,40 @@ async fn stream_cell(client: Client, primary_api: Primary, strike: Strike, fault
         !text.contains("toolu_p1") && !text.contains("call_p1") || strike == Strike::AfterLastBlock,
         "{cell}: the primary's unfinished tool call reached the client"
     );
+    // The continuation was asked the way its model takes it.
+    let continued = got.is_ok() && strike != Strike::BeforeContent;
+    if continued {
+        let asked = match by {
+            Continuer::Same => primary.requests(),
+            _ => h.mock.requests(),
+        };
+        let bodies: Vec<Value> = asked
+            .iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect();
+        let last_turn = |v: &Value| v["messages"].as_array().unwrap().last().unwrap().clone();
+        let by_instruction = match by {
+            Continuer::Prefill => false,
+            Continuer::Instruct { model, .. } => {
+                if model.ends_with("noprefill") {
+                    // The prefill tried first was refused; asked again at once.
+                    assert_eq!(bodies.len(), 2, "{cell}: {bodies:?}");
+                    assert_eq!(last_turn(&bodies[0])["role"], "assistant", "{cell}");
+                } else {
+                    assert_eq!(bodies.len(), 1, "{cell}: asked by instruction at once");
+                }
+                true
+            }
+            Continuer::Same => !anthropic_primary,
+        };
+        let last = last_turn(bodies.last().expect("a continuation request"));
+        assert_eq!(
+            last["role"],
+            if by_instruction { "user" } else { "assistant" },
+            "{cell}: {last}"
+        );
+    }
     match got {
         Ok(_) if strike == Strike::BeforeContent => format!("| {cell} | failed over, complete |"),
         Ok(_) => format!("| {cell} | continued, complete, exact text |"),
@@ -305,14 +447,16 @@ async fn every_fault_at_every_point_ends_complete_or_explicit() {
     for client in [Client::Anthropic, Client::OpenAi] {
         for primary in [Primary::Same, Primary::Other] {
             for strike in STRIKES {
-                let cells = FAULTS
-                    .iter()
-                    .map(|&f| stream_cell(client, primary, strike, f));
+                let cells = FAULTS.iter().flat_map(|&f| {
+                    CONTINUERS
+                        .iter()
+                        .map(move |&by| stream_cell(client, primary, strike, f, by))
+                });
                 rows.extend(futures_util::future::join_all(cells).await);
             }
         }
     }
-    assert_eq!(rows.len(), 2 * 2 * 5 * 6);
+    assert_eq!(rows.len(), 2 * 2 * 5 * 6 * CONTINUERS.len());
     eprintln!(
         "| cell (streaming) | outcome |\n|---|---|\n{}",
         rows.join("\n")
@@ -363,7 +507,7 @@ async fn non_streaming_answers_fail_over_whole() {
             ];
             for (name, reply) in faults {
                 let primary = MockCloud::start().await;
-                let h = harness(&primary).await;
+                let h = harness(&primary, Continuer::Prefill).await;
                 primary.push(reply);
                 let model = if anthropic_primary {
                     "via-anthropic"
@@ -404,24 +548,17 @@ async fn non_streaming_answers_fail_over_whole() {
                         .map(str::to_owned),
                 };
                 // Failed over: the fallback's whole answer. Continued: what the primary sent,
-                // then what the fallback added after that prefill (the mock goes on from a
-                // prefill that begins its answer, else it says its whole answer).
-                let full = "Hello from the mock cloud.";
+                // then the rest after the fallback's prefill. Either way the whole answer.
                 let asked = h.mock.requests();
                 let up: Value = serde_json::from_str(&asked.last().unwrap().body).unwrap();
                 let last = up["messages"].as_array().unwrap().last().unwrap().clone();
-                let (expected, how) = if last["role"] == "assistant" {
-                    let prefill = last["content"][0]["text"].as_str().unwrap_or("").to_owned();
-                    let expected = if full.starts_with(&prefill) {
-                        full.to_owned()
-                    } else {
-                        format!("{prefill}{full}")
-                    };
-                    (expected, "continued")
+                let how = if last["role"] == "assistant" {
+                    "continued"
                 } else {
-                    (full.to_owned(), "failed over")
+                    "failed over"
                 };
-                assert_eq!(text.as_deref(), Some(expected.as_str()), "{cell}: {v}");
+                let expected = ANSWER;
+                assert_eq!(text.as_deref(), Some(expected), "{cell}: {v}");
                 rows.push(format!("| {cell} | {how}, complete |"));
             }
         }
@@ -435,7 +572,7 @@ async fn non_streaming_answers_fail_over_whole() {
 #[tokio::test]
 async fn under_load_with_30_percent_of_streams_broken_nothing_is_truncated_silently() {
     let primary = MockCloud::start().await;
-    let h = harness(&primary).await;
+    let h = harness(&primary, Continuer::Prefill).await;
     // 200 primary streams; 30 % break at a random point (seeded, so a failure reproduces).
     let script = anthropic::text_stream(
         "claude-opus-4-5",

@@ -12,6 +12,8 @@ use understudy::testing::{anthropic, gemini, openai, MockCloud, Reply};
 const KEY_VAR: &str = "UNDERSTUDY_TEST_CROSS_KEY";
 const KEY: &str = "sk-cross-test-key-4242";
 
+/// Each provider alone on its routes, not going on from its own broken answers: a break is
+/// the dialect's explicit error.
 fn config(mock: &MockCloud, extra_server: &str) -> String {
     std::env::set_var(KEY_VAR, KEY);
     format!(
@@ -23,18 +25,21 @@ fn config(mock: &MockCloud, extra_server: &str) -> String {
 kind = "anthropic"
 base_url = "{url}"
 api_key_env = "{KEY_VAR}"
+continuation = "off"
 timeouts = {{ first_byte = "2s", idle = "2s" }}
 
 [providers.openai]
 kind = "openai"
 base_url = "{url}/v1"
 api_key_env = "{KEY_VAR}"
+continuation = "off"
 timeouts = {{ first_byte = "2s", idle = "2s" }}
 
 [providers.gemini]
 kind = "gemini"
 base_url = "{url}"
 api_key_env = "{KEY_VAR}"
+continuation = "off"
 timeouts = {{ first_byte = "2s", idle = "2s" }}
 
 [[routes]]

@@ -12,10 +12,13 @@ async fn start(primary: &MockCloud, fallback: MockCloud) -> Harness {
     std::env::set_var(KEY_VAR, "sk-failover");
     let toml = format!(
         r#"
+# The primaries do not finish their own broken answers here: these tests are about the
+# fallback doing it (tests/continuity.rs covers the same backend going on).
 [providers.primary]
 kind = "openai"
 base_url = "{p}/v1"
 api_key_env = "{KEY_VAR}"
+continuation = "off"
 timeouts = {{ first_byte = "2s", idle = "2s" }}
 
 [providers.fallback]
@@ -29,6 +32,7 @@ timeouts = {{ first_byte = "2s", idle = "2s" }}
 kind = "anthropic"
 base_url = "{p}"
 api_key_env = "{KEY_VAR}"
+continuation = "off"
 timeouts = {{ first_byte = "2s", idle = "2s", first_content = "400ms" }}
 
 [[routes]]

@@ -22,16 +22,20 @@ impl Drop for Harness {
 pub fn config_for(mock: &MockCloud, extra: &str) -> String {
     format!(
         r#"
+# One backend per API, which does not go on from its own broken answers: a fault reaches the
+# client as the explicit error (tests/continuity.rs covers continuing).
 [providers.anthropic]
 kind = "anthropic"
 base_url = "{url}"
 passthrough_auth = true
+continuation = "off"
 timeouts = {{ first_byte = "400ms", idle = "400ms" }}
 
 [providers.openai]
 kind = "openai"
 base_url = "{url}/v1"
 passthrough_auth = true
+continuation = "off"
 timeouts = {{ first_byte = "400ms", idle = "400ms" }}
 
 {extra}

@@ -21,6 +21,7 @@ async fn two_mocks(extra: &str) -> (MockCloud, crate::support::Harness) {
 kind = "anthropic"
 base_url = "{p}"
 passthrough_auth = true
+continuation = "off"
 timeouts = {{ first_byte = "60s", idle = "1s", first_content = "2s" }}
 {extra}
 
@@ -28,6 +29,7 @@ timeouts = {{ first_byte = "60s", idle = "1s", first_content = "2s" }}
 kind = "openai"
 base_url = "{p}/v1"
 passthrough_auth = true
+continuation = "off"
 timeouts = {{ first_byte = "60s", idle = "1s", first_content = "2s" }}
 {extra}
 
@@ -286,14 +288,26 @@ async fn a_whole_answer_broken_mid_text_is_continued_into_one_body_with_the_exac
     );
     assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
 
-    // Both were continued, not regenerated: the fallback got the partial answer as a prefill.
-    for sent in h.mock.requests() {
+    // Both were continued, not regenerated: Claude Sonnet 4.5 got the partial answer as a
+    // prefill; gpt-5 (OpenAI has no prefill) got it, then the instruction to go on.
+    let sent = h.mock.requests();
+    assert_eq!(sent.len(), 2);
+    for sent in sent {
         let up: Value = serde_json::from_str(&sent.body).unwrap();
-        let last = up["messages"].as_array().unwrap().last().unwrap().clone();
-        assert_eq!(last["role"], "assistant", "{up}");
-        assert!(last.to_string().contains("Hello from"), "{up}");
+        let turns = up["messages"].as_array().unwrap();
+        let last = turns.last().unwrap().clone();
+        if up["model"] == "gpt-5" {
+            assert_eq!(last["role"], "user", "{up}");
+            assert_eq!(
+                last["content"],
+                understudy::relay::continuation::INSTRUCTION
+            );
+            assert_eq!(turns[turns.len() - 2]["content"], "Hello from", "{up}");
+        } else {
+            assert_eq!(last["role"], "assistant", "{up}");
+            assert!(last.to_string().contains("Hello from"), "{up}");
+        }
     }
-    assert_eq!(h.mock.requests().len(), 2);
 }
 
 #[tokio::test]

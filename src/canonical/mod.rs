@@ -20,7 +20,7 @@ mod splice;
 
 pub use collect::{Collector, Delivered, Response};
 pub use guard::Guard;
-pub use splice::Splice;
+pub use splice::{Seam, Splice};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

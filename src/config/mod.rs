@@ -110,6 +110,54 @@ pub struct ServerConfig {
     pub ollama_listen: Option<SocketAddr>,
 }
 
+/// How a provider may finish an answer that broke (`continuation = …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuation {
+    /// A prefill where the model is known to take one, else by instruction; a model that
+    /// refuses a prefill is asked by instruction at once, and remembered.
+    Auto,
+    /// Always a prefill (llama-server and vLLM-style servers, older Claude models): the
+    /// partial answer as the final assistant turn, which the model goes on from.
+    Prefill,
+    /// Always by instruction: the partial answer as an assistant turn, then a user turn
+    /// asking to go on from the exact cut; what the model repeats is cut at the seam.
+    Instruct,
+    /// Never: a break after content ends in an explicit error unless another backend
+    /// continues it.
+    Off,
+}
+
+impl Continuation {
+    /// Every value, as the config spells it.
+    pub const NAMES: [&'static str; 4] = ["auto", "prefill", "instruct", "off"];
+
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Continuation::Auto => "auto",
+            Continuation::Prefill => "prefill",
+            Continuation::Instruct => "instruct",
+            Continuation::Off => "off",
+        }
+    }
+
+    /// From the config's spelling (`true` and `false` mean `auto` and `off`).
+    pub fn from_name(name: &str) -> Option<Continuation> {
+        Some(match name {
+            "auto" | "true" => Continuation::Auto,
+            "prefill" => Continuation::Prefill,
+            "instruct" => Continuation::Instruct,
+            "off" | "false" => Continuation::Off,
+            _ => return None,
+        })
+    }
+
+    /// It may continue at all.
+    pub fn on(self) -> bool {
+        self != Continuation::Off
+    }
+}
+
 /// Which API a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
@@ -176,9 +224,10 @@ pub struct ProviderConfig {
     pub passthrough_auth: bool,
     /// The most output tokens to ask for; `None`: the built-in table of known models.
     pub max_output_tokens: Option<u32>,
-    /// Its models accept an assistant prefill, so it can continue an answer another backend
-    /// broke after its first content (off unless the config says so; always on for `local`).
-    pub continuation: bool,
+    /// Whether and how it may finish an answer that broke after its first content (its own
+    /// or another backend's): `auto` for every cloud provider and for a local model the user
+    /// chose, `off` for the zero-config proof model.
+    pub continuation: Continuation,
     /// A client's non-streaming request is asked of this provider as a stream and answered
     /// whole when the stream completes (so it can be timed, failed over and continued as it
     /// arrives); `stream_whole_answers = false` passes it through as it is.
@@ -379,6 +428,14 @@ pub struct LocalConfig {
     pub unload_after: Option<Duration>,
     /// Model layers to put on the GPU; `None`: as many as fit (none without a GPU build).
     pub gpu_layers: Option<u32>,
+}
+
+impl LocalConfig {
+    /// The zero-config proof model (SmolLM2-135M): it shows the local path works; it cannot
+    /// stand in for a cloud model's answer.
+    pub fn is_proof_model(&self) -> bool {
+        self.model.file_name().and_then(|n| n.to_str()) == Some(DEFAULT_MODEL_FILE)
+    }
 }
 
 /// How long the local model stays loaded without requests, unless configured.

@@ -74,7 +74,7 @@ pub struct RawProvider {
     pub api_key_keychain: Option<RawKeychain>,
     pub passthrough_auth: Option<bool>,
     pub max_output_tokens: Option<u32>,
-    pub continuation: Option<bool>,
+    pub continuation: Option<RawContinuation>,
     /// Ask the upstream for a stream when a client wants a whole answer (default true).
     pub stream_whole_answers: Option<bool>,
     /// `kind = "local"`: the GGUF file, the context size, the CPU threads.
@@ -121,4 +121,14 @@ pub struct RawTimeouts {
 pub struct RawRoute {
     pub model: String,
     pub backends: Vec<String>,
+}
+
+/// `continuation = true | false | "auto" | "prefill" | "instruct" | "off"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawContinuation {
+    /// `true` (auto) or `false` (off), as before the methods had names.
+    Bool(bool),
+    /// A method's name.
+    Name(String),
 }

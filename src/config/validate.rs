@@ -5,13 +5,15 @@
 
 use super::paths::expand_home;
 use super::raw::{
-    RawBreaker, RawConfig, RawJournal, RawKeychain, RawProvider, RawRoute, RawServer, RawTimeouts,
+    RawBreaker, RawConfig, RawContinuation, RawJournal, RawKeychain, RawProvider, RawRoute,
+    RawServer, RawTimeouts,
 };
 use super::zero::{zero_config_providers, zero_config_routes};
 use super::{
-    BackendRef, BreakerConfig, Config, ConfigError, ConfigIssue, ConfigSource, JournalConfig,
-    LocalConfig, Price, ProviderConfig, ProviderKind, Retention, Route, ServerConfig, Timeouts,
-    DEFAULT_KEEPALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_UNLOAD_AFTER,
+    BackendRef, BreakerConfig, Config, ConfigError, ConfigIssue, ConfigSource, Continuation,
+    JournalConfig, LocalConfig, Price, ProviderConfig, ProviderKind, Retention, Route,
+    ServerConfig, Timeouts, DEFAULT_KEEPALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_UNLOAD_AFTER,
 };
 use crate::secret::KeySource;
 use http::{HeaderName, HeaderValue};
@@ -175,6 +177,7 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
     if p.max_output_tokens == Some(0) {
         issues.add(at("max_output_tokens"), "must be at least 1");
     }
+    let continuation = continuation(p.continuation.as_ref(), local.as_ref(), &at, issues);
     Some(ProviderConfig {
         name,
         kind,
@@ -182,12 +185,39 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
         key,
         passthrough_auth,
         max_output_tokens: p.max_output_tokens,
-        continuation: p.continuation.unwrap_or(kind == ProviderKind::Local),
+        continuation,
         stream_whole_answers: p.stream_whole_answers.unwrap_or(true),
         local,
         timeouts,
         headers,
     })
+}
+
+/// `continuation`: as configured, else `auto`, except for the zero-config proof model
+/// (SmolLM2-135M), which must not finish another backend's answer unless the user says so: a
+/// 135M-parameter model spliced into an Opus answer would pass for it.
+fn continuation(
+    raw: Option<&RawContinuation>,
+    local: Option<&LocalConfig>,
+    at: &dyn Fn(&str) -> String,
+    issues: &mut Issues,
+) -> Continuation {
+    match raw {
+        Some(RawContinuation::Bool(true)) => Continuation::Auto,
+        Some(RawContinuation::Bool(false)) => Continuation::Off,
+        Some(RawContinuation::Name(n)) => Continuation::from_name(n).unwrap_or_else(|| {
+            issues.add(
+                at("continuation"),
+                format!(
+                    "unknown continuation '{n}': use one of {} (or true / false)",
+                    Continuation::NAMES.join(", ")
+                ),
+            );
+            Continuation::Off
+        }),
+        None if local.is_some_and(|l| l.is_proof_model()) => Continuation::Off,
+        None => Continuation::Auto,
+    }
 }
 
 /// A provider's `kind`.

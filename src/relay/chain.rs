@@ -100,7 +100,7 @@ async fn walk_chain(
         // A whole answer is read as a stream too, so it can be continued as well.
         let answers = !matches!(req.op, Operation::CountTokens | Operation::Embeddings);
         let plan = (answers && !router.paused())
-            .then(|| plan(router, req, &chain[i + 1..], trace))
+            .then(|| plan(router, req, backend, &chain[i + 1..], trace))
             .flatten()
             .map(|p| Box::new(p) as Box<dyn Resume>);
         let mut result = attempt(router, backend, req, plan, trace).await;
@@ -212,19 +212,22 @@ fn judge(
     failed
 }
 
-/// Where a break after content could be continued: the later backends, when one of them
-/// accepts a prefill.
+/// Where a break after content could be continued: the backend serving (when the break
+/// looks transient) and the later ones, when one of them may continue.
 fn plan(
     router: &Router,
     req: &Arc<Request>,
+    current: &Backend,
     later: &[&Backend],
     trace: &Trace,
 ) -> Option<ContinuationPlan> {
-    if !later.iter().any(|b| b.provider.config.continuation) {
+    let may = |b: &Backend| b.provider.config.continuation.on();
+    if !may(current) && !later.iter().any(|b| may(b)) {
         return None;
     }
     Some(ContinuationPlan {
         request: req.clone(),
+        current: may(current).then(|| current.clone()),
         candidates: later.iter().map(|b| (*b).clone()).collect(),
         health: router.health().clone(),
         format: req.format,

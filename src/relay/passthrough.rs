@@ -137,17 +137,23 @@ fn outbound_body(req: &Request, model: &str, as_stream: bool) -> Result<Bytes, G
         })?;
     v.insert("model".into(), serde_json::Value::String(model.to_owned()));
     if as_stream {
-        v.insert("stream".into(), serde_json::Value::Bool(true));
-        if req.op == Operation::ChatCompletions {
-            v.insert(
-                "stream_options".into(),
-                serde_json::json!({"include_usage": true}),
-            );
-        }
+        ask_stream(&mut v, req.op);
     }
     Ok(Bytes::from(
         serde_json::to_vec(&v).expect("a JSON map always serializes"),
     ))
+}
+
+/// Asks a client's body for a stream: `stream: true`, and for OpenAI the usage chunk (a whole
+/// answer's `usage`, a continuation's token count).
+pub(super) fn ask_stream(v: &mut serde_json::Map<String, serde_json::Value>, op: Operation) {
+    v.insert("stream".into(), serde_json::Value::Bool(true));
+    if op == Operation::ChatCompletions {
+        v.insert(
+            "stream_options".into(),
+            serde_json::json!({"include_usage": true}),
+        );
+    }
 }
 
 /// Judges a whole answer: complete (a stop reason, choices with a finish reason; embeddings

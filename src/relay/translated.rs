@@ -64,6 +64,16 @@ pub(crate) async fn open(
     };
     tracing::debug!(provider = provider.name(), model = %backend.model, kind = provider.config.kind.as_str(), "sending translated request upstream");
     let resp = provider.send_translated(op, &backend.model, bytes).await?;
+    opened(provider, resp, deadline).await
+}
+
+/// The upstream's answer to a request asked as a stream: the stream, or its error status; a
+/// success that is not an event stream is a malformed answer.
+pub(crate) async fn opened(
+    provider: &std::sync::Arc<crate::providers::Provider>,
+    resp: reqwest::Response,
+    deadline: Instant,
+) -> Result<Opened, GatewayError> {
     let status = resp.status();
     if !status.is_success() {
         return Ok(Opened::Status(resp));

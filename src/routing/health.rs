@@ -65,6 +65,9 @@ pub struct Health {
     sessions: Mutex<HashMap<String, (String, Instant)>>,
     /// The network looked down at this instant (cleared by any upstream answer).
     offline_since: Mutex<Option<Instant>>,
+    /// Backends (`provider/model`) whose model refused an assistant prefill: a continuation
+    /// asks them by instruction from then on, for the life of the process.
+    no_prefill: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Sessions remembered at most; the least recently used go first.
@@ -79,6 +82,7 @@ impl Health {
             events: broadcast::channel(256).0,
             sessions: Mutex::new(HashMap::new()),
             offline_since: Mutex::new(None),
+            no_prefill: Mutex::default(),
         })
     }
 
@@ -130,6 +134,16 @@ impl Health {
     pub fn try_retry(&self, key: &str) -> bool {
         let now = Instant::now();
         self.with(key, |h| h.budget.try_retry(now))
+    }
+
+    /// True once `key`'s model has refused an assistant prefill.
+    pub fn refuses_prefill(&self, key: &str) -> bool {
+        self.no_prefill.lock().expect("lock").contains(key)
+    }
+
+    /// `key`'s model refused an assistant prefill (HTTP 400): remembered.
+    pub fn refused_prefill(&self, key: &str) {
+        self.no_prefill.lock().expect("lock").insert(key.to_owned());
     }
 
     /// Records an admitted request's outcome.

@@ -23,6 +23,11 @@ pub struct Attempt {
     /// True when it broke after content had reached the client.
     #[serde(default)]
     pub broke_after_content: bool,
+    /// Set when it finished an earlier attempt's broken answer: how it was asked to
+    /// (`prefill`: the answer so far as the final assistant turn; `instruct`: then a user turn
+    /// asking it to go on from the cut).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<String>,
 }
 
 /// One request, as the journal and the live feed keep it. No content, no headers.

@@ -304,6 +304,7 @@ mod tests {
                 ttft_ms: Some(1.0),
                 ms: 2.0,
                 broke_after_content: false,
+                continuation: None,
             }],
             served_by: Some("a/m".into()),
             continued: false,

@@ -353,6 +353,7 @@ impl Recorder {
                     ttft_ms: a.ttft_ms.map(round1),
                     ms: round1(a.ms),
                     broke_after_content: a.broke_after_content,
+                    continuation: a.continuation.map(str::to_owned),
                 })
                 .collect(),
             served_by,
@@ -426,6 +427,8 @@ struct AttemptRecord {
     /// Its answer (or error) is what the client got.
     served: bool,
     ended: bool,
+    /// It finished another attempt's broken answer, by this method.
+    continuation: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -502,6 +505,7 @@ impl Trace {
                 broke_after_content: false,
                 served: false,
                 ended: false,
+                continuation: None,
             })
         });
     }
@@ -512,6 +516,12 @@ impl Trace {
             a.ttft_ms = Some(ms(a.at.elapsed()));
             a.served = true;
         });
+    }
+
+    /// The attempt on `backend` is a continuation of a broken answer, by `method`
+    /// (`prefill` or `instruct`).
+    pub fn continuing(&self, backend: &str, method: &'static str) {
+        self.attempt(backend, |a| a.continuation = Some(method));
     }
 
     /// The attempt on `backend` failed before content with this class; `served` when that

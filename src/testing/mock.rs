@@ -5,7 +5,15 @@
 //! Replies are queued (first in, first out); with the queue empty it answers like a healthy
 //! provider. Control over HTTP, for tests written in other languages:
 //! `POST /_mock/replies` (a JSON array of [`Reply`]), `GET /_mock/requests`,
-//! `POST /_mock/gates/NAME` (opens a gate), `POST /_mock/reset`.
+//! `POST /_mock/gates/NAME` (opens a gate), `POST /_mock/restate` (a [`Restate`]),
+//! `POST /_mock/reset`.
+//!
+//! Unscripted chat answers behave as today's providers do with a continuation (protocol.md
+//! §1.9): Claude 4.6+ and the Claude 5 family refuse an assistant prefill with Anthropic's
+//! exact 400, older Claude models go on from it; OpenAI's API takes a final assistant turn as
+//! context and starts a new message (Mistral's refuses it with its own 400); a model asked in
+//! words to continue a cut answer goes on from it after restating what the profile's
+//! [`Restate`] says.
 
 use super::{anthropic, gemini, openai, DEFAULT_PARTS};
 use serde::{Deserialize, Serialize};
@@ -258,6 +266,104 @@ pub struct Profile {
     pub truncate_rate: f64,
     /// Keep every request for `GET /_mock/requests` (off for long benchmark runs).
     pub record: bool,
+    /// The answer's pieces (empty: [`DEFAULT_PARTS`](super::DEFAULT_PARTS), or `tokens`).
+    pub answer: Vec<String>,
+    /// What a model asked to continue by instruction restates first.
+    pub restate: Restate,
+}
+
+/// What a model asked in words to go on from a cut answer restates before going on, as real
+/// ones do (protocol.md §1.9): the last `words` words of what it was given (`usize::MAX`: all
+/// of it; 0: nothing, so it starts mid-word when the cut was), after a newline if `newline`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restate {
+    /// Words restated.
+    #[serde(default)]
+    pub words: usize,
+    /// Begin with a newline.
+    #[serde(default)]
+    pub newline: bool,
+}
+
+/// Anthropic's refusal of a prefill on Claude 4.6+ and the Claude 5 family (protocol.md §1.9,
+/// from the migration guide): HTTP 400, `invalid_request_error`.
+pub const PREFILL_REFUSAL: &str =
+    "This model does not support assistant message prefill. The conversation must end with a user message.";
+
+/// The Claude models that refuse a prefill ("Prefilling assistant messages returns a 400 error
+/// on Claude 4.6 models"; the 5 family too). Older ones, Haiku 4.5 included, take one. A model
+/// whose name ends in `-noprefill` refuses one too, whatever it is called: an older model
+/// behind a proxy, or a provider that changed its mind, as the gateway must expect.
+const NO_PREFILL: [&str; 7] = [
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
+    "claude-opus-4-7",
+    "claude-sonnet-4-7",
+    "claude-opus-5",
+    "claude-sonnet-5",
+    "claude-haiku-5",
+];
+
+/// How a chat request ends: a fresh question, a prefill (a final assistant turn), or a cut
+/// answer then a user turn asking to continue it.
+enum Asked {
+    Fresh,
+    Prefill(String),
+    Instructed(String),
+}
+
+fn text_of(message: &serde_json::Value) -> String {
+    match &message["content"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect::<String>(),
+        _ => String::new(),
+    }
+}
+
+fn asked(req: &serde_json::Value) -> Asked {
+    let Some(messages) = req["messages"].as_array() else {
+        return Asked::Fresh;
+    };
+    match messages.as_slice() {
+        [.., last] if last["role"] == "assistant" => Asked::Prefill(text_of(last)),
+        [.., cut, last]
+            if cut["role"] == "assistant"
+                && last["role"] == "user"
+                && text_of(last).to_ascii_lowercase().contains("continue") =>
+        {
+            Asked::Instructed(text_of(cut))
+        }
+        _ => Asked::Fresh,
+    }
+}
+
+/// What a model asked to continue `cut` by instruction says: the rest of `full` after it,
+/// with the restatement `how` asks for first (the whole answer when `cut` is not a beginning of
+/// it), in word-sized pieces.
+fn instructed_parts(full: &str, cut: &str, how: Restate) -> Vec<String> {
+    let Some(rest) = full.strip_prefix(cut) else {
+        return vec![full.to_owned()];
+    };
+    // Where the last `words` words of `cut` begin (a word cut short counts as one).
+    let starts: Vec<usize> = cut
+        .char_indices()
+        .filter(|&(i, c)| !c.is_whitespace() && (i == 0 || cut[..i].ends_with(char::is_whitespace)))
+        .map(|(i, _)| i)
+        .collect();
+    let from = match how.words {
+        0 => cut.len(),
+        n if n >= starts.len() => 0,
+        n => starts[starts.len() - n],
+    };
+    let text = format!(
+        "{}{}{rest}",
+        if how.newline { "\n" } else { "" },
+        &cut[from..]
+    );
+    text.split_inclusive(' ').map(str::to_owned).collect()
 }
 
 impl Default for Profile {
@@ -270,6 +376,8 @@ impl Default for Profile {
             fail_status: 529,
             truncate_rate: 0.0,
             record: true,
+            answer: Vec::new(),
+            restate: Restate::default(),
         }
     }
 }
@@ -544,7 +652,15 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
             200,
             &serde_json::to_value(&*inner.requests.lock().expect("lock")).expect("serializes"),
         ),
+        ("POST", "restate") => match serde_json::from_str::<Restate>(body) {
+            Ok(r) => {
+                inner.profile.lock().expect("lock").restate = r;
+                ok()
+            }
+            Err(e) => Reply::json(400, &serde_json::json!({"error": e.to_string()})),
+        },
         ("POST", "reset") => {
+            inner.profile.lock().expect("lock").restate = Restate::default();
             inner.replies.lock().expect("lock").clear();
             inner.requests.lock().expect("lock").clear();
             inner.gates.lock().expect("lock").clear();
@@ -601,12 +717,34 @@ fn default_reply(
         };
         return (Reply::json(status, &body), Some(Outcome::Failed));
     }
-    let all: Vec<String> = if profile.tokens == 0 {
+    let all: Vec<String> = if !profile.answer.is_empty() {
+        profile.answer.clone()
+    } else if profile.tokens == 0 {
         DEFAULT_PARTS.iter().map(|p| p.to_string()).collect()
     } else {
         bench_parts(profile.tokens)
     };
-    let parts = remaining_parts(&all, prefill(&req, anthropic_api).as_deref());
+    let parts = match asked(&req) {
+        Asked::Fresh => all,
+        Asked::Prefill(_)
+            if anthropic_api
+                && (NO_PREFILL.iter().any(|m| model.starts_with(m))
+                    || model.ends_with("-noprefill")) =>
+        {
+            let body = anthropic::error("invalid_request_error", PREFILL_REFUSAL);
+            return (Reply::json(400, &body), None);
+        }
+        // Mistral's OpenAI-compatible API refuses a final assistant turn without `prefix`.
+        Asked::Prefill(_) if !anthropic_api && model.starts_with("mistral") => {
+            let body = serde_json::json!({"object": "error", "message": "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant", "type": "invalid_request_message_order", "param": null, "code": "3230"});
+            return (Reply::json(400, &body), None);
+        }
+        Asked::Prefill(cut) if anthropic_api => remaining_parts(&all, Some(&cut)),
+        // OpenAI's Chat Completions has no prefill: a final assistant turn is context, and
+        // the model starts a new message.
+        Asked::Prefill(_) => all,
+        Asked::Instructed(cut) => instructed_parts(&all.concat(), &cut, profile.restate),
+    };
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let text = parts.concat();
     // With pacing, each token takes its time whether it is streamed or not: a whole answer
@@ -651,24 +789,6 @@ fn default_reply(
         Outcome::Answered
     };
     (reply, Some(outcome))
-}
-
-/// A final assistant turn's text: the prefill of a continuation.
-fn prefill(req: &serde_json::Value, anthropic_api: bool) -> Option<String> {
-    let last = req["messages"].as_array()?.last()?;
-    if last["role"] != "assistant" {
-        return None;
-    }
-    match &last["content"] {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(blocks) if anthropic_api => Some(
-            blocks
-                .iter()
-                .filter_map(|b| b["text"].as_str())
-                .collect::<String>(),
-        ),
-        _ => None,
-    }
 }
 
 /// The parts of the answer that come after `prefill` (the whole answer without one, or when
@@ -888,15 +1008,79 @@ mod tests {
         assert!(!cut.contains("finish_reason\":\"stop") && !cut.contains("[DONE]"));
         assert_eq!(mock.stats().truncated, 1);
         assert!(mock.requests().is_empty(), "record: false keeps nothing");
-        // A continuation (the answer so far as an assistant prefill) gets the rest only.
+        // OpenAI has no prefill: a final assistant turn is context, and the answer starts
+        // anew.
         let mut cont = ask(false);
         cont["messages"]
             .as_array_mut()
             .unwrap()
             .push(serde_json::json!({"role": "assistant", "content": "w0 w1 w2"}));
-        let (_, rest) = chat(&mock, cont).await;
+        let (_, rest) = chat(&mock, cont.clone()).await;
+        let v: serde_json::Value = serde_json::from_str(&rest).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "w0 w1 w2 w3 w4 w5");
+        // Asked in words, it goes on, restating what its profile says.
+        cont["messages"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"role": "user", "content": "Continue from the cut."}));
+        let (_, rest) = chat(&mock, cont.clone()).await;
         let v: serde_json::Value = serde_json::from_str(&rest).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], " w3 w4 w5");
+        mock.set_profile(Profile {
+            tokens: 6,
+            restate: Restate {
+                words: 2,
+                newline: true,
+            },
+            ..Profile::default()
+        });
+        let (_, rest) = chat(&mock, cont).await;
+        let v: serde_json::Value = serde_json::from_str(&rest).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "\nw1 w2 w3 w4 w5");
+    }
+
+    #[tokio::test]
+    async fn claude_4_6_and_later_refuse_a_prefill_as_anthropic_does_and_older_models_go_on() {
+        let mock = MockCloud::start().await;
+        let ask = |model: &str| {
+            serde_json::json!({"model": model, "max_tokens": 9, "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "text", "text": "Hello from"}]}]})
+        };
+        let post = |body: serde_json::Value| {
+            let url = format!("{}/v1/messages", mock.url());
+            async move {
+                let r = reqwest::Client::new()
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    r.status().as_u16(),
+                    r.json::<serde_json::Value>().await.unwrap(),
+                )
+            }
+        };
+        for model in [
+            "claude-opus-4-6",
+            "claude-sonnet-4-6-20260101",
+            "claude-opus-5",
+        ] {
+            let (status, v) = post(ask(model)).await;
+            assert_eq!(status, 400, "{model}");
+            assert_eq!(v["error"]["type"], "invalid_request_error");
+            assert_eq!(v["error"]["message"], PREFILL_REFUSAL);
+        }
+        for model in [
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+            "claude-3-5-sonnet-latest",
+        ] {
+            let (status, v) = post(ask(model)).await;
+            assert_eq!(status, 200, "{model}");
+            assert_eq!(v["content"][0]["text"], " the mock cloud.", "{model}");
+        }
     }
 
     #[tokio::test]
