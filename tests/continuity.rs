@@ -633,3 +633,121 @@ async fn under_load_with_30_percent_of_streams_broken_nothing_is_truncated_silen
     );
     eprintln!("200 streams, {broken} broken upstream: {complete} complete, {explicit} explicit errors, 0 silent");
 }
+
+/// A model that refuses the prefill its name promised is asked by instruction in the same
+/// attempt (the client sees one whole answer), and from then on straight away; which backend
+/// wrote which part, and how, is in the request feed.
+#[tokio::test]
+async fn a_refused_prefill_is_learned_and_the_splice_is_visible_in_the_feed() {
+    let by = Continuer::Instruct {
+        model: "claude-sonnet-4-5-noprefill",
+        words: 3,
+        newline: false,
+    };
+    let primary = MockCloud::start().await;
+    let h = harness(&primary, by).await;
+    let body = json!({"model": "via-anthropic", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "go"}]});
+    for round in 0..2 {
+        primary.push(primary_reply(true, Strike::MidText, Fault::Reset));
+        let r = post(&h.url, "/v1/messages", &body).await;
+        let (text, end) = check_anthropic_stream(&r.bytes().await.unwrap());
+        assert_eq!((text.as_str(), end), (ANSWER, AnthropicEnd::Complete));
+        let roles: Vec<Value> = h
+            .mock
+            .requests()
+            .iter()
+            .map(|r| {
+                let v: Value = serde_json::from_str(&r.body).unwrap();
+                v["messages"].as_array().unwrap().last().unwrap()["role"].clone()
+            })
+            .collect();
+        let want = if round == 0 {
+            vec!["assistant", "user"]
+        } else {
+            vec!["assistant", "user", "user"]
+        };
+        assert_eq!(roles, want, "round {round}: refused once, remembered after");
+    }
+    let feed: Value = crate::support::client()
+        .get(format!("{}/api/requests", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = &feed["requests"][0];
+    assert_eq!(last["continued"], true, "{last}");
+    let attempts = last["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{last}");
+    assert_eq!(attempts[0]["backend"], "p_anthropic/claude-opus-4-5");
+    assert_eq!(attempts[0]["broke_after_content"], true, "{last}");
+    assert!(attempts[0].get("continuation").is_none(), "{last}");
+    assert_eq!(
+        attempts[1]["backend"],
+        "fallback/claude-sonnet-4-5-noprefill"
+    );
+    assert_eq!(attempts[1]["continuation"], "instruct", "{last}");
+    assert_eq!(attempts[1]["outcome"], "complete", "{last}");
+}
+
+/// The backend that broke is asked first when the break looks transient, and it goes on by
+/// the method its model takes; a break by the upstream's own error event goes elsewhere.
+#[tokio::test]
+async fn a_transient_break_goes_on_at_the_same_backend_first() {
+    // Both may continue (the default): the primary is asked first when its break is transient.
+    let primary = MockCloud::start().await;
+    std::env::set_var("UNDERSTUDY_TEST_MATRIX_KEY", "sk-matrix");
+    primary.set_profile(Profile {
+        answer: answer_parts(),
+        ..Profile::default()
+    });
+    let fallback = MockCloud::start().await;
+    fallback.set_profile(Profile {
+        answer: answer_parts(),
+        ..Profile::default()
+    });
+    let toml = format!(
+        r#"
+[providers.p]
+kind = "anthropic"
+base_url = "{p}"
+api_key_env = "UNDERSTUDY_TEST_MATRIX_KEY"
+timeouts = {{ idle = "300ms" }}
+
+[providers.f]
+kind = "anthropic"
+base_url = "{f}"
+api_key_env = "UNDERSTUDY_TEST_MATRIX_KEY"
+
+[[routes]]
+model = "m"
+backends = ["p/claude-opus-4-5", "f/claude-sonnet-4-5"]
+"#,
+        p = primary.url(),
+        f = fallback.url()
+    );
+    let h = crate::support::start_config(fallback, &toml).await;
+    let body = json!({"model": "m", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "go"}]});
+    for (fault, same) in [
+        (Fault::Reset, true),
+        (Fault::Stall, true),
+        (Fault::Malformed, true),
+        (Fault::ErrorEvent, false),
+    ] {
+        let before = (primary.requests().len(), h.mock.requests().len());
+        primary.push(primary_reply(true, Strike::MidText, fault));
+        let r = post(&h.url, "/v1/messages", &body).await;
+        let (text, end) = check_anthropic_stream(&r.bytes().await.unwrap());
+        assert_eq!(
+            (text.as_str(), end),
+            (ANSWER, AnthropicEnd::Complete),
+            "{fault:?}"
+        );
+        let after = (primary.requests().len(), h.mock.requests().len());
+        let by_primary = after.0 - before.0 == 2 && after.1 == before.1;
+        assert_eq!(by_primary, same, "{fault:?}: {before:?} → {after:?}");
+    }
+}

@@ -144,8 +144,16 @@ function renderProviders(s) {
   $("#providers").replaceChildren(...cards);
 }
 
+// Who wrote which part: a backend that continued a broken answer says how it was asked to.
+const METHOD = { prefill: "continued from where it stopped", instruct: "continued by instruction" };
+
 function pathOf(e) {
-  return e.attempts.map((a) => (a.outcome === "complete" ? a.backend : `${a.backend} (${a.outcome})`)).join(" → ");
+  return e.attempts.map((a) => {
+    const notes = [];
+    if (a.continuation) notes.push(METHOD[a.continuation] || `continued (${a.continuation})`);
+    if (a.outcome !== "complete") notes.push(a.outcome);
+    return notes.length ? `${a.backend} (${notes.join(", ")})` : a.backend;
+  }).join(" → ");
 }
 
 function renderFeed() {

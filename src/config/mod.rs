@@ -616,6 +616,62 @@ mod tests {
     }
 
     #[test]
+    fn continuation_is_on_for_clouds_and_chosen_models_and_off_for_the_proof_model() {
+        let c = parse(
+            r#"
+            [providers.a]
+            kind = "anthropic"
+            passthrough_auth = true
+            [providers.local]
+            kind = "local"
+            model_file = "/m/SmolLM2-135M-Instruct.Q4_1.gguf"
+            [providers.proof_on]
+            kind = "local"
+            model_file = "/m/SmolLM2-135M-Instruct.Q4_1.gguf"
+            continuation = "instruct"
+            [providers.chosen]
+            kind = "local"
+            model_file = "/m/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"
+            [providers.old_on]
+            kind = "anthropic"
+            passthrough_auth = true
+            continuation = true
+            [providers.old_off]
+            kind = "anthropic"
+            passthrough_auth = true
+            continuation = false
+            [providers.pre]
+            kind = "openai"
+            base_url = "http://127.0.0.1:8080/v1"
+            passthrough_auth = true
+            continuation = "prefill"
+            "#,
+        )
+        .unwrap();
+        let of = |n: &str| c.provider(n).unwrap().continuation;
+        assert_eq!(of("a"), Continuation::Auto);
+        assert_eq!(
+            of("local"),
+            Continuation::Off,
+            "SmolLM2 must not finish an Opus answer"
+        );
+        assert_eq!(
+            of("proof_on"),
+            Continuation::Instruct,
+            "unless configured to"
+        );
+        assert_eq!(of("chosen"), Continuation::Auto);
+        assert_eq!(of("old_on"), Continuation::Auto);
+        assert_eq!(of("old_off"), Continuation::Off);
+        assert_eq!(of("pre"), Continuation::Prefill);
+        let err = parse("[providers.a]\nkind = \"anthropic\"\npassthrough_auth = true\ncontinuation = \"sometimes\"\n")
+            .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(paths(err), vec!["providers.a.continuation"]);
+        assert!(text.contains("auto, prefill, instruct, off"), "{text}");
+    }
+
+    #[test]
     fn zero_config_always_has_anthropic_with_passthrough() {
         let c = Config::zero_config().unwrap();
         let a = c.provider("anthropic").unwrap();

@@ -212,6 +212,7 @@ fn request_changes(st: &impl Gateway, e: &Entry, last_failure: &mut LastFailure)
             (Some(from), Some(to)) => vec![Change::Continued {
                 from: from.backend.clone(),
                 to,
+                how: e.attempts.iter().rev().find_map(|a| a.continuation.clone()),
             }],
             _ => Vec::new(),
         }

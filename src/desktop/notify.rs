@@ -43,6 +43,8 @@ pub enum Change {
         from: String,
         /// Who finished.
         to: String,
+        /// How it was asked to (`prefill` or `instruct`), when known.
+        how: Option<String>,
     },
 }
 
@@ -93,9 +95,16 @@ impl Change {
                 "Local model crashed".to_owned(),
                 format!("{reason}; it restarts on the next request"),
             ),
-            Change::Continued { from, to } => (
+            Change::Continued { from, to, how } => (
                 "Answer continued".to_owned(),
-                format!("{from} broke off mid-answer; {to} finished it"),
+                format!(
+                    "{from} broke off mid-answer; {to} finished it{}",
+                    match how.as_deref() {
+                        Some("prefill") => " from where it stopped (prefill)",
+                        Some("instruct") => ", asked to go on from the cut",
+                        _ => "",
+                    }
+                ),
             ),
         };
         Notice { title, body }
@@ -250,6 +259,25 @@ mod tests {
             again[0].title, "Failing over",
             "a new window tells it again"
         );
+    }
+
+    #[test]
+    fn a_continuation_says_who_finished_the_answer_and_how() {
+        let continued = |how: Option<&str>| {
+            Change::Continued {
+                from: "anthropic/claude-opus-4-6".into(),
+                to: "openai/gpt-4o".into(),
+                how: how.map(str::to_owned),
+            }
+            .notice()
+            .body
+        };
+        assert_eq!(
+            continued(Some("instruct")),
+            "anthropic/claude-opus-4-6 broke off mid-answer; openai/gpt-4o finished it, asked to go on from the cut"
+        );
+        assert!(continued(Some("prefill")).ends_with("from where it stopped (prefill)"));
+        assert!(continued(None).ends_with("finished it"));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(crate) struct Exchange {
     stream: bool,
     pub(crate) started: Instant,
     trace: Trace,
+    /// Its attempt in the trace (begun just before it).
+    at: Option<usize>,
 }
 
 impl Exchange {
@@ -36,7 +38,9 @@ impl Exchange {
         stream: bool,
         trace: Trace,
     ) -> Exchange {
+        let at = trace.latest(&format!("{provider}/{upstream_model}"));
         Exchange {
+            at,
             dialect,
             model: model.to_owned(),
             provider: provider.to_owned(),
@@ -54,12 +58,8 @@ impl Exchange {
             "upstream_error" => format!("http_{status}"),
             o => o.to_owned(),
         };
-        self.trace.ended(
-            &format!("{}/{}", self.provider, self.upstream_model),
-            &class,
-            usage.input_tokens,
-            usage.output_tokens,
-        );
+        self.trace
+            .ended(self.at, &class, usage.input_tokens, usage.output_tokens);
         self.write_log(status, outcome, usage, detail);
     }
 
@@ -71,12 +71,8 @@ impl Exchange {
         usage: Usage,
         detail: Option<&str>,
     ) {
-        self.trace.ended(
-            &format!("{}/{}", self.provider, self.upstream_model),
-            failure,
-            usage.input_tokens,
-            usage.output_tokens,
-        );
+        self.trace
+            .ended(self.at, failure, usage.input_tokens, usage.output_tokens);
         self.trace.continued();
         self.write_log(status, "continued", usage, detail);
     }

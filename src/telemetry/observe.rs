@@ -537,11 +537,22 @@ impl Trace {
         });
     }
 
-    /// The attempt on `backend` ended (its `Exchange` logged it): `outcome` is `complete`, a
-    /// failure class, or `client_disconnected`. A committed stream that ends in a failure
-    /// broke after its first content.
-    pub fn ended(&self, backend: &str, outcome: &str, input: u64, output: u64) {
-        self.attempt(backend, |a| {
+    /// The latest attempt on `backend` (for [`Trace::ended`]: a continuation on the same
+    /// backend begins another attempt before the broken one's end is recorded).
+    pub fn latest(&self, backend: &str) -> Option<usize> {
+        self.with(|r| r.attempts.iter().rposition(|a| a.backend == backend))
+            .flatten()
+    }
+
+    /// The attempt `at` (from [`Trace::latest`]) ended (its `Exchange` logged it): `outcome`
+    /// is `complete`, a failure class, or `client_disconnected`. A committed stream that ends
+    /// in a failure broke after its first content.
+    pub fn ended(&self, at: Option<usize>, outcome: &str, input: u64, output: u64) {
+        let Some(at) = at else { return };
+        self.with(|r| {
+            let Some(a) = r.attempts.get_mut(at) else {
+                return;
+            };
             if a.ended {
                 return;
             }
@@ -586,7 +597,7 @@ mod tests {
         t.failed("a/claude-sonnet-4-5", "http_529", false);
         t.begin("b/gpt-4o");
         t.committed("b/gpt-4o");
-        t.ended("b/gpt-4o", "complete", 1_000_000, 100_000);
+        t.ended(t.latest("b/gpt-4o"), "complete", 1_000_000, 100_000);
         t.status(200);
         drop(t);
         let e = events.try_recv().expect("an entry");
@@ -606,18 +617,44 @@ mod tests {
     }
 
     #[test]
+    fn a_continuation_on_the_same_backend_is_its_own_attempt() {
+        let r = recorder();
+        let t = r.trace("anthropic", "m", true);
+        t.begin("a/m");
+        t.committed("a/m");
+        let broken = t.latest("a/m");
+        // The continuation begins before the broken attempt's end is recorded.
+        t.begin("a/m");
+        let going_on = t.latest("a/m");
+        t.committed("a/m");
+        t.continuing("a/m", "instruct");
+        t.ended(broken, "transport", 10, 5);
+        t.continued();
+        t.ended(going_on, "complete", 12, 7);
+        drop(t);
+        let e = &r.recent(1)[0];
+        let got: Vec<_> = e
+            .attempts
+            .iter()
+            .map(|a| (a.outcome.as_str(), a.continuation.as_deref()))
+            .collect();
+        assert_eq!(got, [("transport", None), ("complete", Some("instruct"))]);
+        assert!(e.attempts[0].broke_after_content && e.continued);
+    }
+
+    #[test]
     fn a_continued_stream_counts_a_truncation_on_the_backend_that_broke() {
         let r = recorder();
         let t = r.trace("openai", "m", true);
         t.begin("a/m");
         t.committed("a/m");
         let t2 = t.clone();
-        t.ended("a/m", "truncated", 10, 5);
+        t.ended(t.latest("a/m"), "truncated", 10, 5);
         t.continued();
         drop(t);
         t2.begin("b/m");
         t2.committed("b/m");
-        t2.ended("b/m", "complete", 15, 20);
+        t2.ended(t2.latest("b/m"), "complete", 15, 20);
         drop(t2);
         let e = &r.recent(1)[0];
         assert!(e.continued);

@@ -50,6 +50,10 @@ class Mock:
     def reset(self):
         self._call("POST", "/_mock/reset", {})
 
+    def restate(self, words, newline=False):
+        """What a model asked to continue by instruction restates first (until reset)."""
+        self._call("POST", "/_mock/restate", {"words": words, "newline": newline})
+
 
 @pytest.fixture(scope="session")
 def mock():
@@ -76,16 +80,20 @@ def gateway(mock, dead_mock, tmp_path_factory):
 [journal]
 path = "{cfg.parent / 'journal.sqlite3'}"
 
+# Alone on their routes and not going on from their own broken answers: a break is the
+# error the SDKs raise (continuation = "off").
 [providers.anthropic]
 kind = "anthropic"
 base_url = "{mock.url}"
 passthrough_auth = true
+continuation = "off"
 timeouts = {{ idle = "1s" }}
 
 [providers.openai]
 kind = "openai"
 base_url = "{mock.url}/v1"
 passthrough_auth = true
+continuation = "off"
 timeouts = {{ idle = "1s" }}
 
 # Keyed providers for translated routes: a translation never forwards the client's own key.
@@ -93,30 +101,65 @@ timeouts = {{ idle = "1s" }}
 kind = "anthropic"
 base_url = "{mock.url}"
 api_key_env = "UNDERSTUDY_TEST_KEY"
-continuation = true
+continuation = "off"
+timeouts = {{ idle = "1s" }}
+
+# The same, as the fallback that finishes a broken answer.
+[providers.anthropic-go]
+kind = "anthropic"
+base_url = "{mock.url}"
+api_key_env = "UNDERSTUDY_TEST_KEY"
 timeouts = {{ idle = "1s" }}
 
 [providers.openai-k]
 kind = "openai"
 base_url = "{mock.url}/v1"
 api_key_env = "UNDERSTUDY_TEST_KEY"
+continuation = "off"
 timeouts = {{ idle = "1s" }}
 
 [providers.gemini]
 kind = "gemini"
 base_url = "{mock.url}"
 api_key_env = "UNDERSTUDY_TEST_KEY"
+continuation = "off"
 timeouts = {{ idle = "1s" }}
 
+# OpenAI as the fallback that finishes a broken answer (by instruction: it has no prefill).
+[providers.openai-go]
+kind = "openai"
+base_url = "{mock.url}/v1"
+api_key_env = "UNDERSTUDY_TEST_KEY"
+timeouts = {{ idle = "1s" }}
+
+# Primaries on the second mock, scripted to break; they leave the answer to their fallback.
 [providers.dead]
 kind = "anthropic"
 base_url = "{dead_mock.url}"
 api_key_env = "UNDERSTUDY_TEST_KEY"
+continuation = "off"
 timeouts = {{ idle = "1s" }}
+
+[providers.dead-openai]
+kind = "openai"
+base_url = "{dead_mock.url}/v1"
+api_key_env = "UNDERSTUDY_TEST_KEY"
+continuation = "off"
+timeouts = {{ idle = "1s" }}
+
+# A primary that cuts its stream, and one other backend, on a model that refuses a prefill as
+# Claude 4.6+ does (or on OpenAI, which has none): it can only go on by instruction.
+[[routes]]
+model = "claude-cut"
+backends = ["dead/claude-opus-4-6", "anthropic-go/claude-opus-4-6"]
+
+[[routes]]
+model = "gpt-cut"
+backends = ["dead-openai/gpt-4o", "openai-go/gpt-4o"]
 
 [[routes]]
 model = "claude-chain"
-backends = ["dead/claude-sonnet-4-5", "anthropic-k/claude-sonnet-4-5"]
+backends = ["dead/claude-sonnet-4-5", "anthropic-go/claude-sonnet-4-5"]
 
 [[routes]]
 model = "claude-via-openai"

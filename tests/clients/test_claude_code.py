@@ -79,3 +79,27 @@ def test_claude_code_gets_a_whole_answer_while_its_primary_fails_every_request(g
         last = json.loads(served[0]["body"])["messages"][-1]
         assert last == {"role": "assistant", "content": [{"type": "text", "text": "Hello from"}]}, last
     dead_mock.reset()
+
+
+@pytest.mark.parametrize("restate", [(0, False), (3, True), (1000, False)], ids=["none", "3-words-newline", "all"])
+def test_claude_code_prints_the_exact_answer_when_the_only_other_backend_refuses_prefills(gateway, mock, dead_mock, tmp_path, restate):
+    """Its primary cuts the stream after "Hello from"; the one other backend is Claude Opus 4.6,
+    which refuses a prefill (Anthropic's 400), so it is asked by instruction, and restates
+    nothing, three words after a newline, or everything first: Claude Code prints the answer
+    exactly, with no gap and nothing twice."""
+    dead_mock.reset()
+    words, newline = restate
+    mock.restate(words, newline)
+    dead_mock.push(*[sse_reply(anthropic_events()[:4], end="reset")] * 10)
+    out = run_claude(gateway, tmp_path, "say hello", model="claude-cut")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert out.stdout.strip() == "".join(TEXT)
+    asked = [json.loads(r["body"]) for r in mock.requests()
+             if r["path"].startswith("/v1/messages") and json.loads(r["body"]).get("model") == "claude-opus-4-6"]
+    assert len(asked) == 1, "asked by instruction at once: Opus 4.6 is known to refuse a prefill"
+    turns = asked[0]["messages"]
+    assert turns[-2] == {"role": "assistant", "content": [{"type": "text", "text": "Hello from"}]}
+    assert turns[-1]["role"] == "user" and "Continue it from exactly where it stopped" in turns[-1]["content"][0]["text"]
+    assert "thinking" not in asked[0]
+    assert "cache_control" in json.dumps(asked[0]), "Claude Code's cache breakpoints stay, so the prompt cache is read"
+    dead_mock.reset()

@@ -102,6 +102,17 @@ def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
         expect(page.locator("#overall")).to_have_attribute("data-state", "healthy")
         page.screenshot(path=os.path.join(SHOTS, "dashboard-recovered.png"), full_page=True)
 
+        # The primary breaks mid-answer, and overloads when asked to go on itself: the
+        # secondary finishes it, and the feed says who wrote which part and how.
+        primary.push(sse_reply(anthropic_events()[:4], end="reset"), OVERLOADED)
+        status, _, text = ask_stream(url)
+        assert status == 200 and "message_stop" in text
+        row = page.locator("#feed tbody tr.continued").first
+        expect(row.locator(".tag.continued")).to_have_text("continued")
+        expect(row).to_contain_text("secondary/claude-sonnet-4-5 (continued from where it stopped)")
+        expect(row).to_contain_text("primary/claude-sonnet-4-5 (http_529)")
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-continued.png"), full_page=True)
+
         # The routing mode, switched from the page, is what the gateway does.
         page.click('[data-mode="cloud-only"]')
         expect(page.locator('[data-mode="cloud-only"]')).to_have_attribute("aria-pressed", "true")

@@ -106,3 +106,37 @@ def test_openai_sdk_raises_when_the_stream_stalls(gateway, mock):
         for _ in gpt(gateway).chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}], stream=True):
             pass
     assert "timeouts.idle" in str(exc.value)
+
+
+def test_anthropic_sdk_streams_a_whole_answer_continued_by_instruction(gateway, mock, dead_mock):
+    """The primary resets after "Hello from"; the only other backend refuses prefills (Claude
+    Opus 4.6), so it is asked in words and restates three words: the SDK reads one whole
+    answer, one text block."""
+    dead_mock.reset()
+    mock.restate(3)
+    dead_mock.push(sse_reply(anthropic_events()[:4], end="reset"))
+    with claude(gateway).messages.stream(
+        model="claude-cut", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == FULL
+    assert final.stop_reason == "end_turn"
+    assert [b.type for b in final.content] == ["text"]
+    dead_mock.reset()
+
+
+def test_openai_sdk_streams_a_whole_answer_continued_by_instruction(gateway, mock, dead_mock):
+    """The same on OpenAI's API, which has no prefill at all."""
+    dead_mock.reset()
+    mock.restate(3, newline=True)
+    dead_mock.push(sse_reply(openai_chunks()[:3], end="close"))
+    text, finish = "", None
+    for c in gpt(gateway).chat.completions.create(
+        model="gpt-cut", stream=True, messages=[{"role": "user", "content": "hi"}]
+    ):
+        if c.choices:
+            text += c.choices[0].delta.content or ""
+            finish = c.choices[0].finish_reason or finish
+    assert (text, finish) == (FULL, "stop")
+    dead_mock.reset()
