@@ -63,10 +63,12 @@ context_size = 1024
 threads = 1
 {local_extra}
 
+# The cloud that breaks; it leaves its broken answers to the local model.
 [providers.primary]
 kind = "openai"
 base_url = "{p}/v1"
 api_key_env = "UNDERSTUDY_TEST_LOCAL_KEY"
+continuation = "off"
 
 [[routes]]
 model = "smol"
@@ -281,6 +283,52 @@ async fn the_local_model_continues_a_broken_cloud_answer_from_the_exact_point() 
         text.len() > "The sea is wide and".len(),
         "the local model added to it: {text:?}"
     );
+}
+
+/// The real model, configured to continue by instruction, finishes a cloud's broken answer on
+/// unscripted output, cut between words and inside one: the client's stream completes, its
+/// text goes on from exactly what it had, and nothing the model restated survives the seam.
+/// (SmolLM2-135M, greedy, answers the instruction by restating the partial answer word for
+/// word and stopping: without the seam the client would read it twice. It adds nothing of
+/// its own, which is why the zero-config proof model never continues unless configured to.)
+#[tokio::test]
+async fn the_local_model_finishes_a_broken_answer_by_instruction_and_the_seam_holds() {
+    let (h, primary, _d, _m) = start_with("instruct", r#"continuation = "instruct""#, "").await;
+    let delivered = "The sea is wide and";
+    for cut in [["The sea is", " wide and"], ["The sea is wi", "de and"]] {
+        let events = openai::text_stream("gpt-4o", &[cut[0], cut[1], "NEVER"], "stop");
+        primary.push(Reply::sse(events[..3].to_vec()).end(End::Close));
+        let r = post(&h.url, "/v1/messages", &ask("chain", true, 24)).await;
+        let (text, end) = check_anthropic_stream(&r.bytes().await.unwrap());
+        assert_eq!(end, AnthropicEnd::Complete, "{text:?}");
+        let rest = text
+            .strip_prefix(delivered)
+            .unwrap_or_else(|| panic!("the client's text goes on from what it had: {text:?}"));
+        let rest = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+        let words: Vec<&str> = delivered.split_whitespace().collect();
+        for n in 1..=words.len() {
+            let tail = words[words.len() - n..].join(" ");
+            assert!(
+                !(rest == tail || rest.starts_with(&format!("{tail} "))),
+                "the seam let a restatement of {tail:?} through: {text:?}"
+            );
+        }
+    }
+    let feed: Value = crate::support::client()
+        .get(format!("{}/api/requests", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for request in feed["requests"].as_array().unwrap() {
+        let attempts = request["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{request}");
+        assert_eq!(attempts[1]["backend"], "local/chain", "{request}");
+        assert_eq!(attempts[1]["continuation"], "instruct", "{request}");
+        assert_eq!(request["continued"], true, "{request}");
+    }
 }
 
 #[tokio::test]
