@@ -1,7 +1,9 @@
 //! Failover cost, client-side: how much later the first byte arrives when the primary fails
-//! (before content: a 529; after content: a reset mid-stream, continued on the fallback) than
-//! when the fallback is asked directly; and how many attempts a dead primary still gets once
-//! its breaker opens.
+//! (before content: a 529; after content: a close mid-stream, continued) than when the
+//! fallback is asked directly; the gap the client sees at the splice for each way of
+//! continuing (a fallback that takes a prefill, one asked by instruction that restates three
+//! words, the backend that broke going on itself) and what an instruction costs in request
+//! size; and how many attempts a dead primary still gets once its breaker opens.
 //!
 //! `cargo bench --features testing --bench failover` (env: BENCH_N samples per case,
 //! BENCH_UPSTREAM_MS the fallback's latency before headers). The gateway is the release binary
@@ -26,12 +28,18 @@ fn config(primary: &str, fallback: &str, breaker: &str) -> tempfile::NamedTempFi
 kind = "anthropic"
 base_url = "{primary}"
 api_key_env = "UNDERSTUDY_BENCH_KEY"
+continuation = "off"
+
+# The same upstream, going on from its own broken answers.
+[providers.itself]
+kind = "anthropic"
+base_url = "{primary}"
+api_key_env = "UNDERSTUDY_BENCH_KEY"
 
 [providers.fallback]
 kind = "anthropic"
 base_url = "{fallback}"
 api_key_env = "UNDERSTUDY_BENCH_KEY"
-continuation = true
 
 [[routes]]
 model = "fb"
@@ -40,6 +48,14 @@ backends = ["fallback/claude-sonnet-4-5"]
 [[routes]]
 model = "chain"
 backends = ["primary/claude-opus-4-5", "fallback/claude-sonnet-4-5"]
+
+[[routes]]
+model = "chain-instruct"
+backends = ["primary/claude-opus-4-5", "fallback/claude-opus-4-6"]
+
+[[routes]]
+model = "same"
+backends = ["itself/claude-opus-4-5"]
 "#
     )
     .unwrap();
@@ -109,10 +125,16 @@ fn main() {
     rt.block_on(async {
         let primary = MockCloud::start().await;
         let fallback = MockCloud::start().await;
-        fallback.set_profile(understudy::testing::Profile {
+        // Both answer "a" then "b" after `upstream_ms`; asked by instruction, a model restates
+        // three words first (here: all of "a").
+        let profile = understudy::testing::Profile {
             delay: Duration::from_millis(upstream_ms),
+            answer: vec!["a".into(), "b".into()],
+            restate: understudy::testing::Restate { words: 3, newline: false },
             ..Default::default()
-        });
+        };
+        fallback.set_profile(profile.clone());
+        primary.set_profile(profile);
         // A breaker that never opens: every sample pays for the failed attempt.
         let cfg = config(&primary.url(), &fallback.url(), "[breaker]\nconsecutive_failures = 1000000\nmin_requests = 1000000");
         let (mut gw, gw_url) = spawn("1", &["serve", "--config", cfg.path().to_str().unwrap(), "--listen", "127.0.0.1:0"], "understudy listening on ");
@@ -121,6 +143,7 @@ fn main() {
         let through = format!("{gw_url}/v1/messages");
         let one_delta = anthropic::text_stream("claude-opus-4-5", &["a", "b"], "end_turn");
         let (mut d, mut g, mut f529, mut gap_direct, mut gap_splice) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut gap_instruct, mut gap_same) = (vec![], vec![]);
         for i in 0..n + 20 {
             let (dt, dgap) = timed(&client, &direct, "claude-sonnet-4-5").await;
             let (gt, _) = timed(&client, &through, "fb").await;
@@ -130,18 +153,41 @@ fn main() {
             // the bytes before it; a reset may drop them unread): continued on the fallback.
             primary.push(Reply::sse(one_delta[..4].to_vec()).end(End::Close));
             let (_, sgap) = timed(&client, &through, "chain").await;
+            primary.push(Reply::sse(one_delta[..4].to_vec()).end(End::Close));
+            let (_, igap) = timed(&client, &through, "chain-instruct").await;
+            // The backend that broke is asked again only within its retry budget (a fifth of
+            // its requests over 10 s): nine whole answers for each break keep well inside it.
+            for _ in 0..9 {
+                timed(&client, &through, "same").await;
+            }
+            primary.push(Reply::sse(one_delta[..4].to_vec()).end(End::Close));
+            let (_, same_gap) = timed(&client, &through, "same").await;
             if i >= 20 {
                 d.push(dt);
                 g.push(gt);
                 f529.push(ft);
                 gap_direct.push(dgap);
                 gap_splice.push(sgap);
+                gap_instruct.push(igap);
+                gap_same.push(same_gap);
             }
         }
+        // What asking by instruction costs over a prefill: the continuation requests as sent.
+        let sizes = |model: &str| {
+            fallback
+                .requests()
+                .iter()
+                .rev()
+                .find(|r| r.method == "POST" && r.body.contains(&format!("\"model\":\"{model}\"")) && r.body.contains("\"assistant\""))
+                .map(|r| r.body.len())
+                .unwrap_or(0)
+        };
+        let (prefill_bytes, instruct_bytes) = (sizes("claude-sonnet-4-5"), sizes("claude-opus-4-6"));
+        let instruction = understudy::relay::continuation::INSTRUCTION;
         if std::env::var_os("BENCH_TRACE").is_some() {
             eprintln!("splice gaps: {gap_splice:?}");
         }
-        for v in [&mut d, &mut g, &mut f529, &mut gap_direct, &mut gap_splice] {
+        for v in [&mut d, &mut g, &mut f529, &mut gap_direct, &mut gap_splice, &mut gap_instruct, &mut gap_same] {
             v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         }
         let row = |name: &str, v: &[f64]| println!("| {name} | {:.3} | {:.3} | {:.3} |", pct(v, 0.5), pct(v, 0.95), pct(v, 0.99));
@@ -152,7 +198,9 @@ fn main() {
         row("through Understudy, primary 529 → fallback", &f529);
         println!("\n| gap at the splice, ms | p50 | p95 | p99 |\n|---|---|---|---|");
         row("direct stream, delta to delta (no fault)", &gap_direct);
-        row("primary closes after its first delta → continued on the fallback", &gap_splice);
+        row("primary closes after its first delta → fallback goes on from a prefill", &gap_splice);
+        row("… → fallback asked by instruction, restates, the seam cuts it", &gap_instruct);
+        row("… → the same backend goes on from a prefill", &gap_same);
         println!(
             "\nAdded by a 529 before content (median, beyond the fallback through Understudy): {:.3} ms; beyond the fallback asked directly: {:.3} ms.",
             median(f529.clone()) - median(g.clone()),
@@ -162,6 +210,12 @@ fn main() {
             "A break after content costs the client a gap of {:.3} ms at the splice (median), of which the fallback's own time to first byte is {:.3} ms.",
             median(gap_splice.clone()),
             median(d.clone())
+        );
+        println!(
+            "An instruction makes the continuation request {} bytes larger than a prefill ({prefill_bytes} → {instruct_bytes}); the instruction itself is {} characters, about {} tokens at 4 characters a token, paid once per continuation on input, plus whatever the model restates on output (3 words here).",
+            instruct_bytes as i64 - prefill_bytes as i64,
+            instruction.len(),
+            instruction.len().div_ceil(4)
         );
         let _ = gw.kill();
 
