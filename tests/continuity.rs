@@ -669,14 +669,7 @@ async fn a_refused_prefill_is_learned_and_the_splice_is_visible_in_the_feed() {
         };
         assert_eq!(roles, want, "round {round}: refused once, remembered after");
     }
-    let feed: Value = crate::support::client()
-        .get(format!("{}/api/requests", h.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed = crate::support::get_json(&h.url, "/api/requests").await;
     let last = &feed["requests"][0];
     assert_eq!(last["continued"], true, "{last}");
     let attempts = last["attempts"].as_array().unwrap();

@@ -314,14 +314,7 @@ async fn the_local_model_finishes_a_broken_answer_by_instruction_and_the_seam_ho
             );
         }
     }
-    let feed: Value = crate::support::client()
-        .get(format!("{}/api/requests", h.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed = crate::support::get_json(&h.url, "/api/requests").await;
     for request in feed["requests"].as_array().unwrap() {
         let attempts = request["attempts"].as_array().unwrap();
         assert_eq!(attempts.len(), 2, "{request}");

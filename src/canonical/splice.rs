@@ -117,14 +117,7 @@ impl Seam {
             }
         }
         match self.decide(false) {
-            Some(from) => {
-                let rest = self.held.split_off(from);
-                self.removed = self.held.chars().count();
-                self.held.clear();
-                self.decided = true;
-                self.trim = self.ends_in_space;
-                self.pass(rest)
-            }
+            Some(from) => self.settle(from),
             None => String::new(),
         }
     }
@@ -136,6 +129,11 @@ impl Seam {
             return String::new();
         }
         let from = self.decide(true).unwrap_or(0);
+        self.settle(from)
+    }
+
+    /// Decided: the held text before byte `from` was a restatement; the rest passes.
+    fn settle(&mut self, from: usize) -> String {
         let rest = self.held.split_off(from);
         self.removed = self.held.chars().count();
         self.held.clear();
@@ -411,9 +409,7 @@ mod tests {
             "I read a book today."
         );
         assert_eq!(every_step("It was goo", "d.", true), "It was good.");
-        // A new word that happens to repeat the last one is kept when it is not a restatement
-        // of the end: "no" then "no more" is a real "no no more"? It is the end restated, so
-        // it goes; but a different word after it stays.
+        // Nothing in common: the continuation is taken as it comes.
         assert_eq!(every_step("Say no", " more.", true), "Say no more.");
     }
 
