@@ -19,6 +19,28 @@ pub(crate) enum Ending {
     UpstreamError,
 }
 
+/// The bytes the client has received, kept as they went out and decoded only when a break
+/// needs to know what the client has: a stream that ends well (nearly all of them) costs a
+/// copy of its bytes, not a second decoding of every event.
+#[derive(Debug)]
+struct Shadow {
+    pipeline: Pipeline,
+    sent: BytesMut,
+}
+
+/// What a shadow keeps at most; a longer answer cannot be continued (it is read back at a
+/// break, and an answer this long is not worth holding twice).
+const MAX_SHADOW: usize = 8 * 1024 * 1024;
+
+impl Shadow {
+    /// What the client has, as the canonical answer so far (`None`: it cannot be read back).
+    fn delivered(&mut self) -> Option<Collector> {
+        let sent = std::mem::take(&mut self.sent);
+        self.pipeline.feed(&sent, &mut BytesMut::new()).ok()?;
+        Some(self.pipeline.take_delivered())
+    }
+}
+
 /// A passthrough stream's pipe: the upstream's bytes cut into whole events, each judged by the
 /// dialect's inspector and forwarded unchanged (a tool call's events held until it is whole).
 #[derive(Debug)]
@@ -29,8 +51,9 @@ pub(crate) struct Inspected {
     dialect: Dialect,
     /// A tool call's frames, held until it is whole.
     held: Option<BytesMut>,
-    /// What the client has received, decoded (only when it may be continued): the prefill.
-    shadow: Option<Pipeline>,
+    /// What the client has received (only when it may be continued), read back into the
+    /// canonical answer only if the stream breaks.
+    shadow: Option<Shadow>,
     /// The upstream's own error event (its data), once it sent one.
     upstream_error: Option<String>,
     /// For a whole answer: what is rebuilt instead of forwarded.
@@ -46,7 +69,10 @@ impl Inspected {
             inspector: dialect.inspector(),
             dialect,
             held: None,
-            shadow,
+            shadow: shadow.map(|pipeline| Shadow {
+                pipeline,
+                sent: BytesMut::new(),
+            }),
             upstream_error: None,
             whole: whole.then(|| dialect.assembler()),
         }
@@ -75,7 +101,7 @@ impl Inspected {
     }
 
     pub(crate) fn take_delivered(&mut self) -> Option<Collector> {
-        self.shadow.as_mut().map(Pipeline::take_delivered)
+        self.shadow.take().and_then(|mut s| s.delivered())
     }
 
     pub(crate) fn feed(
@@ -196,9 +222,11 @@ impl Inspected {
             out.extend_from_slice(bytes);
         }
         if let Some(shadow) = self.shadow.as_mut() {
-            if shadow.feed(bytes, &mut BytesMut::new()).is_err() {
-                // What was sent cannot be read back: no continuation for this stream.
+            if shadow.sent.len() + bytes.len() > MAX_SHADOW {
+                tracing::debug!("the answer is too long to keep for a continuation");
                 self.shadow = None;
+            } else {
+                shadow.sent.extend_from_slice(bytes);
             }
         }
     }
