@@ -131,16 +131,6 @@ impl Continuation {
     /// Every value, as the config spells it.
     pub const NAMES: [&'static str; 4] = ["auto", "prefill", "instruct", "off"];
 
-    /// The config's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Continuation::Auto => "auto",
-            Continuation::Prefill => "prefill",
-            Continuation::Instruct => "instruct",
-            Continuation::Off => "off",
-        }
-    }
-
     /// From the config's spelling (`true` and `false` mean `auto` and `off`).
     pub fn from_name(name: &str) -> Option<Continuation> {
         Some(match name {

@@ -47,6 +47,14 @@ pub enum Operation {
     GeminiStream,
 }
 
+impl Operation {
+    /// A model answers it (it can stream, break and be continued): everything but counting
+    /// tokens and embeddings.
+    pub fn answers(self) -> bool {
+        !matches!(self, Operation::CountTokens | Operation::Embeddings)
+    }
+}
+
 /// What one provider kind does differently: its URLs, its credentials header, which client
 /// requests it can take unchanged, how a canonical request is written for it, how its stream
 /// and its errors are read. Implemented once per kind, in the kind's own file.

@@ -9,7 +9,6 @@ use super::continuation::ContinuationPlan;
 use super::stream::{Reported, Resume};
 use super::{passthrough, translated, Request};
 use crate::error::{FailureKind, GatewayError};
-use crate::providers::Operation;
 use crate::routing::breaker::Admission;
 use crate::routing::health::{self, Report};
 use crate::routing::{Backend, Router};
@@ -98,8 +97,7 @@ async fn walk_chain(
             }
         }
         // A whole answer is read as a stream too, so it can be continued as well.
-        let answers = !matches!(req.op, Operation::CountTokens | Operation::Embeddings);
-        let plan = (answers && !router.paused())
+        let plan = (req.op.answers() && !router.paused())
             .then(|| plan(router, req, backend, &chain[i + 1..], trace))
             .flatten()
             .map(|p| Box::new(p) as Box<dyn Resume>);
@@ -259,14 +257,14 @@ async fn attempt(
     );
     // Every answer may be read through a stream, which then reports how it ended; a whole
     // answer that is not (a plain passthrough body) leaves it to `judge`.
-    let report = (!matches!(req.op, Operation::CountTokens | Operation::Embeddings))
+    let report = req
+        .op
+        .answers()
         .then(|| Report::new(router.health().clone(), key.clone()));
-    let native =
-        req.dialect != crate::client_api::Dialect::Ollama && provider.api().passes_through(req.op);
-    if native {
+    if req.native_on(provider) {
         return passthrough::call(backend, req, report, plan, exchange).await;
     }
-    if matches!(req.op, Operation::CountTokens | Operation::Embeddings) {
+    if !req.op.answers() {
         return Err(GatewayError::Unsupported(format!(
             "provider '{}' speaks the {} API, which has no such endpoint",
             provider.name(),

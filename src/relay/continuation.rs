@@ -16,7 +16,6 @@ use super::stream::{Pipe, Resume, Stream};
 use super::translated::{open, opened, Opened};
 use super::MAX_ERROR_BODY;
 use crate::canonical::{self, Collector, Seam, ToolNames};
-use crate::client_api::Dialect;
 use crate::config::{Continuation, ProviderKind};
 use crate::error::{FailureKind, GatewayError, ProviderError};
 use crate::providers::{Encoded, EncodedBody, Operation};
@@ -376,7 +375,6 @@ pub(crate) async fn continue_stream(
                 }
                 Err(f)
                     if f.refused_prefill
-                        && how == Method::Prefill
                         && backend.provider.config.continuation == Continuation::Auto =>
                 {
                     tracing::info!(backend = %key, "its model refuses an assistant prefill: continuing by instruction, from now on");
@@ -428,7 +426,7 @@ async fn attempt(
         refused_prefill: false,
     };
     let req = &plan.request;
-    let native = req.dialect != Dialect::Ollama && provider.api().passes_through(req.op);
+    let native = req.native_on(provider);
     let enc = if native {
         match continuation_body(req, &backend.model, partial, how) {
             Ok(bytes) => Encoded {

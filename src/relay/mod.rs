@@ -93,6 +93,12 @@ pub struct Request {
 }
 
 impl Request {
+    /// `provider` speaks the client's API for this operation: the request passes through
+    /// (Ollama's requests are always translated).
+    pub(crate) fn native_on(&self, provider: &crate::providers::Provider) -> bool {
+        self.dialect != Dialect::Ollama && provider.api().passes_through(self.op)
+    }
+
     /// The request in the canonical model, decoded on first use.
     pub fn canonical(&self) -> Result<Arc<canonical::Request>, GatewayError> {
         self.canonical.get_or_init(|| self.decode()).clone()
@@ -144,8 +150,7 @@ pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError
         },
     };
     let req = Arc::new(Request {
-        stream: peek.stream.unwrap_or(false)
-            && !matches!(call.op, Operation::CountTokens | Operation::Embeddings),
+        stream: peek.stream.unwrap_or(false) && call.op.answers(),
         dialect: call.dialect,
         op: call.op,
         query: call.query,

@@ -99,16 +99,7 @@ pub(crate) async fn call(
         plan,
     );
     if whole_as_stream {
-        stream.collect(report).await?;
-        let created = super::attempt::unix_now();
-        let whole = stream
-            .whole(req.format, &req.model, created)
-            .ok_or_else(|| {
-                GatewayError::Upstream(provider.failure(
-                    FailureKind::Truncated,
-                    "the upstream's stream finished without an answer".into(),
-                ))
-            })?;
+        let whole = stream.answer(report, req.format, &req.model).await?;
         headers.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),

@@ -341,7 +341,7 @@ impl Stream {
     /// client has received nothing, so any failure can still be mended: one after content is
     /// continued elsewhere when the plan allows (this stream becomes the continuation's), and
     /// any other is the error the chain walk judges and may fail over on.
-    pub(crate) async fn collect(&mut self, report: Option<Report>) -> Result<(), GatewayError> {
+    async fn collect(&mut self, report: Option<Report>) -> Result<(), GatewayError> {
         self.report = report;
         let mut sink = BytesMut::new();
         while !self.finished {
@@ -363,16 +363,29 @@ impl Stream {
         Ok(())
     }
 
-    /// The whole answer in the client's format, after [`Stream::collect`]: the passthrough's
-    /// rebuilt body, or the translated (or continued) answer encoded for the client.
-    pub(crate) fn whole(&mut self, format: Format, model: &str, created: u64) -> Option<Value> {
-        match &mut self.pipe {
+    /// Reads a whole answer to its end ([`Stream::collect`]) and returns it in the client's
+    /// format: the passthrough's rebuilt body, or the translated (or continued) answer encoded
+    /// for the client. A stream that completed without an answer is truncated.
+    pub(crate) async fn answer(
+        &mut self,
+        report: Option<Report>,
+        format: Format,
+        model: &str,
+    ) -> Result<Value, GatewayError> {
+        self.collect(report).await?;
+        let whole = match &mut self.pipe {
             Pipe::Passthrough(p) => p.take_whole(),
-            Pipe::Translated(p) => {
-                let answer = p.take_delivered().finish()?;
-                Some(encode_response(format, &answer, model, created))
-            }
-        }
+            Pipe::Translated(p) => p
+                .take_delivered()
+                .finish()
+                .map(|answer| encode_response(format, &answer, model, super::attempt::unix_now())),
+        };
+        whole.ok_or_else(|| {
+            GatewayError::Upstream(self.provider.failure(
+                FailureKind::Truncated,
+                "the upstream's stream finished without an answer".into(),
+            ))
+        })
     }
 
     /// Logs a failure that the client gets as an HTTP error (nothing was sent yet); the chain

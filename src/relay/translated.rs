@@ -126,13 +126,7 @@ pub(crate) async fn call(
     let pipe = Pipe::Translated(Box::new(pipeline));
     let mut stream = Stream::new(upstream, pipe, provider.clone(), exchange, keepalive, plan);
     if !req.stream {
-        stream.collect(report).await?;
-        let answer = stream.whole(format, &req.model, created).ok_or_else(|| {
-            GatewayError::Upstream(provider.failure(
-                FailureKind::Truncated,
-                "the upstream finished without an answer".into(),
-            ))
-        })?;
+        let answer = stream.answer(report, format, &req.model).await?;
         let mut resp = served_by(axum::Json(answer).into_response(), &name);
         resp.extensions_mut().insert(Reported);
         return Ok(resp);
