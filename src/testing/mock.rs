@@ -290,6 +290,12 @@ pub struct Restate {
 pub const PREFILL_REFUSAL: &str =
     "This model does not support assistant message prefill. The conversation must end with a user message.";
 
+/// Anthropic's refusal of a final assistant turn (message `at`) that does not begin with a
+/// thinking block while thinking is on.
+fn thinking_prefill_refusal(at: usize) -> String {
+    format!("messages.{at}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `text`. When `thinking` is enabled, a final `assistant` message must start with a thinking block. To avoid this requirement, disable `thinking`.")
+}
+
 /// The Claude models that refuse a prefill ("Prefilling assistant messages returns a 400 error
 /// on Claude 4.6 models"; the 5 family too). Older ones, Haiku 4.5 included, take one. A model
 /// whose name ends in `-noprefill` refuses one too, whatever it is called: an older model
@@ -739,7 +745,31 @@ fn default_reply(
             let body = serde_json::json!({"object": "error", "message": "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant", "type": "invalid_request_message_order", "param": null, "code": "3230"});
             return (Reply::json(400, &body), None);
         }
-        Asked::Prefill(cut) if anthropic_api => remaining_parts(&all, Some(&cut)),
+        // Two more of Anthropic's refusals of a final assistant turn: with thinking on it must
+        // begin with a thinking block, and it may not end in whitespace.
+        Asked::Prefill(_)
+            if anthropic_api
+                && matches!(
+                    req["thinking"]["type"].as_str(),
+                    Some("enabled" | "adaptive")
+                )
+                && !matches!(
+                    req["messages"].as_array().and_then(|m| m.last()).map(|m| &m["content"][0]["type"]),
+                    Some(t) if t == "thinking" || t == "redacted_thinking"
+                ) =>
+        {
+            let last = req["messages"].as_array().map_or(0, |m| m.len() - 1);
+            let body = anthropic::error("invalid_request_error", &thinking_prefill_refusal(last));
+            return (Reply::json(400, &body), None);
+        }
+        Asked::Prefill(cut) if anthropic_api && cut.ends_with(char::is_whitespace) => {
+            let body = anthropic::error(
+                "invalid_request_error",
+                "messages: final assistant content cannot end with trailing whitespace",
+            );
+            return (Reply::json(400, &body), None);
+        }
+        Asked::Prefill(cut) if anthropic_api => remaining_parts(&all, &cut),
         // OpenAI's Chat Completions has no prefill: a final assistant turn is context, and
         // the model starts a new message.
         Asked::Prefill(_) => all,
@@ -791,12 +821,9 @@ fn default_reply(
     (reply, Some(outcome))
 }
 
-/// The parts of the answer that come after `prefill` (the whole answer without one, or when
-/// the prefill is not a beginning of it).
-fn remaining_parts(all: &[String], prefill: Option<&str>) -> Vec<String> {
-    let Some(prefill) = prefill else {
-        return all.to_vec();
-    };
+/// The parts of the answer that come after `prefill` (the whole answer when the prefill is not
+/// a beginning of it).
+fn remaining_parts(all: &[String], prefill: &str) -> Vec<String> {
     let full: String = all.concat();
     let Some(rest) = full.strip_prefix(prefill) else {
         return all.to_vec();
@@ -1081,6 +1108,30 @@ mod tests {
             assert_eq!(status, 200, "{model}");
             assert_eq!(v["content"][0]["text"], " the mock cloud.", "{model}");
         }
+        // Even those refuse a prefill that ends in whitespace, or one without a thinking block
+        // while thinking is on.
+        let mut spaced = ask("claude-sonnet-4-5");
+        spaced["messages"][1]["content"][0]["text"] = "Hello from ".into();
+        let (status, v) = post(spaced).await;
+        assert_eq!(status, 400);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("trailing whitespace"),
+            "{v}"
+        );
+        let mut thinking = ask("claude-sonnet-4-5");
+        thinking["thinking"] = serde_json::json!({"type": "enabled", "budget_tokens": 1024});
+        let (status, v) = post(thinking).await;
+        assert_eq!(status, 400);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("messages.1.content.0.type"),
+            "{v}"
+        );
     }
 
     #[tokio::test]
