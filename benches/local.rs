@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench local` (env: BENCH_MODEL the GGUF, default models/SmolLM2;
 //! BENCH_THREADS, default the physical cores; BENCH_REPS, default 3; LLAMA_BENCH the
-//! `llama-bench` binary from scripts/build-llama-bench, skipped when unset). Our side talks to
+//! `llama-bench` binary from scripts/build-llama-bench, skipped when unset;
+//! BENCH_CPU_VARIANTS=zen4,haswell,… measures each CPU variant instead). Our side talks to
 //! `understudy worker` (the release binary) over its pipes, as the gateway does, so the
 //! numbers are the engine's: the worker's own prompt and generation timings, and TTFT measured
 //! here from the request line to the first text line.
@@ -32,10 +33,12 @@ struct Answer {
 }
 
 impl Worker {
-    fn start(model: &str, threads: u32) -> Worker {
+    /// `understudy worker` on `model`, in CPU `variant` (`None`: the best this CPU runs).
+    fn start(model: &str, threads: u32, variant: Option<&str>) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_understudy"))
             .args(["worker", "--model", model, "--context", "8192"])
             .args(["--threads", &threads.to_string()])
+            .args(variant.map(|v| ["--cpu-variant", v]).into_iter().flatten())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -116,25 +119,9 @@ fn filler(tag: &str, words: usize) -> String {
     out
 }
 
-fn main() {
-    let model = std::env::var("BENCH_MODEL").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-        )
-        .to_owned()
-    });
-    let threads: u32 = std::env::var("BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(understudy::config::physical_cores);
-    let reps: usize = std::env::var("BENCH_REPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    eprintln!("model {model}, {threads} threads, {reps} repetitions");
-
-    let mut w = Worker::start(&model, threads);
+/// Prompt processing (~512 fresh tokens, one out) and generation (128 tokens, greedy) speeds,
+/// medians of `reps`, and the prompt's token count.
+fn throughput(w: &mut Worker, reps: usize) -> (f64, u64, f64) {
     // Prompt processing: ~512 fresh tokens, one token out.
     let mut pp = Vec::new();
     let mut pp_tokens = 0;
@@ -163,6 +150,33 @@ fn main() {
         );
         tg.push(a.completion_tokens as f64 * 1000.0 / a.gen_ms.max(1.0));
     }
+    (median(pp), pp_tokens, median(tg))
+}
+
+fn main() {
+    let model = std::env::var("BENCH_MODEL").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+        )
+        .to_owned()
+    });
+    let threads: u32 = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(understudy::config::physical_cores);
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    eprintln!("model {model}, {threads} threads, {reps} repetitions");
+
+    if let Ok(variants) = std::env::var("BENCH_CPU_VARIANTS") {
+        cpu_variants(&model, threads, reps, &variants);
+        return;
+    }
+    let mut w = Worker::start(&model, threads, None);
+    let (pp, pp_tokens, tg) = throughput(&mut w, reps);
     // TTFT: a ~4k-token conversation, cold; then the same prefix with a new question, warm.
     let mut cold = Vec::new();
     let mut warm = Vec::new();
@@ -182,7 +196,7 @@ fn main() {
         reused = b.cached;
         warm.push(b.ttft.as_secs_f64() * 1000.0);
     }
-    let (pp, tg, cold, warm) = (median(pp), median(tg), median(cold), median(warm));
+    let (cold, warm) = (median(cold), median(warm));
     println!("| engine | prompt tokens/s (pp{pp_tokens}) | generation tokens/s (tg128) | TTFT cold, {prefix_tokens}-token prompt | TTFT warm, {reused} reused |");
     println!("|---|---|---|---|---|");
     println!(
@@ -227,4 +241,22 @@ fn main() {
         pp / lpp * 100.0,
         tg / ltg * 100.0
     );
+}
+
+/// `BENCH_CPU_VARIANTS=zen4,icelake,haswell,x64`: prompt and generation speed in each CPU
+/// variant, the first as the reference: what a compatible mode costs.
+fn cpu_variants(model: &str, threads: u32, reps: usize, variants: &str) {
+    println!("| CPU variant | prompt tokens/s | generation tokens/s | prompt vs first | generation vs first |");
+    println!("|---|---|---|---|---|");
+    let mut first = None;
+    for v in variants.split(',') {
+        let mut w = Worker::start(model, threads, Some(v));
+        let (pp, pp_tokens, tg) = throughput(&mut w, reps);
+        let (fpp, ftg) = *first.get_or_insert((pp, tg));
+        println!(
+            "| {v} | {pp:.0} (pp{pp_tokens}) | {tg:.1} | {:.0} % | {:.0} % |",
+            pp / fpp * 100.0,
+            tg / ftg * 100.0
+        );
+    }
 }

@@ -93,6 +93,12 @@ enum Command {
         /// Layers on the GPU (default: as many as fit).
         #[arg(long)]
         gpu_layers: Option<u32>,
+        /// The directory of llama.cpp's backend libraries (default: beside the binary).
+        #[arg(long)]
+        backends: Option<PathBuf>,
+        /// The CPU backend to run (`zen4`, `haswell`, …; default: the best this CPU runs).
+        #[arg(long)]
+        cpu_variant: Option<String>,
     },
     /// Run the scripted mock cloud (Anthropic- and OpenAI-shaped) for tests and benchmarks.
     #[cfg(feature = "testing")]
@@ -188,6 +194,8 @@ fn main() -> ExitCode {
         context,
         threads,
         gpu_layers,
+        backends,
+        cpu_variant,
     } = &cli.command
     {
         #[cfg(feature = "engine")]
@@ -197,6 +205,8 @@ fn main() -> ExitCode {
                 n_ctx: *context,
                 threads: threads.unwrap_or_else(understudy::config::physical_cores),
                 gpu_layers: *gpu_layers,
+                backends: backends.clone(),
+                cpu_variant: cpu_variant.clone(),
             };
             return match understudy::providers::local::worker::run(&settings) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -208,7 +218,7 @@ fn main() -> ExitCode {
         }
         #[cfg(not(feature = "engine"))]
         {
-            let _ = (model, context, threads, gpu_layers);
+            let _ = (model, context, threads, gpu_layers, backends, cpu_variant);
             eprintln!(
                 "understudy worker: this build has no local engine (built without the `engine` \
                  feature); build with the default features to answer from a local model"
@@ -701,5 +711,10 @@ fn local_line(l: &serde_json::Value) -> String {
         out.push_str(&format!(", last answer {tps:.0} tokens/s"));
     }
     out.push_str(&format!(", answers: {}", l["answers"]));
+    if let Ok(mode) =
+        serde_json::from_value::<understudy::providers::local::cpu::Mode>(l["cpu"].clone())
+    {
+        out.push_str(&format!("\n{:<28}{}", "", mode.describe()));
+    }
     out
 }

@@ -13,8 +13,8 @@ mod validate;
 mod zero;
 
 pub use paths::{
-    chosen_file, chosen_path, default_journal_path, default_model, default_path, models_dir,
-    physical_cores, DEFAULT_MODEL_FILE, DEFAULT_MODEL_RECORD,
+    chosen_file, chosen_path, default_engine_modes_path, default_journal_path, default_model,
+    default_path, models_dir, physical_cores, DEFAULT_MODEL_FILE, DEFAULT_MODEL_RECORD,
 };
 
 use crate::secret::KeySource;
@@ -418,6 +418,10 @@ pub struct LocalConfig {
     pub unload_after: Option<Duration>,
     /// Model layers to put on the GPU; `None`: as many as fit (none without a GPU build).
     pub gpu_layers: Option<u32>,
+    /// Where the CPU mode that works on this machine is remembered
+    /// ([`crate::providers::local::cpu::Memory`]); `None`: for this process only (a gateway a
+    /// test builds in-process). The apps use [`default_engine_modes_path`].
+    pub modes_file: Option<PathBuf>,
 }
 
 impl LocalConfig {

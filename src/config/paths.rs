@@ -20,6 +20,12 @@ pub fn default_journal_path() -> Option<PathBuf> {
     project_dirs().map(|d| d.data_dir().join("journal.sqlite3"))
 }
 
+/// The file that remembers which CPU mode the local engine runs in on this machine: the
+/// platform data dir's `engine-modes.json`.
+pub fn default_engine_modes_path() -> Option<PathBuf> {
+    project_dirs().map(|d| d.data_dir().join("engine-modes.json"))
+}
+
 /// A path from the config: `~/` is the home directory.
 pub(super) fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {

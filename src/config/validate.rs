@@ -403,6 +403,7 @@ fn local(
             None => Some(DEFAULT_UNLOAD_AFTER),
         },
         gpu_layers: p.gpu_layers,
+        modes_file: None,
     })
 }
 

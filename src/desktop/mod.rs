@@ -20,10 +20,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Fills in what an app uses by default and a test-built gateway does not: the journal file
-/// in the platform data dir (unless the config names one or turns it off).
+/// in the platform data dir (unless the config names one or turns it off), and the file that
+/// remembers the local engine's CPU mode.
 pub fn app_defaults(cfg: &mut Config) {
     if cfg.journal.path.is_none() {
         cfg.journal.path = crate::config::default_journal_path();
+    }
+    for p in &mut cfg.providers {
+        if let Some(local) = &mut p.local {
+            if local.modes_file.is_none() {
+                local.modes_file = crate::config::default_engine_modes_path();
+            }
+        }
     }
 }
 
@@ -152,6 +160,7 @@ pub async fn notifications<G: Gateway>(
             ev = local_event => match ev {
                 Ok(LocalEvent::Ready { .. }) => vec![Change::LocalReady],
                 Ok(LocalEvent::Crashed { message }) => vec![Change::LocalCrashed { reason: message }],
+                Ok(LocalEvent::Downgraded { mode }) => vec![Change::LocalCompatible { mode: mode.describe() }],
                 _ => Vec::new(),
             },
             _ = tick.tick() => Vec::new(),

@@ -37,6 +37,11 @@ pub enum Change {
         /// Why.
         reason: String,
     },
+    /// The local model's CPU kernels crashed on this machine: it runs in a compatible mode.
+    LocalCompatible {
+        /// The mode, why and what it costs ([`crate::providers::local::cpu::Mode::describe`]).
+        mode: String,
+    },
     /// A stream that broke was finished by another backend.
     Continued {
         /// Who broke.
@@ -59,6 +64,7 @@ impl Change {
             Change::Network { offline } => format!("network:{offline}"),
             Change::LocalReady => "local:ready".into(),
             Change::LocalCrashed { .. } => "local:crashed".into(),
+            Change::LocalCompatible { .. } => "local:compatible".into(),
             Change::Continued { from, .. } => format!("continued:{from}"),
         }
     }
@@ -94,6 +100,10 @@ impl Change {
             Change::LocalCrashed { reason } => (
                 "Local model crashed".to_owned(),
                 format!("{reason}; it restarts on the next request"),
+            ),
+            Change::LocalCompatible { mode } => (
+                "Local model in compatible mode".to_owned(),
+                format!("The local model now runs in {mode}"),
             ),
             Change::Continued { from, to, how } => (
                 "Answer continued".to_owned(),

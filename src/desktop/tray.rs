@@ -90,7 +90,18 @@ fn action(id: &str, label: &str, checked: Option<bool>) -> Option<Item> {
 fn local_words(p: &ProviderStatus) -> String {
     let l = p.local.as_ref();
     let get = |k: &str| l.and_then(|l| l.get(k));
-    match p.local_state().unwrap_or("not_loaded") {
+    let compatible = get("cpu")
+        .and_then(|m| serde_json::from_value::<crate::providers::local::cpu::Mode>(m.clone()).ok())
+        .filter(|m| m.stepped_down())
+        .map(|m| {
+            format!(
+                ", compatible mode ({} CPU kernels, without {})",
+                m.variant,
+                m.without.join(", ")
+            )
+        })
+        .unwrap_or_default();
+    let words = match p.local_state().unwrap_or("not_loaded") {
         "loading" => format!(
             "loading {:.0} %",
             get("progress").and_then(|v| v.as_f64()).unwrap_or(0.0) * 100.0
@@ -107,7 +118,8 @@ fn local_words(p: &ProviderStatus) -> String {
         "crashed" => "crashed (restarts on the next request)".to_owned(),
         "failed" => "failed to load".to_owned(),
         _ => "not loaded".to_owned(),
-    }
+    };
+    words + &compatible
 }
 
 /// A latency for a menu line: `420 ms`, `2.3 s`.
@@ -478,7 +490,17 @@ mod tests {
         let mut gpu = local("ready");
         gpu.local =
             Some(json!({"state": "ready", "device": "CUDA0 (NVIDIA H100)", "gpu_layers": 30}));
+        let mut compatible = local("ready");
+        compatible.local = Some(json!({"state": "ready", "cpu": {
+            "variant": "zen4", "best": "sapphirerapids", "without": ["AMX"], "why": "SIGILL"}}));
+        let mut best = local("ready");
+        best.local = Some(json!({"state": "ready", "cpu": {"variant": "zen4", "best": "zen4"}}));
         for (p, want) in [
+            (
+                compatible,
+                "local (local model): ready on the CPU, compatible mode (zen4 CPU kernels, without AMX)",
+            ),
+            (best, "local (local model): ready on the CPU"),
             (local("not_loaded"), "local (local model): not loaded"),
             (local("ready"), "local (local model): ready on the CPU"),
             (

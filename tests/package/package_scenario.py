@@ -55,6 +55,7 @@ def main(scratch_root, home):
             out["local_finish"] = answer["stop_reason"]
             _, status = call(url + "/api/status")
             out["local_state"] = status["local"]["state"] if status.get("local") else None
+            out["local_cpu"] = status["local"].get("cpu") if status.get("local") else None
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 time.sleep(1)

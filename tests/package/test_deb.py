@@ -50,6 +50,21 @@ def test_the_package_puts_both_programs_on_the_path_with_a_desktop_entry(deb, sc
         assert "install ok installed" in status, f"{dep} is not installed"
 
 
+def test_the_package_ships_every_cpu_variant_and_the_binary_finds_its_libraries(scratch_root):
+    libdir = os.path.join(scratch_root, "usr", "lib", "understudy")
+    names = set(os.listdir(libdir))
+    # llama.cpp's core, and one CPU backend per instruction-set level (runtime dispatch).
+    assert {"libllama.so.0", "libggml.so.0", "libggml-base.so.0"} <= names, names
+    variants = {n for n in names if n.startswith("libggml-cpu-")}
+    assert {"libggml-cpu-x64.so", "libggml-cpu-haswell.so", "libggml-cpu-sapphirerapids.so"} <= variants, variants
+    # The binary's run path finds them in the package's own lib dir, not anywhere else.
+    ldd = subprocess.run(["ldd", os.path.join(scratch_root, "usr", "bin", "understudy")],
+                         capture_output=True, text=True, check=True).stdout
+    for lib in ("libllama.so", "libggml.so", "libggml-base.so"):
+        line = next(l for l in ldd.splitlines() if l.strip().startswith(lib))
+        assert libdir in line, line
+
+
 def test_the_installed_tray_app_starts_serves_and_answers_from_the_local_model(scratch_root):
     out = subprocess.run(
         ["dbus-run-session", "--", sys.executable, os.path.join(HERE, "package_scenario.py"), scratch_root],
@@ -58,6 +73,9 @@ def test_the_installed_tray_app_starts_serves_and_answers_from_the_local_model(s
     assert out.returncode == 0, out.stderr[-4000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert ("local", "local") in [tuple(p) for p in r["providers"]], r
+    # The packaged worker chose its CPU kernels at start: the best this CPU runs.
+    cpu = r["local_cpu"]
+    assert cpu and cpu["variant"] == cpu["best"], r
     assert r["local_status"] == 200 and r["local_finish"] in ("end_turn", "max_tokens"), r
     assert r["local_state"] == "ready", r
     assert r["header_share"] > 0.3, f"the window did not show the dashboard: {r}"

@@ -2,6 +2,7 @@
 //! request id, restarts it after a crash (with backoff), unloads it when idle, and cancels an
 //! answer whose client left.
 
+use super::cpu::{exit_words, Cpu, Ladder, Memory, Mode};
 use super::protocol::{Command, Line};
 use super::request::{to_chat, tools_for};
 use super::{LastAnswer, LocalEvent, LocalStatus};
@@ -9,7 +10,7 @@ use crate::canonical::Request;
 use crate::config::LocalConfig;
 use crate::error::{FailureKind, ProviderError};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,20 +52,24 @@ fn watch(
     (kill_tx, exit_rx)
 }
 
-/// Why a worker process ended, in words a user can act on.
-fn exit_reason(status: Option<std::process::ExitStatus>) -> String {
+const SIGILL: i32 = 4;
+const SIGABRT: i32 = 6;
+const SIGKILL: i32 = 9;
+const SIGTERM: i32 = 15;
+
+/// The signal that ended a process, if one did.
+fn signal_of(status: Option<std::process::ExitStatus>) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
-    match status {
-        Some(s) => match s.signal() {
-            Some(9) => "it was killed (SIGKILL): most likely the system ran out of memory; \
-                        try a smaller model or context_size"
-                .to_owned(),
-            Some(6) => "it aborted (SIGABRT): a llama.cpp assertion failed".to_owned(),
-            Some(11) => "it crashed (SIGSEGV)".to_owned(),
-            Some(n) => format!("it was stopped by signal {n}"),
-            None => format!("it exited with status {}", s.code().unwrap_or(-1)),
-        },
-        None => "it stopped answering".to_owned(),
+    status?.signal()
+}
+
+/// The worker binary: this same binary; `UNDERSTUDY_WORKER_BIN` names it when the gateway runs
+/// inside another program (the integration tests, the tray app).
+fn worker_exe() -> Result<PathBuf, ProviderError> {
+    match std::env::var_os("UNDERSTUDY_WORKER_BIN") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => std::env::current_exe()
+            .map_err(|e| failure(format!("cannot find the understudy binary: {e}"))),
     }
 }
 
@@ -98,6 +103,14 @@ struct Worker {
     generation: u64,
 }
 
+/// The error line kind that tells a request's forwarder the worker died before its answer
+/// began and was restarted (in a more conservative mode, or once as it was): it asks again
+/// ([`LocalEngine::generate`]). Never reaches a client.
+const RESTARTING: &str = "restarting";
+
+/// At most this many times one request is asked again after the worker died under it.
+const RETRIES_PER_REQUEST: u32 = 3;
+
 /// The supervised worker and the requests in flight.
 #[derive(Debug)]
 pub struct LocalEngine {
@@ -113,6 +126,15 @@ pub struct LocalEngine {
     last_used: Arc<Mutex<Instant>>,
     events: tokio::sync::broadcast::Sender<LocalEvent>,
     generation: AtomicU64,
+    /// This machine's CPU.
+    cpu: Cpu,
+    /// The CPU backends beside the worker binary and the mode running now (found at the
+    /// first start).
+    ladder: Mutex<Option<(Ladder, Mode)>>,
+    /// Where the mode that works is remembered.
+    memory: Memory,
+    /// Crashes in a row before a worker's first token (a second steps the mode down).
+    early_crashes: std::sync::atomic::AtomicU32,
 }
 
 /// Why the worker could not take a request.
@@ -127,6 +149,7 @@ fn failure(detail: String) -> ProviderError {
 impl LocalEngine {
     /// An engine for `cfg`; nothing starts until the first request.
     pub fn new(cfg: LocalConfig) -> LocalEngine {
+        let cfg_modes = cfg.modes_file.clone();
         LocalEngine {
             worker: tokio::sync::Mutex::new(None),
             status: Arc::new(Mutex::new(LocalStatus {
@@ -141,6 +164,10 @@ impl LocalEngine {
             last_used: Arc::new(Mutex::new(Instant::now())),
             events: tokio::sync::broadcast::channel(64).0,
             generation: AtomicU64::new(0),
+            cpu: Cpu::here(),
+            ladder: Mutex::new(None),
+            memory: Memory::new(cfg_modes),
+            early_crashes: Default::default(),
         }
     }
 
@@ -212,7 +239,8 @@ impl LocalEngine {
     }
 
     /// Starts the worker if it is not running (waiting out the restart backoff after a crash)
-    /// and waits until the model is loaded.
+    /// and waits until the model is loaded. A worker that dies of SIGILL while loading is
+    /// started again one CPU mode down, as often as the ladder allows.
     async fn ensure(self: &Arc<Self>, slot: &mut Option<Worker>) -> Result<(), ProviderError> {
         if slot
             .as_ref()
@@ -223,58 +251,165 @@ impl LocalEngine {
         if let Some(mut old) = slot.take() {
             old.stop();
         }
-        tokio::time::sleep(self.restart_backoff()).await;
-        let mut child = self.spawn_worker()?;
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let tail = stderr_tail(child.stderr.take().expect("piped"));
-        let pid = child.id();
-        let (kill, mut exited) = watch(child);
-        let mut lines = BufReader::new(stdout).lines();
-        let started = Instant::now();
-        self.set_state("loading", None);
-        let Some(ready) = self.wait_ready(&mut lines).await else {
-            let _ = kill.send(());
-            self.crashed();
-            let status = tokio::time::timeout(Duration::from_secs(2), &mut exited)
-                .await
-                .ok()
-                .and_then(Result::ok);
-            let why = tail.lock().expect("tail lock").join(" | ");
-            let message = format!(
-                "the local worker did not load the model ({}): {why}",
-                exit_reason(status)
-            );
-            self.set_state("failed", Some(message.clone()));
-            let _ = self.events.send(LocalEvent::Failed {
-                message: message.clone(),
+        let exe = worker_exe()?;
+        loop {
+            tokio::time::sleep(self.restart_backoff()).await;
+            let (ladder, mode) = self.placement(&exe)?;
+            let variant = mode.as_ref().map(|m| m.variant.clone());
+            let mut child = self.spawn_worker(&exe, &ladder, variant.as_deref())?;
+            let stdin = child.stdin.take().expect("piped");
+            let stdout = child.stdout.take().expect("piped");
+            let tail = stderr_tail(child.stderr.take().expect("piped"));
+            let pid = child.id();
+            let (kill, mut exited) = watch(child);
+            let mut lines = BufReader::new(stdout).lines();
+            let started = Instant::now();
+            self.set_state("loading", None);
+            let Some(ready) = self.wait_ready(&mut lines).await else {
+                let _ = kill.send(());
+                self.crashed();
+                let status = tokio::time::timeout(Duration::from_secs(2), &mut exited)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                let tail = tail.lock().expect("tail lock").clone();
+                let words = exit_words(status, variant.as_deref(), &tail);
+                if signal_of(status) == Some(SIGILL) && self.step_down(&words).is_some() {
+                    continue;
+                }
+                let message = format!(
+                    "the local worker did not load the model ({words}): {}",
+                    tail.join(" | ")
+                );
+                self.set_state("failed", Some(message.clone()));
+                let _ = self.events.send(LocalEvent::Failed {
+                    message: message.clone(),
+                });
+                return Err(failure(message));
+            };
+            self.mark_ready(ready, pid, started);
+            let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+            self.start_idle_timer(generation);
+            let lines_to = LineRouter {
+                routes: Routes::default(),
+                alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                retiring: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                tail,
+                status: self.status.clone(),
+                cancels: self.cancels.clone(),
+                last_used: self.last_used.clone(),
+                events: self.events.clone(),
+                engine: Arc::downgrade(self),
+                variant,
+                answered: false,
+            };
+            *slot = Some(Worker {
+                kill: Some(kill),
+                pid,
+                stdin,
+                routes: lines_to.routes.clone(),
+                alive: lines_to.alive.clone(),
+                retiring: lines_to.retiring.clone(),
+                generation,
             });
-            return Err(failure(message));
+            tokio::spawn(lines_to.run(lines, exited));
+            return Ok(());
+        }
+    }
+
+    /// The CPU backends and the mode to run in: found at the first start (the mode that
+    /// worked here before, if it is still on the ladder, else the best), then kept.
+    fn placement(&self, exe: &Path) -> Result<(Ladder, Option<Mode>), ProviderError> {
+        let mut slot = self.ladder.lock().expect("ladder lock");
+        if let Some((ladder, mode)) = slot.as_ref() {
+            return Ok((ladder.clone(), Some(mode.clone())));
+        }
+        let ladder = Ladder::find(exe, &self.cpu).map_err(|e| {
+            let message = e.to_string();
+            self.set_state("failed", Some(message.clone()));
+            failure(message)
+        })?;
+        let remembered = self
+            .memory
+            .recall(&self.cpu, &self.cfg.model)
+            .filter(|m| ladder.get(&m.variant).is_some());
+        let mode = remembered.or_else(|| ladder.best().map(|b| Mode::of(&ladder, b, None)));
+        if let Some(m) = &mode {
+            tracing::info!(mode = %m.describe(), backends = %ladder.dir.display(), "local engine CPU mode");
+            *slot = Some((ladder.clone(), m.clone()));
+        }
+        self.status.lock().expect("status lock").cpu = mode.clone();
+        Ok((ladder, mode))
+    }
+
+    /// Steps the CPU mode one variant down after a crash (`why`, in words); the new mode, or
+    /// `None` at the bottom of the ladder. Announced, and remembered once it answers.
+    fn step_down(&self, why: &str) -> Option<Mode> {
+        let mode = {
+            let mut slot = self.ladder.lock().expect("ladder lock");
+            let (ladder, mode) = slot.as_mut()?;
+            let below = ladder.below(&mode.variant)?;
+            *mode = Mode::of(ladder, below, Some(why.to_owned()));
+            mode.clone()
         };
-        self.mark_ready(ready, pid, started);
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        self.start_idle_timer(generation);
-        let lines_to = LineRouter {
-            routes: Routes::default(),
-            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            retiring: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            tail,
-            status: self.status.clone(),
-            cancels: self.cancels.clone(),
-            last_used: self.last_used.clone(),
-            events: self.events.clone(),
-        };
-        *slot = Some(Worker {
-            kill: Some(kill),
-            pid,
-            stdin,
-            routes: lines_to.routes.clone(),
-            alive: lines_to.alive.clone(),
-            retiring: lines_to.retiring.clone(),
-            generation,
-        });
-        tokio::spawn(lines_to.run(lines, exited));
-        Ok(())
+        // A new mode is no repeat of the old crash: no backoff before trying it.
+        *self.crashes.lock().expect("crash lock") = (None, 0);
+        self.early_crashes.store(0, Ordering::Relaxed);
+        tracing::warn!(mode = %mode.describe(), "the local engine steps down to a compatible CPU mode");
+        self.status.lock().expect("status lock").cpu = Some(mode.clone());
+        let _ = self
+            .events
+            .send(LocalEvent::Downgraded { mode: mode.clone() });
+        Some(mode)
+    }
+
+    /// A worker gave its first token: the crash streak is over, and a stepped-down mode is
+    /// remembered as the one that works on this machine.
+    fn answered(&self) {
+        self.early_crashes.store(0, Ordering::Relaxed);
+        let mode = self
+            .ladder
+            .lock()
+            .expect("ladder lock")
+            .as_ref()
+            .map(|(_, m)| m.clone());
+        let Some(mode) = mode else { return };
+        if self.memory.recall(&self.cpu, &self.cfg.model).as_ref() == Some(&mode) {
+            return;
+        }
+        if !mode.stepped_down() && self.memory.recall(&self.cpu, &self.cfg.model).is_none() {
+            return; // The best works: nothing worth a file.
+        }
+        if let Err(e) = self.memory.remember(&self.cpu, &self.cfg.model, &mode) {
+            tracing::warn!(error = %e, "could not remember the local engine's CPU mode");
+        }
+    }
+
+    /// A worker died (`exit`, described as `words`); `answered`: whether it had given a
+    /// token. Returns whether the requests it held should be asked again: after a SIGILL,
+    /// one mode down; after a crash before any token, once as it was, and after a second, one
+    /// mode down. Memory (SIGKILL), assertions (SIGABRT) and outside stops (SIGTERM) are not
+    /// the CPU's doing and are not retried.
+    fn after_crash(
+        &self,
+        exit: Option<std::process::ExitStatus>,
+        answered: bool,
+        words: &str,
+    ) -> bool {
+        self.crashed();
+        self.status.lock().expect("status lock").crashes += 1;
+        let signal = signal_of(exit);
+        if signal == Some(SIGILL) {
+            return self.step_down(words).is_some();
+        }
+        if answered || !matches!(signal, Some(s) if ![SIGKILL, SIGABRT, SIGTERM].contains(&s)) {
+            self.early_crashes.store(0, Ordering::Relaxed);
+            return false;
+        }
+        if self.early_crashes.fetch_add(1, Ordering::Relaxed) == 0 {
+            return true;
+        }
+        self.step_down(words).is_some()
     }
 
     /// How long to wait before a restart: doubling with each crash in a row (0.1 s to 6.4 s).
@@ -289,44 +424,50 @@ impl LocalEngine {
         }
     }
 
-    /// Starts `understudy worker` for the configured model, its pipes open.
-    fn spawn_worker(&self) -> Result<Child, ProviderError> {
+    /// Starts `understudy worker` (`exe`) for the configured model with the backends of
+    /// `ladder` in CPU `variant`, its pipes open.
+    fn spawn_worker(
+        &self,
+        exe: &Path,
+        ladder: &Ladder,
+        variant: Option<&str>,
+    ) -> Result<Child, ProviderError> {
         if !self.cfg.model.exists() {
             return Err(failure(format!(
                 "the local model file {} does not exist; run scripts/run (it fetches the default model) or `understudy models use`",
                 self.cfg.model.display()
             )));
         }
-        // The worker is this same binary; `UNDERSTUDY_WORKER_BIN` names it when the gateway runs
-        // inside another program (the integration tests, the tray app).
-        let exe = match std::env::var_os("UNDERSTUDY_WORKER_BIN") {
-            Some(p) => PathBuf::from(p),
-            None => std::env::current_exe()
-                .map_err(|e| failure(format!("cannot find the understudy binary: {e}")))?,
-        };
-        tokio::process::Command::new(exe)
-            .arg("worker")
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("worker")
             .arg("--model")
             .arg(&self.cfg.model)
             .arg("--context")
             .arg(self.cfg.context.to_string())
             .arg("--threads")
             .arg(self.cfg.threads.to_string())
-            .args(
-                self.cfg
-                    .gpu_layers
-                    .map(|n| vec!["--gpu-layers".to_owned(), n.to_string()])
-                    .unwrap_or_default(),
-            )
-            // ggml's abort handler would attach gdb for a backtrace: slow, and noise in the
-            // reason we report.
-            .env("GGML_NO_BACKTRACE", "1")
+            .arg("--backends")
+            .arg(&ladder.dir);
+        if let Some(n) = self.cfg.gpu_layers {
+            cmd.arg("--gpu-layers").arg(n.to_string());
+        }
+        if let Some(v) = variant {
+            cmd.arg("--cpu-variant").arg(v);
+        }
+        // ggml's abort handler would attach gdb for a backtrace: slow, and noise in the
+        // reason we report.
+        cmd.env("GGML_NO_BACKTRACE", "1")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| failure(format!("cannot start the local worker: {e}")))
+            .map_err(|e| {
+                failure(format!(
+                    "cannot start the local worker {}: {e}",
+                    exe.display()
+                ))
+            })
     }
 
     /// Reads the worker's lines until its model is loaded (progress published on the way);
@@ -437,13 +578,33 @@ impl LocalEngine {
             tools,
             force_tool,
         };
+        let first = self.send(id, &cmd).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(self.clone().forward(id, cmd, first, tx));
+        Ok((
+            rx,
+            CancelOnDrop {
+                engine: Arc::downgrade(self),
+                id,
+                done: false,
+            },
+        ))
+    }
+
+    /// Sends `cmd` (request `id`) to the worker, starting it if need be; its lines come back
+    /// on the receiver.
+    async fn send(
+        self: &Arc<Self>,
+        id: u64,
+        cmd: &Command,
+    ) -> Result<mpsc::UnboundedReceiver<Line>, ProviderError> {
         let mut slot = self.worker.lock().await;
         self.ensure(&mut slot).await?;
         *self.last_used.lock().expect("last used lock") = Instant::now();
         let w = slot.as_mut().expect("ensured");
         let (tx, rx) = mpsc::unbounded_channel();
         w.routes.lock().expect("routes lock").insert(id, tx);
-        let mut line = serde_json::to_vec(&cmd).expect("serializes");
+        let mut line = serde_json::to_vec(cmd).expect("serializes");
         line.push(b'\n');
         if let Err(e) = w.stdin.write_all(&line).await {
             w.alive.store(false, Ordering::Relaxed);
@@ -457,14 +618,59 @@ impl LocalEngine {
             // It took a request after a restart: the crash streak is over.
             self.crashes.lock().expect("crash lock").1 = 0;
         }
-        Ok((
-            rx,
-            CancelOnDrop {
-                engine: Arc::downgrade(self),
-                id,
-                done: false,
-            },
-        ))
+        Ok(rx)
+    }
+
+    /// Passes request `id`'s lines on to `tx`; when the worker died before the answer began
+    /// and was restarted ([`RESTARTING`]), asks again (the client sees only a delay), up to
+    /// [`RETRIES_PER_REQUEST`] times.
+    async fn forward(
+        self: Arc<Self>,
+        id: u64,
+        cmd: Command,
+        mut from: mpsc::UnboundedReceiver<Line>,
+        tx: mpsc::UnboundedSender<Line>,
+    ) {
+        let mut began = false;
+        let mut retries = 0;
+        while let Some(line) = from.recv().await {
+            match line {
+                Line::Error { kind, message, .. } if kind == RESTARTING => {
+                    if began || retries == RETRIES_PER_REQUEST || tx.is_closed() {
+                        let _ = tx.send(Line::Error {
+                            id,
+                            kind: "crashed".into(),
+                            message,
+                            prompt_tokens: 0,
+                            n_ctx: 0,
+                        });
+                        return;
+                    }
+                    retries += 1;
+                    tracing::info!(id, retries, "asking the restarted local worker again");
+                    match self.send(id, &cmd).await {
+                        Ok(rx) => from = rx,
+                        Err(e) => {
+                            let _ = tx.send(Line::Error {
+                                id,
+                                kind: "crashed".into(),
+                                message: e.detail,
+                                prompt_tokens: 0,
+                                n_ctx: 0,
+                            });
+                            return;
+                        }
+                    }
+                }
+                line => {
+                    began |= matches!(line, Line::Text { .. });
+                    let end = matches!(line, Line::Done { .. } | Line::Error { .. });
+                    if tx.send(line).is_err() || end {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     async fn cancel(&self, id: u64) {
@@ -513,11 +719,17 @@ struct LineRouter {
     cancels: Arc<Mutex<HashMap<u64, Instant>>>,
     last_used: Arc<Mutex<Instant>>,
     events: tokio::sync::broadcast::Sender<LocalEvent>,
+    /// The engine, which decides what a crash means.
+    engine: std::sync::Weak<LocalEngine>,
+    /// The CPU variant this worker runs.
+    variant: Option<String>,
+    /// Whether it has given a token yet.
+    answered: bool,
 }
 
 impl LineRouter {
     async fn run(
-        self,
+        mut self,
         mut lines: Lines<BufReader<ChildStdout>>,
         exited: tokio::sync::oneshot::Receiver<std::process::ExitStatus>,
     ) {
@@ -541,7 +753,13 @@ impl LineRouter {
         self.died(exit);
     }
 
-    fn route(&self, line: Line) {
+    fn route(&mut self, line: Line) {
+        if !self.answered && matches!(line, Line::Text { .. } | Line::Done { .. }) {
+            self.answered = true;
+            if let Some(engine) = self.engine.upgrade() {
+                engine.answered();
+            }
+        }
         let id = match &line {
             Line::Progress { id, .. }
             | Line::Text { id, .. }
@@ -593,26 +811,35 @@ impl LineRouter {
     }
 
     fn died(&self, exit: Option<std::process::ExitStatus>) {
-        let why = self.tail.lock().expect("tail lock").join(" | ");
-        let reason = exit_reason(exit);
-        let message = if why.is_empty() {
-            format!("the local worker died: {reason}")
+        let tail = self.tail.lock().expect("tail lock").clone();
+        let words = exit_words(exit, self.variant.as_deref(), &tail);
+        let retry = self
+            .engine
+            .upgrade()
+            .is_some_and(|e| e.after_crash(exit, self.answered, &words));
+        let message = if tail.is_empty() {
+            format!("the local worker died: {words}")
         } else {
-            format!("the local worker died: {reason}: {why}")
+            format!("the local worker died: {words}: {}", tail.join(" | "))
         };
-        tracing::error!(%message, "local worker crashed; it restarts on the next request");
         {
             let mut st = self.status.lock().expect("status lock");
             st.state = "crashed";
             st.error = Some(message.clone());
         }
-        let _ = self.events.send(LocalEvent::Crashed {
-            message: message.clone(),
-        });
+        if retry {
+            tracing::warn!(%message, "local worker crashed before its answer began; restarting it and asking again");
+        } else {
+            tracing::error!(%message, "local worker crashed; it restarts on the next request");
+            let _ = self.events.send(LocalEvent::Crashed {
+                message: message.clone(),
+            });
+        }
+        let kind = if retry { RESTARTING } else { "crashed" };
         for (id, tx) in self.routes.lock().expect("routes lock").drain() {
             let _ = tx.send(Line::Error {
                 id,
-                kind: "crashed".into(),
+                kind: kind.into(),
                 message: message.clone(),
                 prompt_tokens: 0,
                 n_ctx: 0,
@@ -655,5 +882,115 @@ impl Drop for CancelOnDrop {
             let id = self.id;
             tokio::spawn(async move { engine.cancel(id).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// An engine on a Sapphire Rapids-like CPU whose backends are all there, placed at the top
+    /// of its ladder, and a receiver for its events.
+    fn engine() -> (
+        Arc<LocalEngine>,
+        tempfile::TempDir,
+        tokio::sync::broadcast::Receiver<LocalEvent>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        for v in [
+            "x64",
+            "haswell",
+            "skylakex",
+            "icelake",
+            "zen4",
+            "sapphirerapids",
+        ] {
+            std::fs::write(dir.path().join(format!("libggml-cpu-{v}.so")), b"").unwrap();
+        }
+        let mut e = LocalEngine::new(LocalConfig {
+            model: dir.path().join("m.gguf"),
+            context: 8,
+            threads: 1,
+            warm: false,
+            unload_after: None,
+            gpu_layers: None,
+            modes_file: Some(dir.path().join("modes.json")),
+        });
+        e.cpu = Cpu::parse(
+            "model name : Xeon\nflags : sse4_2 avx f16c fma avx2 bmi2 avx512f avx512cd avx512vl \
+             avx512dq avx512bw avx512vbmi avx512_vnni avx512_bf16 amx_tile amx_int8\n",
+        );
+        let e = Arc::new(e);
+        let (ladder, mode) = e.placement(&dir.path().join("understudy")).unwrap();
+        assert_eq!(ladder.steps.len(), 6);
+        assert_eq!(mode.unwrap().variant, "sapphirerapids");
+        let events = e.subscribe();
+        (e, dir, events)
+    }
+
+    fn signal(n: i32) -> Option<std::process::ExitStatus> {
+        Some(std::process::ExitStatus::from_raw(n))
+    }
+
+    fn variant(e: &LocalEngine) -> String {
+        e.status().cpu.unwrap().variant
+    }
+
+    #[tokio::test]
+    async fn a_sigill_steps_one_mode_down_asks_again_and_is_remembered_once_it_answers() {
+        let (e, dir, mut events) = engine();
+        assert!(e.after_crash(signal(SIGILL), false, "SIGILL in AMX"));
+        assert_eq!(variant(&e), "zen4");
+        let Ok(LocalEvent::Downgraded { mode }) = events.try_recv() else {
+            panic!("a downgrade event")
+        };
+        assert_eq!(mode.without, ["AMX"]);
+        assert!(mode.why.as_deref() == Some("SIGILL in AMX"));
+        assert!(
+            !dir.path().join("modes.json").exists(),
+            "not remembered before it answers"
+        );
+        e.answered();
+        let remembered = Memory::new(Some(dir.path().join("modes.json")))
+            .recall(&e.cpu, &e.cfg.model)
+            .unwrap();
+        assert_eq!(remembered.variant, "zen4");
+        assert_eq!(e.status().crashes, 1);
+    }
+
+    #[tokio::test]
+    async fn two_crashes_before_a_first_token_step_down_one_does_not() {
+        let (e, _dir, _events) = engine();
+        assert!(
+            e.after_crash(signal(11), false, "SIGSEGV"),
+            "asked again, as it was"
+        );
+        assert_eq!(variant(&e), "sapphirerapids");
+        assert!(e.after_crash(signal(11), false, "SIGSEGV"));
+        assert_eq!(variant(&e), "zen4", "the second steps down");
+        // A crash after the worker answered is not the CPU mode's: not asked again.
+        assert!(!e.after_crash(signal(11), true, "SIGSEGV"));
+        assert_eq!(variant(&e), "zen4");
+    }
+
+    #[tokio::test]
+    async fn memory_assertions_and_outside_stops_never_step_down() {
+        let (e, _dir, _events) = engine();
+        for s in [SIGKILL, SIGABRT, SIGTERM, SIGKILL, SIGABRT] {
+            assert!(!e.after_crash(signal(s), false, "not the CPU"));
+        }
+        assert_eq!(variant(&e), "sapphirerapids");
+    }
+
+    #[tokio::test]
+    async fn at_the_bottom_of_the_ladder_a_sigill_is_an_error() {
+        let (e, _dir, _events) = engine();
+        for want in ["zen4", "icelake", "skylakex", "haswell", "x64"] {
+            assert!(e.after_crash(signal(SIGILL), false, "SIGILL"));
+            assert_eq!(variant(&e), want);
+        }
+        assert!(!e.after_crash(signal(SIGILL), false, "SIGILL"));
+        assert_eq!(variant(&e), "x64");
     }
 }

@@ -220,6 +220,7 @@ mod tests {
             warm: false,
             unload_after: None,
             gpu_layers: None,
+            modes_file: None,
         }));
         let (tx, rx) = mpsc::unbounded_channel();
         for l in lines {

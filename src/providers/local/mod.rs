@@ -5,6 +5,7 @@
 //! through the same guard, translation, continuation and completeness machinery as any cloud.
 //! [`Local`] is the provider kind: it answers in-process instead of over HTTP.
 
+pub mod cpu;
 pub mod protocol;
 pub mod tools;
 #[cfg(feature = "engine")]
@@ -104,6 +105,12 @@ pub enum LocalEvent {
         /// How long the load took.
         load_ms: u64,
     },
+    /// The worker crashed in its CPU mode and runs one mode down from now on (the request
+    /// that hit it is asked again).
+    Downgraded {
+        /// The mode it runs in now, and why.
+        mode: cpu::Mode,
+    },
     /// The worker died; it restarts on the next request.
     Crashed {
         /// Why (its last stderr lines).
@@ -156,6 +163,12 @@ pub struct LocalStatus {
     /// Why it crashed or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The CPU mode: which of llama.cpp's CPU backends runs, the best this CPU could run,
+    /// and, when it runs a lower one, why and without what (known from the first start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<cpu::Mode>,
+    /// Times the worker crashed since the gateway started.
+    pub crashes: u64,
     /// Times the model was loaded.
     pub loads: u64,
     /// Answers finished, in all.

@@ -46,6 +46,12 @@ pub struct Settings {
     pub threads: u32,
     /// Layers on the GPU; `None`: as many as fit.
     pub gpu_layers: Option<u32>,
+    /// Where llama.cpp's backend libraries are ([`super::cpu::Ladder`]); `None`: llama.cpp
+    /// looks beside the binary and in its build directory.
+    pub backends: Option<std::path::PathBuf>,
+    /// The CPU backend to run (`haswell`, `zen4`, …); `None`: the best this CPU supports,
+    /// as llama.cpp scores them.
+    pub cpu_variant: Option<String>,
 }
 
 /// Memory left free on each GPU when fitting layers (for the KV cache's growth, the desktop,
@@ -69,6 +75,7 @@ fn model_params() -> LlamaModelParams {
 /// Runs the worker until stdin closes.
 pub fn run(settings: &Settings) -> anyhow::Result<()> {
     let threads = settings.threads;
+    load_backends(settings)?;
     let mut backend = LlamaBackend::init()?;
     backend.void_logs();
     let Loaded {
@@ -89,6 +96,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
 
     let cancelled: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let commands = read_commands(cancelled.clone());
+    let sigill = sigill_asked(settings);
     emit(&Line::Ready {
         n_ctx,
         threads,
@@ -106,9 +114,75 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         n_ctx,
         cancelled,
         cached: Vec::new(),
+        sigill,
     };
     while let Ok(cmd) = commands.recv() {
         engine.generate(cmd);
+    }
+    Ok(())
+}
+
+/// Registers llama.cpp's backends: the CPU variant `settings` names (alone: a directory of
+/// links holding only it and any GPU backend, so llama.cpp's own choice cannot pick another),
+/// else the best one in the directory.
+fn load_backends(settings: &Settings) -> anyhow::Result<()> {
+    use llama_cpp_2::llama_backend::{load_backends, load_backends_from_path};
+    let found = settings.backends.clone().or_else(|| {
+        let exe = std::env::current_exe().ok()?;
+        Some(
+            super::cpu::Ladder::find(&exe, &super::cpu::Cpu::here())
+                .ok()?
+                .dir,
+        )
+    });
+    let Some(dir) = found.as_deref() else {
+        load_backends();
+        return Ok(());
+    };
+    match settings.cpu_variant.as_deref() {
+        None => load_backends_from_path(dir),
+        Some(variant) => {
+            // The links must point at absolute paths: they live in another directory.
+            let dir = std::fs::canonicalize(dir)?;
+            let dir = dir.as_path();
+            let chosen = format!("libggml-cpu-{variant}.so");
+            anyhow::ensure!(
+                dir.join(&chosen).is_file(),
+                "the CPU backend {} is missing; reinstall Understudy (or rebuild it: cargo build puts the backends next to the binary)",
+                dir.join(&chosen).display()
+            );
+            let only =
+                std::env::temp_dir().join(format!("understudy-backends-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&only);
+            std::fs::create_dir_all(&only)?;
+            for entry in std::fs::read_dir(dir)? {
+                let name = entry?.file_name();
+                let Some(n) = name.to_str() else { continue };
+                let backend = n.starts_with("libggml-") && n.ends_with(".so");
+                let other_cpu = n.starts_with("libggml-cpu") && n != chosen;
+                let core = n == "libggml-base.so";
+                if backend && !other_cpu && !core {
+                    std::os::unix::fs::symlink(dir.join(n), only.join(n))?;
+                }
+            }
+            load_backends_from_path(&only);
+            let _ = std::fs::remove_dir_all(&only);
+        }
+    }
+    let cpu = llama_cpp_2::list_llama_ggml_backend_devices()
+        .iter()
+        .any(|d| d.device_type == llama_cpp_2::LlamaBackendDeviceType::Cpu);
+    match settings.cpu_variant.as_deref() {
+        Some(v) => anyhow::ensure!(
+            cpu,
+            "the {v} CPU backend in {} did not load: this CPU lacks instructions it needs (or the file is damaged)",
+            dir.display()
+        ),
+        None => anyhow::ensure!(
+            cpu,
+            "no CPU backend loaded from {}: its libggml-cpu-*.so files are missing or none runs on this CPU",
+            dir.display()
+        ),
     }
     Ok(())
 }
@@ -224,6 +298,8 @@ struct Engine<'m> {
     cancelled: Arc<Mutex<HashSet<u64>>>,
     /// The tokens in the KV cache, in order.
     cached: Vec<LlamaToken>,
+    /// Testing only: die of SIGILL on the first token ([`sigill_asked`]).
+    sigill: bool,
 }
 
 impl Engine<'_> {
@@ -302,6 +378,9 @@ impl Engine<'_> {
             seed,
         );
         let prompt_ms = prompt_started.elapsed().as_millis() as u64;
+        if self.sigill {
+            raise_sigill();
+        }
         let gen_started = std::time::Instant::now();
         let mut text = TextOut::new(id, &stop);
         let answer = self.decode_answer(
@@ -542,6 +621,40 @@ fn sampler(
         ]),
     }
     LlamaSampler::chain_simple(chain)
+}
+
+/// Testing only: whether `UNDERSTUDY_TEST_SIGILL` (CPU variant names, comma-separated, or
+/// `best`: the top of this machine's ladder) names the variant this worker runs, so that it
+/// dies of a real SIGILL on its first token, as an AMX kernel does on a host that cannot run
+/// it.
+#[cfg(feature = "testing")]
+fn sigill_asked(settings: &Settings) -> bool {
+    use super::cpu::{Cpu, Ladder};
+    let Ok(list) = std::env::var("UNDERSTUDY_TEST_SIGILL") else {
+        return false;
+    };
+    let Some(dir) = settings.backends.as_deref() else {
+        return false;
+    };
+    let best = Ladder::in_dir(dir, &Cpu::here()).best().map(|v| v.name);
+    let running = settings.cpu_variant.as_deref().or(best);
+    list.split(',')
+        .any(|x| Some(x) == running || (x == "best" && running.is_some() && running == best))
+}
+
+#[cfg(not(feature = "testing"))]
+fn sigill_asked(_settings: &Settings) -> bool {
+    false
+}
+
+/// Dies of a real SIGILL, delivered by the kernel (`kill -ILL`): the exit the gateway sees is
+/// the one an illegal instruction gives.
+fn raise_sigill() -> ! {
+    let _ = std::process::Command::new("kill")
+        .args(["-ILL", &std::process::id().to_string()])
+        .status();
+    std::thread::sleep(std::time::Duration::from_secs(60));
+    std::process::exit(70)
 }
 
 fn internal_error(id: u64, message: String, prompt_tokens: usize, n_ctx: u32) {

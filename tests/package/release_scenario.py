@@ -1,0 +1,56 @@
+"""Run under `unshare -rn` (a network namespace with only loopback): the release build of
+`understudy` (what `scripts/run` and the .deb ship) with zero config and no keys, from a
+scratch HOME holding only the default model, answers a first request from the local model.
+Prints the answer and the gateway's status as JSON."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def main(binary, home):
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    models = os.path.join(home, ".local", "share", "understudy", "models")
+    os.makedirs(models)
+    shutil.copy(os.path.join(ROOT, "models", MODEL), models)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "RUST_LOG": "understudy=info"}
+    gw = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = {}
+    try:
+        line = gw.stdout.readline().strip()
+        prefix = "understudy listening on "
+        assert line.startswith(prefix), (line, gw.stderr.read())
+        url = line[len(prefix):]
+        req = urllib.request.Request(url + "/v1/messages", method="POST", data=json.dumps({
+            "model": "claude-sonnet-4-5", "max_tokens": 16, "temperature": 0,
+            "messages": [{"role": "user", "content": "Say hello."}]}).encode(),
+            headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+        try:
+            with urllib.request.urlopen(req, timeout=300) as r:
+                out["code"], out["answer"] = r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            out["code"], out["answer"] = e.code, json.loads(e.read())
+        with urllib.request.urlopen(url + "/api/status") as r:
+            out["status"] = json.loads(r.read())
+    finally:
+        gw.terminate()
+        try:
+            _, err = gw.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            gw.kill()
+            _, err = gw.communicate()
+        sys.stderr.write(err[-4000:])
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as home:
+        main(sys.argv[1], home)
