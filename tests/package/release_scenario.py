@@ -32,7 +32,9 @@ def main(binary, home):
         req = urllib.request.Request(url + "/v1/messages", method="POST", data=json.dumps({
             "model": "claude-sonnet-4-5", "max_tokens": 16, "temperature": 0,
             "messages": [{"role": "user", "content": "Say hello."}]}).encode(),
-            headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+            # As Claude Code sends it: its own credential, which would pass through to Anthropic.
+            headers={"content-type": "application/json", "anthropic-version": "2023-06-01",
+                     "x-api-key": "sk-ant-test-not-a-real-key"})
         try:
             with urllib.request.urlopen(req, timeout=300) as r:
                 out["code"], out["answer"] = r.status, json.loads(r.read())

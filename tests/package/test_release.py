@@ -26,4 +26,5 @@ def test_the_release_build_answers_a_first_request_offline_from_the_local_model(
     assert local["state"] == "ready" and local["answers"] >= 1 and local["crashes"] == 0, local
     # It runs the best CPU kernels this machine has, chosen at start (runtime dispatch).
     assert local["cpu"]["variant"] == local["cpu"]["best"], local
+    # The Anthropic host did not resolve: the gateway knows it is offline.
     assert r["status"]["offline"] is True, r["status"]

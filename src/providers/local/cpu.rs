@@ -27,66 +27,28 @@ struct Feature {
     score: u32,
 }
 
-const SSE42: Feature = Feature {
-    name: "SSE4.2",
-    flags: &["sse4_2"],
-    score: 1 << 2,
-};
-const AVX: Feature = Feature {
-    name: "AVX",
-    flags: &["avx"],
-    score: 1 << 4,
-};
-const F16C: Feature = Feature {
-    name: "F16C",
-    flags: &["f16c"],
-    score: 1 << 1,
-};
-const FMA: Feature = Feature {
-    name: "FMA",
-    flags: &["fma"],
-    score: 1,
-};
-const AVX2: Feature = Feature {
-    name: "AVX2",
-    flags: &["avx2"],
-    score: 1 << 5,
-};
-const BMI2: Feature = Feature {
-    name: "BMI2",
-    flags: &["bmi2"],
-    score: 1 << 3,
-};
-const AVX_VNNI: Feature = Feature {
-    name: "AVX-VNNI",
-    flags: &["avx_vnni"],
-    score: 1 << 6,
-};
-const AVX512: Feature = Feature {
-    name: "AVX-512",
-    flags: &["avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"],
-    score: 1 << 7,
-};
-const AVX512_VBMI: Feature = Feature {
-    name: "AVX-512 VBMI",
-    flags: &["avx512vbmi"],
-    score: 1 << 8,
-};
-const AVX512_BF16: Feature = Feature {
-    name: "AVX-512 BF16",
-    flags: &["avx512_bf16"],
-    score: 1 << 9,
-};
-const AVX512_VNNI: Feature = Feature {
-    name: "AVX-512 VNNI",
-    flags: &["avx512_vnni"],
-    score: 1 << 10,
-};
-const AMX: Feature = Feature {
-    name: "AMX",
-    flags: &["amx_tile", "amx_int8"],
-    score: 1 << 11,
-};
+impl Feature {
+    const fn new(name: &'static str, flags: &'static [&'static str], score: u32) -> Feature {
+        Feature { name, flags, score }
+    }
+}
+
+const SSE42: Feature = Feature::new("SSE4.2", &["sse4_2"], 1 << 2);
+const AVX: Feature = Feature::new("AVX", &["avx"], 1 << 4);
+const F16C: Feature = Feature::new("F16C", &["f16c"], 1 << 1);
+const FMA: Feature = Feature::new("FMA", &["fma"], 1);
+const AVX2: Feature = Feature::new("AVX2", &["avx2"], 1 << 5);
+const BMI2: Feature = Feature::new("BMI2", &["bmi2"], 1 << 3);
+const AVX_VNNI: Feature = Feature::new("AVX-VNNI", &["avx_vnni"], 1 << 6);
+const AVX512: Feature = Feature::new(
+    "AVX-512",
+    &["avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"],
+    1 << 7,
+);
+const AVX512_VBMI: Feature = Feature::new("AVX-512 VBMI", &["avx512vbmi"], 1 << 8);
+const AVX512_BF16: Feature = Feature::new("AVX-512 BF16", &["avx512_bf16"], 1 << 9);
+const AVX512_VNNI: Feature = Feature::new("AVX-512 VNNI", &["avx512_vnni"], 1 << 10);
+const AMX: Feature = Feature::new("AMX", &["amx_tile", "amx_int8"], 1 << 11);
 
 /// One CPU backend library, `libggml-cpu-<name>.so`.
 #[derive(Debug, PartialEq, Eq)]

@@ -239,8 +239,8 @@ impl LocalEngine {
     }
 
     /// Starts the worker if it is not running (waiting out the restart backoff after a crash)
-    /// and waits until the model is loaded. A worker that dies of SIGILL while loading is
-    /// started again one CPU mode down, as often as the ladder allows.
+    /// and waits until the model is loaded. A worker that crashes while loading is started
+    /// again as [`LocalEngine::after_crash`] decides (one CPU mode down after a SIGILL).
     async fn ensure(self: &Arc<Self>, slot: &mut Option<Worker>) -> Result<(), ProviderError> {
         if slot
             .as_ref()
@@ -267,14 +267,17 @@ impl LocalEngine {
             self.set_state("loading", None);
             let Some(ready) = self.wait_ready(&mut lines).await else {
                 let _ = kill.send(());
-                self.crashed();
                 let status = tokio::time::timeout(Duration::from_secs(2), &mut exited)
                     .await
                     .ok()
                     .and_then(Result::ok);
                 let tail = tail.lock().expect("tail lock").clone();
                 let words = exit_words(status, variant.as_deref(), &tail);
-                if signal_of(status) == Some(SIGILL) && self.step_down(&words).is_some() {
+                // A crash while loading (repacking the weights runs the CPU kernels too) is
+                // judged as one before a first token: another try, or a mode down.
+                if signal_of(status).is_none() {
+                    self.crashed();
+                } else if self.after_crash(status, false, &words) {
                     continue;
                 }
                 let message = format!(
