@@ -32,7 +32,24 @@ def call(url, path, body=None):
         return e.code, json.loads(e.read())
 
 
-async def run_once(cfg, env, loop):
+def dashboard(url):
+    """The dashboard's local-engine panel in Chromium: its CPU mode row, and a screenshot."""
+    from playwright.sync_api import sync_playwright
+    from test_dashboard import SHOTS, chromium
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url + "/ui")
+        row = page.locator("#local-cpu")
+        row.wait_for(timeout=15000)
+        out = {"compatible": row.get_attribute("data-compatible"), "text": row.inner_text()}
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-local-compatible-mode.png"), full_page=True)
+        browser.close()
+        return out
+
+
+async def run_once(cfg, env, loop, look=False):
     proc, url = _spawn(["serve", "--notify", "--config", cfg, "--listen", "127.0.0.1:0"],
                        "understudy listening on ", env=env)
     try:
@@ -40,9 +57,10 @@ async def run_once(cfg, env, loop):
             "model": "smol", "max_tokens": 8, "temperature": 0,
             "messages": [{"role": "user", "content": "Say hello."}]})
         _, status = await loop.run_in_executor(None, call, url, "/api/status")
+        shown = await loop.run_in_executor(None, dashboard, url) if look else None
         # Notifications go out from a task of their own: give them a moment.
         await asyncio.sleep(1.5)
-        return {"code": code, "answer": answer, "local": status["local"]}
+        return {"code": code, "answer": answer, "local": status["local"], "dashboard": shown}
     finally:
         proc.terminate()
         proc.wait(15)
@@ -69,7 +87,7 @@ backends = ["local"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
     env.update(HOME=home, UNDERSTUDY_TEST_SIGILL="best")
     loop = asyncio.get_running_loop()
-    result = {"first": await run_once(cfg, env, loop)}
+    result = {"first": await run_once(cfg, env, loop, look=True)}
     modes = os.path.join(home, ".local", "share", "understudy", "engine-modes.json")
     result["remembered"] = json.load(open(modes)) if os.path.exists(modes) else None
     result["second"] = await run_once(cfg, env, loop)

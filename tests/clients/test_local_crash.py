@@ -36,6 +36,11 @@ def test_a_sigill_steps_down_a_cpu_mode_answers_the_request_and_is_remembered():
     assert "SIGILL" in cpu["why"] and cpu["best"] in cpu["why"], cpu
     assert cpu["without"], cpu
 
+    # The dashboard says it too.
+    shown = first["dashboard"]
+    assert shown["compatible"] == "yes", shown
+    assert shown["text"].startswith(f"compatible mode: {cpu['variant']} instead of {cpu['best']}"), shown
+
     # One notification, saying the same; the absorbed crash is not told as a crash.
     compatible = [n for n in r["notifications"] if n["summary"] == "Local model in compatible mode"]
     assert len(compatible) == 1, r["notifications"]
