@@ -427,14 +427,14 @@ impl Mode {
     /// BENCHMARKS.md, "CPU variants").
     pub fn cost(&self) -> &'static str {
         let lost = |f: &str| self.without.iter().any(|w| w == f);
-        if lost("AVX2") {
-            "local answers are several times slower without AVX2"
-        } else if lost("AVX-512") {
-            "local prompts are processed more slowly without AVX-512; answers come at about the same speed"
+        if lost("AVX") {
+            "local prompts and answers are 4-10x slower on these kernels"
+        } else if lost("AVX2") {
+            "local prompts and answers are about half as fast without AVX2"
         } else if lost("AMX") {
             "long prompts are processed more slowly without AMX; answers come at about the same speed"
         } else {
-            "local answers may be slightly slower"
+            "local prompts are processed up to a quarter more slowly; answers come at about the same speed"
         }
     }
 }
