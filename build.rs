@@ -22,21 +22,43 @@ fn main() {
     let libs = backends.parent().expect("OUT_DIR/backends").join("lib");
     // The backends (`libggml-cpu-zen4.so`, …), and the core libraries under their sonames
     // (`libllama.so.0`: what the binary's NEEDED entries name).
-    let placed = place(backends, profile_dir, |n| n.ends_with(".so"));
+    let mut shipped = place(backends, profile_dir, |n| n.ends_with(".so"));
     assert!(
-        placed > 0,
+        !shipped.is_empty(),
         "llama-cpp-sys-2 built no backend library in {}",
         backends.display()
     );
+    // A backend an earlier build with other features left here (libggml-vulkan.so after a
+    // `--features vulkan` build) would be loaded, and packaged: it goes.
+    for entry in std::fs::read_dir(profile_dir).expect("the target dir") {
+        let path = entry.expect("a readable target dir").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let backend = name.starts_with("libggml-") && name.ends_with(".so");
+        if backend && !path.is_symlink() && !shipped.iter().any(|s| s == name) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
     let soname = |n: &str| {
         n.rsplit_once(".so.")
             .is_some_and(|(_, v)| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
     };
+    let sonames = place(&libs, profile_dir, soname);
     assert!(
-        place(&libs, profile_dir, soname) > 0,
+        !sonames.is_empty(),
         "llama-cpp-sys-2 built no shared library in {}",
         libs.display()
     );
+    shipped.extend(sonames);
+    // What a package ships beside the binary (scripts/package reads it).
+    shipped.sort();
+    std::fs::write(
+        profile_dir.join("understudy-libs.txt"),
+        shipped.join("\n") + "\n",
+    )
+    .expect("writing the library list");
     // llama-cpp-sys-2 also puts its dangling links in deps/ (and examples/), and on its next
     // run (another feature set, clippy) it sees them as missing (`exists()` follows the
     // link), links again, and fails with "File exists". The sonames there make them resolve.
@@ -50,9 +72,9 @@ fn main() {
 }
 
 /// Copies the files of `from` whose names pass `wanted` into `to` (following symlinks, so
-/// each lands as a regular file); returns how many.
-fn place(from: &Path, to: &Path, wanted: impl Fn(&str) -> bool) -> usize {
-    let mut placed = 0;
+/// each lands as a regular file); returns their names.
+fn place(from: &Path, to: &Path, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut placed = Vec::new();
     for entry in std::fs::read_dir(from).expect("llama-cpp-sys-2's output dir") {
         let path = entry.expect("a readable output dir").path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -71,7 +93,7 @@ fn place(from: &Path, to: &Path, wanted: impl Fn(&str) -> bool) -> usize {
             std::fs::copy(&path, &tmp).expect("copying a llama.cpp library");
             std::fs::rename(&tmp, &dest).expect("placing a llama.cpp library");
         }
-        placed += 1;
+        placed.push(name.to_owned());
     }
     placed
 }

@@ -34,7 +34,9 @@ def test_a_sigill_steps_down_a_cpu_mode_answers_the_request_and_is_remembered():
     assert first["local"]["state"] == "ready", first["local"]
     assert cpu["variant"] != cpu["best"], cpu
     assert "SIGILL" in cpu["why"] and cpu["best"] in cpu["why"], cpu
-    assert cpu["without"], cpu
+    assert cpu["without"] and cpu["cost"], cpu
+    # The library the worker mapped is the stepped-down one (not merely the one asked for).
+    assert first["local"]["cpu_backend"] == f"libggml-cpu-{cpu['variant']}.so", first["local"]
 
     # The dashboard says it too.
     shown = first["dashboard"]
@@ -62,3 +64,4 @@ def test_a_sigill_steps_down_a_cpu_mode_answers_the_request_and_is_remembered():
     assert second["local"]["crashes"] == 0, second["local"]
     assert second["local"]["loads"] == 1, second["local"]
     assert second["local"]["cpu"]["variant"] == cpu["variant"], second["local"]
+    assert second["local"]["cpu_backend"] == f"libggml-cpu-{cpu['variant']}.so", second["local"]

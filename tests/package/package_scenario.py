@@ -56,6 +56,7 @@ def main(scratch_root, home):
             _, status = call(url + "/api/status")
             out["local_state"] = status["local"]["state"] if status.get("local") else None
             out["local_cpu"] = status["local"].get("cpu") if status.get("local") else None
+            out["local_cpu_backend"] = status["local"].get("cpu_backend") if status.get("local") else None
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 time.sleep(1)

@@ -342,6 +342,13 @@ impl Ladder {
 
     /// The ladder of the variants in `dir` that `cpu` runs.
     pub fn in_dir(dir: &Path, cpu: &Cpu) -> Ladder {
+        if cpu.flags.is_empty() {
+            // No /proc/cpuinfo (or not x86): ggml chooses alone.
+            return Ladder {
+                dir: dir.to_owned(),
+                steps: Vec::new(),
+            };
+        }
         let present = cpu_libraries(dir);
         let mut steps: Vec<&'static Variant> = VARIANTS
             .iter()
@@ -384,18 +391,26 @@ pub struct Mode {
     /// What it runs without, compared with the best ("AMX").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub without: Vec<String>,
+    /// What that costs, in words ([`Mode::cost`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cost: String,
 }
 
 impl Mode {
     /// Running in `variant` of `ladder`, for `why`.
     pub fn of(ladder: &Ladder, variant: &'static Variant, why: Option<String>) -> Mode {
         let best = ladder.best().unwrap_or(variant);
-        Mode {
+        let mut mode = Mode {
             variant: variant.name.to_owned(),
             best: best.name.to_owned(),
             without: variant.lacks(best).into_iter().map(str::to_owned).collect(),
             why,
+            cost: String::new(),
+        };
+        if mode.stepped_down() {
+            mode.cost = mode.cost().to_owned();
         }
+        mode
     }
 
     /// Whether it runs below the best (a compatible mode).
@@ -428,7 +443,7 @@ impl Mode {
     pub fn cost(&self) -> &'static str {
         let lost = |f: &str| self.without.iter().any(|w| w == f);
         if lost("AVX") {
-            "local prompts and answers are 4-10x slower on these kernels"
+            "local prompts and answers are 4-11x slower on these kernels"
         } else if lost("AVX2") {
             "local prompts and answers are about half as fast without AVX2"
         } else if lost("AMX") {

@@ -53,9 +53,8 @@ fn watch(
 }
 
 const SIGILL: i32 = 4;
-const SIGABRT: i32 = 6;
-const SIGKILL: i32 = 9;
-const SIGTERM: i32 = 15;
+const SIGFPE: i32 = 8;
+const SIGSEGV: i32 = 11;
 
 /// The signal that ended a process, if one did.
 fn signal_of(status: Option<std::process::ExitStatus>) -> Option<i32> {
@@ -111,6 +110,23 @@ const RESTARTING: &str = "restarting";
 /// At most this many times one request is asked again after the worker died under it.
 const RETRIES_PER_REQUEST: u32 = 3;
 
+/// How long a worker may take to load its model.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// At most this many worker starts for one request that finds no worker running (each crash
+/// while loading may start it again, one mode down).
+const STARTS_PER_LOAD: u32 = 8;
+
+/// The CPU backends and the mode the worker runs in.
+#[derive(Debug)]
+struct Placed {
+    ladder: Ladder,
+    mode: Mode,
+    /// Stepped down after a SIGILL and not yet written to the memory: written once a worker
+    /// in this mode answers. (A mode stepped down for another crash is for this process only.)
+    remember: bool,
+}
+
 /// The supervised worker and the requests in flight.
 #[derive(Debug)]
 pub struct LocalEngine {
@@ -130,7 +146,10 @@ pub struct LocalEngine {
     cpu: Cpu,
     /// The CPU backends beside the worker binary and the mode running now (found at the
     /// first start).
-    ladder: Mutex<Option<(Ladder, Mode)>>,
+    ladder: Mutex<Option<Placed>>,
+    /// Steps down taken for crashes other than SIGILL (at most one per process: a prompt
+    /// that crashes llama.cpp every time must not walk the whole ladder).
+    fault_steps: std::sync::atomic::AtomicU32,
     /// Where the mode that works is remembered.
     memory: Memory,
     /// Crashes in a row before a worker's first token (a second steps the mode down).
@@ -168,6 +187,7 @@ impl LocalEngine {
             ladder: Mutex::new(None),
             memory: Memory::new(cfg_modes),
             early_crashes: Default::default(),
+            fault_steps: Default::default(),
         }
     }
 
@@ -252,7 +272,9 @@ impl LocalEngine {
             old.stop();
         }
         let exe = worker_exe()?;
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             tokio::time::sleep(self.restart_backoff()).await;
             let (ladder, mode) = self.placement(&exe)?;
             let variant = mode.as_ref().map(|m| m.variant.clone());
@@ -265,19 +287,31 @@ impl LocalEngine {
             let mut lines = BufReader::new(stdout).lines();
             let started = Instant::now();
             self.set_state("loading", None);
-            let Some(ready) = self.wait_ready(&mut lines).await else {
+            let waited = self.wait_ready(&mut lines).await;
+            let timed_out = waited.is_none();
+            let Some(ready) = waited.flatten() else {
                 let _ = kill.send(());
                 let status = tokio::time::timeout(Duration::from_secs(2), &mut exited)
                     .await
                     .ok()
                     .and_then(Result::ok);
                 let tail = tail.lock().expect("tail lock").clone();
-                let words = exit_words(status, variant.as_deref(), &tail);
+                let words = if timed_out {
+                    // Our own kill, not the system's: not "out of memory".
+                    format!(
+                        "it did not finish loading in {} s and was stopped",
+                        LOAD_TIMEOUT.as_secs()
+                    )
+                } else {
+                    exit_words(status, variant.as_deref(), &tail)
+                };
                 // A crash while loading (repacking the weights runs the CPU kernels too) is
                 // judged as one before a first token: another try, or a mode down.
-                if signal_of(status).is_none() {
+                if timed_out || signal_of(status).is_none() {
                     self.crashed();
-                } else if self.after_crash(status, false, &words) {
+                } else if self.after_crash(status, false, &words, variant.as_deref())
+                    && attempts < STARTS_PER_LOAD
+                {
                     continue;
                 }
                 let message = format!(
@@ -324,36 +358,51 @@ impl LocalEngine {
     /// worked here before, if it is still on the ladder, else the best), then kept.
     fn placement(&self, exe: &Path) -> Result<(Ladder, Option<Mode>), ProviderError> {
         let mut slot = self.ladder.lock().expect("ladder lock");
-        if let Some((ladder, mode)) = slot.as_ref() {
-            return Ok((ladder.clone(), Some(mode.clone())));
+        if let Some(p) = slot.as_ref() {
+            return Ok((p.ladder.clone(), Some(p.mode.clone())));
         }
         let ladder = Ladder::find(exe, &self.cpu).map_err(|e| {
             let message = e.to_string();
             self.set_state("failed", Some(message.clone()));
             failure(message)
         })?;
+        // A remembered mode is rebuilt against today's ladder (the best may have changed).
         let remembered = self
             .memory
             .recall(&self.cpu, &self.cfg.model)
-            .filter(|m| ladder.get(&m.variant).is_some());
+            .and_then(|m| Some(Mode::of(&ladder, ladder.get(&m.variant)?, m.why)));
         let mode = remembered.or_else(|| ladder.best().map(|b| Mode::of(&ladder, b, None)));
         if let Some(m) = &mode {
             tracing::info!(mode = %m.describe(), backends = %ladder.dir.display(), "local engine CPU mode");
-            *slot = Some((ladder.clone(), m.clone()));
+            *slot = Some(Placed {
+                ladder: ladder.clone(),
+                mode: m.clone(),
+                remember: false,
+            });
         }
         self.status.lock().expect("status lock").cpu = mode.clone();
         Ok((ladder, mode))
     }
 
-    /// Steps the CPU mode one variant down after a crash (`why`, in words); the new mode, or
-    /// `None` at the bottom of the ladder. Announced, and remembered once it answers.
-    fn step_down(&self, why: &str) -> Option<Mode> {
+    /// Steps the CPU mode one variant down from `from`, the variant a worker crashed in
+    /// (`why`, in words; `sigill`: of an illegal instruction). `Some` (the mode to run in now)
+    /// when the requests should be asked again: also when another worker's crash has
+    /// stepped past `from` already. `None` at the bottom of the ladder, or when a crash other
+    /// than SIGILL has stepped down once already in this process.
+    fn step_down(&self, from: &str, why: &str, sigill: bool) -> Option<Mode> {
         let mode = {
             let mut slot = self.ladder.lock().expect("ladder lock");
-            let (ladder, mode) = slot.as_mut()?;
-            let below = ladder.below(&mode.variant)?;
-            *mode = Mode::of(ladder, below, Some(why.to_owned()));
-            mode.clone()
+            let placed = slot.as_mut()?;
+            if placed.mode.variant != from {
+                return Some(placed.mode.clone());
+            }
+            if !sigill && self.fault_steps.fetch_add(1, Ordering::Relaxed) > 0 {
+                return None;
+            }
+            let below = placed.ladder.below(from)?;
+            placed.mode = Mode::of(&placed.ladder, below, Some(why.to_owned()));
+            placed.remember = sigill;
+            placed.mode.clone()
         };
         // A new mode is no repeat of the old crash: no backoff before trying it.
         *self.crashes.lock().expect("crash lock") = (None, 0);
@@ -366,53 +415,55 @@ impl LocalEngine {
         Some(mode)
     }
 
-    /// A worker gave its first token: the crash streak is over, and a stepped-down mode is
-    /// remembered as the one that works on this machine.
-    fn answered(&self) {
+    /// A worker running CPU `variant` gave its first token: the crash streak is over, and a
+    /// mode stepped down after a SIGILL is remembered as the one that works on this machine.
+    fn answered(&self, variant: Option<&str>) {
         self.early_crashes.store(0, Ordering::Relaxed);
-        let mode = self
-            .ladder
-            .lock()
-            .expect("ladder lock")
-            .as_ref()
-            .map(|(_, m)| m.clone());
-        let Some(mode) = mode else { return };
-        if self.memory.recall(&self.cpu, &self.cfg.model).as_ref() == Some(&mode) {
-            return;
-        }
-        if !mode.stepped_down() && self.memory.recall(&self.cpu, &self.cfg.model).is_none() {
-            return; // The best works: nothing worth a file.
-        }
+        let mode = {
+            let mut slot = self.ladder.lock().expect("ladder lock");
+            match slot.as_mut() {
+                Some(p) if p.remember && Some(p.mode.variant.as_str()) == variant => {
+                    p.remember = false;
+                    p.mode.clone()
+                }
+                _ => return,
+            }
+        };
         if let Err(e) = self.memory.remember(&self.cpu, &self.cfg.model, &mode) {
             tracing::warn!(error = %e, "could not remember the local engine's CPU mode");
         }
     }
 
-    /// A worker died (`exit`, described as `words`); `answered`: whether it had given a
-    /// token. Returns whether the requests it held should be asked again: after a SIGILL,
-    /// one mode down; after a crash before any token, once as it was, and after a second, one
-    /// mode down. Memory (SIGKILL), assertions (SIGABRT) and outside stops (SIGTERM) are not
-    /// the CPU's doing and are not retried.
+    /// A worker running CPU `variant` died (`exit`, described as `words`); `answered`:
+    /// whether it had given a token. Returns whether the requests it held should be asked
+    /// again. A SIGILL is the CPU's: one mode down. A memory fault (SIGSEGV) or arithmetic
+    /// fault (SIGFPE) before a first token may be: asked again as it was, and after a second
+    /// in a row, one mode down (once per process, and not remembered). Anything else (memory:
+    /// SIGKILL; assertions: SIGABRT; the model file: SIGBUS; outside stops) is not the CPU's
+    /// and is not retried.
     fn after_crash(
         &self,
         exit: Option<std::process::ExitStatus>,
         answered: bool,
         words: &str,
+        variant: Option<&str>,
     ) -> bool {
         self.crashed();
         self.status.lock().expect("status lock").crashes += 1;
-        let signal = signal_of(exit);
-        if signal == Some(SIGILL) {
-            return self.step_down(words).is_some();
+        match signal_of(exit) {
+            Some(SIGILL) => variant.is_some_and(|v| self.step_down(v, words, true).is_some()),
+            Some(SIGSEGV | SIGFPE) if !answered => {
+                if self.early_crashes.fetch_add(1, Ordering::Relaxed) == 0 {
+                    return true;
+                }
+                self.early_crashes.store(0, Ordering::Relaxed);
+                variant.is_some_and(|v| self.step_down(v, words, false).is_some())
+            }
+            _ => {
+                self.early_crashes.store(0, Ordering::Relaxed);
+                false
+            }
         }
-        if answered || !matches!(signal, Some(s) if ![SIGKILL, SIGABRT, SIGTERM].contains(&s)) {
-            self.early_crashes.store(0, Ordering::Relaxed);
-            return false;
-        }
-        if self.early_crashes.fetch_add(1, Ordering::Relaxed) == 0 {
-            return true;
-        }
-        self.step_down(words).is_some()
     }
 
     /// How long to wait before a restart: doubling with each crash in a row (0.1 s to 6.4 s).
@@ -459,6 +510,9 @@ impl LocalEngine {
         }
         // ggml's abort handler would attach gdb for a backtrace: slow, and noise in the
         // reason we report.
+        // A process group of its own: a Ctrl-C at the terminal is for the gateway, which stops
+        // the worker itself; the worker dying of it would read as a crash.
+        cmd.process_group(0);
         cmd.env("GGML_NO_BACKTRACE", "1")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -473,10 +527,11 @@ impl LocalEngine {
             })
     }
 
-    /// Reads the worker's lines until its model is loaded (progress published on the way);
-    /// `None` if it dies or takes over five minutes.
-    async fn wait_ready(&self, lines: &mut Lines<BufReader<ChildStdout>>) -> Option<Line> {
-        let ready = tokio::time::timeout(Duration::from_secs(300), async {
+    /// Reads the worker's lines until its model is loaded (progress published on the way):
+    /// `Some(Some(ready))`; `Some(None)` if it dies first; `None` if it takes longer than
+    /// [`LOAD_TIMEOUT`].
+    async fn wait_ready(&self, lines: &mut Lines<BufReader<ChildStdout>>) -> Option<Option<Line>> {
+        tokio::time::timeout(LOAD_TIMEOUT, async {
             while let Ok(Some(l)) = lines.next_line().await {
                 match serde_json::from_str::<Line>(&l) {
                     Ok(ready @ Line::Ready { .. }) => return Some(ready),
@@ -489,8 +544,8 @@ impl LocalEngine {
             }
             None
         })
-        .await;
-        ready.ok().flatten()
+        .await
+        .ok()
     }
 
     /// The model is loaded: the status says how, and the world hears it.
@@ -502,11 +557,12 @@ impl LocalEngine {
             gpu_layers,
             n_layers,
             model_bytes,
+            cpu_backend,
         } = ready
         else {
             return;
         };
-        tracing::info!(model = %self.cfg.model.display(), n_ctx, threads, %device, gpu_layers, n_layers, load_ms = started.elapsed().as_millis() as u64, "local model ready");
+        tracing::info!(model = %self.cfg.model.display(), n_ctx, threads, %device, gpu_layers, n_layers, cpu_backend = cpu_backend.as_deref().unwrap_or("?"), load_ms = started.elapsed().as_millis() as u64, "local model ready");
         {
             let mut st = self.status.lock().expect("status lock");
             st.state = "ready";
@@ -518,6 +574,7 @@ impl LocalEngine {
             st.gpu_layers = Some(gpu_layers);
             st.n_layers = Some(n_layers);
             st.model_bytes = Some(model_bytes);
+            st.cpu_backend = cpu_backend;
             st.pid = pid;
             st.loads += 1;
         }
@@ -760,7 +817,7 @@ impl LineRouter {
         if !self.answered && matches!(line, Line::Text { .. } | Line::Done { .. }) {
             self.answered = true;
             if let Some(engine) = self.engine.upgrade() {
-                engine.answered();
+                engine.answered(self.variant.as_deref());
             }
         }
         let id = match &line {
@@ -819,7 +876,7 @@ impl LineRouter {
         let retry = self
             .engine
             .upgrade()
-            .is_some_and(|e| e.after_crash(exit, self.answered, &words));
+            .is_some_and(|e| e.after_crash(exit, self.answered, &words, self.variant.as_deref()));
         let message = if tail.is_empty() {
             format!("the local worker died: {words}")
         } else {
@@ -940,48 +997,73 @@ mod tests {
         e.status().cpu.unwrap().variant
     }
 
+    fn remembered(e: &LocalEngine, dir: &tempfile::TempDir) -> Option<String> {
+        Memory::new(Some(dir.path().join("modes.json")))
+            .recall(&e.cpu, &e.cfg.model)
+            .map(|m| m.variant)
+    }
+
     #[tokio::test]
     async fn a_sigill_steps_one_mode_down_asks_again_and_is_remembered_once_it_answers() {
         let (e, dir, mut events) = engine();
-        assert!(e.after_crash(signal(SIGILL), false, "SIGILL in AMX"));
+        assert!(e.after_crash(
+            signal(SIGILL),
+            false,
+            "SIGILL in AMX",
+            Some("sapphirerapids")
+        ));
         assert_eq!(variant(&e), "zen4");
         let Ok(LocalEvent::Downgraded { mode }) = events.try_recv() else {
             panic!("a downgrade event")
         };
         assert_eq!(mode.without, ["AMX"]);
         assert!(mode.why.as_deref() == Some("SIGILL in AMX"));
-        assert!(
-            !dir.path().join("modes.json").exists(),
-            "not remembered before it answers"
-        );
-        e.answered();
-        let remembered = Memory::new(Some(dir.path().join("modes.json")))
-            .recall(&e.cpu, &e.cfg.model)
-            .unwrap();
-        assert_eq!(remembered.variant, "zen4");
+        e.answered(Some("sapphirerapids"));
+        assert_eq!(remembered(&e, &dir), None, "not before zen4 itself answers");
+        e.answered(Some("zen4"));
+        assert_eq!(remembered(&e, &dir).as_deref(), Some("zen4"));
         assert_eq!(e.status().crashes, 1);
     }
 
     #[tokio::test]
-    async fn two_crashes_before_a_first_token_step_down_one_does_not() {
+    async fn two_workers_dying_in_the_same_mode_step_down_once() {
         let (e, _dir, _events) = engine();
+        assert!(e.after_crash(signal(SIGILL), false, "SIGILL", Some("sapphirerapids")));
+        // The second worker was started before the first one's death was judged.
         assert!(
-            e.after_crash(signal(11), false, "SIGSEGV"),
-            "asked again, as it was"
+            e.after_crash(signal(SIGILL), false, "SIGILL", Some("sapphirerapids")),
+            "asked again, in the mode already stepped to"
         );
-        assert_eq!(variant(&e), "sapphirerapids");
-        assert!(e.after_crash(signal(11), false, "SIGSEGV"));
-        assert_eq!(variant(&e), "zen4", "the second steps down");
-        // A crash after the worker answered is not the CPU mode's: not asked again.
-        assert!(!e.after_crash(signal(11), true, "SIGSEGV"));
-        assert_eq!(variant(&e), "zen4");
+        assert_eq!(variant(&e), "zen4", "zen4 is tried, not skipped");
     }
 
     #[tokio::test]
-    async fn memory_assertions_and_outside_stops_never_step_down() {
+    async fn a_memory_fault_before_a_first_token_is_retried_then_steps_down_once_unremembered() {
+        let (e, dir, _events) = engine();
+        let segv = |v| e.after_crash(signal(SIGSEGV), false, "SIGSEGV", Some(v));
+        assert!(segv("sapphirerapids"), "asked again, as it was");
+        assert_eq!(variant(&e), "sapphirerapids");
+        assert!(segv("sapphirerapids"));
+        assert_eq!(variant(&e), "zen4", "the second in a row steps down");
+        e.answered(Some("zen4"));
+        assert_eq!(
+            remembered(&e, &dir),
+            None,
+            "a fault's step is for this process only"
+        );
+        // A prompt that crashes every time does not walk the ladder: one such step per process.
+        assert!(segv("zen4"));
+        assert!(!segv("zen4"));
+        assert_eq!(variant(&e), "zen4");
+        // A crash after the worker answered is not the CPU mode's: not asked again.
+        assert!(!e.after_crash(signal(SIGSEGV), true, "SIGSEGV", Some("zen4")));
+    }
+
+    #[tokio::test]
+    async fn memory_assertions_the_model_file_and_outside_stops_never_step_down() {
         let (e, _dir, _events) = engine();
-        for s in [SIGKILL, SIGABRT, SIGTERM, SIGKILL, SIGABRT] {
-            assert!(!e.after_crash(signal(s), false, "not the CPU"));
+        for s in [9, 6, 7, 15, 2, 9, 6] {
+            assert!(!e.after_crash(signal(s), false, "not the CPU", Some("sapphirerapids")));
         }
         assert_eq!(variant(&e), "sapphirerapids");
     }
@@ -989,11 +1071,13 @@ mod tests {
     #[tokio::test]
     async fn at_the_bottom_of_the_ladder_a_sigill_is_an_error() {
         let (e, _dir, _events) = engine();
+        let mut from = "sapphirerapids".to_owned();
         for want in ["zen4", "icelake", "skylakex", "haswell", "x64"] {
-            assert!(e.after_crash(signal(SIGILL), false, "SIGILL"));
+            assert!(e.after_crash(signal(SIGILL), false, "SIGILL", Some(&from)));
             assert_eq!(variant(&e), want);
+            from = want.to_owned();
         }
-        assert!(!e.after_crash(signal(SIGILL), false, "SIGILL"));
+        assert!(!e.after_crash(signal(SIGILL), false, "SIGILL", Some("x64")));
         assert_eq!(variant(&e), "x64");
     }
 }

@@ -167,6 +167,9 @@ pub struct LocalStatus {
     /// and, when it runs a lower one, why and without what (known from the first start).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<cpu::Mode>,
+    /// The CPU backend library the worker has mapped (`libggml-cpu-zen4.so`), once loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_backend: Option<String>,
     /// Times the worker crashed since the gateway started.
     pub crashes: u64,
     /// Times the model was loaded.

@@ -96,6 +96,10 @@ pub enum Line {
         /// The model's weights, in bytes.
         #[serde(default)]
         model_bytes: u64,
+        /// The CPU backend library llama.cpp actually mapped (`libggml-cpu-zen4.so`), read
+        /// from /proc/self/maps.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpu_backend: Option<String>,
     },
     /// Prompt processing progress (the gateway keeps the client alive with it).
     Progress {

@@ -23,6 +23,7 @@ use prompt::{forced_call_grammar, render, CHATML};
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::num::NonZeroU32;
+use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 
 /// Prompt tokens decoded per batch (a cancel is checked between batches).
@@ -96,7 +97,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
 
     let cancelled: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let commands = read_commands(cancelled.clone());
-    let sigill = sigill_asked(settings);
+    let cpu_backend = mapped_cpu_backend();
+    let sigill = sigill_asked(cpu_backend.as_deref());
     emit(&Line::Ready {
         n_ctx,
         threads,
@@ -104,6 +106,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         gpu_layers,
         n_layers,
         model_bytes: model.size(),
+        cpu_backend,
     });
 
     let mut engine = Engine {
@@ -126,6 +129,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
 /// links holding only it and any GPU backend, so llama.cpp's own choice cannot pick another),
 /// else the best one in the directory.
 fn load_backends(settings: &Settings) -> anyhow::Result<()> {
+    use anyhow::Context;
     use llama_cpp_2::llama_backend::{load_backends, load_backends_from_path};
     let found = settings.backends.clone().or_else(|| {
         let exe = std::env::current_exe().ok()?;
@@ -137,38 +141,46 @@ fn load_backends(settings: &Settings) -> anyhow::Result<()> {
     });
     let Some(dir) = found.as_deref() else {
         load_backends();
-        return Ok(());
+        return ensure_cpu_device(settings, Path::new("llama.cpp's build directory"));
     };
     match settings.cpu_variant.as_deref() {
         None => load_backends_from_path(dir),
         Some(variant) => {
             // The links must point at absolute paths: they live in another directory.
-            let dir = std::fs::canonicalize(dir)?;
-            let dir = dir.as_path();
+            let dir = std::fs::canonicalize(dir)
+                .with_context(|| format!("the backends directory {}", dir.display()))?;
             let chosen = format!("libggml-cpu-{variant}.so");
             anyhow::ensure!(
                 dir.join(&chosen).is_file(),
                 "the CPU backend {} is missing; reinstall Understudy (or rebuild it: cargo build puts the backends next to the binary)",
                 dir.join(&chosen).display()
             );
-            let only =
-                std::env::temp_dir().join(format!("understudy-backends-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&only);
-            std::fs::create_dir_all(&only)?;
-            for entry in std::fs::read_dir(dir)? {
+            // A private directory (mkdtemp, 0700): ggml loads every backend library in it.
+            let only = tempfile::Builder::new()
+                .prefix("understudy-backends-")
+                .tempdir()
+                .context("creating a private directory for the CPU backend's link")?;
+            for entry in std::fs::read_dir(&dir)
+                .with_context(|| format!("reading the backends directory {}", dir.display()))?
+            {
                 let name = entry?.file_name();
                 let Some(n) = name.to_str() else { continue };
                 let backend = n.starts_with("libggml-") && n.ends_with(".so");
                 let other_cpu = n.starts_with("libggml-cpu") && n != chosen;
                 let core = n == "libggml-base.so";
                 if backend && !other_cpu && !core {
-                    std::os::unix::fs::symlink(dir.join(n), only.join(n))?;
+                    std::os::unix::fs::symlink(dir.join(n), only.path().join(n))
+                        .with_context(|| format!("linking {n} into {}", only.path().display()))?;
                 }
             }
-            load_backends_from_path(&only);
-            let _ = std::fs::remove_dir_all(&only);
+            load_backends_from_path(only.path());
         }
     }
+    ensure_cpu_device(settings, dir)
+}
+
+/// An error unless llama.cpp has a CPU device now (a backend loaded from `dir`).
+fn ensure_cpu_device(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
     let cpu = llama_cpp_2::list_llama_ggml_backend_devices()
         .iter()
         .any(|d| d.device_type == llama_cpp_2::LlamaBackendDeviceType::Cpu);
@@ -185,6 +197,16 @@ fn load_backends(settings: &Settings) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// The CPU backend library mapped into this process (`libggml-cpu-zen4.so`), from
+/// /proc/self/maps: what runs, whatever was asked for.
+fn mapped_cpu_backend() -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|l| {
+        let name = l.rsplit('/').next()?;
+        (name.starts_with("libggml-cpu-") && name.ends_with(".so")).then(|| name.to_owned())
+    })
 }
 
 /// Context parameters: `n_ctx` tokens, prompt batches of [`BATCH`], `threads` CPU threads.
@@ -624,26 +646,29 @@ fn sampler(
 }
 
 /// Testing only: whether `UNDERSTUDY_TEST_SIGILL` (CPU variant names, comma-separated, or
-/// `best`: the top of this machine's ladder) names the variant this worker runs, so that it
-/// dies of a real SIGILL on its first token, as an AMX kernel does on a host that cannot run
-/// it.
+/// `best`: the top of this machine's ladder) names the CPU backend this worker has mapped
+/// (`mapped`, from /proc/self/maps: what runs, not what was asked for), so that it dies of a
+/// real SIGILL on its first token, as an AMX kernel does on a host that cannot run it.
 #[cfg(feature = "testing")]
-fn sigill_asked(settings: &Settings) -> bool {
+fn sigill_asked(mapped: Option<&str>) -> bool {
     use super::cpu::{Cpu, Ladder};
     let Ok(list) = std::env::var("UNDERSTUDY_TEST_SIGILL") else {
         return false;
     };
-    let Some(dir) = settings.backends.as_deref() else {
+    let Some(running) = mapped.and_then(|m| m.strip_prefix("libggml-cpu-")?.strip_suffix(".so"))
+    else {
         return false;
     };
-    let best = Ladder::in_dir(dir, &Cpu::here()).best().map(|v| v.name);
-    let running = settings.cpu_variant.as_deref().or(best);
+    let best = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Ladder::find(&exe, &Cpu::here()).ok())
+        .and_then(|l| l.best().map(|v| v.name));
     list.split(',')
-        .any(|x| Some(x) == running || (x == "best" && running.is_some() && running == best))
+        .any(|x| x == running || (x == "best" && Some(running) == best))
 }
 
 #[cfg(not(feature = "testing"))]
-fn sigill_asked(_settings: &Settings) -> bool {
+fn sigill_asked(_mapped: Option<&str>) -> bool {
     false
 }
 
