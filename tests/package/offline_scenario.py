@@ -1,7 +1,7 @@
-"""Run under `unshare -rn` (a network namespace with only loopback): the release build of
-`understudy` (what `scripts/run` and the .deb ship) with zero config and no keys, from a
-scratch HOME holding only the default model, answers a first request from the local model.
-Prints the answer and the gateway's status as JSON."""
+"""Run under `unshare -rn` (a network namespace with only loopback): `understudy` (argv[1])
+with zero config and no keys, from a scratch HOME holding only the default model, answers a
+first request from the local model, as `scripts/run` on a machine with no keys and no network
+would. Prints the answer and the gateway's status as JSON."""
 
 import json
 import os
