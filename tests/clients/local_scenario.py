@@ -70,13 +70,18 @@ def run(bin_path, home, models_dir, prompt, config=None, bring_up_loopback=False
             status = json.loads(r.read())
         return {**tries[-1], "tries": tries, "status": status}
     finally:
-        gw.terminate()
-        try:
-            _, err = gw.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            gw.kill()
-            _, err = gw.communicate()
-        sys.stderr.write(err[-4000:])
+        stop(gw)
+
+
+def stop(gw):
+    """Stops a gateway started with pipes and passes on the end of what it logged."""
+    gw.terminate()
+    try:
+        _, err = gw.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        gw.kill()
+        _, err = gw.communicate()
+    sys.stderr.write(err[-4000:])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import tempfile
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "clients"))
+from local_scenario import stop  # noqa: E402
 MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -43,13 +45,7 @@ def main(binary, home):
         with urllib.request.urlopen(url + "/api/status") as r:
             out["status"] = json.loads(r.read())
     finally:
-        gw.terminate()
-        try:
-            _, err = gw.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            gw.kill()
-            _, err = gw.communicate()
-        sys.stderr.write(err[-4000:])
+        stop(gw)
     print(json.dumps(out))
 
 

@@ -511,6 +511,20 @@ impl Memory {
     }
 }
 
+/// The signals whose meaning the engine acts on.
+pub(super) const SIGILL: i32 = 4;
+pub(super) const SIGABRT: i32 = 6;
+pub(super) const SIGBUS: i32 = 7;
+pub(super) const SIGFPE: i32 = 8;
+pub(super) const SIGKILL: i32 = 9;
+pub(super) const SIGSEGV: i32 = 11;
+
+/// The signal that ended a process, if one did.
+pub(super) fn signal_of(status: Option<std::process::ExitStatus>) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status?.signal()
+}
+
 /// Why a worker process ended, in words a user can act on; `mode` is the one it ran in and
 /// `tail` its last stderr lines (an assertion's message is among them).
 pub fn exit_words(
@@ -518,23 +532,24 @@ pub fn exit_words(
     variant: Option<&str>,
     tail: &[String],
 ) -> String {
-    use std::os::unix::process::ExitStatusExt;
     let Some(status) = status else {
         return "it stopped answering".to_owned();
     };
-    let Some(signal) = status.signal() else {
+    let Some(signal) = signal_of(Some(status)) else {
         return format!("it exited with status {}", status.code().unwrap_or(-1));
     };
     match signal {
-        4 => format!(
+        SIGILL => format!(
             "it hit an illegal instruction (SIGILL): this CPU (or the virtual machine around it) \
              cannot run instructions the {} CPU kernels use",
             variant.unwrap_or("built-in")
         ),
-        9 => "it was killed (SIGKILL): most likely the system ran out of memory; try a smaller \
+        SIGKILL => {
+            "it was killed (SIGKILL): most likely the system ran out of memory; try a smaller \
               model or context_size"
-            .to_owned(),
-        6 => {
+                .to_owned()
+        }
+        SIGABRT => {
             let assertion = tail
                 .iter()
                 .rev()
@@ -547,13 +562,15 @@ pub fn exit_words(
                 None => "it aborted (SIGABRT): a llama.cpp assertion failed".to_owned(),
             }
         }
-        7 => "it hit a bus error (SIGBUS): the model file was changed, truncated or became \
+        SIGBUS => "it hit a bus error (SIGBUS): the model file was changed, truncated or became \
               unreadable while in use; check the file (or the disk it is on)"
             .to_owned(),
-        8 => "it hit an arithmetic fault (SIGFPE) in llama.cpp".to_owned(),
-        11 => "it crashed (SIGSEGV, a memory fault in llama.cpp); if it repeats with this model, \
+        SIGFPE => "it hit an arithmetic fault (SIGFPE) in llama.cpp".to_owned(),
+        SIGSEGV => {
+            "it crashed (SIGSEGV, a memory fault in llama.cpp); if it repeats with this model, \
                try another quantization or a smaller context_size"
-            .to_owned(),
+                .to_owned()
+        }
         15 => "it was stopped (SIGTERM) by another process".to_owned(),
         24 => "it ran past its CPU time limit (SIGXCPU, see ulimit -t)".to_owned(),
         25 => "it ran past its file size limit (SIGXFSZ, see ulimit -f)".to_owned(),

@@ -2,7 +2,7 @@
 //! request id, restarts it after a crash (with backoff), unloads it when idle, and cancels an
 //! answer whose client left.
 
-use super::cpu::{exit_words, Cpu, Ladder, Memory, Mode};
+use super::cpu::{exit_words, signal_of, Cpu, Ladder, Memory, Mode, SIGFPE, SIGILL, SIGSEGV};
 use super::protocol::{Command, Line};
 use super::request::{to_chat, tools_for};
 use super::{LastAnswer, LocalEvent, LocalStatus};
@@ -50,16 +50,6 @@ fn watch(
         }
     });
     (kill_tx, exit_rx)
-}
-
-const SIGILL: i32 = 4;
-const SIGFPE: i32 = 8;
-const SIGSEGV: i32 = 11;
-
-/// The signal that ended a process, if one did.
-fn signal_of(status: Option<std::process::ExitStatus>) -> Option<i32> {
-    use std::os::unix::process::ExitStatusExt;
-    status?.signal()
 }
 
 /// The worker binary: this same binary; `UNDERSTUDY_WORKER_BIN` names it when the gateway runs
