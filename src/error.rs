@@ -28,6 +28,8 @@ pub enum FailureKind {
     Malformed,
     /// The upstream sent an error status whose body is not its API's error shape (an HTML 502 page).
     Status(u16),
+    /// The upstream sent more than the gateway holds for one answer (`server.max_upstream_*`).
+    Oversize,
 }
 
 impl FailureKind {
@@ -44,6 +46,7 @@ impl FailureKind {
             FailureKind::Truncated => "truncated",
             FailureKind::Malformed => "malformed",
             FailureKind::Status(_) => "status",
+            FailureKind::Oversize => "oversize",
         }
     }
 
@@ -101,6 +104,9 @@ pub enum GatewayError {
     /// The request came from somewhere the gateway does not serve (a web page, a foreign Host).
     #[error("{0}")]
     Forbidden(String),
+    /// An admin call (or, with `server.require_token`, any call) without the admin token.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The body exceeds `server.max_body_bytes`.
     #[error("request body is larger than the {limit}-byte limit (server.max_body_bytes)")]
     TooLarge {
@@ -144,6 +150,7 @@ impl GatewayError {
             GatewayError::UnknownModel { .. } | GatewayError::NotFound(_) => 404,
             GatewayError::MissingKey { .. } => 401,
             GatewayError::Forbidden(_) => 403,
+            GatewayError::Unauthorized(_) => 401,
             GatewayError::TooLarge { .. } => 413,
             GatewayError::LoopDetected => 508,
             GatewayError::Unavailable(_) => 503,

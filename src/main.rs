@@ -73,6 +73,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Open the dashboard in a browser, signed in (a one-time link made with the admin token;
+    /// the link is printed where no browser can be started).
+    Dashboard {
+        /// The gateway's URL (default: the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+        /// Only print the link.
+        #[arg(long)]
+        print: bool,
+    },
     /// Manage local models: list, pull (from Hugging Face, resumable, checksummed), rm, use.
     Models {
         #[command(subcommand)]
@@ -175,10 +185,11 @@ enum ModelsCommand {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("understudy=info,warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_writer(understudy::telemetry::logline::LogWriter { ansi })
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {
@@ -278,6 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Models { command } => Ok(models(command).await),
         Command::Status { url, json } => Ok(status(url, json).await),
+        Command::Dashboard { url, print } => Ok(dashboard(url, print).await),
         #[cfg(feature = "testing")]
         Command::Mock {
             listen,
@@ -349,6 +361,7 @@ async fn serve(cfg: Config, notify: bool, connect_claude_code: bool) -> anyhow::
         tracing::info!(journal = %j.display(), "request journal");
     }
     let ollama_listen = cfg.server.ollama_listen;
+    let conn = understudy::server::Connections::of(&cfg);
     let (app, state) = understudy::server::build(cfg, local.port()).await;
     // Signals are caught from here on: a SIGTERM right after the line below is a clean stop.
     let shutdown = understudy::server::shutdown_signal();
@@ -365,7 +378,7 @@ async fn serve(cfg: Config, notify: bool, connect_claude_code: bool) -> anyhow::
             }),
         ));
     }
-    let result = understudy::server::serve_app(listener, app, ollama_listen, shutdown).await;
+    let result = understudy::server::serve_app(listener, app, ollama_listen, conn, shutdown).await;
     understudy::desktop::claude_code_stop();
     result?;
     tracing::info!("stopped");
@@ -600,32 +613,100 @@ async fn pull(
     Ok(())
 }
 
-async fn status(url: Option<String>, json: bool) -> ExitCode {
+/// The gateway's URL: as given, else the configured listen address.
+fn gateway_url(url: Option<String>) -> String {
     let url = url.unwrap_or_else(|| {
         let listen = Config::load(None)
             .map(|c| c.server.listen)
             .unwrap_or_else(|_| ([127, 0, 0, 1], 8723).into());
         format!("http://{listen}")
     });
-    let url = url.trim_end_matches('/').to_owned();
-    let got = async {
-        let body = reqwest::Client::new()
-            .get(format!("{url}/api/status"))
-            .timeout(std::time::Duration::from_secs(5))
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
-        serde_json::from_slice::<serde_json::Value>(&body).map_err(anyhow::Error::from)
+    url.trim_end_matches('/').to_owned()
+}
+
+/// Calls an admin endpoint of the gateway at `url` with the admin token (read from its file),
+/// and returns its JSON; the error says what to do.
+async fn admin_call(
+    url: &str,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<serde_json::Value, String> {
+    let token = match config::default_admin_token_path() {
+        None => Err(
+            "no home directory, so no admin token file (set UNDERSTUDY_ADMIN_TOKEN_FILE)"
+                .to_owned(),
+        ),
+        Some(file) => understudy::server::auth::read_token(&file).map_err(|e| {
+            format!(
+                "cannot read the admin token {} ({e}): run this as the user who runs Understudy",
+                file.display()
+            )
+        }),
+    };
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{url}{path}"))
+        .timeout(std::time::Duration::from_secs(5));
+    if let Ok(t) = &token {
+        req = req.header(understudy::server::auth::TOKEN_HEADER, t);
     }
-    .await;
-    let v = match got {
+    let resp = req.send().await.map_err(|e| {
+        format!("Understudy is not answering at {url} ({e}); start it with scripts/run or `understudy serve`")
+    })?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(match token {
+            Err(why) => format!("the admin API at {url} needs its token: {why}"),
+            Ok(_) => format!("the admin API at {url} refused the token in the admin token file: is it another user's gateway, or one started with another UNDERSTUDY_ADMIN_TOKEN_FILE?"),
+        });
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("the answer broke off: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("{url}{path} answered HTTP {status} with no JSON ({e})"))?;
+    if !status.is_success() {
+        let msg = v["error"]["message"].as_str().unwrap_or("no message");
+        return Err(format!("{url}{path} answered HTTP {status}: {msg}"));
+    }
+    Ok(v)
+}
+
+/// `understudy dashboard`: a one-time signed-in link, opened in the desktop's browser.
+async fn dashboard(url: Option<String>, print: bool) -> ExitCode {
+    let url = gateway_url(url);
+    let link = match admin_call(&url, reqwest::Method::POST, "/api/session").await {
+        Ok(v) => format!("{url}{}", v["url"].as_str().unwrap_or("/ui/")),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let desktop =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if !print && desktop {
+        let opened = std::process::Command::new("xdg-open")
+            .arg(&link)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if opened {
+            println!("opened the dashboard (the link works once, within a minute)");
+            return ExitCode::SUCCESS;
+        }
+    }
+    println!("{link}");
+    eprintln!("(open it within a minute; it works once and signs that browser in)");
+    ExitCode::SUCCESS
+}
+
+async fn status(url: Option<String>, json: bool) -> ExitCode {
+    let url = gateway_url(url);
+    let v = match admin_call(&url, reqwest::Method::GET, "/api/status").await {
         Ok(v) => v,
         Err(e) => {
-            eprintln!(
-                "Understudy is not answering at {url} ({e}); start it with scripts/run or `understudy serve`"
-            );
+            eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };

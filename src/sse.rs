@@ -99,6 +99,12 @@ impl Splitter {
         }
     }
 
+    /// How many bytes of an unfinished event are buffered (what an endless line or event
+    /// would grow without bound; the stream caps it).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// True when bytes of an unfinished event are buffered (a stream ending now is cut mid-event).
     pub fn has_partial(&self) -> bool {
         !self.buf.is_empty()

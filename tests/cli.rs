@@ -23,6 +23,10 @@ fn spawn_serve(args: &[&str], env: &[(&str, &str)], home: &std::path::Path) -> (
         .env_clear()
         .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join("config"))
+        .env(
+            "UNDERSTUDY_ADMIN_TOKEN_FILE",
+            crate::support::admin_token_file(),
+        )
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -129,7 +133,9 @@ fn serve_refuses_an_invalid_config_and_says_how_to_check_it() {
 #[tokio::test]
 async fn zero_config_starts_with_no_file_and_no_keys_and_stops_cleanly_on_sigterm() {
     let home = tempfile::tempdir().unwrap();
-    let (child, url) = spawn_serve(&[], &[], home.path());
+    let token_file = home.path().join("config/understudy/admin-token");
+    let env = [("UNDERSTUDY_ADMIN_TOKEN_FILE", token_file.to_str().unwrap())];
+    let (child, url) = spawn_serve(&[], &env, home.path());
     let v = get_json(&url, "/healthz").await;
     assert_eq!(v["status"], "ok");
     // An OpenAI model with no OPENAI_API_KEY in the environment: no route, and the error says so.
@@ -140,13 +146,28 @@ async fn zero_config_starts_with_no_file_and_no_keys_and_stops_cleanly_on_sigter
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    // `understudy status` reads the running gateway.
+    // `understudy status` reads the running gateway, with the admin token the gateway made in
+    // the user's config dir (0600); without it, the admin API refuses the same call.
+    let token_file = home.path().join("config/understudy/admin-token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&token_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the admin token is private");
     let out = Command::new(BIN)
         .args(["status", "--url", &url])
+        .env_remove("UNDERSTUDY_ADMIN_TOKEN_FILE")
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = reqwest::get(format!("{url}/api/status")).await.unwrap();
+    assert_eq!(refused.status(), 401);
     assert!(
         text.starts_with(&format!(
             "Understudy {} at {url}: mode auto, network up",
@@ -336,6 +357,7 @@ async fn the_journal_survives_a_restart_and_a_kill_in_the_middle_of_writing() {
     // The terminal view has the figures too.
     let out = Command::new(BIN)
         .args(["status", "--url", &url])
+        .env("UNDERSTUDY_ADMIN_TOKEN_FILE", admin_token_file())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -62,8 +62,36 @@ pub async fn start_with(extra: &str) -> Harness {
     start_config(mock, &toml).await
 }
 
+/// The admin token every gateway the tests start uses (its file: [`admin_token_file`]), sent
+/// by [`client`].
+pub const ADMIN_TOKEN: &str = "understudy-tests-admin-token-0123456789abcdef0123456789";
+
+/// A private file holding [`ADMIN_TOKEN`] (0600), for gateways in-process
+/// (`server.admin_token_file`) and as subprocesses (`UNDERSTUDY_ADMIN_TOKEN_FILE`).
+pub fn admin_token_file() -> std::path::PathBuf {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir().join(format!("understudy-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("admin-token");
+        let _ = std::fs::remove_file(&f);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&f)
+            .unwrap();
+        std::io::Write::write_all(&mut out, ADMIN_TOKEN.as_bytes()).unwrap();
+        f
+    })
+    .clone()
+}
+
 pub async fn start_config(mock: MockCloud, toml: &str) -> Harness {
-    let config = Config::from_toml(toml, ConfigSource::ZeroConfig).expect("test config is valid");
+    let mut config =
+        Config::from_toml(toml, ConfigSource::ZeroConfig).expect("test config is valid");
+    config.server.admin_token_file = Some(admin_token_file());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -77,8 +105,14 @@ pub async fn start_config(mock: MockCloud, toml: &str) -> Harness {
     }
 }
 
+/// A client that carries the admin token (so the admin API answers it).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().build().unwrap()
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("x-understudy-token", ADMIN_TOKEN.parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
 }
 
 /// POSTs `body` to the gateway as a client with API key `k` would (sent both as `x-api-key` and

@@ -34,6 +34,9 @@ async function api(method, path, body) {
     headers: body === undefined ? {} : { "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  // 401: no session (the page was opened without its one-time link, or the gateway restarted).
+  $("#signin").hidden = r.status !== 401 && $("#signin").hidden;
+  if (r.status === 401) $("#overall").textContent = "not signed in";
   const text = await r.text();
   let v = null;
   try { v = text ? JSON.parse(text) : null; } catch { v = { error: text }; }

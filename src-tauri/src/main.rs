@@ -88,12 +88,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "understudy=info,understudy_tray=info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(understudy::telemetry::logline::LogWriter { ansi })
+        .with_ansi(ansi)
         .init();
     // GDK's OpenGL is for GTK widgets that draw with GL, and the tray app has none; left on,
     // it loads the GL driver (Mesa's llvmpipe pulls in ~45 MB of LLVM) into a process that
@@ -217,6 +219,7 @@ fn start_gateway(
 ) -> anyhow::Result<Arc<Shared>> {
     let addr = cfg.server.listen;
     let ollama_listen = cfg.server.ollama_listen;
+    let conn = understudy::server::Connections::of(&cfg);
     let (listener, gateway, app) = tauri::async_runtime::block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr}: {e} (is another program using the port? use --listen to pick another address)")
@@ -236,7 +239,7 @@ fn start_gateway(
     println!("understudy listening on {url}");
     tracing::info!(%url, "tray app: gateway listening");
     *served.lock().expect("served lock") = Some(tauri::async_runtime::spawn(
-        understudy::server::serve_app(listener, app, ollama_listen, async move {
+        understudy::server::serve_app(listener, app, ollama_listen, conn, async move {
             let _ = stop.await;
         }),
     ));
@@ -352,7 +355,10 @@ fn open_dashboard(app: &AppHandle) {
         return;
     }
     let shared = app.state::<Arc<Shared>>();
-    let url = match format!("{}/ui", shared.url).parse() {
+    // Signed in through a one-time code: the window's session cookie is its proof of being
+    // this user (the admin API refuses everyone else).
+    let code = shared.gateway.admin.one_time_code();
+    let url = match format!("{}/ui/login?code={code}", shared.url).parse() {
         Ok(u) => u,
         Err(e) => {
             tracing::warn!(error = %e, "bad dashboard URL");

@@ -64,13 +64,14 @@ pub fn model_list(ids: &[String]) -> serde_json::Value {
 }
 
 #[derive(Deserialize)]
-struct EventPeek {
+struct EventPeek<'a> {
     #[serde(rename = "type")]
     ty: String,
     index: Option<u64>,
     content_block: Option<BlockPeek>,
     message: Option<MessagePeek>,
-    delta: Option<DeltaPeek>,
+    #[serde(borrow)]
+    delta: Option<DeltaPeek<'a>>,
     usage: Option<UsagePeek>,
 }
 
@@ -86,8 +87,22 @@ struct MessagePeek {
 }
 
 #[derive(Deserialize)]
-struct DeltaPeek {
+struct DeltaPeek<'a> {
     stop_reason: Option<String>,
+    /// A `text_delta`'s text.
+    #[serde(borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    /// A `thinking_delta`'s thinking.
+    #[serde(borrow)]
+    thinking: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl DeltaPeek<'_> {
+    /// Text or thinking the client can use (an empty delta is not content yet).
+    fn has_text(&self) -> bool {
+        self.text.as_deref().is_some_and(|t| !t.is_empty())
+            || self.thinking.as_deref().is_some_and(|t| !t.is_empty())
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -119,7 +134,9 @@ pub struct StreamInspector {
     stop_reason: Option<String>,
     saw_stop: bool,
     saw_error: bool,
-    /// A content block has started (the commit point).
+    /// The client has content it can use (the commit point): a text or thinking delta that is
+    /// not empty, or a whole block (a tool call is held until its block stops). An empty
+    /// block start is not it: a stream that breaks after one can still go to another backend.
     pub content: bool,
     /// The index of the tool_use block in progress.
     pub tool_open: Option<u64>,
@@ -149,7 +166,6 @@ impl StreamInspector {
                 }
             }
             "content_block_start" => {
-                self.content = true;
                 if let Some(i) = ev.index {
                     self.open_blocks.insert(i);
                     if ev.content_block.is_some_and(|b| b.ty == "tool_use") {
@@ -157,7 +173,13 @@ impl StreamInspector {
                     }
                 }
             }
+            "content_block_delta" => {
+                if ev.delta.as_ref().is_some_and(DeltaPeek::has_text) {
+                    self.content = true;
+                }
+            }
             "content_block_stop" => {
+                self.content = true;
                 if let Some(i) = ev.index {
                     self.open_blocks.remove(&i);
                     if self.tool_open == Some(i) {

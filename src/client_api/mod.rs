@@ -77,6 +77,7 @@ impl Dialect {
             GatewayError::LoopDetected
                 | GatewayError::MissingKey { .. }
                 | GatewayError::Forbidden(_)
+                | GatewayError::Unauthorized(_)
         ) {
             h.insert("x-should-retry", HeaderValue::from_static("false"));
         }

@@ -17,6 +17,7 @@ fn type_and_code(err: &GatewayError) -> (&'static str, Option<&'static str>) {
         GatewayError::NotFound(_) => ("invalid_request_error", Some("unknown_url")),
         GatewayError::MissingKey { .. } => ("authentication_error", Some("invalid_api_key")),
         GatewayError::Forbidden(_) => ("permission_error", None),
+        GatewayError::Unauthorized(_) => ("authentication_error", Some("invalid_api_key")),
         GatewayError::TooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
         GatewayError::PromptTooLong { .. } => {
             ("invalid_request_error", Some("context_length_exceeded"))

@@ -13,8 +13,9 @@ mod validate;
 mod zero;
 
 pub use paths::{
-    chosen_file, chosen_path, default_engine_modes_path, default_journal_path, default_model,
-    default_path, models_dir, physical_cores, DEFAULT_MODEL_FILE, DEFAULT_MODEL_RECORD,
+    chosen_file, chosen_path, default_admin_token_path, default_engine_modes_path,
+    default_journal_path, default_model, default_path, models_dir, physical_cores,
+    DEFAULT_MODEL_FILE, DEFAULT_MODEL_RECORD,
 };
 
 use crate::secret::KeySource;
@@ -33,6 +34,24 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8723";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
 /// The default keep-alive interval for silent upstreams (Claude Code shows a banner after 20 s).
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
+/// The largest whole upstream answer read (a non-streaming body; Anthropic's own request
+/// limit, 32 MB, is a fair bound on any answer's size).
+pub const DEFAULT_MAX_UPSTREAM_BODY: u64 = 32 * 1024 * 1024;
+/// The largest single server-sent event (one line or one event) read from an upstream: a
+/// text delta is a few bytes, a whole tool call's arguments rarely past a few hundred KB.
+pub const DEFAULT_MAX_UPSTREAM_EVENT: u64 = 8 * 1024 * 1024;
+/// Requests the gateway works on at once; more are answered 529/503 at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+/// Request bodies held in memory at once, in bytes; a request past it waits no longer than
+/// its peers' bodies take and is answered 529/503.
+pub const DEFAULT_MAX_BODY_MEMORY: u64 = 256 * 1024 * 1024;
+/// Open client connections; more wait in the kernel's accept queue.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// A connection must deliver a whole request head within this long of opening or of its
+/// previous answer ending (slow headers and idle keep-alive connections are closed).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request body must arrive whole within this long of its head.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -108,6 +127,44 @@ pub struct ServerConfig {
     pub keepalive: Duration,
     /// A second address serving the same API, for tools that only know Ollama's port (11434).
     pub ollama_listen: Option<SocketAddr>,
+    /// What one upstream answer may make the gateway hold (copied into every provider).
+    pub upstream: UpstreamLimits,
+    /// Requests worked on at once.
+    pub max_in_flight: usize,
+    /// Request body bytes held at once.
+    pub max_body_memory: u64,
+    /// Open client connections.
+    pub max_connections: usize,
+    /// A request head must arrive within this long (of the connection opening, or of the
+    /// previous answer on it ending).
+    pub header_timeout: Duration,
+    /// A request body must arrive within this long of its head.
+    pub body_timeout: Duration,
+    /// The inference endpoints, too, require the admin token (`x-understudy-token`).
+    pub require_token: bool,
+    /// The admin token's file (not in the TOML): `understudy serve` and the tray app use
+    /// [`default_admin_token_path`]; a gateway built in-process without one keeps a token in
+    /// memory ([`crate::config`] readers: the server's `auth`).
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// What one upstream answer may make the gateway hold: past a limit the answer is a failure
+/// of that upstream like any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamLimits {
+    /// A whole (non-streaming) body.
+    pub body: usize,
+    /// One server-sent event, or one line of one.
+    pub event: usize,
+}
+
+impl Default for UpstreamLimits {
+    fn default() -> UpstreamLimits {
+        UpstreamLimits {
+            body: DEFAULT_MAX_UPSTREAM_BODY as usize,
+            event: DEFAULT_MAX_UPSTREAM_EVENT as usize,
+        }
+    }
 }
 
 /// How a provider may finish an answer that broke (`continuation = …`).
@@ -228,6 +285,8 @@ pub struct ProviderConfig {
     pub timeouts: Timeouts,
     /// Extra headers sent on every request.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// What one answer may make the gateway hold (`server.max_upstream_*`).
+    pub limits: UpstreamLimits,
 }
 
 /// Time limits for one upstream call.

@@ -26,6 +26,15 @@ pub fn default_engine_modes_path() -> Option<PathBuf> {
     project_dirs().map(|d| d.data_dir().join("engine-modes.json"))
 }
 
+/// The admin token's file: `UNDERSTUDY_ADMIN_TOKEN_FILE`, else the platform config dir's
+/// `admin-token` (0600: only the user who runs Understudy can read it).
+pub fn default_admin_token_path() -> Option<PathBuf> {
+    if let Some(f) = std::env::var_os("UNDERSTUDY_ADMIN_TOKEN_FILE") {
+        return Some(PathBuf::from(f));
+    }
+    project_dirs().map(|d| d.config_dir().join("admin-token"))
+}
+
 /// A path from the config: `~/` is the home directory.
 pub(super) fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {

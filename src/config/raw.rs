@@ -63,6 +63,16 @@ pub struct RawServer {
     #[serde(default, with = "humantime_serde")]
     pub keepalive: Option<Duration>,
     pub ollama_listen: Option<String>,
+    pub max_upstream_body_bytes: Option<u64>,
+    pub max_upstream_event_bytes: Option<u64>,
+    pub max_in_flight: Option<usize>,
+    pub max_body_memory: Option<u64>,
+    pub max_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub body_timeout: Option<Duration>,
+    pub require_token: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,8 +12,10 @@ use super::zero::{zero_config_providers, zero_config_routes};
 use super::{
     BackendRef, BreakerConfig, Config, ConfigError, ConfigIssue, ConfigSource, Continuation,
     JournalConfig, LocalConfig, Price, ProviderConfig, ProviderKind, Retention, Route,
-    ServerConfig, Timeouts, DEFAULT_KEEPALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_UNLOAD_AFTER,
+    ServerConfig, Timeouts, UpstreamLimits, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEPALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_MEMORY,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_UPSTREAM_BODY,
+    DEFAULT_MAX_UPSTREAM_EVENT, DEFAULT_UNLOAD_AFTER,
 };
 use crate::secret::KeySource;
 use http::{HeaderName, HeaderValue};
@@ -52,7 +54,10 @@ impl Issues {
 pub(super) fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError> {
     let mut issues = Issues::default();
     let server = server(raw.server, &mut issues);
-    let providers = providers(raw.providers, &mut issues);
+    let mut providers = providers(raw.providers, &mut issues);
+    for p in &mut providers {
+        p.limits = server.upstream;
+    }
     let breaker = breaker(&raw.breaker, &mut issues);
     let routes = routes(raw.routes, &providers, &mut issues);
     let journal = journal(&raw.journal, &mut issues);
@@ -119,12 +124,90 @@ fn server(raw: RawServer, issues: &mut Issues) -> ServerConfig {
             format!("{max_body_bytes} bytes is too small for any real request; the default is {DEFAULT_MAX_BODY_BYTES}"),
         );
     }
+    let mut at_least = |field: &str, value: u64, min: u64, default: u64| -> u64 {
+        if value < min {
+            issues.add(
+                format!("server.{field}"),
+                format!("{value} is too small (at least {min}); the default is {default}"),
+            );
+        }
+        value
+    };
+    let body = raw
+        .max_upstream_body_bytes
+        .unwrap_or(DEFAULT_MAX_UPSTREAM_BODY);
+    let event = raw
+        .max_upstream_event_bytes
+        .unwrap_or(DEFAULT_MAX_UPSTREAM_EVENT);
+    let upstream = UpstreamLimits {
+        body: at_least(
+            "max_upstream_body_bytes",
+            body,
+            64 * 1024,
+            DEFAULT_MAX_UPSTREAM_BODY,
+        ) as usize,
+        event: at_least(
+            "max_upstream_event_bytes",
+            event,
+            16 * 1024,
+            DEFAULT_MAX_UPSTREAM_EVENT,
+        ) as usize,
+    };
+    let in_flight = raw.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+    at_least(
+        "max_in_flight",
+        in_flight as u64,
+        1,
+        DEFAULT_MAX_IN_FLIGHT as u64,
+    );
+    let connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    at_least(
+        "max_connections",
+        connections as u64,
+        1,
+        DEFAULT_MAX_CONNECTIONS as u64,
+    );
+    let body_memory = raw.max_body_memory.unwrap_or(DEFAULT_MAX_BODY_MEMORY);
+    if body_memory < max_body_bytes {
+        issues.add(
+            "server.max_body_memory",
+            format!("{body_memory} bytes cannot hold even one request of server.max_body_bytes ({max_body_bytes})"),
+        );
+    }
+    let positive = |field: &str, d: Option<Duration>, default: Duration, issues: &mut Issues| {
+        let d = d.unwrap_or(default);
+        if d.is_zero() {
+            issues.add(
+                format!("server.{field}"),
+                format!("must be longer than zero (the default is {default:?})"),
+            );
+        }
+        d
+    };
     ServerConfig {
         listen,
         allowed_hosts: raw.allowed_hosts,
         max_body_bytes,
         keepalive,
         ollama_listen,
+        upstream,
+        max_in_flight: in_flight,
+        max_body_memory: body_memory,
+        max_connections: connections,
+        header_timeout: positive(
+            "header_timeout",
+            raw.header_timeout,
+            DEFAULT_HEADER_TIMEOUT,
+            issues,
+        ),
+        body_timeout: positive(
+            "body_timeout",
+            raw.body_timeout,
+            DEFAULT_BODY_TIMEOUT,
+            issues,
+        ),
+        require_token: raw.require_token.unwrap_or(false),
+        admin_token_file: None,
     }
 }
 
@@ -190,6 +273,7 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
         local,
         timeouts,
         headers,
+        limits: UpstreamLimits::default(),
     })
 }
 

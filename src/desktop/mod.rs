@@ -19,10 +19,13 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-/// Fills in what an app uses by default and a test-built gateway does not: the journal file
-/// in the platform data dir (unless the config names one or turns it off), and the file that
-/// remembers the local engine's CPU mode.
+/// Fills in what an app uses by default and a test-built gateway does not: the admin token's
+/// file, the journal file in the platform data dir (unless the config names one or turns it
+/// off), and the file that remembers the local engine's CPU mode.
 pub fn app_defaults(cfg: &mut Config) {
+    if cfg.server.admin_token_file.is_none() {
+        cfg.server.admin_token_file = crate::config::default_admin_token_path();
+    }
     if cfg.journal.path.is_none() {
         cfg.journal.path = crate::config::default_journal_path();
     }

@@ -195,6 +195,8 @@ const DROP_REQUEST: &[&str] = &[
     "origin",
     "referer",
     "cookie",
+    // The gateway's own token (`server.require_token`) is for the gateway, never an upstream.
+    "x-understudy-token",
     HOP_HEADER,
 ];
 
@@ -420,7 +422,16 @@ impl Provider {
                 self.put_key(&mut h, key)?;
             }
             (Err(_), true)
-                if h.contains_key("x-api-key") || h.contains_key(http::header::AUTHORIZATION) => {}
+                if h.contains_key("x-api-key") || h.contains_key(http::header::AUTHORIZATION) =>
+            {
+                // The client's own credential goes upstream: an upstream that quotes it back
+                // must not get it into a log or an error.
+                for name in ["x-api-key", http::header::AUTHORIZATION.as_str()] {
+                    if let Some(v) = h.get(name).and_then(|v| v.to_str().ok()) {
+                        crate::secret::remember(v, crate::secret::Kind::Passed);
+                    }
+                }
+            }
             (Err(why), passthrough) => {
                 let reason = if passthrough {
                     format!("{why}, and the client sent no x-api-key or Authorization header to pass through")
@@ -468,6 +479,11 @@ impl Provider {
 
     /// A failure of this provider.
     pub fn failure(&self, kind: FailureKind, detail: String) -> ProviderError {
+        // Much of a failure's text is the upstream's: it never carries a key on.
+        let detail = match crate::secret::redact(&detail) {
+            std::borrow::Cow::Borrowed(_) => detail,
+            std::borrow::Cow::Owned(clean) => clean,
+        };
         ProviderError {
             provider: self.name().to_owned(),
             kind,
@@ -534,10 +550,19 @@ pub fn response_headers(upstream: &HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(upstream.len());
     for (name, value) in upstream {
         if !DROP_RESPONSE.contains(&name.as_str()) {
-            h.append(name.clone(), value.clone());
+            h.append(name.clone(), redact_header(value));
         }
     }
     h
+}
+
+/// A header value with any known secret in it replaced.
+fn redact_header(value: &HeaderValue) -> HeaderValue {
+    match crate::secret::redact_bytes(value.as_bytes()) {
+        None => value.clone(),
+        Some(clean) => HeaderValue::from_bytes(&clean)
+            .unwrap_or_else(|_| HeaderValue::from_static(crate::secret::REDACTED)),
+    }
 }
 
 #[cfg(test)]

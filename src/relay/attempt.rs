@@ -147,9 +147,15 @@ async fn read_error(
     let status = resp.status();
     let headers = response_headers(resp.headers());
     let ct = content_type(resp.headers());
-    let body = read_body(provider, resp, deadline, MAX_ERROR_BODY)
+    let body = read_body(provider, resp, deadline, Cap::Cut(MAX_ERROR_BODY))
         .await
         .map_err(GatewayError::Upstream)?;
+    // An upstream that quotes the key it was sent ("invalid x-api-key: sk-…") must not hand
+    // it to the client, the log or the journal.
+    let body = match crate::secret::redact_bytes(&body) {
+        Some(clean) => Bytes::from(clean),
+        None => body,
+    };
     Ok((status, headers, ct, body))
 }
 
@@ -189,12 +195,23 @@ pub(crate) async fn relay_error_status(
     Ok(resp)
 }
 
-/// Reads a whole body within the idle and total limits.
+/// How much of a body [`read_body`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cap {
+    /// Up to this many bytes, then the rest is not read: the connection is dropped and the
+    /// body answered at once (an error body, which is only quoted).
+    Cut(usize),
+    /// The whole body, which past this many bytes is the upstream's failure
+    /// (`server.max_upstream_body_bytes`).
+    Whole(usize),
+}
+
+/// Reads a body within the idle and total limits, and within `cap`.
 pub(crate) async fn read_body(
     provider: &Provider,
     resp: reqwest::Response,
     deadline: Instant,
-    limit: usize,
+    cap: Cap,
 ) -> Result<Bytes, ProviderError> {
     let idle = provider.config.timeouts.idle;
     let mut stream = resp.bytes_stream();
@@ -214,13 +231,45 @@ pub(crate) async fn read_body(
                     ),
                 ))
             }
-            Ok(Some(Ok(chunk))) => {
-                if buf.len() < limit {
+            Ok(Some(Ok(chunk))) => match cap {
+                Cap::Cut(limit) => {
                     buf.extend_from_slice(&chunk[..chunk.len().min(limit - buf.len())]);
+                    if buf.len() >= limit {
+                        tracing::debug!(
+                            provider = provider.name(),
+                            limit,
+                            "an error body was cut at its cap"
+                        );
+                        return Ok(buf.freeze());
+                    }
                 }
-            }
+                Cap::Whole(limit) => {
+                    if buf.len() + chunk.len() > limit {
+                        return Err(oversize(
+                            provider,
+                            "whole body",
+                            limit,
+                            "max_upstream_body_bytes",
+                        ));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+            },
         }
     }
+}
+
+/// The upstream sent more than `limit` bytes of `what`: its failure, naming the setting.
+pub(crate) fn oversize(
+    provider: &Provider,
+    what: &str,
+    limit: usize,
+    setting: &str,
+) -> ProviderError {
+    provider.failure(
+        FailureKind::Oversize,
+        format!("the upstream sent a {what} larger than {limit} bytes (server.{setting}); the rest was not read"),
+    )
 }
 
 pub(crate) fn next_wait(deadline: Instant, idle: Duration) -> (Instant, FailureKind) {

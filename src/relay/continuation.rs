@@ -10,7 +10,7 @@
 //! joined through a `canonical::Seam` that cuts what an instructed model restates.
 
 use super::attempt::Exchange;
-use super::attempt::{error_class, read_body, unix_now};
+use super::attempt::{error_class, read_body, unix_now, Cap};
 use super::pipeline::{Format, Pipeline};
 use super::stream::{Pipe, Resume, Stream};
 use super::translated::{open, opened, Opened};
@@ -476,7 +476,7 @@ async fn attempt(
         Ok(Opened::Stream(u)) => u,
         Ok(Opened::Status(r)) => {
             let status = r.status().as_u16();
-            let body = read_body(provider, r, deadline, MAX_ERROR_BODY)
+            let body = read_body(provider, r, deadline, Cap::Cut(MAX_ERROR_BODY))
                 .await
                 .unwrap_or_default();
             let mut f = fail(

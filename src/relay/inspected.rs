@@ -87,6 +87,11 @@ impl Inspected {
         self.dialect
     }
 
+    /// Bytes of an unfinished event held by the splitter.
+    pub(crate) fn buffered(&self) -> usize {
+        self.splitter.buffered()
+    }
+
     pub(crate) fn has_content(&self) -> bool {
         self.inspector.has_content()
     }
@@ -175,7 +180,10 @@ impl Inspected {
                     self.release(&f.raw, out)
                 }
                 Verdict::ForwardError => {
-                    self.upstream_error = f.data.clone();
+                    self.upstream_error = f
+                        .data
+                        .as_deref()
+                        .map(|d| crate::secret::redact(d).into_owned());
                     // A whole answer has nobody to forward the error to yet: it is a failure
                     // like any other (continued, or failed over).
                     if self.continuable() || self.whole.is_some() {
@@ -187,7 +195,10 @@ impl Inspected {
                     }
                     // Never half a tool call.
                     self.held = None;
-                    out.extend_from_slice(&f.raw);
+                    match crate::secret::redact_bytes(&f.raw) {
+                        Some(clean) => out.extend_from_slice(&clean),
+                        None => out.extend_from_slice(&f.raw),
+                    }
                 }
                 Verdict::Drop => {}
                 Verdict::Fail(kind, why) => {

@@ -5,7 +5,7 @@
 //! ends without its completion signal (or stalls, breaks, or turns malformed) is ended with
 //! the client dialect's explicit error event, never a clean end.
 
-use super::attempt::{content_type, read_body, relay_error_status, served_by, Exchange};
+use super::attempt::{content_type, read_body, relay_error_status, served_by, Cap, Exchange};
 use super::inspected::Inspected;
 use super::pipeline::Pipeline;
 use super::stream::{http_upstream, stream_body, Pipe, Reported, Resume, Stream};
@@ -49,9 +49,14 @@ pub(crate) async fn call(
     // Streamed to the client, or streamed upstream and rebuilt; anything else is a body.
     let streamed = req.stream || (whole_as_stream && is_sse);
     if !streamed {
-        let body = read_body(&provider, resp, deadline, usize::MAX)
-            .await
-            .map_err(GatewayError::Upstream)?;
+        let body = read_body(
+            &provider,
+            resp,
+            deadline,
+            Cap::Whole(provider.config.limits.body),
+        )
+        .await
+        .map_err(GatewayError::Upstream)?;
         let usage = check_whole(&provider, req, &body)?;
         exchange.log(status.as_u16(), "complete", usage, None);
         return Ok(served_by(
@@ -60,7 +65,7 @@ pub(crate) async fn call(
         ));
     }
     if !is_sse {
-        let body = read_body(&provider, resp, deadline, MAX_ERROR_BODY)
+        let body = read_body(&provider, resp, deadline, Cap::Cut(MAX_ERROR_BODY))
             .await
             .unwrap_or_default();
         return Err(GatewayError::Upstream(provider.failure(

@@ -283,6 +283,11 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Bytes of an unfinished server-sent event held by the splitter.
+    pub fn buffered(&self) -> usize {
+        self.splitter.buffered()
+    }
+
     /// True once a content block has started.
     pub fn has_content(&self) -> bool {
         self.guard.has_content()

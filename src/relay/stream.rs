@@ -123,6 +123,14 @@ impl Pipe {
         }
     }
 
+    /// Bytes of an unfinished server-sent event held (capped by `max_upstream_event_bytes`).
+    fn buffered(&self) -> usize {
+        match self {
+            Pipe::Passthrough(p) => p.buffered(),
+            Pipe::Translated(p) => p.buffered(),
+        }
+    }
+
     /// Content has started (the first-content limit no longer applies).
     fn has_content(&self) -> bool {
         match self {
@@ -222,6 +230,9 @@ pub(crate) struct Stream {
     plan: Option<Box<dyn Resume>>,
     /// A break seen while bytes before it were still to be sent.
     pending: Option<ProviderError>,
+    /// Upstream bytes read since the client was last sent any: what is held (before the
+    /// commit point, a tool call, a whole answer), capped by `max_upstream_body_bytes`.
+    unsent: usize,
 }
 
 impl Stream {
@@ -249,6 +260,7 @@ impl Stream {
             report: None,
             plan,
             pending: None,
+            unsent: 0,
         }
     }
 
@@ -293,7 +305,11 @@ impl Stream {
             Err(_) => Err(timeout_failure(&self.provider, kind, idle)),
             Ok(Some(Ok(piece))) => {
                 self.last_upstream = Instant::now();
+                if let Piece::Bytes(b) = &piece {
+                    self.unsent += b.len();
+                }
                 self.pipe.feed(piece, out, &self.provider)?;
+                self.check_limits()?;
                 Ok(Step::Progress)
             }
             Ok(Some(Err(e))) => Err(e),
@@ -311,6 +327,29 @@ impl Stream {
                 Ok(Step::Progress)
             }
         }
+    }
+
+    /// An upstream that sends an endless line, an endless event or an endless answer fails
+    /// at its cap, like any other fault, instead of growing the gateway without bound.
+    fn check_limits(&self) -> Result<(), ProviderError> {
+        let limits = self.provider.config.limits;
+        if self.pipe.buffered() > limits.event {
+            return Err(super::attempt::oversize(
+                &self.provider,
+                "server-sent event (or line)",
+                limits.event,
+                "max_upstream_event_bytes",
+            ));
+        }
+        if self.unsent > limits.body {
+            return Err(super::attempt::oversize(
+                &self.provider,
+                "answer held back from the client",
+                limits.body,
+                "max_upstream_body_bytes",
+            ));
+        }
+        Ok(())
     }
 
     fn report(&mut self, ok: bool) {
@@ -334,6 +373,7 @@ impl Stream {
                 Err(e) => return Err(self.fail_before_commit(e)),
             }
         }
+        self.unsent = 0;
         Ok(head.freeze())
     }
 
@@ -429,6 +469,7 @@ impl Stream {
             }
             if !out.is_empty() {
                 self.last_sent = Instant::now();
+                self.unsent = 0;
                 return Some(out.freeze());
             }
         }

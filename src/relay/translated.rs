@@ -4,7 +4,7 @@
 //! a [`Pipeline`] in the one stream state machine; a non-streaming client gets the collected
 //! stream. Nothing reaches the client before the first content block (the commit point).
 
-use super::attempt::{read_body, served_by, unix_now, upstream_error, Exchange};
+use super::attempt::{read_body, served_by, unix_now, upstream_error, Cap, Exchange};
 use super::pipeline::{Format, Pipeline};
 use super::stream::{http_upstream, stream_body, Piece, Pipe, Reported, Resume, Stream, Upstream};
 use super::MAX_ERROR_BODY;
@@ -80,7 +80,7 @@ pub(crate) async fn opened(
     }
     let ct = super::attempt::content_type(resp.headers());
     if !ct.starts_with("text/event-stream") {
-        let body = read_body(provider, resp, deadline, MAX_ERROR_BODY)
+        let body = read_body(provider, resp, deadline, Cap::Cut(MAX_ERROR_BODY))
             .await
             .unwrap_or_default();
         return Err(GatewayError::Upstream(provider.failure(FailureKind::Malformed, format!(

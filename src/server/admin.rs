@@ -47,6 +47,60 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/api/models/pull", post(pull_model))
         .route("/api/models/default", put(default_model))
         .route("/api/config", get(get_config).put(put_config))
+        .route("/api/session", post(new_session))
+        .route("/ui/login", get(login))
+}
+
+/// The admin paths that need no token: read-only, no secret and no path in them.
+pub fn open(path: &str) -> bool {
+    matches!(path, "/metrics" | "/ui/login")
+}
+
+/// A one-time dashboard link (`POST /api/session`, with the token): `{"url": "/ui/login?code=…"}`,
+/// good once within a minute. `understudy dashboard` opens it.
+async fn new_session(State(st): State<Arc<AppState>>) -> Response {
+    let code = st.admin.one_time_code();
+    Json(json!({
+        "url": format!("/ui/login?code={code}"),
+        "expires_in_s": crate::server::auth::CODE_LIFETIME.as_secs(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct Login {
+    code: Option<String>,
+}
+
+/// Spends a one-time code: a session cookie (`HttpOnly`, `SameSite=Strict`) and a redirect to
+/// the page; an unknown, used or expired code is a 403 page that says how to get a new one.
+async fn login(State(st): State<Arc<AppState>>, Query(q): Query<Login>) -> Response {
+    let Some(session) = q.code.as_deref().and_then(|c| st.admin.redeem(c)) else {
+        let mut resp = (
+            StatusCode::FORBIDDEN,
+            [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "This dashboard link was already used or has expired (links work once, within a minute).\n\
+             Run `understudy dashboard`, or use the tray's \"Open dashboard\", for a new one.\n",
+        )
+            .into_response();
+        resp.extensions_mut().insert(ErrorNote(
+            "a dashboard link was used twice, expired or forged".into(),
+        ));
+        return resp;
+    };
+    let cookie = format!(
+        "{}={session}; HttpOnly; SameSite=Strict; Path=/",
+        crate::server::auth::SESSION_COOKIE
+    );
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (http::header::SET_COOKIE, cookie),
+            (http::header::LOCATION, "/ui/".to_owned()),
+            (http::header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response()
 }
 
 /// True for a path of [`routes`]: its refusals (the localhost guard's included) take the admin
@@ -65,6 +119,8 @@ pub fn serves(path: &str) -> bool {
             | "/api/models/pull"
             | "/api/models/default"
             | "/api/config"
+            | "/api/session"
+            | "/ui/login"
     )
 }
 
@@ -96,6 +152,7 @@ fn error_type(err: &GatewayError) -> &'static str {
         GatewayError::UnknownModel { .. } => "unknown_model",
         GatewayError::MissingKey { .. } => "missing_key",
         GatewayError::Forbidden(_) => "forbidden",
+        GatewayError::Unauthorized(_) => "unauthorized",
         GatewayError::TooLarge { .. } => "too_large",
         GatewayError::LoopDetected => "loop_detected",
         GatewayError::Unsupported(_) => "unsupported",

@@ -13,12 +13,15 @@ use crate::client_api::{Dialect, ErrorNote};
 use crate::error::GatewayError;
 use crate::providers::HOP_HEADER;
 use crate::server::admin;
+use crate::server::auth::TOKEN_HEADER;
 use crate::server::state::AppState;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// The middleware: refuses what [`verdict`] refuses, serves the rest, and logs every error
 /// response with its reason.
@@ -27,8 +30,18 @@ pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
     let path = req.uri().path().to_owned();
     let dialect = Dialect::of_request(&path, req.headers());
     let admin = admin::serves(&path);
-    let resp = match verdict(&st, &req) {
-        Ok(()) => next.run(req).await,
+    let admitted = verdict(&st, &req)
+        .and_then(|()| authorized(&st, &path, admin, &req))
+        .and_then(|()| admit(&st, &path, admin, &req));
+    let resp = match admitted {
+        Ok(None) => next.run(req).await,
+        // The ticket lives as long as the response body: a stream holds its place to the end.
+        Ok(Some(ticket)) => next.run(req).await.map(|inner| {
+            axum::body::Body::new(Held {
+                inner,
+                _ticket: ticket,
+            })
+        }),
         Err(e) if admin => admin::error_response(&e),
         Err(e) => dialect.error_response(&e),
     };
@@ -72,6 +85,113 @@ fn verdict(st: &AppState, req: &Request) -> Result<(), GatewayError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// The admin API's calls (all but `/metrics`) need the admin token or a dashboard session;
+/// with `server.require_token`, so do the inference endpoints (the token only). The page's
+/// own files and its one-time login stay open.
+fn authorized(st: &AppState, path: &str, admin: bool, req: &Request) -> Result<(), GatewayError> {
+    let h = req.headers();
+    if admin {
+        if admin::open(path) || st.admin.allows(h, true) {
+            return Ok(());
+        }
+        return Err(GatewayError::Unauthorized(format!(
+            "the admin API needs the admin token: send it as {TOKEN_HEADER} (it is in {}, readable only by the user running Understudy), \
+             or open the dashboard with `understudy dashboard` or the tray's \"Open dashboard\"",
+            st.admin
+                .file()
+                .map_or_else(|| "the gateway's memory".to_owned(), |f| f.display().to_string())
+        )));
+    }
+    if st.config.server.require_token && !path.starts_with("/ui") && !st.admin.allows(h, false) {
+        return Err(GatewayError::Unauthorized(format!(
+            "this gateway requires its token (server.require_token): send the {TOKEN_HEADER} header; \
+             `understudy claude-code connect` sets it up for Claude Code (ANTHROPIC_CUSTOM_HEADERS)"
+        )));
+    }
+    Ok(())
+}
+
+/// What an inference request holds while it is worked on: its place among
+/// `server.max_in_flight`, and its body's share of `server.max_body_memory`.
+struct Ticket {
+    _place: tokio::sync::OwnedSemaphorePermit,
+    _memory: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// A response body that holds its request's [`Ticket`] until it is dropped (size and end
+/// passed through, so a `Content-Length` stays).
+struct Held {
+    inner: axum::body::Body,
+    _ticket: Ticket,
+}
+
+impl axum::body::HttpBody for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body of unknown length (chunked) is counted as this much until it is read.
+const CHUNKED_BODY_KIB: u32 = 4 * 1024;
+
+/// An inference request gets a [`Ticket`], or, past a limit, a 503 at once (an Anthropic
+/// client reads it as `overloaded_error` and retries; nothing was sent upstream).
+fn admit(
+    st: &AppState,
+    path: &str,
+    admin: bool,
+    req: &Request,
+) -> Result<Option<Ticket>, GatewayError> {
+    if admin || path.starts_with("/ui") {
+        return Ok(None);
+    }
+    let server = &st.config.server;
+    let place = st.in_flight.clone().try_acquire_owned().map_err(|_| {
+        GatewayError::Unavailable(format!(
+            "Understudy is working on {} requests, its limit (server.max_in_flight); retry shortly",
+            server.max_in_flight
+        ))
+    })?;
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let kib = match declared {
+        Some(n) => u32::try_from(n.div_ceil(1024)).unwrap_or(u32::MAX),
+        None if req.method() == http::Method::GET => 0,
+        None => CHUNKED_BODY_KIB,
+    };
+    let memory = if kib == 0 {
+        None
+    } else {
+        Some(st.body_memory.clone().try_acquire_many_owned(kib).map_err(|_| {
+            GatewayError::Unavailable(format!(
+                "request bodies in memory are at their limit of {} bytes (server.max_body_memory); retry shortly",
+                server.max_body_memory
+            ))
+        })?)
+    };
+    Ok(Some(Ticket {
+        _place: place,
+        _memory: memory,
+    }))
 }
 
 fn request_host(req: &Request) -> Option<String> {

@@ -8,6 +8,7 @@
 
 mod admin;
 mod api;
+pub mod auth;
 mod dashboard;
 mod guard;
 mod state;
@@ -19,7 +20,6 @@ use crate::config::Config;
 use crate::routing::breaker;
 use crate::routing::health::{status_fails_over, HealthEvent};
 use axum::middleware;
-use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -39,7 +39,15 @@ pub async fn app(config: Config, port: u16) -> axum::Router {
 /// gateway: the tray reads the router's events and status from it).
 pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
     let router = crate::routing::Router::new(&config).await;
+    let admin = auth::Admin::new(config.server.admin_token_file.as_deref());
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight));
+    let body_memory = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(config.server.max_body_memory / 1024).unwrap_or(usize::MAX >> 4),
+    ));
     let state = Arc::new(AppState {
+        in_flight,
+        body_memory,
+        admin,
         config: Arc::new(config),
         router,
         port,
@@ -146,9 +154,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
+    let conn = Connections::of(&config);
     let ollama_listen = config.server.ollama_listen;
     let app = app(config, port).await;
-    serve_app(listener, app, ollama_listen, shutdown).await
+    serve_app(listener, app, ollama_listen, conn, shutdown).await
+}
+
+/// How client connections are held: at most `max` open at once (more wait in the kernel's
+/// accept queue), and a request head due within `header_timeout` of the connection opening or
+/// of its previous answer ending (a slow-headers client and an idle keep-alive connection are
+/// closed then). Real clients are unaffected: their heads arrive at once, their pools
+/// reconnect, and a stream in progress is not waiting for a head.
+#[derive(Debug, Clone, Copy)]
+pub struct Connections {
+    /// Open connections at most.
+    pub max: usize,
+    /// The request head's deadline.
+    pub header_timeout: Duration,
+}
+
+impl Connections {
+    /// From `[server]`.
+    pub fn of(config: &Config) -> Connections {
+        Connections {
+            max: config.server.max_connections,
+            header_timeout: config.server.header_timeout,
+        }
+    }
 }
 
 /// Serves a built application on `listener` (and on `ollama_listen`) until `shutdown`
@@ -157,37 +189,90 @@ pub async fn serve_app(
     listener: TcpListener,
     app: axum::Router,
     ollama_listen: Option<SocketAddr>,
+    conn: Connections,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = ollama_listen {
-        serve_ollama_port(addr, app.clone(), rx.clone()).await?;
+        serve_ollama_port(addr, app.clone(), conn, rx.clone()).await?;
     }
-    let serve = axum::serve(
-        listener.tap_io(set_nodelay),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
     });
-    let serve = std::future::IntoFuture::into_future(serve);
-    tokio::pin!(serve);
-    let mut rx = rx;
-    tokio::select! {
-        r = &mut serve => return r,
-        _ = rx.wait_for(|&v| v) => {}
-    }
-    tracing::info!(grace = ?SHUTDOWN_GRACE, "shutting down; waiting for in-flight requests");
-    match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
-        Ok(r) => r,
-        Err(_) => {
+    accept_loop(listener, app, conn, rx).await
+}
+
+/// Accepts connections until `stop` turns true, each served by hyper with the limits of
+/// `conn`; then waits for open ones to finish for at most [`SHUTDOWN_GRACE`].
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    conn: Connections,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(conn.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let slots = Arc::new(tokio::sync::Semaphore::new(conn.max));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut warned_full = false;
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            () = stopped(&mut stop) => break,
+        };
+        if slots.available_permits() == 0 && !warned_full {
+            warned_full = true;
             tracing::warn!(
-                "in-flight requests did not finish within the grace period; closing them"
+                max = conn.max,
+                "client connections at server.max_connections; new ones wait until one closes"
             );
-            Ok(())
         }
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or a connection reset before accept: wait
+                    // a little instead of spinning, then go on.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        set_nodelay(&tcp);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let served = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let served = graceful.watch(served);
+        tokio::spawn(async move {
+            if let Err(e) = served.await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+            drop(slot);
+        });
     }
+    drop(listener);
+    tracing::info!(grace = ?SHUTDOWN_GRACE, "shutting down; waiting for in-flight requests");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within the grace period; closing them");
+    }
+    Ok(())
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&v| v).await;
 }
 
 /// Serves the same application on Ollama's address too, for tools that only know Ollama's
@@ -195,7 +280,8 @@ pub async fn serve_app(
 async fn serve_ollama_port(
     addr: SocketAddr,
     app: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    conn: Connections,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let second = TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(
@@ -205,14 +291,7 @@ async fn serve_ollama_port(
     })?;
     tracing::info!(%addr, "also serving on the Ollama port");
     tokio::spawn(async move {
-        let serve = axum::serve(
-            second.tap_io(set_nodelay),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|&v| v).await;
-        });
-        if let Err(e) = serve.await {
+        if let Err(e) = accept_loop(second, app, conn, stop).await {
             tracing::error!(error = %e, "the Ollama-port listener failed");
         }
     });
@@ -221,7 +300,7 @@ async fn serve_ollama_port(
 
 /// Streams are many small writes: without `TCP_NODELAY` each event after the first can wait
 /// for the client's delayed ACK (40 ms on Linux), which is most of a token's time.
-fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+fn set_nodelay(tcp: &tokio::net::TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY on a client connection");
     }

@@ -18,6 +18,12 @@ use std::sync::Arc;
 /// What every handler shares.
 #[derive(Debug)]
 pub struct AppState {
+    /// Requests worked on now (`server.max_in_flight` permits).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Request body memory held now, in KiB (`server.max_body_memory`).
+    pub body_memory: Arc<tokio::sync::Semaphore>,
+    /// The admin token, and the dashboard's one-time codes and sessions.
+    pub admin: crate::server::auth::Admin,
     /// The configuration in force.
     pub config: Arc<Config>,
     /// Model names → providers.
@@ -127,20 +133,27 @@ fn backends_of(
 }
 
 /// The request body, refused as too large past `server.max_body_bytes`.
+/// A body that does not arrive whole within `server.body_timeout` (a client trickling it) is
+/// refused.
 pub(crate) async fn read_body(st: &AppState, body: Body) -> Result<Bytes, GatewayError> {
     let limit = st.config.server.max_body_bytes;
-    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .await
-        .map_err(|e| {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(s) = source {
-                if s.is::<http_body_util::LengthLimitError>() {
-                    return GatewayError::TooLarge { limit };
-                }
-                source = s.source();
+    let timeout = st.config.server.body_timeout;
+    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let Ok(read) = tokio::time::timeout(timeout, read).await else {
+        return Err(GatewayError::InvalidRequest(format!(
+            "the request body did not arrive within {timeout:?} (server.body_timeout)"
+        )));
+    };
+    read.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return GatewayError::TooLarge { limit };
             }
-            GatewayError::InvalidRequest(format!("could not read the request body: {e}"))
-        })
+            source = s.source();
+        }
+        GatewayError::InvalidRequest(format!("could not read the request body: {e}"))
+    })
 }
 
 /// The request body as JSON (malformed JSON is the client's error).

@@ -1,6 +1,6 @@
 //! What happened: one finished request as it is recorded ([`entry`]), per-request traces and
-//! per-backend statistics ([`observe`]), the request journal in SQLite ([`journal`]), and the
-//! status snapshot readers share ([`status`]).
+//! per-backend statistics ([`observe`]), the request journal in SQLite ([`journal`]), the
+//! status snapshot readers share ([`status`]), and the log's writer ([`logline`]).
 //!
 //! The modules import downwards only: `observe` → `journal` → `entry`, and `status` names
 //! `observe`'s figures. Telemetry sits below `routing`, `relay`, `server` and `desktop`, which
@@ -8,5 +8,6 @@
 
 pub mod entry;
 pub mod journal;
+pub mod logline;
 pub mod observe;
 pub mod status;
