@@ -114,7 +114,7 @@ fn main() {
         let whole = env_or("BENCH_STREAM_WHOLE", 1) == 1;
         write!(
             cfg,
-            "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\npassthrough_auth = true\n\
+            "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\npassthrough_auth = \"{mock_url}\"\n\
              stream_whole_answers = {whole}\n\
              [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
         )

@@ -197,6 +197,11 @@ fn init_logging(json: bool) {
     }
 }
 
+/// mimalloc returns freed memory to the system within about a second; glibc's malloc held
+/// on to most of a burst of large requests (its mmap threshold grows with the blocks freed).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The worker owns llama.cpp on its own thread and needs no async runtime.

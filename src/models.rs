@@ -247,6 +247,13 @@ pub async fn pull(
                 let size = std::fs::metadata(&part)
                     .map_err(|e| disk(&part, "read", e))?
                     .len();
+                if let Err(why) = check_gguf(&part) {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(ModelError::Corrupt(format!(
+                        "{} from {} is not a model: {why}; it was deleted",
+                        src.file, src.url
+                    )));
+                }
                 std::fs::rename(&part, &dest).map_err(|e| disk(&dest, "rename to", e))?;
                 let record = Installed {
                     name: src.name.clone(),
@@ -268,6 +275,25 @@ pub async fn pull(
         }
     }
     Err(last.expect("at least one attempt"))
+}
+
+/// A GGUF file starts with the magic `GGUF` and a version (1 to 3), and is larger than its
+/// header; anything else (an HTML error page, a redirect body, a stray file) is not a model.
+fn check_gguf(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    f.read_exact(&mut head)
+        .map_err(|_| "it is shorter than a GGUF header".to_owned())?;
+    if &head[..4] != b"GGUF" {
+        let shown: String = head.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect();
+        return Err(format!("it does not start with the GGUF magic (it starts {shown:?})"));
+    }
+    let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if !(1..=3).contains(&version) {
+        return Err(format!("GGUF version {version} is not one llama.cpp reads"));
+    }
+    Ok(())
 }
 
 fn disk(path: &Path, what: &str, e: std::io::Error) -> ModelError {

@@ -15,7 +15,7 @@ fn write_config(text: &str) -> tempfile::NamedTempFile {
 }
 
 /// Starts `understudy serve` with a clean environment and returns it with its URL.
-fn spawn_serve(args: &[&str], env: &[(&str, &str)], home: &std::path::Path) -> (Child, String) {
+pub(crate) fn spawn_serve(args: &[&str], env: &[(&str, &str)], home: &std::path::Path) -> (Child, String) {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
         .args(["--listen", "127.0.0.1:0"])
@@ -55,7 +55,7 @@ fn spawn_serve(args: &[&str], env: &[(&str, &str)], home: &std::path::Path) -> (
     (child, url)
 }
 
-fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
+pub(crate) fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -208,7 +208,7 @@ async fn keys_never_reach_the_log() {
     let mock = MockCloud::start().await;
     let cfg = write_config(&format!(
         "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{url}\"\napi_key_env = \"UNDERSTUDY_LOG_TEST_KEY\"\n\
-         [providers.passthru]\nkind = \"anthropic\"\nbase_url = \"{url}\"\npassthrough_auth = true\n\
+         [providers.passthru]\nkind = \"anthropic\"\nbase_url = \"{url}\"\npassthrough_auth = \"{url}\"\n\
          [providers.nokey]\nkind = \"openai\"\nbase_url = \"{url}/v1\"\napi_key_env = \"UNDERSTUDY_LOG_TEST_UNSET\"\n\
          [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n\
          [[routes]]\nmodel = \"pt-*\"\nbackends = [\"passthru\"]\n\

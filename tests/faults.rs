@@ -371,7 +371,7 @@ async fn an_unreachable_provider_is_a_502_naming_it() {
     drop(dead);
     let mock = understudy::testing::MockCloud::start().await;
     let toml = format!(
-        "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:{port}\"\npassthrough_auth = true\n\
+        "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:{port}\"\npassthrough_auth = \"http://127.0.0.1:{port}\"\n\
          [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
     );
     let h = start_config(mock, &toml).await;

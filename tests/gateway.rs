@@ -326,7 +326,7 @@ async fn a_gateway_pointed_at_itself_stops_after_one_hop() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let toml = format!(
-        "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{url}\"\npassthrough_auth = true\n\
+        "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{url}\"\npassthrough_auth = \"{url}\"\n\
          [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
     );
     let config =

@@ -148,8 +148,15 @@ async fn cdn(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
     resp
 }
 
+/// A hub serving a GGUF-shaped file of `size` bytes (the magic, version 3, then filler).
 async fn start_hub(size: usize) -> (Arc<Hub>, String) {
-    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let mut data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    data[..8].copy_from_slice(b"GGUF\x03\0\0\0");
+    start_hub_serving(data).await
+}
+
+/// A hub serving exactly `data`.
+async fn start_hub_serving(data: Vec<u8>) -> (Arc<Hub>, String) {
     let sha = format!("{:x}", sha2::Sha256::digest(&data));
     let hub = Arc::new(Hub {
         cdn: Mutex::default(),
@@ -309,6 +316,20 @@ async fn a_corrupted_download_is_rejected_and_deleted() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("HTTP 404"), "{err}");
     assert!(!text(&o).contains("hf_secret_token"));
+}
+
+/// A file that is not a model (an error page served as 200, the 27-byte reply of a stray
+/// server) is refused and deleted, however well it downloaded and matched its checksum.
+#[tokio::test]
+async fn a_file_that_is_not_gguf_is_refused_and_deleted() {
+    let (_hub, url) = start_hub_serving(b"<html>not a model</html>\n\n\n".to_vec()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&url, dir.path(), &["pull", "acme/tiny-GGUF/m.gguf"]).await;
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not a model") && err.contains("GGUF magic") && err.contains("deleted"), "{err}");
+    assert!(!dir.path().join("m.gguf").exists());
+    assert!(!dir.path().join("m.gguf.part").exists());
 }
 
 #[tokio::test]

@@ -27,14 +27,14 @@ pub fn config_for(mock: &MockCloud, extra: &str) -> String {
 [providers.anthropic]
 kind = "anthropic"
 base_url = "{url}"
-passthrough_auth = true
+passthrough_auth = "{url}"
 continuation = "off"
 timeouts = {{ first_byte = "400ms", idle = "400ms" }}
 
 [providers.openai]
 kind = "openai"
 base_url = "{url}/v1"
-passthrough_auth = true
+passthrough_auth = "{url}"
 continuation = "off"
 timeouts = {{ first_byte = "400ms", idle = "400ms" }}
 

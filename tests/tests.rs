@@ -20,6 +20,10 @@ mod faults;
 mod fuzz;
 /// Passthrough fidelity (bytes, headers), routing, the localhost guard, the admin API.
 mod gateway;
+/// Hostile upstreams and clients: endless bodies, lines and events; keys echoed back; faults
+/// before the first text; slow headers and bodies, idle connections; forged log lines; the
+/// admin API as another user; memory under large translated requests.
+mod hostile;
 /// The embedded engine with the real SmolLM2-135M: every dialect, cancellation, a killed
 /// worker, an over-long prompt, a forced tool call, continuing a cloud's broken answer.
 mod local;

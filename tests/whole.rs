@@ -20,7 +20,7 @@ async fn two_mocks(extra: &str) -> (MockCloud, crate::support::Harness) {
 [providers.primary]
 kind = "anthropic"
 base_url = "{p}"
-passthrough_auth = true
+passthrough_auth = "{p}"
 continuation = "off"
 timeouts = {{ first_byte = "60s", idle = "1s", first_content = "2s" }}
 {extra}
@@ -28,7 +28,7 @@ timeouts = {{ first_byte = "60s", idle = "1s", first_content = "2s" }}
 [providers.primary_openai]
 kind = "openai"
 base_url = "{p}/v1"
-passthrough_auth = true
+passthrough_auth = "{p}"
 continuation = "off"
 timeouts = {{ first_byte = "60s", idle = "1s", first_content = "2s" }}
 {extra}

@@ -71,6 +71,11 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// The gateway's allocator, as in the `understudy` binary: it gives memory back after a burst
+/// of large requests (glibc's malloc kept most of it).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// What the tray's handlers share.
 struct Shared {
     gateway: Arc<AppState>,

@@ -42,9 +42,13 @@ pub const DEFAULT_MAX_UPSTREAM_BODY: u64 = 32 * 1024 * 1024;
 pub const DEFAULT_MAX_UPSTREAM_EVENT: u64 = 8 * 1024 * 1024;
 /// Requests the gateway works on at once; more are answered 529/503 at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
-/// Request bodies held in memory at once, in bytes; a request past it waits no longer than
-/// its peers' bodies take and is answered 529/503.
-pub const DEFAULT_MAX_BODY_MEMORY: u64 = 256 * 1024 * 1024;
+/// Memory the requests in flight may take, each counted at [`REQUEST_MEMORY_FACTOR`] times
+/// its body; a request past it is answered 503 (Anthropic: `overloaded_error`) at once.
+pub const DEFAULT_MAX_REQUEST_MEMORY: u64 = 1024 * 1024 * 1024;
+/// What a request holds at its peak, in multiples of its body: the body (kept for the next
+/// backend), its decoded form, and the encoded request to a provider of another API (measured:
+/// eight 31 MB translated requests peaked at about 4 × 248 MB; tests/hostile.rs).
+pub const REQUEST_MEMORY_FACTOR: u64 = 4;
 /// Open client connections; more wait in the kernel's accept queue.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// A connection must deliver a whole request head within this long of opening or of its
@@ -131,8 +135,8 @@ pub struct ServerConfig {
     pub upstream: UpstreamLimits,
     /// Requests worked on at once.
     pub max_in_flight: usize,
-    /// Request body bytes held at once.
-    pub max_body_memory: u64,
+    /// Memory requests in flight may take (each counted at [`REQUEST_MEMORY_FACTOR`] × its body).
+    pub max_request_memory: u64,
     /// Open client connections.
     pub max_connections: usize,
     /// A request head must arrive within this long (of the connection opening, or of the
@@ -591,7 +595,7 @@ mod tests {
             [providers.vllm]
             kind = "openai"
             base_url = "http://127.0.0.1:8000/v1"
-            passthrough_auth = true
+            passthrough_auth = "http://127.0.0.1:8000"
             timeouts = { first_byte = "5s", idle = "500ms" }
             [[routes]]
             model = "claude-*"
@@ -696,7 +700,7 @@ mod tests {
             [providers.pre]
             kind = "openai"
             base_url = "http://127.0.0.1:8080/v1"
-            passthrough_auth = true
+            passthrough_auth = "http://127.0.0.1:8080"
             continuation = "prefill"
             "#,
         )
@@ -732,5 +736,31 @@ mod tests {
         assert_eq!(a.base_url.as_str(), "https://api.anthropic.com/");
         assert!(a.passthrough_auth);
         assert!(c.routes.iter().any(|r| r.matches("claude-haiku-4-5")));
+    }
+
+    #[test]
+    fn client_credentials_go_only_to_an_origin_the_file_names() {
+        // `true` is the kind's own API; another server must be named, and must be base_url's.
+        let own = parse("[providers.a]\nkind = \"anthropic\"\npassthrough_auth = true\n").unwrap();
+        assert!(own.providers[0].passthrough_auth);
+        let moved = parse("[providers.a]\nkind = \"anthropic\"\nbase_url = \"https://evil.example\"\npassthrough_auth = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            moved.contains("providers.a.passthrough_auth")
+                && moved.contains("passthrough_auth = \"https://evil.example\""),
+            "{moved}"
+        );
+        let named = parse("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9/x\"\npassthrough_auth = \"http://127.0.0.1:9\"\n").unwrap();
+        assert!(named.providers[0].passthrough_auth);
+        let other = parse("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9\"\npassthrough_auth = \"http://127.0.0.1:10\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(other.contains("not base_url's origin"), "{other}");
+        // Unset, at another server and with no key: off, and the error says how to turn it on.
+        let unset = parse("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(unset.contains("passthrough_auth = \"http://127.0.0.1:9\""), "{unset}");
     }
 }

@@ -66,7 +66,7 @@ pub struct RawServer {
     pub max_upstream_body_bytes: Option<u64>,
     pub max_upstream_event_bytes: Option<u64>,
     pub max_in_flight: Option<usize>,
-    pub max_body_memory: Option<u64>,
+    pub max_request_memory: Option<u64>,
     pub max_connections: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub header_timeout: Option<Duration>,
@@ -82,7 +82,7 @@ pub struct RawProvider {
     pub base_url: Option<String>,
     pub api_key_env: Option<String>,
     pub api_key_keychain: Option<RawKeychain>,
-    pub passthrough_auth: Option<bool>,
+    pub passthrough_auth: Option<RawPassthrough>,
     pub max_output_tokens: Option<u32>,
     pub continuation: Option<RawContinuation>,
     /// Ask the upstream for a stream when a client wants a whole answer (default true).
@@ -141,4 +141,15 @@ pub enum RawContinuation {
     Bool(bool),
     /// A method's name.
     Name(String),
+}
+
+/// `passthrough_auth = true | false | "ORIGIN"`: `true` for the kind's own API origin, an
+/// origin string to confirm any other.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawPassthrough {
+    /// On (for the kind's own API) or off.
+    Bool(bool),
+    /// On, for this origin, which must be `base_url`'s.
+    Origin(String),
 }

@@ -5,15 +5,15 @@
 
 use super::paths::expand_home;
 use super::raw::{
-    RawBreaker, RawConfig, RawContinuation, RawJournal, RawKeychain, RawProvider, RawRoute,
-    RawServer, RawTimeouts,
+    RawBreaker, RawConfig, RawContinuation, RawJournal, RawKeychain, RawPassthrough, RawProvider,
+    RawRoute, RawServer, RawTimeouts,
 };
 use super::zero::{zero_config_providers, zero_config_routes};
 use super::{
     BackendRef, BreakerConfig, Config, ConfigError, ConfigIssue, ConfigSource, Continuation,
     JournalConfig, LocalConfig, Price, ProviderConfig, ProviderKind, Retention, Route,
     ServerConfig, Timeouts, UpstreamLimits, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_KEEPALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BODY_MEMORY,
+    DEFAULT_KEEPALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_REQUEST_MEMORY,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_UPSTREAM_BODY,
     DEFAULT_MAX_UPSTREAM_EVENT, DEFAULT_UNLOAD_AFTER,
 };
@@ -167,11 +167,11 @@ fn server(raw: RawServer, issues: &mut Issues) -> ServerConfig {
         1,
         DEFAULT_MAX_CONNECTIONS as u64,
     );
-    let body_memory = raw.max_body_memory.unwrap_or(DEFAULT_MAX_BODY_MEMORY);
-    if body_memory < max_body_bytes {
+    let request_memory = raw.max_request_memory.unwrap_or(DEFAULT_MAX_REQUEST_MEMORY);
+    if request_memory < max_body_bytes * super::REQUEST_MEMORY_FACTOR {
         issues.add(
-            "server.max_body_memory",
-            format!("{body_memory} bytes cannot hold even one request of server.max_body_bytes ({max_body_bytes})"),
+            "server.max_request_memory",
+            format!("{request_memory} bytes cannot hold even one request of server.max_body_bytes ({max_body_bytes}), counted {}×", super::REQUEST_MEMORY_FACTOR),
         );
     }
     let positive = |field: &str, d: Option<Duration>, default: Duration, issues: &mut Issues| {
@@ -192,7 +192,7 @@ fn server(raw: RawServer, issues: &mut Issues) -> ServerConfig {
         ollama_listen,
         upstream,
         max_in_flight: in_flight,
-        max_body_memory: body_memory,
+        max_request_memory: request_memory,
         max_connections: connections,
         header_timeout: positive(
             "header_timeout",
@@ -245,16 +245,17 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
         &at,
         issues,
     );
-    let passthrough_auth = p
-        .passthrough_auth
-        .unwrap_or(kind == ProviderKind::Anthropic && key.is_none());
+    let passthrough_auth = passthrough(kind, &base_url, p.passthrough_auth.as_ref(), key.is_none(), &at, issues);
     let timeouts = timeouts(kind, &p.timeouts, &at, issues);
     let headers = headers(&p.headers, &at, issues);
     let local = local(kind, &p, &at, issues);
-    if key.is_none() && !passthrough_auth && kind != ProviderKind::Local {
+    if key.is_none() && !passthrough_auth && kind != ProviderKind::Local && p.passthrough_auth.is_none() {
         issues.add(
             at("api_key_env"),
-            "the provider has no key: set api_key_env or api_key_keychain, or passthrough_auth = true",
+            format!(
+                "the provider has no key: set api_key_env or api_key_keychain, or {}",
+                passthrough_advice(kind, &base_url)
+            ),
         );
     }
     if p.max_output_tokens == Some(0) {
@@ -275,6 +276,76 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
         headers,
         limits: UpstreamLimits::default(),
     })
+}
+
+/// The origin a kind's own API lives at (`https://api.anthropic.com` for Anthropic).
+fn own_origin(kind: ProviderKind) -> url::Origin {
+    Url::parse(kind.default_base_url())
+        .expect("the default base URLs parse")
+        .origin()
+}
+
+/// How to turn passthrough on for this `base_url`: `true` at the kind's own API, else the
+/// origin written out.
+fn passthrough_advice(kind: ProviderKind, base_url: &Url) -> String {
+    if base_url.origin() == own_origin(kind) {
+        "passthrough_auth = true to use the client's own credentials".to_owned()
+    } else {
+        format!(
+            "passthrough_auth = \"{}\" to send the client's own credentials to that server",
+            base_url.origin().ascii_serialization()
+        )
+    }
+}
+
+/// `passthrough_auth`: a client's own credentials go only where the user said. `true` means
+/// the kind's own API origin (Anthropic's for `anthropic`); any other origin must be written
+/// out, so a `base_url` changed later (by hand or from the dashboard) never silently takes
+/// the clients' credentials along. Unset: on for an Anthropic provider with no key at
+/// Anthropic's own API (a Claude Code subscription login).
+fn passthrough(
+    kind: ProviderKind,
+    base_url: &Url,
+    raw: Option<&RawPassthrough>,
+    no_key: bool,
+    at: &dyn Fn(&str) -> String,
+    issues: &mut Issues,
+) -> bool {
+    let origin = base_url.origin();
+    let own = origin == own_origin(kind);
+    match raw {
+        None => kind == ProviderKind::Anthropic && no_key && own,
+        Some(RawPassthrough::Bool(false)) => false,
+        Some(RawPassthrough::Bool(true)) if own || kind == ProviderKind::Local => true,
+        Some(RawPassthrough::Bool(true)) => {
+            issues.add(
+                at("passthrough_auth"),
+                format!(
+                    "true sends clients' own credentials only to {} (this kind's own API), and base_url is on {}: \
+                     to send them there, confirm that server: passthrough_auth = \"{}\"",
+                    own_origin(kind).ascii_serialization(),
+                    origin.ascii_serialization(),
+                    origin.ascii_serialization()
+                ),
+            );
+            false
+        }
+        Some(RawPassthrough::Origin(o)) => match Url::parse(o) {
+            Ok(u) if u.origin() == origin => true,
+            _ => {
+                issues.add(
+                    at("passthrough_auth"),
+                    format!(
+                        "{o:?} is not base_url's origin ({}): clients' credentials go only to the server named here; \
+                         write passthrough_auth = \"{}\" if that server is meant to get them",
+                        origin.ascii_serialization(),
+                        origin.ascii_serialization()
+                    ),
+                );
+                false
+            }
+        },
+    }
 }
 
 /// `continuation`: as configured, else `auto`, except for the zero-config proof model

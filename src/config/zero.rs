@@ -68,7 +68,7 @@ fn zero_config_clouds() -> Vec<(String, RawProvider)> {
         RawProvider {
             kind: "anthropic".into(),
             api_key_env: env_is_set("ANTHROPIC_API_KEY").then(|| "ANTHROPIC_API_KEY".into()),
-            passthrough_auth: Some(true),
+            passthrough_auth: Some(super::raw::RawPassthrough::Bool(true)),
             ..RawProvider::default()
         },
     )];

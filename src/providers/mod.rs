@@ -159,7 +159,11 @@ pub enum EncodedBody {
 impl Encoded {
     /// An HTTP call's body.
     pub fn http(names: ToolNames, op: Operation, body: &Value) -> Encoded {
-        let bytes = Bytes::from(serde_json::to_vec(body).expect("a JSON value always serializes"));
+        let mut v = serde_json::to_vec(body).expect("a JSON value always serializes");
+        // The buffer grew by doubling: a large request would keep up to twice its size for as
+        // long as the answer takes.
+        v.shrink_to_fit();
+        let bytes = Bytes::from(v);
         Encoded {
             names,
             body: EncodedBody::Http { op, bytes },
@@ -628,7 +632,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unresolvable_name_reads_as_offline_and_a_refused_port_does_not() {
-        let p = provider("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://understudy-test.invalid\"\npassthrough_auth = true\n").await;
+        let p = provider("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://understudy-test.invalid\"\npassthrough_auth = \"http://understudy-test.invalid\"\n").await;
         let e = reqwest::get("http://understudy-test.invalid/")
             .await
             .unwrap_err();
@@ -643,17 +647,17 @@ mod tests {
 
     #[tokio::test]
     async fn urls_follow_each_apis_base_url_convention() {
-        let a = provider("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://h:1/proxy/\"\npassthrough_auth = true\n").await;
+        let a = provider("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://h:1/proxy/\"\npassthrough_auth = \"http://h:1\"\n").await;
         assert_eq!(
             a.url(Operation::Messages, "", Some("beta=true")).as_str(),
             "http://h:1/proxy/v1/messages?beta=true"
         );
-        let o = provider("[providers.o]\nkind = \"openai\"\nbase_url = \"http://h:1/v1\"\npassthrough_auth = true\n").await;
+        let o = provider("[providers.o]\nkind = \"openai\"\nbase_url = \"http://h:1/v1\"\npassthrough_auth = \"http://h:1\"\n").await;
         assert_eq!(
             o.url(Operation::ChatCompletions, "", None).as_str(),
             "http://h:1/v1/chat/completions"
         );
-        let g = provider("[providers.g]\nkind = \"gemini\"\nbase_url = \"http://h:1\"\npassthrough_auth = true\n").await;
+        let g = provider("[providers.g]\nkind = \"gemini\"\nbase_url = \"http://h:1\"\npassthrough_auth = \"http://h:1\"\n").await;
         assert_eq!(
             g.url(Operation::GeminiStream, "gemini-2.5-pro", None)
                 .as_str(),

@@ -106,7 +106,10 @@ pub(crate) async fn call(
     let dialect = format.dialect();
     let enc = provider.encode(req, &backend.model);
     let deadline = exchange.started + provider.config.timeouts.total;
-    let upstream = match open(backend, &enc, deadline).await? {
+    let opened = open(backend, &enc, deadline).await?;
+    // Sent: the encoded copy of the request is not kept for the length of the answer.
+    drop(enc.body);
+    let upstream = match opened {
         Opened::Stream(r) => r,
         Opened::Status(r) => {
             return upstream_error(&provider, dialect, r, deadline, &exchange).await

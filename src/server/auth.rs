@@ -178,6 +178,7 @@ pub fn load_or_create(file: &Path) -> std::io::Result<String> {
     }
     let token = random_hex();
     let dir = file.parent().unwrap_or(Path::new("."));
+    let made_dir = !dir.exists();
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".admin-token.{}", std::process::id()));
     let mut opts = std::fs::OpenOptions::new();
@@ -188,7 +189,9 @@ pub fn load_or_create(file: &Path) -> std::io::Result<String> {
         opts.mode(0o600);
         // An existing temp file keeps its old mode: make it ours and private first.
         let _ = std::fs::remove_file(&tmp);
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        if made_dir {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
     }
     let mut f = opts.open(&tmp)?;
     f.write_all(format!("{token}\n").as_bytes())?;

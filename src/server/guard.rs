@@ -114,7 +114,7 @@ fn authorized(st: &AppState, path: &str, admin: bool, req: &Request) -> Result<(
 }
 
 /// What an inference request holds while it is worked on: its place among
-/// `server.max_in_flight`, and its body's share of `server.max_body_memory`.
+/// `server.max_in_flight`, and its body's share of `server.max_request_memory`.
 struct Ticket {
     _place: tokio::sync::OwnedSemaphorePermit,
     _memory: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -173,18 +173,19 @@ fn admit(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let factor = crate::config::REQUEST_MEMORY_FACTOR;
     let kib = match declared {
-        Some(n) => u32::try_from(n.div_ceil(1024)).unwrap_or(u32::MAX),
+        Some(n) => u32::try_from((n * factor).div_ceil(1024)).unwrap_or(u32::MAX),
         None if req.method() == http::Method::GET => 0,
-        None => CHUNKED_BODY_KIB,
+        None => CHUNKED_BODY_KIB * factor as u32,
     };
     let memory = if kib == 0 {
         None
     } else {
-        Some(st.body_memory.clone().try_acquire_many_owned(kib).map_err(|_| {
+        Some(st.request_memory.clone().try_acquire_many_owned(kib).map_err(|_| {
             GatewayError::Unavailable(format!(
-                "request bodies in memory are at their limit of {} bytes (server.max_body_memory); retry shortly",
-                server.max_body_memory
+                "requests in flight hold their memory limit of {} bytes (server.max_request_memory); retry shortly",
+                server.max_request_memory
             ))
         })?)
     };

@@ -41,12 +41,12 @@ pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
     let router = crate::routing::Router::new(&config).await;
     let admin = auth::Admin::new(config.server.admin_token_file.as_deref());
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight));
-    let body_memory = Arc::new(tokio::sync::Semaphore::new(
-        usize::try_from(config.server.max_body_memory / 1024).unwrap_or(usize::MAX >> 4),
+    let request_memory = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(config.server.max_request_memory / 1024).unwrap_or(usize::MAX >> 4),
     ));
     let state = Arc::new(AppState {
         in_flight,
-        body_memory,
+        request_memory,
         admin,
         config: Arc::new(config),
         router,
@@ -248,11 +248,23 @@ async fn accept_loop(
         };
         set_nodelay(&tcp);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let served = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let served = graceful.watch(served);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Until a first byte arrives hyper is still telling HTTP/1 from HTTP/2, and no
+            // header timer runs: a connection that never sends one is closed here.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(conn.header_timeout, tcp.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                drop(slot);
+                return;
+            }
+            let served = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .into_owned();
+            let served = watcher.watch(served);
             if let Err(e) = served.await {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }

@@ -20,8 +20,8 @@ use std::sync::Arc;
 pub struct AppState {
     /// Requests worked on now (`server.max_in_flight` permits).
     pub in_flight: Arc<tokio::sync::Semaphore>,
-    /// Request body memory held now, in KiB (`server.max_body_memory`).
-    pub body_memory: Arc<tokio::sync::Semaphore>,
+    /// Memory requests in flight hold now, in KiB (`server.max_request_memory`).
+    pub request_memory: Arc<tokio::sync::Semaphore>,
     /// The admin token, and the dashboard's one-time codes and sessions.
     pub admin: crate::server::auth::Admin,
     /// The configuration in force.

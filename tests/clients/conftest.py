@@ -9,6 +9,8 @@ import urllib.request
 
 import pytest
 
+from admin import token_file
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("UNDERSTUDY_BIN", os.path.join(ROOT, "target", "debug", "understudy"))
 
@@ -85,14 +87,14 @@ path = "{cfg.parent / 'journal.sqlite3'}"
 [providers.anthropic]
 kind = "anthropic"
 base_url = "{mock.url}"
-passthrough_auth = true
+passthrough_auth = "{mock.url}"
 continuation = "off"
 timeouts = {{ idle = "1s" }}
 
 [providers.openai]
 kind = "openai"
 base_url = "{mock.url}/v1"
-passthrough_auth = true
+passthrough_auth = "{mock.url}"
 continuation = "off"
 timeouts = {{ idle = "1s" }}
 
@@ -182,7 +184,9 @@ model = "gpt-*"
 backends = ["openai"]
 """
     )
-    env = dict(os.environ, UNDERSTUDY_TEST_KEY="sk-test-configured-key")
+    # Its admin token in its own directory, not the user's config dir.
+    env = dict(os.environ, UNDERSTUDY_TEST_KEY="sk-test-configured-key",
+               UNDERSTUDY_ADMIN_TOKEN_FILE=token_file(cfg.parent))
     proc, url = _spawn(["serve", "--config", str(cfg), "--listen", "127.0.0.1:0"], "understudy listening on ", env=env)
     yield url
     proc.terminate()

@@ -15,6 +15,7 @@ import urllib.request
 from dbus_next.aio import MessageBus
 
 sys.path.insert(0, os.path.dirname(__file__))
+from admin import admin_headers, sign_in, token_file  # noqa: E402
 from conftest import _spawn  # noqa: E402
 from notify_scenario import Notifications  # noqa: E402
 
@@ -22,9 +23,13 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def call(url, path, body=None):
+def call(url, path, body=None, token=None):
+    """A JSON call; with `token` (the admin token's file), an admin call."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    if token:
+        headers = admin_headers(token, headers)
+    req = urllib.request.Request(url + path, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=300) as r:
             return r.status, json.loads(r.read())
@@ -32,15 +37,16 @@ def call(url, path, body=None):
         return e.code, json.loads(e.read())
 
 
-def dashboard(url):
-    """The dashboard's local-engine panel in Chromium: its CPU mode row, and a screenshot."""
+def dashboard(url, token):
+    """The dashboard's local-engine panel in Chromium (signed in): its CPU mode row, and a
+    screenshot."""
     from playwright.sync_api import sync_playwright
     from test_dashboard import SHOTS, chromium
     os.makedirs(SHOTS, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(url + "/ui")
+        sign_in(page, url, token)
         row = page.locator("#local-cpu")
         row.wait_for(timeout=15000)
         out = {"compatible": row.get_attribute("data-compatible"), "text": row.inner_text()}
@@ -56,8 +62,9 @@ async def run_once(cfg, env, loop, look=False):
         code, answer = await loop.run_in_executor(None, call, url, "/v1/messages", {
             "model": "smol", "max_tokens": 8, "temperature": 0,
             "messages": [{"role": "user", "content": "Say hello."}]})
-        _, status = await loop.run_in_executor(None, call, url, "/api/status")
-        shown = await loop.run_in_executor(None, dashboard, url) if look else None
+        token = env["UNDERSTUDY_ADMIN_TOKEN_FILE"]
+        _, status = await loop.run_in_executor(None, call, url, "/api/status", None, token)
+        shown = await loop.run_in_executor(None, dashboard, url, token) if look else None
         # Notifications go out from a task of their own: give them a moment.
         await asyncio.sleep(1.5)
         return {"code": code, "answer": answer, "local": status["local"], "dashboard": shown}
@@ -85,7 +92,7 @@ model = "smol"
 backends = ["local"]
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
-    env.update(HOME=home, UNDERSTUDY_TEST_SIGILL="best")
+    env.update(HOME=home, UNDERSTUDY_TEST_SIGILL="best", UNDERSTUDY_ADMIN_TOKEN_FILE=token_file(home))
     loop = asyncio.get_running_loop()
     result = {"first": await run_once(cfg, env, loop, look=True)}
     modes = os.path.join(home, ".local", "share", "understudy", "engine-modes.json")

@@ -2,9 +2,10 @@
 
 `run()` starts `understudy serve` (a config file, or zero config from an empty HOME), runs
 `claude -p` against it, and returns Claude Code's output with the gateway's `/api/status`
-afterwards. Run as a script (`python3 local_scenario.py IN.json OUT.json`) it does the same
-inside whatever network namespace it was started in: the no-network test runs it under
-`unshare -rn`, where only a loopback interface exists.
+afterwards (read with the admin token, which the gateway keeps in a file in HOME). Run as a
+script (`python3 local_scenario.py IN.json OUT.json`) it does the same inside whatever network
+namespace it was started in: the no-network test runs it under `unshare -rn`, where only a
+loopback interface exists.
 """
 
 import json
@@ -12,6 +13,8 @@ import os
 import subprocess
 import sys
 import urllib.request
+
+from admin import admin_request, token_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,9 +31,11 @@ def run(bin_path, home, models_dir, prompt, config=None, bring_up_loopback=False
     if bring_up_loopback:
         # A fresh network namespace has only `lo`, and it is down.
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    token = token_file(home)
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": home,
+        "UNDERSTUDY_ADMIN_TOKEN_FILE": token,
         "UNDERSTUDY_MODELS_DIR": models_dir,
         "UNDERSTUDY_WORKER_BIN": bin_path,
         "RUST_LOG": "understudy=info",
@@ -66,7 +71,7 @@ def run(bin_path, home, models_dir, prompt, config=None, bring_up_loopback=False
             tries.append({"returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr})
             if out.returncode == 0 or "output token maximum" not in out.stdout + out.stderr:
                 break
-        with urllib.request.urlopen(url + "/api/status") as r:
+        with urllib.request.urlopen(admin_request(url + "/api/status", token)) as r:
             status = json.loads(r.read())
         return {**tries[-1], "tries": tries, "status": status}
     finally:

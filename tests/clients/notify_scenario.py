@@ -14,6 +14,7 @@ from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, method
 
 sys.path.insert(0, os.path.dirname(__file__))
+from admin import admin_request, token_file  # noqa: E402
 from conftest import OVERLOADED, Mock, _spawn, anthropic_events, ask_stream, chain_config, sse_reply  # noqa: E402
 
 
@@ -46,8 +47,8 @@ def ask(url, model):
     return ask_stream(url, model)[0]
 
 
-def breaker(url, backend):
-    with urllib.request.urlopen(url + "/api/status") as r:
+def breaker(url, token, backend):
+    with urllib.request.urlopen(admin_request(url + "/api/status", token)) as r:
         status = json.loads(r.read())
     for p in status["providers"]:
         for b in p["backends"]:
@@ -95,7 +96,8 @@ api_key_env = "UNDERSTUDY_TEST_KEY"
 model = "claude-burst"
 backends = ["flaky/claude-sonnet-4-5", "secondary/claude-sonnet-4-5"]
 """))
-    env = dict(os.environ, UNDERSTUDY_TEST_KEY="sk-test-configured-key", HOME=home)
+    token = token_file(home)
+    env = dict(os.environ, UNDERSTUDY_TEST_KEY="sk-test-configured-key", HOME=home, UNDERSTUDY_ADMIN_TOKEN_FILE=token)
     proc, url = _spawn(["serve", "--notify", "--config", cfg, "--listen", "127.0.0.1:0"], "understudy listening on ", env=env)
     procs.append(proc)
     loop = asyncio.get_running_loop()
@@ -111,7 +113,7 @@ backends = ["flaky/claude-sonnet-4-5", "secondary/claude-sonnet-4-5"]
         result["phases"]["failover"] = len(service.seen)
 
         # Recovery: the probe lets a trial through, which succeeds and closes the breaker.
-        assert await wait_for(lambda: breaker(url, "primary/claude-sonnet-4-5") == "half_open")
+        assert await wait_for(lambda: breaker(url, token, "primary/claude-sonnet-4-5") == "half_open")
         primary.push(sse_reply(anthropic_events()))
         assert await loop.run_in_executor(None, ask, url, "claude-chain") == 200
         await wait_for(lambda: len(service.seen) >= 2)

@@ -34,7 +34,7 @@ def test_claude_code_is_answered_locally_when_every_cloud_fails(dead_mock, tmp_p
 [providers.anthropic]
 kind = "anthropic"
 base_url = "{dead_mock.url}"
-passthrough_auth = true
+passthrough_auth = "{dead_mock.url}"
 
 [providers.local]
 kind = "local"

@@ -1,7 +1,9 @@
 """The dashboard in a real browser: Chromium from Debian's packages, driven by Playwright, loads
 /ui from a headless gateway wired to the mock cloud. A failover, the breaker opening, the
-recovery and the routing mode must show on the open page live (no reload). Screenshots of each
-state are saved in target/screenshots/."""
+recovery and the routing mode must show on the open page live (no reload). The page is opened
+signed in, through a one-time link, as `understudy dashboard` opens it; opened without one it
+says so and the admin API refuses it. Screenshots of each state are saved in
+target/screenshots/."""
 
 import json
 import os
@@ -11,6 +13,7 @@ import urllib.request
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from admin import admin_request, sign_in, sign_in_url, token_file
 from conftest import OVERLOADED, ROOT, Mock, _spawn, anthropic_events, ask_stream, chain_config, sse_reply
 
 SHOTS = os.path.join(ROOT, "target", "screenshots")
@@ -26,7 +29,8 @@ def chromium():
 
 @pytest.fixture()
 def chain(tmp_path):
-    """A gateway whose `claude-chain` route has a primary and a secondary mock cloud."""
+    """A gateway whose `claude-chain` route has a primary and a secondary mock cloud, and its
+    admin token's file."""
     procs = []
     mocks = []
     for _ in range(2):
@@ -44,24 +48,26 @@ probe_interval = "500ms"
 [journal]
 path = "{tmp_path / 'journal.sqlite3'}"
 """))
-    env = dict(os.environ, UNDERSTUDY_TEST_KEY="sk-test-configured-key", HOME=str(tmp_path))
+    token = token_file(tmp_path)
+    env = dict(os.environ, UNDERSTUDY_TEST_KEY="sk-test-configured-key", HOME=str(tmp_path),
+               UNDERSTUDY_ADMIN_TOKEN_FILE=token)
     proc, url = _spawn(["serve", "--config", str(cfg), "--listen", "127.0.0.1:0"], "understudy listening on ", env=env)
     procs.append(proc)
-    yield url, primary, secondary
+    yield url, primary, secondary, token
     for p in procs:
         p.terminate()
         p.wait(15)
 
 
 def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
-    url, primary, secondary = chain
+    url, primary, secondary, token = chain
     os.makedirs(SHOTS, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/ui")
+        sign_in(page, url, token)
         expect(page.locator("#live")).to_have_class("live on")
         expect(page.locator("#overall")).to_have_attribute("data-state", "healthy")
         expect(page.locator('[data-provider="primary"]')).to_be_visible()
@@ -116,7 +122,7 @@ def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
         # The routing mode, switched from the page, is what the gateway does.
         page.click('[data-mode="cloud-only"]')
         expect(page.locator('[data-mode="cloud-only"]')).to_have_attribute("aria-pressed", "true")
-        with urllib.request.urlopen(url + "/api/mode") as r:
+        with urllib.request.urlopen(admin_request(url + "/api/mode", token)) as r:
             assert json.loads(r.read())["mode"] == "cloud-only"
         page.click("#pause")
         expect(page.locator("#overall")).to_have_attribute("data-state", "paused")
@@ -126,26 +132,60 @@ def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
 
 
 def test_settings_are_validated_and_saved_with_the_previous_version_kept(chain):
-    url, _, _ = chain
+    url, _, _, token = chain
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(url + "/ui")
+        sign_in(page, url, token)
         area = page.locator("#config-text")
         expect(area).not_to_have_value("")
         original = area.input_value()
         area.fill(original.replace('consecutive_failures = 3', 'consecutive_failures = 0'))
         page.click("#config-save")
         expect(page.locator("#config-issues li")).to_contain_text("breaker.consecutive_failures")
-        with urllib.request.urlopen(url + "/api/config") as r:
+        with urllib.request.urlopen(admin_request(url + "/api/config", token)) as r:
             assert json.loads(r.read())["text"] == original, "an invalid config is not saved"
         area.fill(original.replace('consecutive_failures = 3', 'consecutive_failures = 5'))
         page.click("#config-save")
         expect(page.locator("#config-result")).to_contain_text("Saved")
-        with urllib.request.urlopen(url + "/api/config") as r:
+        with urllib.request.urlopen(admin_request(url + "/api/config", token)) as r:
             saved = json.loads(r.read())
         assert "consecutive_failures = 5" in saved["text"]
         with open(saved["path"] + ".bak") as f:
             assert f.read() == original
         page.screenshot(path=os.path.join(SHOTS, "dashboard-settings.png"), full_page=True)
+        browser.close()
+
+
+def test_the_dashboard_needs_a_sign_in_and_a_link_works_once(chain):
+    url, _, _, token = chain
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        # Opened without its one-time link (each page below is a context of its own, so no
+        # cookie): the page says so, and the admin API refuses it.
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url + "/ui")
+        expect(page.locator("#signin")).to_be_visible()
+        expect(page.locator("#overall")).to_have_text("not signed in")
+        refused = page.evaluate("() => fetch('/api/status').then(async r => [r.status, await r.json()])")
+        assert refused[0] == 401, refused
+        assert refused[1]["error"]["type"] == "unauthorized", refused
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-signed-out.png"), full_page=True)
+
+        # The link signs a browser in and lands it on the page, which then reads the API.
+        link = sign_in_url(url, token)
+        signed = browser.new_page(viewport={"width": 1280, "height": 1000})
+        signed.goto(link)
+        assert signed.url == url + "/ui/", signed.url
+        expect(signed.locator("#overall")).to_have_attribute("data-state", "healthy")
+        expect(signed.locator("#signin")).to_be_hidden()
+        assert signed.evaluate("() => fetch('/api/status').then(r => r.status)") == 200
+
+        # A link works once: spent, it is refused.
+        again = browser.new_page()
+        answer = again.goto(link)
+        assert answer.status == 403, answer.status
+        expect(again.locator("body")).to_contain_text("already used or has expired")
+        assert again.evaluate("() => fetch('/api/status').then(r => r.status)") == 401
         browser.close()

@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
+from admin import admin_request, token_file  # noqa: E402
 from conftest import ROOT, Mock, _spawn  # noqa: E402
 from desktop import Xvfb, share_of_color  # noqa: E402
 
@@ -35,9 +36,11 @@ kind = "anthropic"
 base_url = "{mock_url}"
 api_key_env = "UNDERSTUDY_TEST_KEY"
 """)
+    # The window signs itself in (in-process); the calls below send the token from its file.
+    token = token_file(home)
     with Xvfb() as x:
         env = dict(os.environ, DISPLAY=x.display, HOME=home, UNDERSTUDY_TEST_KEY="sk-test",
-                   WEBKIT_DISABLE_COMPOSITING_MODE="1", NO_AT_BRIDGE="1")
+                   UNDERSTUDY_ADMIN_TOKEN_FILE=token, WEBKIT_DISABLE_COMPOSITING_MODE="1", NO_AT_BRIDGE="1")
         tray = start_tray(env, "--config", cfg, "--listen", "127.0.0.1:0", "--show")
         try:
             line = tray.stdout.readline().strip()
@@ -62,7 +65,7 @@ api_key_env = "UNDERSTUDY_TEST_KEY"
                     break
             out["header_share"] = share
             out["badge_share"] = share_of_color(shot, HEALTHY, range(8, 40))
-            with urllib.request.urlopen(url + "/api/status") as r:
+            with urllib.request.urlopen(admin_request(url + "/api/status", token)) as r:
                 out["status"] = json.loads(r.read())
             # A second launch hands over to the first and exits.
             second = start_tray(env, "--config", cfg, "--listen", "127.0.0.1:0")

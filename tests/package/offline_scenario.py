@@ -1,7 +1,8 @@
 """Run under `unshare -rn` (a network namespace with only loopback): `understudy` (argv[1])
 with zero config and no keys, from a scratch HOME holding only the default model, answers a
 first request from the local model, as `scripts/run` on a machine with no keys and no network
-would. Prints the answer and the gateway's status as JSON."""
+would. Prints the answer and the gateway's status (read with the admin token the gateway made
+at its default place, the scratch HOME's config dir) as JSON."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "clients"))
+from admin import admin_request, default_token_file  # noqa: E402
 from local_scenario import stop  # noqa: E402
 MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -42,7 +44,7 @@ def main(binary, home):
                 out["code"], out["answer"] = r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             out["code"], out["answer"] = e.code, json.loads(e.read())
-        with urllib.request.urlopen(url + "/api/status") as r:
+        with urllib.request.urlopen(admin_request(url + "/api/status", default_token_file(home))) as r:
             out["status"] = json.loads(r.read())
     finally:
         stop(gw)
