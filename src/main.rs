@@ -361,7 +361,12 @@ async fn serve(cfg: Config, notify: bool, connect_claude_code: bool) -> anyhow::
     let local = listener.local_addr()?;
     // A stable line on stdout for scripts and tests; logs go to stderr.
     // Claude Code's settings are settled before anyone is told the gateway is up.
-    understudy::desktop::claude_code_start(&format!("http://{local}"), connect_claude_code);
+    let header = client_header(&cfg);
+    understudy::desktop::claude_code_start(
+        &format!("http://{local}"),
+        connect_claude_code,
+        header.as_deref(),
+    );
     if let Some(j) = cfg.journal.file(None) {
         tracing::info!(journal = %j.display(), "request journal");
     }
@@ -390,6 +395,28 @@ async fn serve(cfg: Config, notify: bool, connect_claude_code: bool) -> anyhow::
     Ok(())
 }
 
+/// With `server.require_token`, the client token's header line for Claude Code's settings.
+fn client_header(cfg: &Config) -> Option<String> {
+    if !cfg.server.require_token {
+        return None;
+    }
+    let file = cfg
+        .server
+        .admin_token_file
+        .clone()
+        .or_else(config::default_admin_token_path)?;
+    match understudy::server::auth::client_header_for(&file) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot read or make the client token beside {}: {e}",
+                file.display()
+            );
+            None
+        }
+    }
+}
+
 fn claude_code(command: ClaudeCodeCommand) -> ExitCode {
     let Some(paths) = understudy::desktop::claude_code::Paths::current() else {
         eprintln!("error: no home directory, so no Claude Code settings");
@@ -403,7 +430,8 @@ fn claude_code(command: ClaudeCodeCommand) -> ExitCode {
                     .unwrap_or_else(|_| config::DEFAULT_LISTEN.parse().expect("valid"));
                 format!("http://{listen}")
             });
-            understudy::desktop::claude_code::connect(&paths, &url, None).map(|()| {
+            let header = Config::load(None).ok().and_then(|c| client_header(&c));
+            understudy::desktop::claude_code::connect_with(&paths, &url, None, header.as_deref()).map(|()| {
                 println!(
                     "Claude Code now uses {url} (in {}); undo with `understudy claude-code disconnect`",
                     paths.settings.display()

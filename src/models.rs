@@ -286,8 +286,13 @@ fn check_gguf(path: &Path) -> Result<(), String> {
     f.read_exact(&mut head)
         .map_err(|_| "it is shorter than a GGUF header".to_owned())?;
     if &head[..4] != b"GGUF" {
-        let shown: String = head.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect();
-        return Err(format!("it does not start with the GGUF magic (it starts {shown:?})"));
+        let shown: String = head
+            .iter()
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+            .collect();
+        return Err(format!(
+            "it does not start with the GGUF magic (it starts {shown:?})"
+        ));
     }
     let version = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if !(1..=3).contains(&version) {

@@ -15,7 +15,11 @@ fn write_config(text: &str) -> tempfile::NamedTempFile {
 }
 
 /// Starts `understudy serve` with a clean environment and returns it with its URL.
-pub(crate) fn spawn_serve(args: &[&str], env: &[(&str, &str)], home: &std::path::Path) -> (Child, String) {
+pub(crate) fn spawn_serve(
+    args: &[&str],
+    env: &[(&str, &str)],
+    home: &std::path::Path,
+) -> (Child, String) {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
         .args(["--listen", "127.0.0.1:0"])

@@ -33,7 +33,8 @@ async fn read_request(s: &mut TcpStream) -> String {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
         })
         .unwrap_or(0);
     let mut have = buf.len() - head_end;
@@ -77,8 +78,10 @@ async fn endless(mut s: TcpStream, head: &str, chunk: &[u8]) {
     while s.write_all(&framed).await.is_ok() {}
 }
 
-const SSE_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-const JSON_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+const SSE_HEAD: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+const JSON_HEAD: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
 
 /// The gateway's resident memory, peak and now, in MB.
 fn rss_mb(pid: u32) -> (f64, f64) {
@@ -156,7 +159,12 @@ async fn endless_upstream_bytes_fail_over_at_their_caps_with_bounded_memory() {
     })
     .await;
     let no_blank = hostile(|s, _| async move {
-        endless(s, SSE_HEAD, "data: {\"type\":\"ping\"}\n".repeat(2048).as_bytes()).await
+        endless(
+            s,
+            SSE_HEAD,
+            "data: {\"type\":\"ping\"}\n".repeat(2048).as_bytes(),
+        )
+        .await
     })
     .await;
     let home = tempfile::tempdir().unwrap();
@@ -186,13 +194,28 @@ async fn endless_upstream_bytes_fail_over_at_their_caps_with_bounded_memory() {
         let took = started.elapsed();
         let (peak, _) = rss_mb(child.id());
         let (_, log) = terminate(child);
-        assert_eq!(status, 200, "{name}: the second backend answers: {text}\n{log}");
-        assert!(failed_over.contains("bad/claude-sonnet-4-5=oversize"), "{name}: {failed_over}");
-        assert!(text.contains("Hello") || text.contains("w0"), "{name}: {text}");
-        assert!(log.contains("max_upstream_"), "{name}: the log names the cap\n{log}");
+        assert_eq!(
+            status, 200,
+            "{name}: the second backend answers: {text}\n{log}"
+        );
+        assert!(
+            failed_over.contains("bad/claude-sonnet-4-5=oversize"),
+            "{name}: {failed_over}"
+        );
+        assert!(
+            text.contains("Hello") || text.contains("w0"),
+            "{name}: {text}"
+        );
+        assert!(
+            log.contains("max_upstream_"),
+            "{name}: the log names the cap\n{log}"
+        );
         // The caps are 32 MiB (a whole body) and 8 MiB (one event): what is held is bounded
         // by them, whatever the upstream sends.
-        assert!(peak - before < 120.0, "{name}: peak RSS {peak:.0} MB from {before:.0} MB");
+        assert!(
+            peak - before < 120.0,
+            "{name}: peak RSS {peak:.0} MB from {before:.0} MB"
+        );
         assert!(took < Duration::from_secs(20), "{name}: took {took:?}");
         eprintln!("{name}: failed over in {took:?}, peak RSS {peak:.0} MB (from {before:.0} MB)");
     }
@@ -221,7 +244,11 @@ async fn an_endless_error_body_is_answered_at_its_cap() {
     assert_eq!(r.status(), 500);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["type"], "error");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// The Anthropic events up to an empty text block: no text yet, so no commit.
@@ -288,7 +315,9 @@ async fn the_anthropic_route_fails_over_on_every_fault_before_the_first_text() {
         assert!(matches!(end, AnthropicEnd::Complete), "{fault}: {end:?}");
         assert_eq!(text, "Hello from the mock cloud.", "{fault}");
         assert_eq!(
-            String::from_utf8_lossy(&body).matches("event: message_start").count(),
+            String::from_utf8_lossy(&body)
+                .matches("event: message_start")
+                .count(),
             1,
             "{fault}: one message, the primary's start was discarded"
         );
@@ -375,19 +404,42 @@ async fn keys_an_upstream_echoes_never_reach_the_client_the_log_or_the_journal()
             seen.push_str(&r.text().await.unwrap());
         }
     }
-    for path in ["/api/status", "/api/requests?limit=100", "/metrics", "/api/config"] {
-        seen.push_str(&client().get(format!("{gw}{path}")).send().await.unwrap().text().await.unwrap());
+    for path in [
+        "/api/status",
+        "/api/requests?limit=100",
+        "/metrics",
+        "/api/config",
+    ] {
+        seen.push_str(
+            &client()
+                .get(format!("{gw}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
     }
     let (_, log) = terminate(child);
-    let journal = std::fs::read(home.path().join(".local/share/understudy/journal.sqlite3")).unwrap();
-    assert!(seen.contains("[redacted]"), "the echoes were there, redacted: {seen}");
+    let journal =
+        std::fs::read(home.path().join(".local/share/understudy/journal.sqlite3")).unwrap();
+    assert!(
+        seen.contains("[redacted]"),
+        "the echoes were there, redacted: {seen}"
+    );
     for secret in [KEY, CLIENT_TOKEN] {
         assert!(!seen.contains(secret), "{secret} reached a client:\n{seen}");
         assert!(!log.contains(secret), "{secret} reached the log:\n{log}");
-        let j = journal.windows(secret.len()).any(|w| w == secret.as_bytes());
+        let j = journal
+            .windows(secret.len())
+            .any(|w| w == secret.as_bytes());
         assert!(!j, "{secret} reached the journal");
     }
-    assert!(log.contains("[redacted]"), "trace logs quoted the echoes, redacted");
+    assert!(
+        log.contains("[redacted]"),
+        "trace logs quoted the echoes, redacted"
+    );
 }
 
 /// Slow and idle clients are cut off: headers trickled, a connection that never sends a byte,
@@ -416,7 +468,9 @@ async fn slow_idle_and_excess_connections_are_closed_at_their_limits() {
     let mut slow = TcpStream::connect(&addr).await.unwrap();
     let started = Instant::now();
     let trickle = async {
-        for b in b"POST /v1/messages HTTP/1.1\r\nhost: localhost\r\nx-a: bbbbbbbbbbbbbbbbbbbbbbbbbbb" {
+        for b in
+            b"POST /v1/messages HTTP/1.1\r\nhost: localhost\r\nx-a: bbbbbbbbbbbbbbbbbbbbbbbbbbb"
+        {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if slow.write_all(&[*b]).await.is_err() {
                 break;
@@ -425,12 +479,19 @@ async fn slow_idle_and_excess_connections_are_closed_at_their_limits() {
     };
     trickle.await;
     let (closed, _) = closed_within(&mut slow, Duration::from_secs(3)).await;
-    assert!(closed, "slow headers: still open after {:?}", started.elapsed());
+    assert!(
+        closed,
+        "slow headers: still open after {:?}",
+        started.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(6));
     // Idle: never a byte.
     let mut idle = TcpStream::connect(&addr).await.unwrap();
     let (closed, got) = closed_within(&mut idle, Duration::from_secs(3)).await;
-    assert!(closed && got.is_empty(), "idle connection still open: {got:?}");
+    assert!(
+        closed && got.is_empty(),
+        "idle connection still open: {got:?}"
+    );
     // A body trickled: the head is whole, the body never is.
     let mut body = TcpStream::connect(&addr).await.unwrap();
     body.write_all(b"POST /v1/messages HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{").await.unwrap();
@@ -443,7 +504,10 @@ async fn slow_idle_and_excess_connections_are_closed_at_their_limits() {
     .0;
     let answer = String::from_utf8_lossy(&got).to_string();
     assert!(closed, "slow body: still open");
-    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("server.body_timeout"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("server.body_timeout"),
+        "{answer}"
+    );
     assert!(started.elapsed() < Duration::from_secs(4));
     // Three connections held open (the cap): a fourth request waits until the header timeout
     // closes one of them, then is served.
@@ -453,10 +517,17 @@ async fn slow_idle_and_excess_connections_are_closed_at_their_limits() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
-    let r = client().get(format!("{}/healthz", h.url)).send().await.unwrap();
+    let r = client()
+        .get(format!("{}/healthz", h.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let waited = started.elapsed();
-    assert!(waited > Duration::from_millis(600), "served at once past the cap: {waited:?}");
+    assert!(
+        waited > Duration::from_millis(600),
+        "served at once past the cap: {waited:?}"
+    );
     assert!(waited < Duration::from_secs(4), "{waited:?}");
     drop(held);
 }
@@ -470,15 +541,24 @@ async fn a_newline_in_a_model_name_does_not_forge_a_log_line() {
     let home = tempfile::tempdir().unwrap();
     let args = ["--config", cfg.path().to_str().unwrap()];
     let (child, gw) = spawn_serve(&args, &[], home.path());
-    for model in ["claude-x\nFORGED INFO admin logged in", "no-such\r\nFORGED2 x"] {
+    for model in [
+        "claude-x\nFORGED INFO admin logged in",
+        "no-such\r\nFORGED2 x",
+    ] {
         let mut body = anthropic_body(false);
         body["model"] = model.into();
         let _ = post(&gw, "/v1/messages", &body).await;
     }
     let (_, log) = terminate(child);
-    assert!(log.contains("FORGED INFO admin"), "the request was logged: {log}");
+    assert!(
+        log.contains("FORGED INFO admin"),
+        "the request was logged: {log}"
+    );
     for line in log.lines() {
-        assert!(!line.starts_with("FORGED"), "a forged line: {line:?}\n{log}");
+        assert!(
+            !line.starts_with("FORGED"),
+            "a forged line: {line:?}\n{log}"
+        );
     }
     assert!(log.contains("claude-x\\nFORGED"), "{log}");
 }
@@ -498,9 +578,17 @@ async fn the_admin_api_refuses_everyone_but_its_owner() {
     let env = [("UNDERSTUDY_ADMIN_TOKEN_FILE", token_file.to_str().unwrap())];
     let (child, gw) = spawn_serve(&args, &env, home.path());
     let calls: [(&str, &str, &str); 8] = [
-        ("PUT", "/api/config", r#"{"text": "[server]\n", "check": false}"#),
+        (
+            "PUT",
+            "/api/config",
+            r#"{"text": "[server]\n", "check": false}"#,
+        ),
         ("PUT", "/api/claude-code", r#"{"connected": true}"#),
-        ("POST", "/api/models/pull", r#"{"name": "https://example.invalid/x.gguf"}"#),
+        (
+            "POST",
+            "/api/models/pull",
+            r#"{"name": "https://example.invalid/x.gguf"}"#,
+        ),
         ("PUT", "/api/models/default", r#"{"name": "x.gguf"}"#),
         ("PUT", "/api/mode", r#"{"mode": "local-only"}"#),
         ("PUT", "/api/pause", r#"{"paused": true}"#),
@@ -522,9 +610,21 @@ async fn the_admin_api_refuses_everyone_but_its_owner() {
         assert_eq!(v["error"]["type"], "unauthorized", "{method} {path}");
     }
     // Open: what reveals no secret and no path.
-    assert_eq!(bare.get(format!("{gw}/metrics")).send().await.unwrap().status(), 200);
-    assert_eq!(bare.get(format!("{gw}/ui/")).send().await.unwrap().status(), 200);
-    let euid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+    assert_eq!(
+        bare.get(format!("{gw}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        bare.get(format!("{gw}/ui/")).send().await.unwrap().status(),
+        200
+    );
+    let euid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap();
     if euid == 0 {
         // As `nobody`: the token file cannot be read, `understudy status` fails, and a raw
         // PUT /api/config is refused.
@@ -541,12 +641,19 @@ async fn the_admin_api_refuses_everyone_but_its_owner() {
         let bin = env!("CARGO_BIN_EXE_understudy");
         let status = as_nobody(&[bin, "status", "--url", &gw]);
         let err = String::from_utf8_lossy(&status.stderr);
-        assert!(!status.status.success() && err.contains("needs its token"), "{err}");
+        assert!(
+            !status.status.success() && err.contains("needs its token"),
+            "{err}"
+        );
         let put = format!(
             "import urllib.request as u\ntry:\n u.urlopen(u.Request('{gw}/api/config', data=b'{{\"text\": \"\"}}', method='PUT', headers={{'content-type': 'application/json'}}))\n print('accepted')\nexcept Exception as e:\n print(getattr(e, 'code', e))\n"
         );
         let out = as_nobody(&["/usr/bin/python3", "-c", &put]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "401", "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "401",
+            "{out:?}"
+        );
     }
     // The owner's CLI reads the token and is answered.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
@@ -554,7 +661,11 @@ async fn the_admin_api_refuses_everyone_but_its_owner() {
         .env("UNDERSTUDY_ADMIN_TOKEN_FILE", &token_file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["mode"], "auto", "no refused call changed the mode");
     assert_eq!(v["paused"], false);
@@ -573,12 +684,29 @@ async fn the_admin_api_refuses_everyone_but_its_owner() {
     let r = browser.get(&link).send().await.unwrap();
     assert_eq!(r.status(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_owned();
-    assert!(!session.contains(&std::fs::read_to_string(&token_file).unwrap().trim().to_owned()));
-    let r = browser.get(format!("{gw}/api/status")).header("cookie", &session).send().await.unwrap();
+    assert!(!session.contains(
+        &std::fs::read_to_string(&token_file)
+            .unwrap()
+            .trim()
+            .to_owned()
+    ));
+    let r = browser
+        .get(format!("{gw}/api/status"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "the session cookie opens the admin API");
-    assert_eq!(browser.get(&link).send().await.unwrap().status(), 403, "a link works once");
+    assert_eq!(
+        browser.get(&link).send().await.unwrap().status(),
+        403,
+        "a link works once"
+    );
     terminate(child);
 }
 
@@ -643,7 +771,10 @@ async fn large_translated_requests_are_bounded_and_their_memory_returns() {
     // The stated bound: the baseline plus server.max_request_memory (1 GiB: each request
     // counted at four times its body), with room for the runtime.
     assert!(peak < idle + 1024.0 + 150.0, "peak RSS {peak:.0} MB");
-    assert!(after < idle * 2.0 + 40.0, "RSS {after:.0} MB after the burst (idle {idle:.0} MB)");
+    assert!(
+        after < idle * 2.0 + 40.0,
+        "RSS {after:.0} MB after the burst (idle {idle:.0} MB)"
+    );
 }
 
 /// Past `max_in_flight` requests, or past `max_request_memory`, a request is answered at once
@@ -659,7 +790,10 @@ async fn requests_past_the_in_flight_limits_are_answered_503_at_once() {
         tokio::time::sleep(Duration::from_secs(3)).await;
     })
     .await;
-    for (limits, big) in [("max_in_flight = 1", false), ("max_body_bytes = 65536\nmax_request_memory = 262144", true)] {
+    for (limits, big) in [
+        ("max_in_flight = 1", false),
+        ("max_body_bytes = 65536\nmax_request_memory = 262144", true),
+    ] {
         let mock = MockCloud::start().await;
         let toml = chain(&url, &mock, limits);
         let h = start_config(mock, &toml).await;
@@ -676,12 +810,66 @@ async fn requests_past_the_in_flight_limits_are_answered_503_at_once() {
         assert!(started.elapsed() < Duration::from_secs(1));
         let v: serde_json::Value = second.json().await.unwrap();
         assert_eq!(v["error"]["type"], "overloaded_error", "{limits}: {v}");
-        let setting = if big { "max_request_memory" } else { "max_in_flight" };
-        assert!(v["error"]["message"].as_str().unwrap().contains(setting), "{v}");
+        let setting = if big {
+            "max_request_memory"
+        } else {
+            "max_in_flight"
+        };
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(setting),
+            "{v}"
+        );
         drop(first);
         // Its place is given back when the first answer's body is gone.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let third = post(&h.url, "/v1/messages", &body).await;
         assert_eq!(third.status(), 200, "{limits}: the place was freed");
     }
+}
+
+/// With `server.require_token`, the inference endpoints need the client token (in the
+/// client's dialect: a 401 `authentication_error`); the token never goes upstream, and it
+/// opens nothing of the admin API.
+#[tokio::test]
+async fn require_token_guards_inference_with_a_token_that_never_goes_upstream() {
+    let mock = MockCloud::start().await;
+    let toml = config_for(&mock, "[server]\nrequire_token = true");
+    let h = start_config(mock, &toml).await;
+    let plain = reqwest::Client::new();
+    let r = plain
+        .post(format!("{}/v1/messages", h.url))
+        .header("x-api-key", "k")
+        .json(&anthropic_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "authentication_error", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("server.require_token"));
+    let client_token =
+        std::fs::read_to_string(admin_token_file().with_file_name("client-token")).unwrap();
+    let with = |req: reqwest::RequestBuilder| req.header("x-understudy-token", client_token.trim());
+    let r = with(plain.post(format!("{}/v1/messages", h.url)))
+        .header("x-api-key", "k")
+        .json(&anthropic_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = h.mock.requests();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|r| r.headers.iter().all(|(k, _)| k != "x-understudy-token")),
+        "the gateway's token went upstream"
+    );
+    let r = with(plain.get(format!("{}/api/status", h.url)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the client token is not the admin token");
 }

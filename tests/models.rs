@@ -327,7 +327,10 @@ async fn a_file_that_is_not_gguf_is_refused_and_deleted() {
     let o = run(&url, dir.path(), &["pull", "acme/tiny-GGUF/m.gguf"]).await;
     assert!(!o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("is not a model") && err.contains("GGUF magic") && err.contains("deleted"), "{err}");
+    assert!(
+        err.contains("is not a model") && err.contains("GGUF magic") && err.contains("deleted"),
+        "{err}"
+    );
     assert!(!dir.path().join("m.gguf").exists());
     assert!(!dir.path().join("m.gguf.part").exists());
 }

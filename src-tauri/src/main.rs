@@ -240,7 +240,7 @@ fn start_gateway(
         });
     })?;
     let url = format!("http://{}", listener.local_addr()?);
-    understudy::desktop::claude_code_start(&url, false);
+    understudy::desktop::claude_code_start(&url, false, None);
     println!("understudy listening on {url}");
     tracing::info!(%url, "tray app: gateway listening");
     *served.lock().expect("served lock") = Some(tauri::async_runtime::spawn(
@@ -389,10 +389,17 @@ fn on_menu(app: &AppHandle, id: &str) {
                 let r = if understudy::desktop::claude_code::state(&paths).connected {
                     understudy::desktop::claude_code::disconnect(&paths).map(|_| ())
                 } else {
-                    understudy::desktop::claude_code::connect(
+                    let gateway = &shared.gateway;
+                    let header = gateway
+                        .config
+                        .server
+                        .require_token
+                        .then(|| gateway.admin.client_header());
+                    understudy::desktop::claude_code::connect_with(
                         &paths,
                         &shared.url,
                         Some(std::process::id()),
+                        header.as_deref(),
                     )
                 };
                 if let Err(e) = r {

@@ -173,10 +173,8 @@ impl StreamInspector {
                     }
                 }
             }
-            "content_block_delta" => {
-                if ev.delta.as_ref().is_some_and(DeltaPeek::has_text) {
-                    self.content = true;
-                }
+            "content_block_delta" if ev.delta.as_ref().is_some_and(DeltaPeek::has_text) => {
+                self.content = true;
             }
             "content_block_stop" => {
                 self.content = true;

@@ -758,9 +758,13 @@ mod tests {
             .to_string();
         assert!(other.contains("not base_url's origin"), "{other}");
         // Unset, at another server and with no key: off, and the error says how to turn it on.
-        let unset = parse("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(unset.contains("passthrough_auth = \"http://127.0.0.1:9\""), "{unset}");
+        let unset =
+            parse("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            unset.contains("passthrough_auth = \"http://127.0.0.1:9\""),
+            "{unset}"
+        );
     }
 }

@@ -13,8 +13,8 @@ use super::{
     BackendRef, BreakerConfig, Config, ConfigError, ConfigIssue, ConfigSource, Continuation,
     JournalConfig, LocalConfig, Price, ProviderConfig, ProviderKind, Retention, Route,
     ServerConfig, Timeouts, UpstreamLimits, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_KEEPALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_REQUEST_MEMORY,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_UPSTREAM_BODY,
+    DEFAULT_KEEPALIVE, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_REQUEST_MEMORY, DEFAULT_MAX_UPSTREAM_BODY,
     DEFAULT_MAX_UPSTREAM_EVENT, DEFAULT_UNLOAD_AFTER,
 };
 use crate::secret::KeySource;
@@ -245,11 +245,22 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
         &at,
         issues,
     );
-    let passthrough_auth = passthrough(kind, &base_url, p.passthrough_auth.as_ref(), key.is_none(), &at, issues);
+    let passthrough_auth = passthrough(
+        kind,
+        &base_url,
+        p.passthrough_auth.as_ref(),
+        key.is_none(),
+        &at,
+        issues,
+    );
     let timeouts = timeouts(kind, &p.timeouts, &at, issues);
     let headers = headers(&p.headers, &at, issues);
     let local = local(kind, &p, &at, issues);
-    if key.is_none() && !passthrough_auth && kind != ProviderKind::Local && p.passthrough_auth.is_none() {
+    if key.is_none()
+        && !passthrough_auth
+        && kind != ProviderKind::Local
+        && p.passthrough_auth.is_none()
+    {
         issues.add(
             at("api_key_env"),
             format!(

@@ -60,7 +60,23 @@ struct Marker {
     previous: Option<String>,
     /// The process that connected, for a connection that ends with it.
     pid: Option<u32>,
+    /// The gateway's token header we added to `ANTHROPIC_CUSTOM_HEADERS`
+    /// (`server.require_token`), and what that key held before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    headers: Option<HeadersMark>,
 }
+
+/// What [`Marker::headers`] records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct HeadersMark {
+    /// The value we wrote.
+    written: String,
+    /// The value before (None: it was not set).
+    previous: Option<String>,
+}
+
+/// The key Claude Code reads extra request headers from (`Name: Value` lines).
+const HEADERS_KEY: &str = "ANTHROPIC_CUSTOM_HEADERS";
 
 /// The connection as the status snapshot, the tray and the dashboard show it (the type lives
 /// with the snapshot, which the telemetry module owns).
@@ -152,11 +168,27 @@ pub fn state(p: &Paths) -> State {
 
 /// Points Claude Code at `url`. `owner`: the process whose end undoes it (None: stays).
 pub fn connect(p: &Paths, url: &str, owner: Option<u32>) -> Result<(), Error> {
+    connect_with(p, url, owner, None)
+}
+
+/// [`connect`], and with `header` (`x-understudy-token: …`, for a gateway with
+/// `server.require_token`) added to `ANTHROPIC_CUSTOM_HEADERS`; the settings file is then
+/// made readable by its owner only, since it holds a credential.
+pub fn connect_with(
+    p: &Paths,
+    url: &str,
+    owner: Option<u32>,
+    header: Option<&str>,
+) -> Result<(), Error> {
     let existing = read_json(&p.settings)?;
     let mut settings = existing.clone().unwrap_or(Value::Object(Map::new()));
-    let previous = match read_marker(p) {
+    let old = read_marker(p);
+    let ours = old
+        .as_ref()
+        .is_some_and(|m| current_url(&settings).as_deref() == Some(m.url.as_str()));
+    let previous = match &old {
         // Already ours: keep what it held before us.
-        Some(m) if current_url(&settings).as_deref() == Some(m.url.as_str()) => m.previous,
+        Some(m) if ours => m.previous.clone(),
         _ => {
             if existing.is_some() {
                 std::fs::copy(&p.settings, &p.backup)
@@ -165,10 +197,26 @@ pub fn connect(p: &Paths, url: &str, owner: Option<u32>) -> Result<(), Error> {
             current_url(&settings)
         }
     };
+    let current_headers = env_value(&settings, HEADERS_KEY);
+    // What the headers key held before us: the old mark's, if our value is still there.
+    let headers_before = match old.as_ref().and_then(|m| m.headers.as_ref()) {
+        Some(h) if ours && current_headers.as_deref() == Some(h.written.as_str()) => {
+            h.previous.clone()
+        }
+        _ => current_headers.clone(),
+    };
+    let headers = header.map(|line| HeadersMark {
+        written: match headers_before.as_deref() {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}\n{line}"),
+            _ => line.to_owned(),
+        },
+        previous: headers_before.clone(),
+    });
     let marker = Marker {
         url: url.to_owned(),
         previous,
         pid: owner,
+        headers: headers.clone(),
     };
     // The marker first: a crash between the two writes leaves a marker whose URL the
     // settings do not hold, which recovery ignores.
@@ -187,7 +235,31 @@ pub fn connect(p: &Paths, url: &str, owner: Option<u32>) -> Result<(), Error> {
         ));
     }
     env[KEY] = Value::String(url.to_owned());
-    write_json(&p.settings, &settings)
+    match (&headers, &headers_before) {
+        (Some(h), _) => env[HEADERS_KEY] = Value::String(h.written.clone()),
+        (None, Some(prev)) => env[HEADERS_KEY] = Value::String(prev.clone()),
+        (None, None) => {
+            if let Some(env) = env.as_object_mut() {
+                env.remove(HEADERS_KEY);
+            }
+        }
+    }
+    write_json(&p.settings, &settings)?;
+    #[cfg(unix)]
+    if headers.is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p.settings, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::Io(p.settings.clone(), e))?;
+    }
+    Ok(())
+}
+
+/// `env.NAME` of the settings, as a string.
+fn env_value(settings: &Value, name: &str) -> Option<String> {
+    settings
+        .pointer(&format!("/env/{name}"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// Puts the key back as it was before [`connect`], unless the user changed it since. Returns
@@ -201,6 +273,22 @@ pub fn disconnect(p: &Paths) -> Result<bool, Error> {
         if current_url(&settings).as_deref() == Some(marker.url.as_str()) {
             let obj = settings.as_object_mut().expect("an object");
             let env = obj.get_mut("env").and_then(Value::as_object_mut);
+            let env = match (env, &marker.headers) {
+                (Some(env), Some(h))
+                    if env.get(HEADERS_KEY).and_then(Value::as_str) == Some(h.written.as_str()) =>
+                {
+                    match &h.previous {
+                        Some(prev) => {
+                            env.insert(HEADERS_KEY.to_owned(), Value::String(prev.clone()));
+                        }
+                        None => {
+                            env.remove(HEADERS_KEY);
+                        }
+                    }
+                    Some(env)
+                }
+                (env, _) => env,
+            };
             match (&marker.previous, env) {
                 (Some(prev), Some(env)) => {
                     env.insert(KEY.to_owned(), Value::String(prev.clone()));
@@ -287,6 +375,46 @@ mod tests {
         assert_eq!(v["env"]["FOO"], "1");
         assert!(!p.marker.exists());
         assert!(!state(&p).connected);
+    }
+
+    #[test]
+    fn the_client_token_header_is_added_to_the_users_own_and_taken_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        let original = r#"{"env":{"ANTHROPIC_CUSTOM_HEADERS":"X-Team: blue"}}"#;
+        std::fs::write(&p.settings, original).unwrap();
+        let line = "x-understudy-token: abc123";
+        connect_with(&p, "http://127.0.0.1:8723", Some(1), Some(line)).unwrap();
+        let v = read(&p.settings);
+        assert_eq!(
+            v["env"]["ANTHROPIC_CUSTOM_HEADERS"],
+            "X-Team: blue\nx-understudy-token: abc123"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p.settings).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "a file holding a credential is the owner's only"
+            );
+        }
+        // Connecting again does not add the line twice.
+        connect_with(&p, "http://127.0.0.1:8723", Some(1), Some(line)).unwrap();
+        assert_eq!(
+            read(&p.settings)["env"]["ANTHROPIC_CUSTOM_HEADERS"],
+            "X-Team: blue\nx-understudy-token: abc123"
+        );
+        assert!(disconnect(&p).unwrap());
+        let v = read(&p.settings);
+        assert_eq!(v["env"]["ANTHROPIC_CUSTOM_HEADERS"], "X-Team: blue");
+        assert!(v["env"].get("ANTHROPIC_BASE_URL").is_none());
+        // With no header of the user's, the key goes away again.
+        std::fs::write(&p.settings, "{}").unwrap();
+        connect_with(&p, "http://127.0.0.1:8723", None, Some(line)).unwrap();
+        disconnect(&p).unwrap();
+        assert_eq!(read(&p.settings), serde_json::json!({}));
     }
 
     #[test]

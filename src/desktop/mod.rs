@@ -39,8 +39,9 @@ pub fn app_defaults(cfg: &mut Config) {
 }
 
 /// At start: restores Claude Code's settings if an earlier run connected them and ended
-/// without restoring (a crash, `kill -9`); then connects them to `url` if asked.
-pub fn claude_code_start(url: &str, connect: bool) {
+/// without restoring (a crash, `kill -9`); then connects them to `url` if asked (with
+/// `header`, the client token's line, for a gateway with `server.require_token`).
+pub fn claude_code_start(url: &str, connect: bool, header: Option<&str>) {
     let Some(paths) = crate::desktop::claude_code::Paths::current() else {
         return;
     };
@@ -48,7 +49,12 @@ pub fn claude_code_start(url: &str, connect: bool) {
         tracing::warn!(error = %e, "could not restore Claude Code's settings");
     }
     if connect {
-        match crate::desktop::claude_code::connect(&paths, url, Some(std::process::id())) {
+        match crate::desktop::claude_code::connect_with(
+            &paths,
+            url,
+            Some(std::process::id()),
+            header,
+        ) {
             Ok(()) => {
                 tracing::info!(settings = %paths.settings.display(), %url, "Claude Code now points here (restored when Understudy stops)")
             }

@@ -372,7 +372,12 @@ async fn put_claude_code(State(st): State<Arc<AppState>>, body: Body) -> Respons
             let p = claude_paths(&st)?;
             let r = if connected {
                 let url = format!("http://127.0.0.1:{}", st.port);
-                claude_code::connect(p, &url, Some(std::process::id()))
+                let header = st
+                    .config
+                    .server
+                    .require_token
+                    .then(|| st.admin.client_header());
+                claude_code::connect_with(p, &url, Some(std::process::id()), header.as_deref())
             } else {
                 claude_code::disconnect(p).map(|_| ())
             };

@@ -28,10 +28,13 @@ pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
 /// Sessions kept at once (the oldest is forgotten first).
 const MAX_SESSIONS: usize = 32;
 
-/// The admin token and the dashboard's codes and sessions.
+/// The admin token and the dashboard's codes and sessions; and the client token, which with
+/// `server.require_token` the inference endpoints need (a separate value: it is written into
+/// Claude Code's settings, and opens nothing of the admin API).
 #[derive(Debug)]
 pub struct Admin {
     token: String,
+    client: String,
     file: Option<PathBuf>,
     codes: Mutex<Vec<(String, Instant)>>,
     sessions: Mutex<VecDeque<String>>,
@@ -65,9 +68,14 @@ impl Admin {
             }
             None => random_hex(),
         };
+        let client = file
+            .and_then(|f| load_or_create(&client_token_file(f)).ok())
+            .unwrap_or_else(random_hex);
         crate::secret::remember(&token, crate::secret::Kind::Configured);
+        crate::secret::remember(&client, crate::secret::Kind::Configured);
         Admin {
             token,
+            client,
             file: file.map(Path::to_owned),
             codes: Default::default(),
             sessions: Default::default(),
@@ -77,6 +85,25 @@ impl Admin {
     /// The token (for the tray app, in-process, and for tests).
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The client token (`server.require_token`).
+    pub fn client_token(&self) -> &str {
+        &self.client
+    }
+
+    /// The header line a client sends the client token in (what Claude Code's
+    /// `ANTHROPIC_CUSTOM_HEADERS` gets).
+    pub fn client_header(&self) -> String {
+        format!("{TOKEN_HEADER}: {}", self.client)
+    }
+
+    /// An inference request carries the client token (or the admin token) in
+    /// `x-understudy-token`.
+    pub fn allows_client(&self, h: &HeaderMap) -> bool {
+        h.get(TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| same(t.trim(), &self.client) || same(t.trim(), &self.token))
     }
 
     /// The token's file, if it has one.
@@ -141,6 +168,20 @@ fn cookies<'a>(h: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str>
             let (k, v) = kv.trim().split_once('=')?;
             (k == name).then_some(v)
         })
+}
+
+/// The client token's file: `client-token` beside the admin token's.
+pub fn client_token_file(admin_file: &Path) -> PathBuf {
+    admin_file.with_file_name("client-token")
+}
+
+/// The client token's header line for a gateway whose admin token lives in `admin_file`
+/// (made if absent), for `understudy claude-code connect` and `serve --connect-claude-code`.
+pub fn client_header_for(admin_file: &Path) -> std::io::Result<String> {
+    Ok(format!(
+        "{TOKEN_HEADER}: {}",
+        load_or_create(&client_token_file(admin_file))?
+    ))
 }
 
 /// Reads the token from `file`.
@@ -265,5 +306,14 @@ mod tests {
         assert!(!a.allows(&h, true), "the token is never a session");
         h.insert(TOKEN_HEADER, HeaderValue::from_static("wrong"));
         assert!(!a.allows(&h, true));
+        // The client token opens inference only, never the admin API.
+        let mut h = HeaderMap::new();
+        h.insert(
+            TOKEN_HEADER,
+            HeaderValue::from_str(a.client_token()).unwrap(),
+        );
+        assert!(a.allows_client(&h));
+        assert!(!a.allows(&h, true));
+        assert_ne!(a.client_token(), a.token());
     }
 }

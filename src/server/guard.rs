@@ -104,10 +104,11 @@ fn authorized(st: &AppState, path: &str, admin: bool, req: &Request) -> Result<(
                 .map_or_else(|| "the gateway's memory".to_owned(), |f| f.display().to_string())
         )));
     }
-    if st.config.server.require_token && !path.starts_with("/ui") && !st.admin.allows(h, false) {
+    if st.config.server.require_token && !path.starts_with("/ui") && !st.admin.allows_client(h) {
         return Err(GatewayError::Unauthorized(format!(
-            "this gateway requires its token (server.require_token): send the {TOKEN_HEADER} header; \
-             `understudy claude-code connect` sets it up for Claude Code (ANTHROPIC_CUSTOM_HEADERS)"
+            "this gateway requires its client token (server.require_token): send it in the {TOKEN_HEADER} header \
+             (it is in the client-token file beside the admin token); `understudy claude-code connect` and the \
+             dashboard's Connect Claude Code set it up for Claude Code (ANTHROPIC_CUSTOM_HEADERS)"
         )));
     }
     Ok(())
