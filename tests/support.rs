@@ -72,7 +72,8 @@ pub fn admin_token_file() -> std::path::PathBuf {
     static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     FILE.get_or_init(|| {
         use std::os::unix::fs::OpenOptionsExt;
-        let dir = std::env::temp_dir().join(format!("understudy-tests-{}", std::process::id()));
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("understudy-tests-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("admin-token");
         let _ = std::fs::remove_file(&f);
