@@ -197,8 +197,10 @@ fn init_logging(json: bool) {
     }
 }
 
-/// mimalloc returns freed memory to the system within about a second; glibc's malloc held
-/// on to most of a burst of large requests (its mmap threshold grows with the blocks freed).
+/// jemalloc returns freed memory to the system within seconds (its background thread);
+/// glibc's malloc held on to most of a burst of large requests (its mmap threshold grows
+/// with the blocks freed).
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -705,6 +707,22 @@ async fn admin_call(
     Ok(v)
 }
 
+/// Writes `bytes` to `path`, readable by this user only from the first byte.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    opts.open(path)?.write_all(bytes)
+}
+
 /// `understudy dashboard`: a one-time signed-in link, opened in the desktop's browser.
 async fn dashboard(url: Option<String>, print: bool) -> ExitCode {
     let url = gateway_url(url);
@@ -717,9 +735,22 @@ async fn dashboard(url: Option<String>, print: bool) -> ExitCode {
     };
     let desktop =
         std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
-    if !print && desktop {
+    // The browser is handed a private file that redirects, not the link: a command line is
+    // readable by every user of the machine (/proc/PID/cmdline), and the code is a login.
+    let page = config::default_admin_token_path().map(|f| f.with_file_name("dashboard-login.html"));
+    if let (false, true, Some(page)) = (print, desktop, page) {
+        let html = format!(
+            "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={link}\"><title>Understudy</title><a href=\"{link}\">Open the dashboard</a>\n"
+        );
+        if let Err(e) = write_private(&page, html.as_bytes()) {
+            eprintln!(
+                "cannot write {} ({e}); open this link within a minute:\n{link}",
+                page.display()
+            );
+            return ExitCode::FAILURE;
+        }
         let opened = std::process::Command::new("xdg-open")
-            .arg(&link)
+            .arg(&page)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()

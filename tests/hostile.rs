@@ -873,3 +873,44 @@ async fn require_token_guards_inference_with_a_token_that_never_goes_upstream() 
         .unwrap();
     assert_eq!(r.status(), 401, "the client token is not the admin token");
 }
+
+/// An answer that opens with a tool call whose input streams for longer than
+/// `timeouts.first_content` is not cut: the answer is under way once its block starts, though
+/// the commit point is the whole tool call.
+#[tokio::test]
+async fn a_tool_call_streaming_past_the_first_content_limit_is_not_cut() {
+    let url = hostile(|mut s, _| async move {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        let ev = |name: &str, data: String| format!("event: {name}\ndata: {data}\n\n");
+        let mut out = String::from(head);
+        out += &ev("message_start", r#"{"type":"message_start","message":{"id":"msg_t","type":"message","role":"assistant","content":[],"model":"m","usage":{"input_tokens":5,"output_tokens":1}}}"#.into());
+        out += &ev("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"write","input":{}}}"#.into());
+        let _ = s.write_all(out.as_bytes()).await;
+        let parts = ["{\"path\":", " \"a.txt\",", " \"text\":", " \"hello\"}"];
+        for p in parts {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let d = serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":p}});
+            let _ = s.write_all(ev("content_block_delta", d.to_string()).as_bytes()).await;
+        }
+        let mut end = ev("content_block_stop", r#"{"type":"content_block_stop","index":0}"#.into());
+        end += &ev("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":9}}"#.into());
+        end += &ev("message_stop", r#"{"type":"message_stop"}"#.into());
+        let _ = s.write_all(end.as_bytes()).await;
+    })
+    .await;
+    let toml = format!(
+        "[providers.slow]\nkind = \"anthropic\"\nbase_url = \"{url}\"\npassthrough_auth = \"{url}\"\ncontinuation = \"off\"\n\
+         timeouts = {{ first_content = \"1s\", idle = \"2s\" }}\n\
+         [[routes]]\nmodel = \"claude-*\"\nbackends = [\"slow\"]\n"
+    );
+    let h = start_config(MockCloud::start().await, &toml).await;
+    let r = post(&h.url, "/v1/messages", &anthropic_body(true)).await;
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("\"stop_reason\":\"tool_use\"") && text.contains("hello"),
+        "{text}"
+    );
+    assert!(!text.contains("event: error"), "{text}");
+}

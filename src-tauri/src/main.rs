@@ -73,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
 
 /// The gateway's allocator, as in the `understudy` binary: it gives memory back after a burst
 /// of large requests (glibc's malloc kept most of it).
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

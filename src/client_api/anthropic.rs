@@ -138,6 +138,9 @@ pub struct StreamInspector {
     /// not empty, or a whole block (a tool call is held until its block stops). An empty
     /// block start is not it: a stream that breaks after one can still go to another backend.
     pub content: bool,
+    /// A block has started: the answer is under way (the first-content timer stops; a tool
+    /// call's input may stream for minutes before its block is whole).
+    pub started: bool,
     /// The index of the tool_use block in progress.
     pub tool_open: Option<u64>,
     /// Tokens reported so far.
@@ -166,6 +169,7 @@ impl StreamInspector {
                 }
             }
             "content_block_start" => {
+                self.started = true;
                 if let Some(i) = ev.index {
                     self.open_blocks.insert(i);
                     if ev.content_block.is_some_and(|b| b.ty == "tool_use") {

@@ -270,6 +270,15 @@ impl Inspector {
         }
     }
 
+    /// True once the answer is under way (Anthropic: a block started; OpenAI: content): the
+    /// first-content timer stops then, though the commit point may come later.
+    pub fn has_started(&self) -> bool {
+        match self {
+            Inspector::Anthropic(i) => i.started || i.content,
+            Inspector::OpenAi(i) => i.content,
+        }
+    }
+
     /// True while a tool call is in progress: its frames are held until it is whole.
     pub fn in_tool(&self) -> bool {
         match self {

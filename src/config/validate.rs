@@ -259,7 +259,7 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
     if key.is_none()
         && !passthrough_auth
         && kind != ProviderKind::Local
-        && p.passthrough_auth.is_none()
+        && matches!(p.passthrough_auth, None | Some(RawPassthrough::Bool(false)))
     {
         issues.add(
             at("api_key_env"),

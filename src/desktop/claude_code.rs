@@ -66,13 +66,32 @@ struct Marker {
     headers: Option<HeadersMark>,
 }
 
-/// What [`Marker::headers`] records.
+/// What [`Marker::headers`] records: never the token itself (the marker is an ordinary file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct HeadersMark {
-    /// The value we wrote.
-    written: String,
-    /// The value before (None: it was not set).
+    /// SHA-256 of the value we wrote, to tell whether it is still ours.
+    written_sha256: String,
+    /// The value before (None: it was not set), without any line of ours.
     previous: Option<String>,
+}
+
+/// SHA-256 of `text`, hex.
+fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// `value` without the gateway's token lines (a value the user edited after we wrote it).
+fn without_ours(value: &str) -> Option<String> {
+    let kept: Vec<&str> = value
+        .lines()
+        .filter(|l| {
+            !l.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("x-understudy-token:")
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("\n"))
 }
 
 /// The key Claude Code reads extra request headers from (`Name: Value` lines).
@@ -121,7 +140,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     ));
     {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        // Private until it takes the original's mode: it may hold a credential.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = opts.open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -199,17 +224,19 @@ pub fn connect_with(
     };
     let current_headers = env_value(&settings, HEADERS_KEY);
     // What the headers key held before us: the old mark's, if our value is still there.
-    let headers_before = match old.as_ref().and_then(|m| m.headers.as_ref()) {
-        Some(h) if ours && current_headers.as_deref() == Some(h.written.as_str()) => {
-            h.previous.clone()
-        }
-        _ => current_headers.clone(),
+    let still_ours = |h: &HeadersMark| {
+        current_headers.as_deref().map(sha256).as_deref() == Some(h.written_sha256.as_str())
     };
-    let headers = header.map(|line| HeadersMark {
-        written: match headers_before.as_deref() {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}\n{line}"),
-            _ => line.to_owned(),
-        },
+    let headers_before = match old.as_ref().and_then(|m| m.headers.as_ref()) {
+        Some(h) if ours && still_ours(h) => h.previous.clone(),
+        _ => current_headers.as_deref().and_then(without_ours),
+    };
+    let written = header.map(|line| match headers_before.as_deref() {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}\n{line}"),
+        _ => line.to_owned(),
+    });
+    let headers = written.as_ref().map(|w| HeadersMark {
+        written_sha256: sha256(w),
         previous: headers_before.clone(),
     });
     let marker = Marker {
@@ -235,8 +262,8 @@ pub fn connect_with(
         ));
     }
     env[KEY] = Value::String(url.to_owned());
-    match (&headers, &headers_before) {
-        (Some(h), _) => env[HEADERS_KEY] = Value::String(h.written.clone()),
+    match (&written, &headers_before) {
+        (Some(w), _) => env[HEADERS_KEY] = Value::String(w.clone()),
         (None, Some(prev)) => env[HEADERS_KEY] = Value::String(prev.clone()),
         (None, None) => {
             if let Some(env) = env.as_object_mut() {
@@ -244,14 +271,15 @@ pub fn connect_with(
             }
         }
     }
-    write_json(&p.settings, &settings)?;
+    // A file about to hold a credential is the owner's only before it does (the rewrite
+    // keeps the mode it finds, and a new file starts private).
     #[cfg(unix)]
-    if headers.is_some() {
+    if headers.is_some() && p.settings.exists() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p.settings, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::Io(p.settings.clone(), e))?;
     }
-    Ok(())
+    write_json(&p.settings, &settings)
 }
 
 /// `env.NAME` of the settings, as a string.
@@ -275,7 +303,12 @@ pub fn disconnect(p: &Paths) -> Result<bool, Error> {
             let env = obj.get_mut("env").and_then(Value::as_object_mut);
             let env = match (env, &marker.headers) {
                 (Some(env), Some(h))
-                    if env.get(HEADERS_KEY).and_then(Value::as_str) == Some(h.written.as_str()) =>
+                    if env
+                        .get(HEADERS_KEY)
+                        .and_then(Value::as_str)
+                        .map(sha256)
+                        .as_deref()
+                        == Some(h.written_sha256.as_str()) =>
                 {
                     match &h.previous {
                         Some(prev) => {
@@ -410,6 +443,28 @@ mod tests {
         let v = read(&p.settings);
         assert_eq!(v["env"]["ANTHROPIC_CUSTOM_HEADERS"], "X-Team: blue");
         assert!(v["env"].get("ANTHROPIC_BASE_URL").is_none());
+        // The marker (an ordinary file) never holds the token.
+        connect_with(&p, "http://127.0.0.1:8723", Some(1), Some(line)).unwrap();
+        assert!(!std::fs::read_to_string(&p.marker)
+            .unwrap()
+            .contains("abc123"));
+        // The user edits the key meanwhile: connecting again does not add the line twice, and
+        // disconnecting leaves no line of ours in what was theirs.
+        let mut v = read(&p.settings);
+        v["env"]["ANTHROPIC_CUSTOM_HEADERS"] =
+            "X-Team: blue\nx-understudy-token: abc123\nX-More: 1".into();
+        std::fs::write(&p.settings, v.to_string()).unwrap();
+        connect_with(&p, "http://127.0.0.1:8723", Some(1), Some(line)).unwrap();
+        let h = read(&p.settings)["env"]["ANTHROPIC_CUSTOM_HEADERS"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(h.matches("x-understudy-token").count(), 1, "{h}");
+        disconnect(&p).unwrap();
+        assert_eq!(
+            read(&p.settings)["env"]["ANTHROPIC_CUSTOM_HEADERS"],
+            "X-Team: blue\nX-More: 1"
+        );
         // With no header of the user's, the key goes away again.
         std::fs::write(&p.settings, "{}").unwrap();
         connect_with(&p, "http://127.0.0.1:8723", None, Some(line)).unwrap();

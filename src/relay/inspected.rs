@@ -92,6 +92,16 @@ impl Inspected {
         self.splitter.buffered()
     }
 
+    /// The answer is under way (the first-content timer stops).
+    pub(crate) fn has_started(&self) -> bool {
+        self.inspector.has_started()
+    }
+
+    /// Bytes of a tool call held until it is whole.
+    pub(crate) fn held(&self) -> usize {
+        self.held.as_ref().map_or(0, BytesMut::len)
+    }
+
     pub(crate) fn has_content(&self) -> bool {
         self.inspector.has_content()
     }

@@ -131,7 +131,23 @@ impl Pipe {
         }
     }
 
-    /// Content has started (the first-content limit no longer applies).
+    /// The answer is under way: the first-content limit no longer applies.
+    fn has_started(&self) -> bool {
+        match self {
+            Pipe::Passthrough(p) => p.has_started(),
+            Pipe::Translated(p) => p.has_content(),
+        }
+    }
+
+    /// A passthrough's tool call held until it is whole, in bytes.
+    fn held(&self) -> usize {
+        match self {
+            Pipe::Passthrough(p) => p.held(),
+            Pipe::Translated(_) => 0,
+        }
+    }
+
+    /// Content has started (the commit point, for a passthrough).
     fn has_content(&self) -> bool {
         match self {
             Pipe::Passthrough(p) => p.has_content(),
@@ -290,7 +306,7 @@ impl Stream {
             self.deadline,
             self.last_upstream,
             idle,
-            (!self.pipe.has_content()).then_some(self.first_content_by),
+            (!self.pipe.has_started()).then_some(self.first_content_by),
         );
         let ping_at = self.last_sent + self.keepalive;
         let wait_until = if pings {
@@ -341,7 +357,7 @@ impl Stream {
                 "max_upstream_event_bytes",
             ));
         }
-        if self.unsent > limits.body {
+        if self.unsent > limits.body || self.pipe.held() > limits.body {
             return Err(super::attempt::oversize(
                 &self.provider,
                 "answer held back from the client",
@@ -454,6 +470,7 @@ impl Stream {
                 Some(e) => Err(e),
                 None => self.step(&mut out, true).await,
             };
+            let keepalive = matches!(step, Ok(Step::KeepAlive));
             match step {
                 Ok(Step::KeepAlive) => {
                     out.extend_from_slice(&self.pipe.dialect().keepalive());
@@ -469,7 +486,10 @@ impl Stream {
             }
             if !out.is_empty() {
                 self.last_sent = Instant::now();
-                self.unsent = 0;
+                // Our own keep-alive sends nothing of what is held.
+                if !keepalive {
+                    self.unsent = 0;
+                }
                 return Some(out.freeze());
             }
         }

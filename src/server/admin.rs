@@ -74,7 +74,15 @@ struct Login {
 
 /// Spends a one-time code: a session cookie (`HttpOnly`, `SameSite=Strict`) and a redirect to
 /// the page; an unknown, used or expired code is a 403 page that says how to get a new one.
-async fn login(State(st): State<Arc<AppState>>, Query(q): Query<Login>) -> Response {
+async fn login(
+    State(st): State<Arc<AppState>>,
+    method: http::Method,
+    Query(q): Query<Login>,
+) -> Response {
+    // A HEAD (a link preview, a prefetch) must not spend the code.
+    if method == http::Method::HEAD {
+        return StatusCode::NO_CONTENT.into_response();
+    }
     let Some(session) = q.code.as_deref().and_then(|c| st.admin.redeem(c)) else {
         let mut resp = (
             StatusCode::FORBIDDEN,

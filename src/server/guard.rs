@@ -115,7 +115,8 @@ fn authorized(st: &AppState, path: &str, admin: bool, req: &Request) -> Result<(
 }
 
 /// What an inference request holds while it is worked on: its place among
-/// `server.max_in_flight`, and its body's share of `server.max_request_memory`.
+/// `server.max_in_flight`, and its body's share of `server.max_request_memory` (a body of
+/// unknown length, chunked, is counted at the largest a body may be).
 struct Ticket {
     _place: tokio::sync::OwnedSemaphorePermit,
     _memory: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -148,9 +149,6 @@ impl axum::body::HttpBody for Held {
     }
 }
 
-/// A body of unknown length (chunked) is counted as this much until it is read.
-const CHUNKED_BODY_KIB: u32 = 4 * 1024;
-
 /// An inference request gets a [`Ticket`], or, past a limit, a 503 at once (an Anthropic
 /// client reads it as `overloaded_error` and retries; nothing was sent upstream).
 fn admit(
@@ -178,7 +176,7 @@ fn admit(
     let kib = match declared {
         Some(n) => u32::try_from((n * factor).div_ceil(1024)).unwrap_or(u32::MAX),
         None if req.method() == http::Method::GET => 0,
-        None => CHUNKED_BODY_KIB * factor as u32,
+        None => u32::try_from((server.max_body_bytes * factor).div_ceil(1024)).unwrap_or(u32::MAX),
     };
     let memory = if kib == 0 {
         None

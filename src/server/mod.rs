@@ -250,14 +250,19 @@ async fn accept_loop(
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let mut stop_waiting = stop.clone();
         tokio::spawn(async move {
             // Until a first byte arrives hyper is still telling HTTP/1 from HTTP/2, and no
-            // header timer runs: a connection that never sends one is closed here.
+            // header timer runs: a connection that never sends one is closed here, and at
+            // once on shutdown (a browser's preconnect must not hold the shutdown up).
             let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(conn.header_timeout, tcp.peek(&mut first)).await,
-                Ok(Ok(1..))
-            ) {
+            let spoke = tokio::select! {
+                r = tokio::time::timeout(conn.header_timeout, tcp.peek(&mut first)) => {
+                    matches!(r, Ok(Ok(1..)))
+                }
+                () = stopped(&mut stop_waiting) => false,
+            };
+            if !spoke {
                 drop(slot);
                 return;
             }
