@@ -707,22 +707,6 @@ async fn admin_call(
     Ok(v)
 }
 
-/// Writes `bytes` to `path`, readable by this user only from the first byte.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        opts.mode(0o600);
-        if path.exists() {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        }
-    }
-    opts.open(path)?.write_all(bytes)
-}
-
 /// `understudy dashboard`: a one-time signed-in link, opened in the desktop's browser.
 async fn dashboard(url: Option<String>, print: bool) -> ExitCode {
     let url = gateway_url(url);
@@ -742,7 +726,8 @@ async fn dashboard(url: Option<String>, print: bool) -> ExitCode {
         let html = format!(
             "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={link}\"><title>Understudy</title><a href=\"{link}\">Open the dashboard</a>\n"
         );
-        if let Err(e) = write_private(&page, html.as_bytes()) {
+        // Written as Claude Code's settings are: a temp file made 0600, renamed over.
+        if let Err(e) = understudy::desktop::claude_code::write_atomically(&page, html.as_bytes()) {
             eprintln!(
                 "cannot write {} ({e}); open this link within a minute:\n{link}",
                 page.display()
