@@ -5,8 +5,16 @@
 //! Replies are queued (first in, first out); with the queue empty it answers like a healthy
 //! provider. Control over HTTP, for tests written in other languages:
 //! `POST /_mock/replies` (a JSON array of [`Reply`]), `GET /_mock/requests`,
+//! `GET /_mock/hits` (requests per `METHOD /path`, model lists included),
 //! `POST /_mock/gates/NAME` (opens a gate), `POST /_mock/restate` (a [`Restate`]),
-//! `POST /_mock/reset`.
+//! `POST /_mock/keys` (`{"reject": [KEY, …]}`), `POST /_mock/reset`.
+//!
+//! Keys and model lists are answered as the real APIs answer them: a key on the rejected list
+//! gets the dialect's own refusal on every path (Anthropic 401 `authentication_error`
+//! "invalid x-api-key", protocol.md §1.6; OpenAI 401 `invalid_api_key`; Gemini 400
+//! `INVALID_ARGUMENT` with reason `API_KEY_INVALID`, which is not a 401), and a model list
+//! asked without any credential gets the 401 those APIs give. Model lists (what health checks
+//! ask, at any time) never take a scripted reply and are not in `requests`, only in `hits`.
 //!
 //! Unscripted chat answers behave as today's providers do with a continuation (protocol.md
 //! §1.9): Claude 4.6+ and the Claude 5 family refuse an assistant prefill with Anthropic's
@@ -243,6 +251,10 @@ struct Inner {
     /// Unscripted requests seen, and unscripted stream requests seen: what picks the failing
     /// and the truncated ones.
     seen: Mutex<(u64, u64)>,
+    /// Requests per `METHOD /path` (no query), model lists and refused keys included.
+    hits: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Keys refused as invalid.
+    rejected_keys: Mutex<HashSet<String>>,
 }
 
 /// How the mock's unscripted replies behave: a healthy provider by default; for benchmarks a
@@ -493,9 +505,20 @@ impl MockCloud {
         self.inner.replies.lock().expect("lock").push_back(reply);
     }
 
-    /// Every request received so far.
+    /// Every request received so far, but model lists (see [`MockCloud::hits`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.inner.requests.lock().expect("lock").clone()
+    }
+
+    /// Requests per `METHOD /path` (no query) so far, model lists included.
+    pub fn hits(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner.hits.lock().expect("lock").clone()
+    }
+
+    /// Refuses these keys from now on, as each API refuses an invalid key.
+    pub fn reject_keys(&self, keys: &[&str]) {
+        let mut set = self.inner.rejected_keys.lock().expect("lock");
+        set.extend(keys.iter().map(|k| (*k).to_owned()));
     }
 
     /// Opens a gate: chunks waiting on it are sent.
@@ -612,6 +635,29 @@ async fn serve_conn(mut sock: TcpStream, inner: Arc<Inner>) {
             }
             continue;
         }
+        let path = head.path.split('?').next().unwrap_or("").to_owned();
+        *inner
+            .hits
+            .lock()
+            .expect("lock")
+            .entry(format!("{} {path}", head.method))
+            .or_default() += 1;
+        let listing = head.method == "GET" && path.ends_with("/models");
+        if let Some(reply) = credentials_refused(&inner, &head, listing) {
+            if write_reply(&mut sock, &inner, reply).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if listing {
+            if write_reply(&mut sock, &inner, model_list(&head))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         let profile = inner.profile.lock().expect("lock").clone();
         if profile.record {
             inner.requests.lock().expect("lock").push(RecordedRequest {
@@ -658,6 +704,19 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
             200,
             &serde_json::to_value(&*inner.requests.lock().expect("lock")).expect("serializes"),
         ),
+        ("GET", "hits") => Reply::json(
+            200,
+            &serde_json::to_value(&*inner.hits.lock().expect("lock")).expect("serializes"),
+        ),
+        ("POST", "keys") => match serde_json::from_str::<serde_json::Value>(body) {
+            Ok(v) => {
+                let keys = v["reject"].as_array().cloned().unwrap_or_default();
+                let mut set = inner.rejected_keys.lock().expect("lock");
+                set.extend(keys.iter().filter_map(|k| k.as_str().map(str::to_owned)));
+                ok()
+            }
+            Err(e) => Reply::json(400, &serde_json::json!({"error": e.to_string()})),
+        },
         ("POST", "restate") => match serde_json::from_str::<Restate>(body) {
             Ok(r) => {
                 inner.profile.lock().expect("lock").restate = r;
@@ -672,6 +731,8 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
             inner.gates.lock().expect("lock").clear();
             *inner.stats.lock().expect("lock") = Stats::default();
             *inner.seen.lock().expect("lock") = (0, 0);
+            inner.hits.lock().expect("lock").clear();
+            inner.rejected_keys.lock().expect("lock").clear();
             ok()
         }
         ("POST", p) if p.starts_with("gates/") => {
@@ -843,6 +904,109 @@ fn remaining_parts(all: &[String], prefill: &str) -> Vec<String> {
     }
 }
 
+/// The credential a request carries: Anthropic's `x-api-key`, a bearer token (OpenAI, and
+/// Anthropic's OAuth logins), Gemini's `x-goog-api-key` or `?key=`.
+fn credential(head: &Head) -> Option<String> {
+    let get = |n: &str| {
+        head.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+    };
+    get("x-api-key")
+        .or_else(|| get("x-goog-api-key"))
+        .or_else(|| {
+            get("authorization").map(|v| v.strip_prefix("Bearer ").unwrap_or(&v).to_owned())
+        })
+        .or_else(|| {
+            let query = head.path.split_once('?')?.1;
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("key=").map(str::to_owned))
+        })
+        .filter(|k| !k.is_empty())
+}
+
+/// The API a request is for, by its path and headers: `anthropic`, `gemini` or `openai`.
+fn api_of(head: &Head) -> &'static str {
+    if head.path.contains("/v1beta/") {
+        "gemini"
+    } else if head.headers.iter().any(|(k, _)| k == "anthropic-version")
+        || head
+            .path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .ends_with("/v1/messages")
+        || head.headers.iter().any(|(k, _)| k == "x-api-key")
+    {
+        "anthropic"
+    } else {
+        "openai"
+    }
+}
+
+/// The refusal a request gets for its credential: a key on the rejected list, anywhere; no
+/// credential at all, on a model list (chat without one is left to the scripts: the tests of
+/// passed-through logins send their own).
+fn credentials_refused(inner: &Inner, head: &Head, listing: bool) -> Option<Reply> {
+    let key = credential(head);
+    let rejected = key
+        .as_ref()
+        .is_some_and(|k| inner.rejected_keys.lock().expect("lock").contains(k));
+    let missing = listing && key.is_none();
+    if !(rejected || missing) {
+        return None;
+    }
+    Some(match (api_of(head), rejected) {
+        ("anthropic", true) => Reply::json(
+            401,
+            &anthropic::error("authentication_error", "invalid x-api-key"),
+        ),
+        ("anthropic", false) => Reply::json(
+            401,
+            &anthropic::error("authentication_error", "x-api-key header is required"),
+        ),
+        ("gemini", true) => Reply::json(
+            400,
+            &serde_json::json!({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
+                "status": "INVALID_ARGUMENT", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID", "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"}}]}}),
+        ),
+        ("gemini", false) => Reply::json(
+            403,
+            &serde_json::json!({"error": {"code": 403, "message": "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+                "status": "PERMISSION_DENIED"}}),
+        ),
+        (_, true) => Reply::json(
+            401,
+            &serde_json::json!({"error": {"message": "Incorrect API key provided: sk-***. You can find your API key at https://platform.openai.com/account/api-keys.",
+                "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
+        ),
+        (_, false) => Reply::json(
+            401,
+            &serde_json::json!({"error": {"message": "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                "type": "invalid_request_error", "param": null, "code": null}}),
+        ),
+    })
+}
+
+/// A model list in the API's own shape (Anthropic's `{data: [{type: "model", …}],
+/// has_more}`, Gemini's `{models: […]}`, OpenAI's `{object: "list", …}`).
+fn model_list(head: &Head) -> Reply {
+    let v = match api_of(head) {
+        "anthropic" => serde_json::json!({"data": [{"type": "model", "id": "claude-sonnet-4-5",
+            "display_name": "Claude Sonnet 4.5", "created_at": "2025-09-29T00:00:00Z"}],
+            "has_more": false, "first_id": "claude-sonnet-4-5", "last_id": "claude-sonnet-4-5"}),
+        "gemini" => serde_json::json!({"models": [{"name": "models/gemini-2.5-flash",
+            "displayName": "Gemini 2.5 Flash", "supportedGenerationMethods": ["generateContent"]}]}),
+        _ => serde_json::json!({"object": "list", "data": [{"id": "mock-model", "object": "model",
+            "created": 0, "owned_by": "mock"}]}),
+    };
+    Reply::json(200, &v)
+}
+
 /// What a healthy provider answers to everything but chat.
 fn healthy_reply(head: &Head, body: &str) -> Reply {
     let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
@@ -883,10 +1047,6 @@ fn healthy_reply(head: &Head, body: &str) -> Reply {
                 )
             }
         }
-        ("GET", p) if p.ends_with("/models") => Reply::json(
-            200,
-            &serde_json::json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "created": 0, "owned_by": "mock"}]}),
-        ),
         _ => Reply::json(
             404,
             &anthropic::error("not_found_error", &format!("mock: no route {path}")),
@@ -899,6 +1059,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         429 => "Too Many Requests",
         500 => "Internal Server Error",

@@ -52,6 +52,14 @@ class Mock:
     def reset(self):
         self._call("POST", "/_mock/reset", {})
 
+    def hits(self):
+        """Requests per `METHOD /path`, model lists (what health checks ask) included."""
+        return self._call("GET", "/_mock/hits")
+
+    def reject_keys(self, *keys):
+        """Refuses these keys from now on, as the real API refuses an invalid key."""
+        self._call("POST", "/_mock/keys", {"reject": list(keys)})
+
     def restate(self, words, newline=False):
         """What a model asked to continue by instruction restates first (until reset)."""
         self._call("POST", "/_mock/restate", {"words": words, "newline": newline})
