@@ -30,6 +30,8 @@ pub enum FailureKind {
     Status(u16),
     /// The upstream sent more than the gateway holds for one answer (`server.max_upstream_*`).
     Oversize,
+    /// The local model's worker process died (a signal, an abort) while answering.
+    Crashed,
 }
 
 impl FailureKind {
@@ -47,6 +49,7 @@ impl FailureKind {
             FailureKind::Malformed => "malformed",
             FailureKind::Status(_) => "status",
             FailureKind::Oversize => "oversize",
+            FailureKind::Crashed => "crashed",
         }
     }
 
@@ -156,6 +159,7 @@ impl GatewayError {
             GatewayError::Unavailable(_) => 503,
             GatewayError::Upstream(e) => match e.kind {
                 FailureKind::Status(s) => s,
+                FailureKind::Crashed => 500,
                 k if k.is_timeout() => 504,
                 _ => 502,
             },

@@ -805,9 +805,17 @@ async fn status(url: Option<String>, json: bool) -> ExitCode {
                     )
                 })
                 .collect();
-            if backends.is_empty() {
-                line.push_str("no requests yet");
-            } else {
+            // What is known of it first (never "healthy" unchecked), then its backends.
+            match serde_json::from_value::<understudy::telemetry::status::ProviderStatus>(p.clone())
+            {
+                Ok(p) => line.push_str(&p.state_words()),
+                Err(_) => line.push_str(&s(&p["health"])),
+            }
+            if let Some(c) = p["check"].as_object() {
+                line.push_str(&format!(" · checked: {}", s(&c["detail"])));
+            }
+            if !backends.is_empty() {
+                line.push_str(" · ");
                 line.push_str(&backends.join(", "));
             }
         }

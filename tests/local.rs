@@ -265,6 +265,24 @@ async fn a_worker_killed_mid_answer_is_an_explicit_error_and_the_next_request_wo
         String::from_utf8_lossy(&got).contains("SIGKILL"),
         "the client hears the reason too"
     );
+    // The feed (and the journal, which keeps the same entry) says what happened: a crash,
+    // with why, not an upstream "status".
+    let feed = crate::support::get_json(&h.url, "/api/requests").await;
+    let entry = &feed["requests"][0];
+    let last = entry["attempts"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(entry["outcome"], "crashed", "{entry}");
+    assert_eq!(last["outcome"], "crashed", "{entry}");
+    let detail = last["detail"].as_str().unwrap();
+    assert!(detail.contains("SIGKILL"), "{entry}");
+    assert_eq!(
+        understudy::telemetry::entry::outcome_words("crashed", Some(detail)),
+        "local model crashed, SIGKILL"
+    );
     let v = short_answer(&h.url).await;
     assert!(v["content"].is_array(), "the worker restarted: {v}");
     assert_eq!(local_status(&h.url).await["state"], "ready");

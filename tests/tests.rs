@@ -1,6 +1,9 @@
 //! Integration tests: real HTTP over loopback between a client, the gateway and the mock cloud.
 //! One binary, a module per area (`cargo test --features testing --test tests MODULE::`).
 
+/// Health known without traffic: model-list checks at start and while idle, a rejected key
+/// and an unreachable provider before any request, recovery noticed with no client traffic.
+mod checks;
 /// The real `understudy` binary as a subprocess: config check, zero config, SIGTERM and
 /// `kill -9` (journal, Claude Code's settings), keys absent from a trace log.
 mod cli;

@@ -83,13 +83,25 @@ function sparkline(points) {
   return svg;
 }
 
-function providerHealth(p, s) {
-  if (p.kind === "local") return "local";
-  if (p.backends.some((b) => b.breaker === "open")) return "failing";
-  if (p.backends.some((b) => b.breaker === "half_open")) return "recovering";
-  if (s.offline) return "failing";
-  if (!p.backends.length) return "idle";
-  return "healthy";
+// What is known of a provider, as the gateway judged it (`health` in /api/status: never
+// "healthy" on no evidence), in words.
+const HEALTH_WORDS = {
+  unknown: "not checked yet", reachable: "reachable", healthy: "healthy",
+  key_rejected: "key rejected", unreachable: "unreachable", offline: "offline",
+  failing: "failing", recovering: "on trial", local: "local",
+};
+
+function providerHealth(p) {
+  return p.health || (p.kind === "local" ? "local" : "unknown");
+}
+
+// The evidence behind it: the last check (what it saw) and the last real request, with when.
+function evidence(p) {
+  const lines = [];
+  if (p.check) lines.push(el("div", { class: "check", "data-reach": p.check.reach }, `checked ${time(p.check.at_ms)}: ${p.check.detail}`));
+  if (p.last_request) lines.push(el("div", { class: "muted" }, `last request ${time(p.last_request.at_ms)}${p.last_request.ok ? "" : " (failed)"}`));
+  if (p.kind !== "local" && !p.check && !p.last_request) lines.push(el("div", { class: "muted" }, "no check and no request yet"));
+  return lines;
 }
 
 function renderHeader(s) {
@@ -123,8 +135,8 @@ function renderTotals(s) {
 
 function renderProviders(s) {
   const cards = s.providers.map((p) => {
-    const health = providerHealth(p, s);
-    const words = { healthy: "healthy", failing: "failing", recovering: "on trial", local: "local", idle: "no requests yet" }[health];
+    const health = providerHealth(p);
+    const words = health === "reachable" && !p.last_request ? "reachable, no requests yet" : (HEALTH_WORDS[health] || health);
     const backends = p.backends.map((b) => {
       const st = b.stats || {};
       const classes = Object.entries(st.errors_by_class || {}).map(([k, v]) => `${k} ×${v}`).join(", ");
@@ -142,7 +154,8 @@ function renderProviders(s) {
     });
     return el("div", { class: "card", "data-provider": p.name, "data-health": health },
       el("h4", {}, el("span", {}, p.name, el("span", { class: "muted" }, ` · ${p.kind}`)), el("span", { class: "state" }, words)),
-      backends.length ? backends : el("div", { class: "muted" }, "no requests yet"));
+      evidence(p),
+      backends);
   });
   $("#providers").replaceChildren(...cards);
 }
@@ -150,13 +163,44 @@ function renderProviders(s) {
 // Who wrote which part: a backend that continued a broken answer says how it was asked to.
 const METHOD = { prefill: "continued from where it stopped", instruct: "continued by instruction" };
 
+// An outcome in words, as the gateway words it (telemetry::entry::outcome_words): "local model
+// crashed, SIGILL", "key rejected, HTTP 401", "offline", never a bare class.
+const OUTCOME_WORDS = {
+  offline: "offline", connect: "unreachable", truncated: "cut off mid-answer",
+  first_byte_timeout: "no answer in time", first_content_timeout: "no content in time",
+  idle_timeout: "stalled", total_timeout: "took too long", transport: "connection broke",
+  malformed: "malformed answer", oversize: "answer too large", client_disconnected: "client left",
+  status: "upstream error",
+};
+function outcomeWords(outcome, detail) {
+  if (outcome === "crashed") {
+    const sig = detail && (detail.match(/\bSIG[A-Z]+\b/) || [])[0];
+    return sig ? `local model crashed, ${sig}` : "local model crashed";
+  }
+  const http = /^http_(\d+)$/.exec(outcome);
+  if (http) {
+    const code = http[1];
+    if (code === "401" || code === "403") return `key rejected, HTTP ${code}`;
+    if (code === "429") return "rate limited, HTTP 429";
+    if (code === "529") return "overloaded, HTTP 529";
+    return `HTTP ${code}`;
+  }
+  return OUTCOME_WORDS[outcome] || outcome.replaceAll("_", " ");
+}
+
 function pathOf(e) {
   return e.attempts.map((a) => {
     const notes = [];
     if (a.continuation) notes.push(METHOD[a.continuation] || `continued (${a.continuation})`);
-    if (a.outcome !== "complete") notes.push(a.outcome);
+    if (a.outcome !== "complete") notes.push(outcomeWords(a.outcome, a.detail));
     return notes.length ? `${a.backend} (${notes.join(", ")})` : a.backend;
   }).join(" → ");
+}
+
+// Why the request's last attempt failed, in the gateway's words.
+function lastDetail(e) {
+  const a = e.attempts[e.attempts.length - 1];
+  return (a && a.detail) || "";
 }
 
 function renderFeed() {
@@ -171,9 +215,9 @@ function renderFeed() {
       el("td", {}, e.served_by || "–",
         failover ? el("span", { class: "tag failover" }, "failed over") : null,
         e.continued ? el("span", { class: "tag continued" }, "continued") : null,
-        failed ? el("span", { class: "tag failed" }, e.outcome) : null),
+        failed ? el("span", { class: "tag failed", title: lastDetail(e) }, outcomeWords(e.outcome, lastDetail(e))) : null),
       el("td", { class: "muted" }, pathOf(e)),
-      el("td", {}, e.outcome),
+      el("td", { title: lastDetail(e) }, failed ? outcomeWords(e.outcome, lastDetail(e)) : e.outcome),
       el("td", {}, `${num(e.input_tokens)} / ${num(e.output_tokens)}`),
       el("td", {}, Math.round(e.duration_ms)));
   });
@@ -256,7 +300,7 @@ async function loadModels() {
 
 async function loadConfig() {
   const c = await api("GET", "/api/config");
-  $("#config-path").textContent = c.zero_config ? `Running on zero config; saving writes ${c.path}` : `File: ${c.path}`;
+  $("#config-path").textContent = c.zero_config ? `Running on zero config, shown below as the file it amounts to; saving writes ${c.path}` : `File: ${c.path}`;
   $("#config-text").value = c.text;
 }
 
@@ -307,7 +351,7 @@ function listen() {
     renderFeed();
     refresh();
   });
-  for (const name of ["breaker", "network", "local", "pause"]) es.addEventListener(name, refresh);
+  for (const name of ["breaker", "network", "check", "local", "pause"]) es.addEventListener(name, refresh);
   es.addEventListener("model_pull", (ev) => {
     const p = JSON.parse(ev.data);
     if (state.models) {

@@ -1,7 +1,7 @@
-//! The tray's five icons, drawn in code (no image files to keep in step with the states): a
+//! The tray's six icons, drawn in code (no image files to keep in step with the states): a
 //! coloured disc with a white glyph, so the states differ in shape as well as colour —
 //! healthy ✓ green, degraded ! amber, local-only a down arrow into a tray (answers come from
-//! this machine) blue, down ✕ red, paused ‖ grey.
+//! this machine) blue, down ✕ red, paused ‖ grey, not checked yet … slate.
 
 use understudy::desktop::tray::Icon;
 
@@ -38,6 +38,16 @@ fn glyph(icon: Icon) -> (&'static [u8; 3], Vec<Seg>, f32) {
             &[0xb4, 0x23, 0x18],
             vec![((21.0, 21.0), (43.0, 43.0)), ((43.0, 21.0), (21.0, 43.0))],
             6.5,
+        ),
+        // Not checked yet: a slate disc with three dots ("…"), nothing claimed.
+        Icon::Unknown => (
+            &[0x47, 0x55, 0x69],
+            vec![
+                ((19.0, 32.0), (19.0, 32.5)),
+                ((32.0, 32.0), (32.0, 32.5)),
+                ((45.0, 32.0), (45.0, 32.5)),
+            ],
+            9.0,
         ),
         Icon::Paused => (
             &[0x66, 0x70, 0x85],
@@ -88,8 +98,9 @@ pub fn rgba(icon: Icon) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    const ALL: [Icon; 5] = [
+    const ALL: [Icon; 6] = [
         Icon::Healthy,
+        Icon::Unknown,
         Icon::Degraded,
         Icon::LocalOnly,
         Icon::Down,

@@ -11,6 +11,7 @@ mod paths;
 mod raw;
 mod validate;
 mod zero;
+pub use zero::render as zero_config_text;
 
 pub use paths::{
     chosen_file, chosen_path, default_admin_token_path, default_engine_modes_path,
@@ -421,6 +422,9 @@ pub struct BreakerConfig {
     pub open_max: Duration,
     /// While open, probe the backend (a token-free model list) this often.
     pub probe_interval: Duration,
+    /// Check each cloud provider (the same token-free model list) at start and about this
+    /// often (a third either way) while it has no traffic; zero: only while a breaker is open.
+    pub check_interval: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -433,6 +437,7 @@ impl Default for BreakerConfig {
             open_base: Duration::from_secs(5),
             open_max: Duration::from_secs(300),
             probe_interval: Duration::from_secs(2),
+            check_interval: Duration::from_secs(45),
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct RawBreaker {
     pub open_max: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub probe_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub check_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

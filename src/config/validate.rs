@@ -584,6 +584,7 @@ fn breaker(b: &RawBreaker, issues: &mut Issues) -> BreakerConfig {
         open_base: b.open_base.unwrap_or(d.open_base),
         open_max: b.open_max.unwrap_or(d.open_max),
         probe_interval: b.probe_interval.unwrap_or(d.probe_interval),
+        check_interval: b.check_interval.unwrap_or(d.check_interval),
     };
     if breaker.consecutive_failures == 0 {
         issues.add("breaker.consecutive_failures", "must be at least 1");

@@ -123,3 +123,173 @@ pub(super) fn zero_config_routes(providers: &[ProviderConfig]) -> Vec<RawRoute> 
     }
     out
 }
+
+/// A TOML string.
+fn quoted(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// What `config` (zero config) runs on, as a config file the user can edit and save: commented
+/// TOML that validates to the same providers and routes (`understudy config check` passes on
+/// it). What zero config left to defaults stays unwritten, so it keeps meaning the defaults.
+pub fn render(config: &super::Config) -> String {
+    use crate::secret::KeySource;
+    use std::fmt::Write;
+    let mut out = String::from(
+        "# Understudy is running on zero config; this is what that means, as a config file.\n\
+         # Edit it and save to make it yours (from then on, keys added to the environment are\n\
+         # not picked up by themselves: add their providers here). README.md lists every key.\n",
+    );
+    for p in &config.providers {
+        // Provider names are letters, digits, '-' and '_': a bare key.
+        let name = if p
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            p.name.clone()
+        } else {
+            quoted(&p.name)
+        };
+        let _ = writeln!(out, "\n[providers.{name}]");
+        let why = match (p.kind, &p.key) {
+            (ProviderKind::Local, _) => {
+                "# The local model: answers when the clouds cannot (offline, every cloud failing)."
+                    .to_owned()
+            }
+            (ProviderKind::Anthropic, None) => "# Anthropic, with the clients' own credentials \
+                 (Claude Code's login) passed through; no key of its own."
+                .to_owned(),
+            (_, Some(KeySource::Env(var))) => format!("# Found because {var} is set."),
+            (_, _) => String::new(),
+        };
+        if !why.is_empty() {
+            let _ = writeln!(out, "{why}");
+        }
+        let _ = writeln!(out, "kind = {}", quoted(p.kind.as_str()));
+        if p.kind != ProviderKind::Local {
+            let _ = writeln!(
+                out,
+                "base_url = {}",
+                quoted(p.base_url.as_str().trim_end_matches('/'))
+            );
+        }
+        match &p.key {
+            Some(KeySource::Env(var)) => {
+                let _ = writeln!(out, "api_key_env = {}", quoted(var));
+            }
+            Some(KeySource::Keychain { service, account }) => {
+                let _ = writeln!(
+                    out,
+                    "api_key_keychain = {{ service = {}, account = {} }}",
+                    quoted(service),
+                    quoted(account)
+                );
+            }
+            None => {}
+        }
+        if p.passthrough_auth {
+            let _ = writeln!(out, "passthrough_auth = true");
+        }
+        if let Some(l) = &p.local {
+            let _ = writeln!(out, "model_file = {}", quoted(&l.model.to_string_lossy()));
+        }
+    }
+    let local = config
+        .providers
+        .iter()
+        .any(|p| p.kind == ProviderKind::Local);
+    if !config.routes.is_empty() {
+        out.push_str("\n# Model names → backends, in order; the first route that matches wins.");
+        if local {
+            out.push_str(" Each ends in the local model.");
+        }
+        out.push('\n');
+    }
+    for r in &config.routes {
+        let backends: Vec<String> = r
+            .backends
+            .iter()
+            .map(|b| match &b.model {
+                Some(m) => quoted(&format!("{}/{m}", b.provider)),
+                None => quoted(&b.provider),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n[[routes]]\nmodel = {}\nbackends = [{}]",
+            quoted(&r.pattern),
+            backends.join(", ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ConfigSource};
+
+    /// What two configs route and call: every provider (by name: a file lists them in name
+    /// order, zero config Anthropic first) and every route, in order.
+    fn effect(c: &Config) -> String {
+        let mut providers: Vec<String> = c.providers.iter().map(|p| format!("{p:?}")).collect();
+        providers.sort();
+        format!("{providers:?}\n{:?}\n{:?}", c.routes, c.breaker)
+    }
+
+    #[test]
+    fn the_zero_config_as_text_is_a_valid_config_with_the_same_effect() {
+        let zero = Config::zero_config().unwrap();
+        let text = render(&zero);
+        let file = Config::from_toml(&text, ConfigSource::File("config.toml".into()))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(effect(&file), effect(&zero), "{text}");
+        assert!(
+            text.starts_with("# Understudy is running on zero config"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_kind_of_provider_and_key_survives_the_round_trip() {
+        // What zero config can hold: a passed-through login, env keys, a keychain entry, the
+        // local model, routes to a provider or a named model.
+        let toml = r#"
+[providers.anthropic]
+kind = "anthropic"
+passthrough_auth = true
+
+[providers.openai]
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+
+[providers.gemini-work]
+kind = "gemini"
+base_url = "https://generativelanguage.googleapis.com"
+api_key_keychain = { service = "understudy", account = "gemini \"work\"" }
+
+[providers.local]
+kind = "local"
+model_file = "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+[[routes]]
+model = "claude-*"
+backends = ["anthropic", "local"]
+
+[[routes]]
+model = "fast"
+backends = ["gemini-work/gemini-2.5-flash", "openai/gpt-4o-mini", "local"]
+"#;
+        let first = Config::from_toml(toml, ConfigSource::File("a.toml".into())).unwrap();
+        let text = render(&first);
+        let again = Config::from_toml(&text, ConfigSource::File("b.toml".into()))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(effect(&again), effect(&first), "{text}");
+        assert!(
+            text.contains("# Found because OPENAI_API_KEY is set."),
+            "{text}"
+        );
+    }
+}

@@ -211,6 +211,15 @@ fn health_changes(ev: HealthEvent, last_failure: &LastFailure) -> Vec<Change> {
             }
         }
         HealthEvent::Network { offline } => vec![Change::Network { offline }],
+        // Told once per rejection (a check that finds it again is no change); reachable and
+        // unreachable are the tray's and the dashboard's to show, as the breaker and the
+        // network notices already tell what traffic meets.
+        HealthEvent::Reach {
+            provider,
+            reach: crate::routing::health::Reach::KeyRejected,
+            detail,
+        } => vec![Change::KeyRejected { provider, detail }],
+        HealthEvent::Reach { .. } => Vec::new(),
     }
 }
 
@@ -223,7 +232,8 @@ fn request_changes(st: &impl Gateway, e: &Entry, last_failure: &mut LastFailure)
         .iter()
         .filter(|a| a.outcome != "complete" && a.outcome != "client_disconnected")
     {
-        last_failure.insert(a.backend.clone(), (a.outcome.clone(), served.clone()));
+        let why = crate::telemetry::entry::outcome_words(&a.outcome, a.detail.as_deref());
+        last_failure.insert(a.backend.clone(), (why, served.clone()));
     }
     if e.continued {
         match (e.attempts.iter().find(|a| a.broke_after_content), served) {
@@ -238,7 +248,10 @@ fn request_changes(st: &impl Gateway, e: &Entry, last_failure: &mut LastFailure)
         let first = &e.attempts[0];
         vec![Change::Failing {
             backend: first.backend.clone(),
-            why: Some(first.outcome.clone()),
+            why: Some(crate::telemetry::entry::outcome_words(
+                &first.outcome,
+                first.detail.as_deref(),
+            )),
             next: served,
         }]
     } else {
@@ -257,5 +270,34 @@ fn describe(st: &impl Gateway, backend: &str) -> String {
         format!("{backend} (the local model)")
     } else {
         backend.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::health::Reach;
+
+    #[test]
+    fn a_rejected_key_is_one_notice_and_the_other_checks_none() {
+        let ev = |reach| HealthEvent::Reach {
+            provider: "anthropic".into(),
+            reach,
+            detail: "the key from environment variable ANTHROPIC_API_KEY was rejected (HTTP 401)"
+                .into(),
+        };
+        let changes = health_changes(ev(Reach::KeyRejected), &LastFailure::new());
+        assert_eq!(changes.len(), 1);
+        let mut n = Notifier::default();
+        let now = Instant::now();
+        let shown = n.on(&changes[0], now);
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].title, "anthropic: key rejected");
+        assert!(shown[0].body.contains("ANTHROPIC_API_KEY"));
+        // Found again by the next checks: no second notice.
+        assert!(n.on(&changes[0], now + Duration::from_secs(60)).is_empty());
+        for reach in [Reach::Reachable, Reach::Unreachable] {
+            assert!(health_changes(ev(reach), &LastFailure::new()).is_empty());
+        }
     }
 }

@@ -15,7 +15,7 @@ pub enum Change {
     Failing {
         /// `provider/model`.
         backend: String,
-        /// The failure class (`http_529`, `truncated`, …), when known.
+        /// Why, in words (`overloaded (529)`, `cut off mid-answer`, …), when known.
         why: Option<String>,
         /// Who serves instead, when known (`local/… (the local model)` for the local engine).
         next: Option<String>,
@@ -29,6 +29,13 @@ pub enum Change {
     Network {
         /// True when it went down.
         offline: bool,
+    },
+    /// A cloud provider's check found its configured key rejected.
+    KeyRejected {
+        /// The provider.
+        provider: String,
+        /// What was seen and what to do.
+        detail: String,
     },
     /// The local model finished loading.
     LocalReady,
@@ -62,6 +69,7 @@ impl Change {
             Change::Failing { backend, .. } => format!("failing:{}", provider(backend)),
             Change::Recovered { backend } => format!("recovered:{}", provider(backend)),
             Change::Network { offline } => format!("network:{offline}"),
+            Change::KeyRejected { provider, .. } => format!("key:{provider}"),
             Change::LocalReady => "local:ready".into(),
             Change::LocalCrashed { .. } => "local:crashed".into(),
             Change::LocalCompatible { .. } => "local:compatible".into(),
@@ -75,7 +83,7 @@ impl Change {
                 "Failing over".to_owned(),
                 format!(
                     "{backend} is failing{}; {}",
-                    why.as_ref().map(|w| format!(" ({w})")).unwrap_or_default(),
+                    why.as_ref().map(|w| format!(": {w}")).unwrap_or_default(),
                     match next {
                         Some(n) => format!("{n} answers now"),
                         None => "requests go to the next backend in its route".to_owned(),
@@ -93,6 +101,9 @@ impl Change {
                 "Back online".to_owned(),
                 "The clouds are reachable again".to_owned(),
             ),
+            Change::KeyRejected { provider, detail } => {
+                (format!("{provider}: key rejected"), detail.clone())
+            }
             Change::LocalReady => (
                 "Local model ready".to_owned(),
                 "It can answer when the clouds cannot".to_owned(),

@@ -2,13 +2,15 @@
 //! function ([`view`]) so every state is unit-tested without a desktop. The tray app rebuilds
 //! its icon and menu from this only when the view changes.
 
-use crate::telemetry::status::{ProviderStatus, Snapshot};
+use crate::telemetry::status::{Health, ProviderStatus, Snapshot};
 
 /// The tray icon's states, one distinct icon each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Icon {
-    /// Every cloud backend is healthy.
+    /// Every cloud provider served well or answered its check.
     Healthy,
+    /// Some cloud provider has not been checked or used yet: nothing is known.
+    Unknown,
     /// Some backend is failing (a breaker open or on trial); others serve.
     Degraded,
     /// Answers come from the local model (offline, every cloud failing, or local-only mode).
@@ -24,6 +26,7 @@ impl Icon {
     pub fn as_str(self) -> &'static str {
         match self {
             Icon::Healthy => "healthy",
+            Icon::Unknown => "unknown",
             Icon::Degraded => "degraded",
             Icon::LocalOnly => "local",
             Icon::Down => "down",
@@ -144,7 +147,8 @@ pub fn view(s: &Snapshot, tray: Local) -> View {
 }
 
 /// The icon and the one-line summary: paused, answering locally (or down), some cloud
-/// failing, or healthy.
+/// failing, a key rejected, a cloud unreachable, one not checked yet, or healthy (every cloud
+/// served well or at least answered its check).
 fn verdict(
     s: &Snapshot,
     tray: Local,
@@ -191,15 +195,40 @@ fn verdict(
                 failing.join(", ")
             ),
         )
+    } else if let Some(names) = named(clouds, Health::KeyRejected) {
+        (Icon::Degraded, format!("Understudy: {names}: key rejected"))
+    } else if let Some(names) = named(clouds, Health::Unreachable) {
+        (Icon::Degraded, format!("Understudy: {names} unreachable"))
+    } else if let Some(names) = named(clouds, Health::Unknown) {
+        (
+            Icon::Unknown,
+            format!("Understudy: {names} not checked yet"),
+        )
     } else {
+        let untried = clouds.iter().any(|p| p.health == Health::Reachable);
         (
             Icon::Healthy,
-            match clouds.len() {
-                1 => format!("Understudy: {} is healthy", clouds[0].name),
-                n => format!("Understudy: {n} cloud providers healthy"),
+            match (clouds.len(), untried) {
+                (1, false) => format!("Understudy: {} is healthy", clouds[0].name),
+                (1, true) => format!(
+                    "Understudy: {} is reachable, no requests yet",
+                    clouds[0].name
+                ),
+                (n, false) => format!("Understudy: {n} cloud providers healthy"),
+                (n, true) => format!("Understudy: {n} cloud providers reachable"),
             },
         )
     }
+}
+
+/// The names of the clouds in `health`, joined; `None` when there are none.
+fn named(clouds: &[&ProviderStatus], health: Health) -> Option<String> {
+    let names: Vec<&str> = clouds
+        .iter()
+        .filter(|p| p.health == health)
+        .map(|p| p.name.as_str())
+        .collect();
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 /// The menu: each provider's state, the modes, pause, and the app's own actions.
@@ -220,9 +249,9 @@ fn menu(
                 .collect();
             format!("failing ({})", open.join(", "))
         } else if s.offline {
-            "unreachable (offline)".to_owned()
+            Health::Offline.words().to_owned()
         } else {
-            "healthy".to_owned()
+            p.state_words()
         };
         // The latest latency of its most recently used backend.
         let last = p
@@ -267,23 +296,52 @@ fn menu(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::status::BackendStatus;
+    use crate::routing::health::Reach;
+    use crate::telemetry::status::{BackendStatus, CheckStatus, LastRequest};
     use serde_json::json;
 
+    /// A cloud provider that has served requests, with these breakers.
     fn cloud(name: &str, breakers: &[&str]) -> ProviderStatus {
+        let backends: Vec<BackendStatus> = breakers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BackendStatus {
+                backend: format!("{name}/m{i}"),
+                breaker: (*b).into(),
+                stats: Default::default(),
+            })
+            .collect();
+        let last = LastRequest {
+            at_ms: 2_000,
+            ok: true,
+        };
         ProviderStatus {
             name: name.into(),
             kind: "anthropic".into(),
-            backends: breakers
-                .iter()
-                .enumerate()
-                .map(|(i, b)| BackendStatus {
-                    backend: format!("{name}/m{i}"),
-                    breaker: (*b).into(),
-                    stats: Default::default(),
-                })
-                .collect(),
+            health: Health::of(false, &backends, false, None, Some(&last)),
+            backends,
             local: None,
+            check: None,
+            last_request: Some(last),
+        }
+    }
+
+    /// A cloud provider no request has gone to, with what its check found (`None`: none yet).
+    fn checked(name: &str, reach: Option<Reach>, offline: bool) -> ProviderStatus {
+        let check = reach.map(|reach| CheckStatus {
+            reach,
+            at_ms: 1_000,
+            detail: "the key from ANTHROPIC_API_KEY was rejected (HTTP 401: invalid x-api-key)"
+                .into(),
+        });
+        ProviderStatus {
+            name: name.into(),
+            kind: "anthropic".into(),
+            health: Health::of(false, &[], offline, check.as_ref(), None),
+            backends: Vec::new(),
+            local: None,
+            check,
+            last_request: None,
         }
     }
 
@@ -293,6 +351,85 @@ mod tests {
             kind: "local".into(),
             backends: Vec::new(),
             local: Some(json!({"state": state, "progress": 0.4, "device": "CPU", "gpu_layers": 0})),
+            health: Health::Local,
+            check: None,
+            last_request: None,
+        }
+    }
+
+    /// What is known without any request: nothing (not checked yet), reachable, a key
+    /// rejected, offline at start. None of them is told as "healthy".
+    #[test]
+    fn what_the_checks_found_before_any_request_is_what_the_tray_says() {
+        let cases = [
+            (
+                snap(
+                    "auto",
+                    false,
+                    vec![checked("anthropic", None, false), local("not_loaded")],
+                ),
+                Icon::Unknown,
+                "Understudy: anthropic not checked yet",
+                "anthropic: not checked yet",
+            ),
+            (
+                snap(
+                    "auto",
+                    false,
+                    vec![
+                        checked("anthropic", Some(Reach::Reachable), false),
+                        local("not_loaded"),
+                    ],
+                ),
+                Icon::Healthy,
+                "Understudy: anthropic is reachable, no requests yet",
+                "anthropic: reachable, no requests yet",
+            ),
+            (
+                snap(
+                    "auto",
+                    false,
+                    vec![
+                        checked("anthropic", Some(Reach::KeyRejected), false),
+                        local("not_loaded"),
+                    ],
+                ),
+                Icon::Degraded,
+                "Understudy: anthropic: key rejected",
+                "anthropic: key rejected",
+            ),
+            (
+                snap(
+                    "auto",
+                    false,
+                    vec![
+                        checked("anthropic", Some(Reach::Unreachable), false),
+                        local("not_loaded"),
+                    ],
+                ),
+                Icon::Degraded,
+                "Understudy: anthropic unreachable",
+                "anthropic: unreachable",
+            ),
+            (
+                snap(
+                    "auto",
+                    true,
+                    vec![
+                        checked("anthropic", Some(Reach::Unreachable), true),
+                        local("loading"),
+                    ],
+                ),
+                Icon::LocalOnly,
+                "Understudy: offline, answering from the local model",
+                "anthropic: unreachable (offline)",
+            ),
+        ];
+        for (s, icon, tooltip, line) in cases {
+            let v = view(&s, Local::default());
+            assert_eq!((v.icon, v.tooltip.as_str()), (icon, tooltip), "{s:?}");
+            assert_eq!(labels(&v)[0], line, "{s:?}");
+            assert!(!v.tooltip.contains("healthy"), "{s:?}");
         }
     }
 

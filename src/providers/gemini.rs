@@ -41,6 +41,14 @@ impl Api for Gemini {
         Some("/v1beta/models")
     }
 
+    /// Gemini refuses a bad key with a 400 `INVALID_ARGUMENT` whose reason is
+    /// `API_KEY_INVALID` ("API key not valid. Please pass a valid API key."), not a 401.
+    fn rejects_key(&self, status: u16, body: &str) -> bool {
+        matches!(status, 401 | 403)
+            || (status == 400
+                && (body.contains("API_KEY_INVALID") || body.contains("API key not valid")))
+    }
+
     fn passes_through(&self, op: Operation) -> bool {
         op == Operation::Embeddings
     }

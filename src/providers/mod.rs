@@ -71,6 +71,11 @@ pub trait Api: Send + Sync + std::fmt::Debug {
     fn own_headers(&self, _h: &mut HeaderMap) {}
     /// The model list a health probe asks for; `None`: no probe (it answers for itself).
     fn probe_path(&self) -> Option<&'static str>;
+    /// True when an answer (`status`, the start of its body) refuses the key that was sent:
+    /// 401/403, unless the API says so otherwise.
+    fn rejects_key(&self, status: u16, _body: &str) -> bool {
+        matches!(status, 401 | 403)
+    }
     /// True when a client request of this operation can be sent unchanged.
     fn passes_through(&self, op: Operation) -> bool;
     /// True when it serves embeddings.
@@ -170,6 +175,27 @@ impl Encoded {
         }
     }
 }
+
+/// What a probe got back ([`Provider::probe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The path it asked (`/v1/models`).
+    pub path: String,
+    /// The start of the body (at most [`PROBE_BODY`] bytes), secrets redacted.
+    pub body: String,
+    /// Whether it carried the configured key.
+    pub key_sent: bool,
+    /// It carried the key, and the answer refused it ([`Api::rejects_key`]).
+    pub key_rejected: bool,
+}
+
+/// A probe's answer is due within this (or `timeouts.first_byte`, if shorter).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The bytes of a probe's answer read at most.
+const PROBE_BODY: usize = 4096;
 
 /// A configured upstream, ready to call.
 #[derive(Debug)]
@@ -345,33 +371,58 @@ impl Provider {
         h.insert(HOP_HEADER, HeaderValue::from_static("1"));
     }
 
-    /// A health probe that spends no tokens: the provider's model list. `Ok(status)` when it
-    /// answered at all.
-    pub async fn probe(&self) -> Result<u16, ProviderError> {
+    /// A health probe that spends no tokens: the provider's model list (GET, with the
+    /// configured key when there is one). `Ok` when it answered at all, with the start of the
+    /// answer's body (what a rejected key is told by, for Gemini).
+    pub async fn probe(&self) -> Result<ProbeAnswer, ProviderError> {
         let base = self.config.base_url.as_str().trim_end_matches('/');
         // The local engine restarts itself; an open breaker's trial is its probe.
         let Some(path) = self.api.probe_path() else {
-            return Ok(200);
+            return Ok(ProbeAnswer {
+                status: 200,
+                path: String::new(),
+                body: String::new(),
+                key_sent: false,
+                key_rejected: false,
+            });
         };
         let mut h = HeaderMap::new();
-        if let Ok(key) = &self.key {
-            let _ = self.put_key(&mut h, key);
-        }
+        let key_sent = match &self.key {
+            Ok(key) => self.put_key(&mut h, key).is_ok(),
+            Err(_) => false,
+        };
         self.api.own_headers(&mut h);
         h.insert(HOP_HEADER, HeaderValue::from_static("1"));
         let req = self.client.get(format!("{base}{path}")).headers(h);
-        match tokio::time::timeout(
-            self.config.timeouts.first_byte.min(Duration::from_secs(10)),
-            req.send(),
-        )
-        .await
-        {
+        let within = self.config.timeouts.first_byte.min(PROBE_TIMEOUT);
+        let answer = async {
+            let r = req.send().await.map_err(|e| self.classify(&e))?;
+            let status = r.status().as_u16();
+            // Enough of the body to tell a rejected key by; never the whole model list.
+            let mut body = Vec::new();
+            let mut r = r;
+            while body.len() < PROBE_BODY {
+                match r.chunk().await {
+                    Ok(Some(c)) => body.extend_from_slice(&c),
+                    _ => break,
+                }
+            }
+            body.truncate(PROBE_BODY);
+            let body = crate::secret::redact(&String::from_utf8_lossy(&body)).into_owned();
+            Ok(ProbeAnswer {
+                status,
+                path: path.to_owned(),
+                key_rejected: key_sent && self.api.rejects_key(status, &body),
+                body,
+                key_sent,
+            })
+        };
+        match tokio::time::timeout(within, answer).await {
             Err(_) => Err(self.failure(
                 FailureKind::FirstByteTimeout,
-                "the probe got no answer".into(),
+                format!("the probe got no answer within {within:?}"),
             )),
-            Ok(Err(e)) => Err(self.classify(&e)),
-            Ok(Ok(r)) => Ok(r.status().as_u16()),
+            Ok(r) => r,
         }
     }
 

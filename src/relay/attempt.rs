@@ -60,6 +60,9 @@ impl Exchange {
         };
         self.trace
             .ended(self.at, &class, usage.input_tokens, usage.output_tokens);
+        if let Some(d) = detail {
+            self.trace.why(self.at, d);
+        }
         self.write_log(status, outcome, usage, detail);
     }
 
@@ -73,6 +76,9 @@ impl Exchange {
     ) {
         self.trace
             .ended(self.at, failure, usage.input_tokens, usage.output_tokens);
+        if let Some(d) = detail {
+            self.trace.why(self.at, d);
+        }
         self.trace.continued();
         self.write_log(status, "continued", usage, detail);
     }

@@ -26,7 +26,7 @@ const RETRY_BASE: Duration = Duration::from_millis(500);
 const RETRY_CAP: Duration = Duration::from_secs(8);
 
 /// The order the chain is walked in: a Claude Code session goes back to the backend that
-/// served it while that one is healthy; while the network looks down, a route with a local
+/// served it while that one is healthy, until a backend ahead of it in the route recovers; while the network looks down, a route with a local
 /// backend goes straight to it; paused, the route's first backend only, as if the client
 /// called it directly (no session affinity, offline routing or breaker in the way).
 fn order<'a>(router: &Router, chain: &'a [Backend], session: Option<&str>) -> Vec<&'a Backend> {
@@ -35,16 +35,35 @@ fn order<'a>(router: &Router, chain: &'a [Backend], session: Option<&str>) -> Ve
     }
     let health = router.health();
     let mut order: Vec<&Backend> = chain.iter().collect();
-    if let Some(key) = session.and_then(|s| health.session_backend(s)) {
+    if let Some((key, at)) = session.and_then(|s| health.session_backend(s)) {
         if let Some(pos) = order.iter().position(|b| b.key() == key) {
-            let b = order.remove(pos);
-            order.insert(0, b);
+            // Automatic switch-back: once a backend ahead of it in the route has recovered
+            // (its breaker closed again since the conversation was last served), the
+            // conversation goes back to the route's order; a blip that never opened a breaker
+            // does not move it off the backend whose prompt cache is warm.
+            let back = order[..pos]
+                .iter()
+                .any(|b| usable(health, b) && health.recovered_since(&b.key(), at));
+            if !back {
+                let b = order.remove(pos);
+                order.insert(0, b);
+            }
         }
     }
     if health.offline() && chain.iter().any(|b| b.is_local()) {
         order.retain(|b| b.is_local());
     }
     order
+}
+
+/// True when `b` can be expected to serve: its breaker is closed and its provider's latest
+/// check did not find it unreachable or its key rejected.
+fn usable(health: &crate::routing::health::Health, b: &Backend) -> bool {
+    use crate::routing::health::Reach;
+    health.closed(&b.key())
+        && health
+            .check(b.provider.name())
+            .is_none_or(|c| c.reach == Reach::Reachable)
 }
 
 /// Walks the chain for one request and records its final status in the trace.
@@ -188,10 +207,23 @@ fn judge(
                 trace.committed(&key);
             }
         }
-        _ => trace.failed(&key, &failure_class(result), !failed || is_last),
+        _ => {
+            trace.failed(&key, &failure_class(result), !failed || is_last);
+            if let Err(e) = result {
+                trace.why(trace.latest(&key), &e.to_string());
+            }
+        }
     }
     if !streaming {
-        health.record(&key, !failed);
+        match result {
+            // Never reached HTTP: a probe's answer will close the breaker this may open.
+            Err(GatewayError::Upstream(p))
+                if failed && matches!(p.kind, FailureKind::Connect | FailureKind::Offline) =>
+            {
+                health.record_unreachable(&key)
+            }
+            _ => health.record(&key, !failed),
+        }
     }
     if !backend.is_local() {
         match result {

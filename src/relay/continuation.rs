@@ -384,6 +384,7 @@ pub(crate) async fn continue_stream(
                 }
                 Err(f) => {
                     plan.trace.failed(&key, &f.class, false);
+                    plan.trace.why(plan.trace.latest(&key), &f.why);
                     plan.health.record(&key, f.ok);
                     tried.push(format!("{key}: {}", f.why));
                     delivered = f.delivered;

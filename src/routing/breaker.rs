@@ -110,6 +110,9 @@ pub struct Breaker {
     /// Times it opened since it was last closed by a success.
     trips: u32,
     trial_in_flight: bool,
+    /// The last failure recorded never reached HTTP (no connection, no route, no name): the
+    /// backend could not be reached, which is exactly what a probe's answer disproves.
+    unreachable: bool,
 }
 
 impl Breaker {
@@ -122,6 +125,7 @@ impl Breaker {
             window: Window::default(),
             trips: 0,
             trial_in_flight: false,
+            unreachable: false,
         }
     }
 
@@ -150,10 +154,16 @@ impl Breaker {
         }
     }
 
-    /// A health probe succeeded while open: let the next request through as the trial now
-    /// instead of waiting out the open time.
+    /// A health probe got an answer while open. When what opened the breaker was that the
+    /// backend could not be reached, the answer disproves it: closed. Otherwise (it answered,
+    /// but with overloads or broken streams, which a model list does not test) the next
+    /// request goes through as the trial now instead of waiting out the open time.
     pub fn probe_ok(&mut self) -> Option<Transition> {
         match self.state {
+            State::Open { .. } | State::HalfOpen if self.unreachable => {
+                self.trial_in_flight = false;
+                self.close()
+            }
             State::Open { .. } => {
                 self.trial_in_flight = false;
                 self.set(State::HalfOpen)
@@ -162,16 +172,32 @@ impl Breaker {
         }
     }
 
+    /// Records a failure that never reached HTTP: the backend could not be reached (refused,
+    /// no route, no name), so a probe's answer will close the breaker outright.
+    pub fn record_unreachable(&mut self, now: Instant) -> Option<Transition> {
+        let t = self.record(now, false);
+        self.unreachable = true;
+        t
+    }
+
+    fn close(&mut self) -> Option<Transition> {
+        self.trips = 0;
+        self.consecutive = 0;
+        self.unreachable = false;
+        self.window.clear();
+        self.set(State::Closed)
+    }
+
     /// Records the outcome of an admitted request.
     pub fn record(&mut self, now: Instant, ok: bool) -> Option<Transition> {
+        if !ok {
+            self.unreachable = false;
+        }
         match self.state {
             State::HalfOpen => {
                 self.trial_in_flight = false;
                 if ok {
-                    self.trips = 0;
-                    self.consecutive = 0;
-                    self.window.clear();
-                    self.set(State::Closed)
+                    self.close()
                 } else {
                     self.open(now)
                 }
@@ -229,6 +255,7 @@ mod tests {
             open_base: 5 * S,
             open_max: 30 * S,
             probe_interval: S,
+            check_interval: S,
         }
     }
 
@@ -295,6 +322,25 @@ mod tests {
             "long before the 5 s open time ends"
         );
         assert_eq!(b.probe_ok(), None, "only an open breaker moves on a probe");
+    }
+
+    #[test]
+    fn a_probe_answer_closes_a_breaker_that_opened_on_an_unreachable_backend() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(cfg());
+        for _ in 0..3 {
+            b.record_unreachable(t0);
+        }
+        assert!(matches!(b.state(), State::Open { .. }));
+        let t = b.probe_ok().unwrap();
+        assert_eq!(t.to, State::Closed, "reachability is what the probe proves");
+        assert_eq!(b.admit(t0).0, Admission::Allowed);
+        // Opened by answers (overloads): the probe only lets the trial go early.
+        for _ in 0..2 {
+            b.record_unreachable(t0);
+        }
+        b.record(t0, false);
+        assert_eq!(b.probe_ok().unwrap().to, State::HalfOpen);
     }
 
     #[test]

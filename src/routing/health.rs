@@ -38,6 +38,15 @@ pub enum HealthEvent {
         /// True when it went offline.
         offline: bool,
     },
+    /// A token-free check of a cloud provider found something new ([`Reach`]).
+    Reach {
+        /// The provider's name.
+        provider: String,
+        /// What it found.
+        reach: Reach,
+        /// In words, with what to do about it.
+        detail: String,
+    },
     /// A backend's breaker changed state.
     Breaker {
         /// `provider/model`.
@@ -47,6 +56,52 @@ pub enum HealthEvent {
         /// After.
         to: &'static str,
     },
+}
+
+/// What a token-free check of a cloud provider (its model list) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reach {
+    /// It answered, and took the configured key (or has none configured: the clients' own
+    /// credentials pass through).
+    Reachable,
+    /// It answered 401/403 (Gemini: 400 `API_KEY_INVALID`) to the configured key.
+    KeyRejected,
+    /// No answer: refused, no route, no name, TLS failed, or nothing within the probe's time.
+    Unreachable,
+}
+
+impl Reach {
+    /// A short stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Reachable => "reachable",
+            Reach::KeyRejected => "key_rejected",
+            Reach::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// The latest check of a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What it found.
+    pub reach: Reach,
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// What it saw, in words (`GET /v1/models answered 200`, `the key was rejected (401): …`).
+    pub detail: String,
+}
+
+/// The latest real request to a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Used {
+    /// When it ended (monotonic).
+    pub at: Instant,
+    /// When it ended (Unix ms).
+    pub at_ms: u64,
+    /// Whether it went well.
+    pub ok: bool,
 }
 
 #[derive(Debug)]
@@ -68,6 +123,20 @@ pub struct Health {
     /// Backends (`provider/model`) whose model refused an assistant prefill: a continuation
     /// asks them by instruction from then on, for the life of the process.
     no_prefill: Mutex<std::collections::HashSet<String>>,
+    /// Each cloud provider's latest token-free check.
+    checks: Mutex<HashMap<String, Check>>,
+    /// Each provider's latest real request.
+    used: Mutex<HashMap<String, Used>>,
+    /// Bumped to wake the provider checkers now (a breaker opened, the network changed).
+    wake: tokio::sync::watch::Sender<u64>,
+    /// When each backend's breaker last closed after being open: a conversation moved off it
+    /// before then goes back to it (automatic switch-back).
+    recovered: Mutex<HashMap<String, Instant>>,
+}
+
+/// The provider's name in a backend key (`provider/model`).
+pub fn provider_of(backend: &str) -> &str {
+    backend.split_once('/').map_or(backend, |(p, _)| p)
 }
 
 /// Sessions remembered at most; the least recently used go first.
@@ -83,6 +152,10 @@ impl Health {
             sessions: Mutex::new(HashMap::new()),
             offline_since: Mutex::new(None),
             no_prefill: Mutex::default(),
+            checks: Mutex::default(),
+            used: Mutex::default(),
+            wake: tokio::sync::watch::channel(0).0,
+            recovered: Mutex::default(),
         })
     }
 
@@ -102,6 +175,15 @@ impl Health {
 
     fn publish(&self, key: &str, t: Option<breaker::Transition>) {
         if let Some(t) = t {
+            if matches!(t.to, State::Open { .. }) {
+                self.wake();
+            }
+            if t.to == State::Closed {
+                self.recovered
+                    .lock()
+                    .expect("recovered lock")
+                    .insert(key.to_owned(), Instant::now());
+            }
             tracing::warn!(
                 backend = key,
                 from = t.from.as_str(),
@@ -150,7 +232,91 @@ impl Health {
     pub fn record(&self, key: &str, ok: bool) {
         let now = Instant::now();
         let t = self.with(key, |h| h.breaker.record(now, ok));
+        self.used(key, now, ok);
         self.publish(key, t);
+    }
+
+    /// Records a request to `key` that failed without reaching HTTP (refused, no route, no
+    /// name): a probe that gets an answer closes the breaker this opens.
+    pub fn record_unreachable(&self, key: &str) {
+        let now = Instant::now();
+        let t = self.with(key, |h| h.breaker.record_unreachable(now));
+        self.used(key, now, false);
+        self.publish(key, t);
+    }
+
+    fn used(&self, key: &str, at: Instant, ok: bool) {
+        let used = Used {
+            at,
+            at_ms: crate::telemetry::entry::unix_ms(),
+            ok,
+        };
+        let mut map = self.used.lock().expect("used lock");
+        match map.get_mut(provider_of(key)) {
+            Some(u) => *u = used,
+            None => {
+                map.insert(provider_of(key).to_owned(), used);
+            }
+        }
+    }
+
+    /// `provider`'s latest real request.
+    pub fn last_used(&self, provider: &str) -> Option<Used> {
+        self.used.lock().expect("used lock").get(provider).copied()
+    }
+
+    /// `provider`'s latest check.
+    pub fn check(&self, provider: &str) -> Option<Check> {
+        self.checks
+            .lock()
+            .expect("checks lock")
+            .get(provider)
+            .cloned()
+    }
+
+    /// Records a check of `provider`; a change of what it found is published.
+    pub fn checked(&self, provider: &str, check: Check) {
+        let before = self
+            .checks
+            .lock()
+            .expect("checks lock")
+            .insert(provider.to_owned(), check.clone())
+            .map(|c| c.reach);
+        if before != Some(check.reach) {
+            match check.reach {
+                Reach::Reachable => {
+                    tracing::info!(provider, detail = %check.detail, "provider check: reachable")
+                }
+                _ => {
+                    tracing::warn!(provider, reach = check.reach.as_str(), detail = %check.detail, "provider check")
+                }
+            }
+            let _ = self.events.send(HealthEvent::Reach {
+                provider: provider.to_owned(),
+                reach: check.reach,
+                detail: check.detail,
+            });
+        }
+    }
+
+    /// A receiver that changes when the provider checkers should look now.
+    pub fn wakes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
+
+    /// Wakes the provider checkers (a breaker opened, the network changed).
+    pub fn wake(&self) {
+        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// True while some backend of `provider` has its breaker open or on trial.
+    pub fn provider_failing(&self, provider: &str) -> bool {
+        let prefix = format!("{provider}/");
+        self.backends
+            .lock()
+            .expect("health lock")
+            .iter()
+            .any(|(k, h)| k.starts_with(&prefix) && h.breaker.state() != State::Closed)
     }
 
     /// True while the network looks down: routes go straight to a local backend instead of
@@ -174,20 +340,28 @@ impl Health {
             tracing::info!("the network is back");
         }
         let _ = self.events.send(HealthEvent::Network { offline });
+        self.wake();
     }
 
-    /// The backend a session last used, if its breaker is closed: a session stays where its
-    /// prompt cache is warm while that backend is healthy.
-    pub fn session_backend(&self, session: &str) -> Option<String> {
-        let key = self
+    /// The backend a session last used (and when), if its breaker is closed: a session stays
+    /// where its prompt cache is warm while that backend is healthy.
+    pub fn session_backend(&self, session: &str) -> Option<(String, Instant)> {
+        let (key, at) = self
             .sessions
             .lock()
             .expect("sessions lock")
             .get(session)?
-            .0
             .clone();
-        let closed = self.with(&key, |h| h.breaker.state() == State::Closed);
-        closed.then_some(key)
+        self.closed(&key).then_some((key, at))
+    }
+
+    /// True when `key`'s breaker closed again, after being open, later than `since`.
+    pub fn recovered_since(&self, key: &str, since: Instant) -> bool {
+        self.recovered
+            .lock()
+            .expect("recovered lock")
+            .get(key)
+            .is_some_and(|t| *t > since)
     }
 
     /// Remembers that `backend` served `session`.
@@ -205,15 +379,35 @@ impl Health {
         map.insert(session.to_owned(), (backend.to_owned(), Instant::now()));
     }
 
+    /// True when `key`'s breaker is closed (or it has none yet), without making one.
+    pub fn closed(&self, key: &str) -> bool {
+        self.backends
+            .lock()
+            .expect("health lock")
+            .get(key)
+            .is_none_or(|h| h.breaker.state() == State::Closed)
+    }
+
     /// The breaker state of one backend.
     pub fn state(&self, key: &str) -> State {
         self.with(key, |h| h.breaker.state())
     }
 
-    /// A health probe of `key` succeeded.
-    pub fn probe_ok(&self, key: &str) {
-        let t = self.with(key, |h| h.breaker.probe_ok());
-        self.publish(key, t);
+    /// A health probe of `provider` got an answer that is not an overload: each of its
+    /// backends whose breaker is open closes (opened because it could not be reached) or lets
+    /// its next request through as the trial.
+    pub fn probe_ok(&self, provider: &str) {
+        let prefix = format!("{provider}/");
+        let moved: Vec<(String, breaker::Transition)> = {
+            let mut map = self.backends.lock().expect("health lock");
+            map.iter_mut()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .filter_map(|(k, h)| Some((k.clone(), h.breaker.probe_ok()?)))
+                .collect()
+        };
+        for (key, t) in moved {
+            self.publish(&key, Some(t));
+        }
     }
 
     /// How often an open backend is probed.

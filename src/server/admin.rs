@@ -234,6 +234,14 @@ fn event_streams(st: &AppState) -> Vec<BoxStream<'static, Bytes>> {
                 json!({"backend": backend, "from": from, "to": to}),
             ),
             HealthEvent::Network { offline } => ("network", json!({ "offline": offline })),
+            HealthEvent::Reach {
+                provider,
+                reach,
+                detail,
+            } => (
+                "check",
+                json!({"provider": provider, "reach": reach, "detail": detail}),
+            ),
         };
         Frame::named(name, &v.to_string()).raw
     });
@@ -519,13 +527,18 @@ fn config_path(st: &AppState) -> Option<PathBuf> {
 }
 
 /// The config file's text (it holds no secret: keys come from env vars or the keychain, and
-/// credential headers are refused), where it is, and whether the gateway runs from it.
+/// credential headers are refused), where it is, and whether the gateway runs from it. On
+/// zero config there is no file: the text is the configuration the gateway runs on, written
+/// out as a file would say it ([`crate::config::zero_config_text`]), to edit and save.
 async fn get_config(State(st): State<Arc<AppState>>) -> Response {
     let path = config_path(&st);
-    let text = path
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
+    let text = match st.config.source {
+        ConfigSource::ZeroConfig => crate::config::zero_config_text(&st.config),
+        ConfigSource::File(_) => path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default(),
+    };
     Json(json!({
         "path": path.map(|p| p.display().to_string()),
         "source": st.config.source.to_string(),

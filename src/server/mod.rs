@@ -9,6 +9,7 @@
 mod admin;
 mod api;
 pub mod auth;
+pub mod checks;
 mod dashboard;
 mod guard;
 mod state;
@@ -17,8 +18,7 @@ pub use admin::status_json;
 pub use state::AppState;
 
 use crate::config::Config;
-use crate::routing::breaker;
-use crate::routing::health::{status_fails_over, HealthEvent};
+use crate::routing::health::{provider_of, HealthEvent};
 use axum::middleware;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,6 +56,16 @@ pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
         ui_events: tokio::sync::broadcast::channel(64).0,
     });
     tokio::spawn(on_health_events(Arc::downgrade(&state)));
+    for p in &state.config.providers {
+        // The local engine restarts itself and has nothing to check over the network.
+        if state
+            .router
+            .provider(&p.name)
+            .is_some_and(|p| p.local().is_none())
+        {
+            tokio::spawn(checks::watch(Arc::downgrade(&state), p.name.clone()));
+        }
+    }
     let app = axum::Router::new()
         .merge(api::routes())
         .merge(admin::routes())
@@ -66,9 +76,9 @@ pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
     (app, state)
 }
 
-/// Acts on the health events: a backend whose breaker opens gets a prober
-/// ([`probe_until_recovered`]), and a failing cloud warms the local engines ([`warm_local`]).
-/// Holds the application weakly: it ends with it.
+/// Acts on the health events: a failing cloud, or the network going down, warms the local
+/// engines ([`warm_local`]). (Each cloud provider's checker, [`checks::watch`], wakes by itself
+/// when one of its breakers opens.) Holds the application weakly: it ends with it.
 async fn on_health_events(state: Weak<AppState>) {
     let mut events = match state.upgrade() {
         Some(st) => st.router.health().subscribe(),
@@ -77,51 +87,11 @@ async fn on_health_events(state: Weak<AppState>) {
     loop {
         let ev = match events.recv().await {
             Ok(ev) => ev,
-            // Missed events (a burst): the next open breaker still gets its prober.
             Err(RecvError::Lagged(_)) => continue,
             Err(RecvError::Closed) => return,
         };
         let Some(st) = state.upgrade() else { return };
         warm_local(&st, &ev);
-        if let HealthEvent::Breaker { backend, to, .. } = ev {
-            if to == "open" {
-                tokio::spawn(probe_until_recovered(state.clone(), backend));
-            }
-        }
-    }
-}
-
-/// The provider's name in a backend key (`provider/model`).
-fn provider_of(backend: &str) -> &str {
-    backend.split_once('/').map_or(backend, |(p, _)| p)
-}
-
-/// Probes a backend whose breaker is open until it recovers: a probe that gets any answer but
-/// an overload moves the breaker to half-open, so the next request is its trial at once.
-async fn probe_until_recovered(state: Weak<AppState>, backend: String) {
-    loop {
-        let (provider, health) = {
-            let Some(st) = state.upgrade() else { return };
-            let Some(provider) = st.router.provider(provider_of(&backend)).cloned() else {
-                return;
-            };
-            (provider, st.router.health().clone())
-        };
-        tokio::time::sleep(health.probe_interval()).await;
-        if !matches!(health.state(&backend), breaker::State::Open { .. }) {
-            return;
-        }
-        match provider.probe().await {
-            Ok(status) if !status_fails_over(status) => {
-                tracing::info!(backend = %backend, status, "probe answered; the next request is the trial");
-                health.probe_ok(&backend);
-                return;
-            }
-            Ok(status) => {
-                tracing::debug!(backend = %backend, status, "probe: still failing")
-            }
-            Err(e) => tracing::debug!(backend = %backend, error = %e, "probe: unreachable"),
-        }
     }
 }
 
@@ -135,6 +105,7 @@ fn warm_local(st: &AppState, ev: &HealthEvent) {
             let provider = st.router.provider(provider_of(backend));
             *to == "open" && provider.is_some_and(|p| p.local().is_none())
         }
+        HealthEvent::Reach { .. } => false,
     };
     if !cloud_failing {
         return;

@@ -8,7 +8,9 @@ use crate::error::GatewayError;
 use crate::providers::local::LocalEngine;
 use crate::routing::Router;
 use crate::telemetry::observe::BackendStats;
-use crate::telemetry::status::{BackendStatus, ProviderStatus, Snapshot};
+use crate::telemetry::status::{
+    BackendStatus, CheckStatus, Health, LastRequest, ProviderStatus, Snapshot,
+};
 use axum::body::Body;
 use bytes::Bytes;
 use serde_json::Value;
@@ -70,26 +72,52 @@ impl AppState {
             .map(|(k, s)| (k, s.as_str().to_owned()))
             .collect();
         let (stats, totals) = self.router.recorder().stats();
+        let offline = health.offline();
         let providers: Vec<ProviderStatus> = self
             .config
             .providers
             .iter()
-            .map(|p| ProviderStatus {
-                name: p.name.clone(),
-                kind: p.kind.as_str().to_owned(),
-                backends: backends_of(&p.name, &breakers, &stats),
-                local: self
+            .map(|p| {
+                let backends = backends_of(&p.name, &breakers, &stats);
+                let check = health.check(&p.name).map(|c| CheckStatus {
+                    reach: c.reach,
+                    at_ms: c.at_ms,
+                    detail: c.detail,
+                });
+                let last_request = health.last_used(&p.name).map(|u| LastRequest {
+                    at_ms: u.at_ms,
+                    ok: u.ok,
+                });
+                let local = self
                     .router
                     .provider(&p.name)
-                    .and_then(|p| p.local())
-                    .map(|e| serde_json::json!(e.status())),
+                    .is_some_and(|p| p.local().is_some());
+                ProviderStatus {
+                    name: p.name.clone(),
+                    kind: p.kind.as_str().to_owned(),
+                    health: Health::of(
+                        local,
+                        &backends,
+                        offline,
+                        check.as_ref(),
+                        last_request.as_ref(),
+                    ),
+                    backends,
+                    local: self
+                        .router
+                        .provider(&p.name)
+                        .and_then(|p| p.local())
+                        .map(|e| serde_json::json!(e.status())),
+                    check,
+                    last_request,
+                }
             })
             .collect();
         let local = providers.iter().find_map(|p| p.local.clone());
         Snapshot {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             mode: self.router.mode().as_str().to_owned(),
-            offline: health.offline(),
+            offline,
             providers,
             local,
             totals,

@@ -28,6 +28,45 @@ pub struct Attempt {
     /// asking it to go on from the cut).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuation: Option<String>,
+    /// Why it failed, in words (`the local worker died: it hit an illegal instruction
+    /// (SIGILL)…`), when it failed with more to say than its class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// An attempt's or a request's outcome in words, for people (the feed, the terminal, a
+/// notification): `local model crashed, SIGILL`, `key rejected, HTTP 401`, `offline`, not the
+/// bare class. The classes themselves stay as they are for machines (metrics, headers).
+pub fn outcome_words(outcome: &str, detail: Option<&str>) -> String {
+    let signal = detail.and_then(|d| {
+        d.split(|c: char| !c.is_ascii_alphanumeric()).find(|w| {
+            w.len() > 3 && w.starts_with("SIG") && w[3..].chars().all(|c| c.is_ascii_uppercase())
+        })
+    });
+    let status = outcome.strip_prefix("http_");
+    match (outcome, status) {
+        ("crashed", _) => match signal {
+            Some(s) => format!("local model crashed, {s}"),
+            None => "local model crashed".to_owned(),
+        },
+        ("offline", _) => "offline".to_owned(),
+        ("connect", _) => "unreachable".to_owned(),
+        (_, Some(s @ ("401" | "403"))) => format!("key rejected, HTTP {s}"),
+        (_, Some("429")) => "rate limited, HTTP 429".to_owned(),
+        (_, Some("529")) => "overloaded, HTTP 529".to_owned(),
+        (_, Some(s)) => format!("HTTP {s}"),
+        ("truncated", _) => "cut off mid-answer".to_owned(),
+        ("first_byte_timeout", _) => "no answer in time".to_owned(),
+        ("first_content_timeout", _) => "no content in time".to_owned(),
+        ("idle_timeout", _) => "stalled".to_owned(),
+        ("total_timeout", _) => "took too long".to_owned(),
+        ("transport", _) => "connection broke".to_owned(),
+        ("malformed", _) => "malformed answer".to_owned(),
+        ("oversize", _) => "answer too large".to_owned(),
+        ("client_disconnected", _) => "client left".to_owned(),
+        ("status", _) => "upstream error".to_owned(),
+        (other, _) => other.replace('_', " "),
+    }
 }
 
 /// One request, as the journal and the live feed keep it. No content, no headers.
@@ -75,4 +114,25 @@ pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outcome_words;
+
+    #[test]
+    fn outcomes_read_as_what_happened() {
+        let sigill = "the local worker died: it hit an illegal instruction (SIGILL): this CPU …";
+        assert_eq!(
+            outcome_words("crashed", Some(sigill)),
+            "local model crashed, SIGILL"
+        );
+        assert_eq!(outcome_words("crashed", None), "local model crashed");
+        assert_eq!(outcome_words("http_401", None), "key rejected, HTTP 401");
+        assert_eq!(outcome_words("http_529", None), "overloaded, HTTP 529");
+        assert_eq!(outcome_words("http_502", None), "HTTP 502");
+        assert_eq!(outcome_words("offline", Some("cannot reach …")), "offline");
+        assert_eq!(outcome_words("truncated", None), "cut off mid-answer");
+        assert_eq!(outcome_words("status", None), "upstream error");
+    }
 }

@@ -305,6 +305,7 @@ mod tests {
                 ms: 2.0,
                 broke_after_content: false,
                 continuation: None,
+                detail: None,
             }],
             served_by: Some("a/m".into()),
             continued: false,

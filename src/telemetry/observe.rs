@@ -354,6 +354,7 @@ impl Recorder {
                     ms: round1(a.ms),
                     broke_after_content: a.broke_after_content,
                     continuation: a.continuation.map(str::to_owned),
+                    detail: a.detail.clone(),
                 })
                 .collect(),
             served_by,
@@ -429,6 +430,8 @@ struct AttemptRecord {
     ended: bool,
     /// It finished another attempt's broken answer, by this method.
     continuation: Option<&'static str>,
+    /// Why it failed, in words.
+    detail: Option<String>,
 }
 
 #[derive(Debug)]
@@ -506,7 +509,23 @@ impl Trace {
                 served: false,
                 ended: false,
                 continuation: None,
+                detail: None,
             })
+        });
+    }
+
+    /// Why the attempt `at` (from [`Trace::latest`]) failed, in words (the first reason
+    /// given stays; secrets redacted): the feed and the journal show it beside the class.
+    pub fn why(&self, at: Option<usize>, detail: &str) {
+        let Some(at) = at else { return };
+        self.with(|r| {
+            if let Some(a) = r.attempts.get_mut(at) {
+                if a.detail.is_none() && !detail.is_empty() {
+                    let mut d: String = crate::secret::redact(detail).chars().take(500).collect();
+                    d.shrink_to_fit();
+                    a.detail = Some(d);
+                }
+            }
         });
     }
 

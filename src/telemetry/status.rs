@@ -52,6 +52,133 @@ pub struct ProviderStatus {
     /// A local provider's engine ([`crate::providers::local::LocalStatus`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<serde_json::Value>,
+    /// What is known of it, in one word ([`Health`]).
+    #[serde(default)]
+    pub health: Health,
+    /// Its latest token-free check (a cloud provider's model list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckStatus>,
+    /// Its latest real request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<LastRequest>,
+}
+
+/// A provider's latest check ([`crate::routing::health::Check`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    /// `reachable`, `key_rejected` or `unreachable`.
+    pub reach: crate::routing::health::Reach,
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// What it saw, and what to do about it.
+    pub detail: String,
+}
+
+/// A provider's latest real request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRequest {
+    /// When it ended (Unix ms).
+    pub at_ms: u64,
+    /// Whether it went well.
+    pub ok: bool,
+}
+
+/// What is known of a provider, from the strongest evidence down: its breakers (real
+/// traffic), the network, then whichever is newer of its latest real request and its latest
+/// check. Never `healthy` on no evidence: a provider nothing has checked is `unknown`, one
+/// whose model list answered but that has served nothing yet is `reachable`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Not checked and never used.
+    #[default]
+    Unknown,
+    /// Its check answered; no request has gone there yet.
+    Reachable,
+    /// It served real requests, and its breakers are closed.
+    Healthy,
+    /// Its check found the configured key rejected.
+    KeyRejected,
+    /// Its check got no answer (refused, TLS, no answer in time).
+    Unreachable,
+    /// The network looks down.
+    Offline,
+    /// A breaker of it is open: requests skip it.
+    Failing,
+    /// A breaker of it is on trial.
+    Recovering,
+    /// The embedded engine (its own state is in `local`).
+    Local,
+}
+
+impl Health {
+    /// A short stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Reachable => "reachable",
+            Health::Healthy => "healthy",
+            Health::KeyRejected => "key_rejected",
+            Health::Unreachable => "unreachable",
+            Health::Offline => "offline",
+            Health::Failing => "failing",
+            Health::Recovering => "recovering",
+            Health::Local => "local",
+        }
+    }
+
+    /// In words, for a menu or a card: `not checked yet`, `reachable`, `key rejected`, …
+    pub fn words(self) -> &'static str {
+        match self {
+            Health::Unknown => "not checked yet",
+            Health::Reachable => "reachable",
+            Health::Healthy => "healthy",
+            Health::KeyRejected => "key rejected",
+            Health::Unreachable => "unreachable",
+            Health::Offline => "unreachable (offline)",
+            Health::Failing => "failing",
+            Health::Recovering => "on trial",
+            Health::Local => "local",
+        }
+    }
+
+    /// Judges a provider ([`Health`]'s rules).
+    pub fn of(
+        local: bool,
+        backends: &[BackendStatus],
+        offline: bool,
+        check: Option<&CheckStatus>,
+        last: Option<&LastRequest>,
+    ) -> Health {
+        use crate::routing::health::Reach;
+        if local {
+            return Health::Local;
+        }
+        if backends.iter().any(|b| b.breaker == "open") {
+            return Health::Failing;
+        }
+        if backends.iter().any(|b| b.breaker == "half_open") {
+            return Health::Recovering;
+        }
+        if offline {
+            return Health::Offline;
+        }
+        let served = last.is_some_and(|l| l.ok);
+        let request_newer = last.is_some_and(|l| check.is_none_or(|c| l.at_ms >= c.at_ms));
+        match check {
+            // A request that went well, since the last check: the best evidence there is.
+            _ if request_newer && served => Health::Healthy,
+            Some(c) => match c.reach {
+                Reach::Reachable if served => Health::Healthy,
+                Reach::Reachable => Health::Reachable,
+                Reach::KeyRejected => Health::KeyRejected,
+                Reach::Unreachable => Health::Unreachable,
+            },
+            // Unchecked (checks off), with a failure its breaker has not counted out yet.
+            None if last.is_some() => Health::Healthy,
+            None => Health::Unknown,
+        }
+    }
 }
 
 /// One backend: its breaker and its figures.
@@ -70,6 +197,15 @@ impl ProviderStatus {
     /// True for the embedded engine.
     pub fn is_local(&self) -> bool {
         self.kind == "local"
+    }
+
+    /// Its [`Health`] in words, with `no requests yet` said of a reachable provider that has
+    /// served none.
+    pub fn state_words(&self) -> String {
+        match (self.health, &self.last_request) {
+            (Health::Reachable, None) => "reachable, no requests yet".to_owned(),
+            (h, _) => h.words().to_owned(),
+        }
     }
 
     /// True when some backend of it is failing (its breaker open or on trial).
@@ -357,6 +493,96 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_is_the_strongest_and_newest_evidence_and_never_healthy_on_none() {
+        use crate::routing::health::Reach;
+        let check = |reach, at_ms| CheckStatus {
+            reach,
+            at_ms,
+            detail: String::new(),
+        };
+        let req = |at_ms, ok| LastRequest { at_ms, ok };
+        let breaker = |b: &str| {
+            vec![BackendStatus {
+                backend: "p/m".into(),
+                breaker: b.into(),
+                stats: Default::default(),
+            }]
+        };
+        let of = |b: &[BackendStatus], offline, c: Option<CheckStatus>, l: Option<LastRequest>| {
+            Health::of(false, b, offline, c.as_ref(), l.as_ref())
+        };
+        assert_eq!(of(&[], false, None, None), Health::Unknown);
+        assert_eq!(
+            of(&[], false, Some(check(Reach::Reachable, 5)), None),
+            Health::Reachable
+        );
+        assert_eq!(
+            of(&[], false, Some(check(Reach::KeyRejected, 5)), None),
+            Health::KeyRejected
+        );
+        assert_eq!(
+            of(&[], false, Some(check(Reach::Unreachable, 5)), None),
+            Health::Unreachable
+        );
+        // A request that went well after the check outranks it; an older one does not.
+        assert_eq!(
+            of(
+                &[],
+                false,
+                Some(check(Reach::KeyRejected, 5)),
+                Some(req(6, true))
+            ),
+            Health::Healthy
+        );
+        assert_eq!(
+            of(
+                &[],
+                false,
+                Some(check(Reach::KeyRejected, 5)),
+                Some(req(4, true))
+            ),
+            Health::KeyRejected
+        );
+        assert_eq!(
+            of(
+                &[],
+                false,
+                Some(check(Reach::Reachable, 5)),
+                Some(req(4, true))
+            ),
+            Health::Healthy
+        );
+        assert_eq!(
+            of(
+                &[],
+                false,
+                Some(check(Reach::Reachable, 5)),
+                Some(req(6, false))
+            ),
+            Health::Reachable
+        );
+        // The network and the breakers outrank everything.
+        assert_eq!(
+            of(
+                &[],
+                true,
+                Some(check(Reach::Reachable, 5)),
+                Some(req(6, true))
+            ),
+            Health::Offline
+        );
+        assert_eq!(
+            of(&breaker("open"), true, None, Some(req(6, true))),
+            Health::Failing
+        );
+        assert_eq!(
+            of(&breaker("half_open"), false, None, None),
+            Health::Recovering
+        );
+        assert_eq!(Health::of(true, &[], true, None, None), Health::Local);
+    }
 
     #[test]
     fn the_snapshot_reads_as_prometheus_text() {

@@ -79,7 +79,8 @@ def run(bin_path, home, models_dir, prompt, config=None, bring_up_loopback=False
 
 
 def stop(gw):
-    """Stops a gateway started with pipes and passes on the end of what it logged."""
+    """Stops a gateway started with pipes, passes on the end of what it logged, and returns
+    that end."""
     gw.terminate()
     try:
         _, err = gw.communicate(timeout=15)
@@ -87,6 +88,7 @@ def stop(gw):
         gw.kill()
         _, err = gw.communicate()
     sys.stderr.write(err[-4000:])
+    return err[-6000:]
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
         rows = page.locator('#feed tbody tr[data-served-by="secondary/claude-sonnet-4-5"]')
         expect(rows).to_have_count(3)
         expect(rows.first.locator(".tag.failover")).to_have_text("failed over")
-        expect(rows.first).to_contain_text("primary/claude-sonnet-4-5 (http_529)")
+        expect(rows.first).to_contain_text("primary/claude-sonnet-4-5 (overloaded, HTTP 529)")
         # Three consecutive failures open the primary's breaker.
         expect(page.locator('[data-provider="primary"]')).to_have_attribute("data-health", "failing")
         expect(page.locator('[data-provider="primary"] [data-breaker]')).to_have_text("open")
@@ -116,7 +116,7 @@ def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
         row = page.locator("#feed tbody tr.continued").first
         expect(row.locator(".tag.continued")).to_have_text("continued")
         expect(row).to_contain_text("secondary/claude-sonnet-4-5 (continued from where it stopped)")
-        expect(row).to_contain_text("primary/claude-sonnet-4-5 (http_529)")
+        expect(row).to_contain_text("primary/claude-sonnet-4-5 (overloaded, HTTP 529)")
         page.screenshot(path=os.path.join(SHOTS, "dashboard-continued.png"), full_page=True)
 
         # The routing mode, switched from the page, is what the gateway does.

@@ -28,7 +28,7 @@ def test_failover_and_recovery_are_notified_and_a_burst_is_folded():
     # The failover: one notice that says who failed, why, and who answers now.
     assert phases["failover"] == 1, shown
     assert shown[0]["summary"] == "Failing over"
-    assert shown[0]["body"] == ("primary/claude-sonnet-4-5 is failing (http_529); "
+    assert shown[0]["body"] == ("primary/claude-sonnet-4-5 is failing: overloaded, HTTP 529; "
                                 "secondary/claude-sonnet-4-5 answers now"), shown[0]
     # The recovery: one more.
     assert phases["recovery"] == 2, shown

@@ -137,6 +137,13 @@ impl Answer {
                         "invalid_request_error",
                         &format!("prompt is too long: {message}"),
                     )
+                } else if kind == "crashed" {
+                    // The worker died: told as that, not as an API error (the feed, the
+                    // journal and the notification say "local model crashed (SIGILL)").
+                    StreamFault {
+                        kind: FailureKind::Crashed,
+                        detail: message,
+                    }
                 } else {
                     fault("api_error", &message)
                 });
