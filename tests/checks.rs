@@ -299,4 +299,49 @@ async fn an_overloaded_provider_is_not_closed_by_a_model_list_answer() {
             .any(|b| b["breaker"] == "half_open"),
         "{p}"
     );
+    // On trial, the next real request decides: no more probing every probe_interval (100 ms).
+    let before = primary.hits()["GET /v1/models"];
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        primary.hits()["GET /v1/models"] <= before + 1,
+        "{:?}",
+        primary.hits()
+    );
+}
+
+#[tokio::test]
+async fn a_provider_with_no_key_to_send_says_so_before_any_request() {
+    let mock = MockCloud::start().await;
+    std::env::remove_var("UNDERSTUDY_NEVER_SET_KEY");
+    let toml = format!(
+        r#"
+[providers.nokey]
+kind = "openai"
+base_url = "{u}/v1"
+api_key_env = "UNDERSTUDY_NEVER_SET_KEY"
+
+[[routes]]
+model = "gpt-*"
+backends = ["nokey"]
+"#,
+        u = mock.url()
+    );
+    let h = start_config(MockCloud::start().await, &toml).await;
+    let p = wait_health(&h.url, "nokey", "key_missing", Duration::from_secs(5)).await;
+    assert!(
+        p["check"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no key to send: "),
+        "{p}"
+    );
+    assert!(
+        p["check"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("UNDERSTUDY_NEVER_SET_KEY"),
+        "{p}"
+    );
+    let s = get_json(&h.url, "/api/status").await;
+    assert_eq!(s["summary"]["state"], "degraded", "{s}");
 }

@@ -87,7 +87,7 @@ function sparkline(points) {
 // "healthy" on no evidence), in words.
 const HEALTH_WORDS = {
   unknown: "not checked yet", reachable: "reachable", healthy: "healthy",
-  key_rejected: "key rejected", unreachable: "unreachable", offline: "offline",
+  key_rejected: "key rejected", key_missing: "key missing", unreachable: "unreachable", offline: "offline",
   failing: "failing", recovering: "on trial", local: "local",
 };
 

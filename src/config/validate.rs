@@ -586,6 +586,20 @@ fn breaker(b: &RawBreaker, issues: &mut Issues) -> BreakerConfig {
         probe_interval: b.probe_interval.unwrap_or(d.probe_interval),
         check_interval: b.check_interval.unwrap_or(d.check_interval),
     };
+    if breaker.probe_interval < std::time::Duration::from_millis(10) {
+        issues.add(
+            "breaker.probe_interval",
+            "must be at least 10ms (it is how often an open breaker's backend is asked)",
+        );
+    }
+    if !breaker.check_interval.is_zero()
+        && breaker.check_interval < std::time::Duration::from_millis(100)
+    {
+        issues.add(
+            "breaker.check_interval",
+            "must be \"0s\" (checks only while a breaker is open) or at least 100ms",
+        );
+    }
     if breaker.consecutive_failures == 0 {
         issues.add("breaker.consecutive_failures", "must be at least 1");
     }

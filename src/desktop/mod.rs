@@ -11,7 +11,7 @@ pub mod tray;
 use crate::config::Config;
 use crate::desktop::notify::{Change, Notice, Notifier};
 use crate::providers::local::LocalEvent;
-use crate::routing::health::HealthEvent;
+use crate::routing::health::{HealthEvent, Reach};
 use crate::routing::Router;
 use crate::telemetry::entry::Entry;
 use std::collections::HashMap;
@@ -216,9 +216,13 @@ fn health_changes(ev: HealthEvent, last_failure: &LastFailure) -> Vec<Change> {
         // network notices already tell what traffic meets.
         HealthEvent::Reach {
             provider,
-            reach: crate::routing::health::Reach::KeyRejected,
+            reach: reach @ (Reach::KeyRejected | Reach::KeyMissing),
             detail,
-        } => vec![Change::KeyRejected { provider, detail }],
+        } => vec![Change::Key {
+            provider,
+            missing: reach == Reach::KeyMissing,
+            detail,
+        }],
         HealthEvent::Reach { .. } => Vec::new(),
     }
 }
@@ -276,7 +280,6 @@ fn describe(st: &impl Gateway, backend: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::health::Reach;
 
     #[test]
     fn a_rejected_key_is_one_notice_and_the_other_checks_none() {
@@ -296,6 +299,9 @@ mod tests {
         assert!(shown[0].body.contains("ANTHROPIC_API_KEY"));
         // Found again by the next checks: no second notice.
         assert!(n.on(&changes[0], now + Duration::from_secs(60)).is_empty());
+        let missing = health_changes(ev(Reach::KeyMissing), &LastFailure::new());
+        let shown = Notifier::default().on(&missing[0], now);
+        assert_eq!(shown[0].title, "anthropic: key missing");
         for reach in [Reach::Reachable, Reach::Unreachable] {
             assert!(health_changes(ev(reach), &LastFailure::new()).is_empty());
         }

@@ -30,10 +30,12 @@ pub enum Change {
         /// True when it went down.
         offline: bool,
     },
-    /// A cloud provider's check found its configured key rejected.
-    KeyRejected {
+    /// A cloud provider's check found its configured key rejected, or it has none to send.
+    Key {
         /// The provider.
         provider: String,
+        /// No key at all (rather than one refused).
+        missing: bool,
         /// What was seen and what to do.
         detail: String,
     },
@@ -69,7 +71,7 @@ impl Change {
             Change::Failing { backend, .. } => format!("failing:{}", provider(backend)),
             Change::Recovered { backend } => format!("recovered:{}", provider(backend)),
             Change::Network { offline } => format!("network:{offline}"),
-            Change::KeyRejected { provider, .. } => format!("key:{provider}"),
+            Change::Key { provider, .. } => format!("key:{provider}"),
             Change::LocalReady => "local:ready".into(),
             Change::LocalCrashed { .. } => "local:crashed".into(),
             Change::LocalCompatible { .. } => "local:compatible".into(),
@@ -101,9 +103,17 @@ impl Change {
                 "Back online".to_owned(),
                 "The clouds are reachable again".to_owned(),
             ),
-            Change::KeyRejected { provider, detail } => {
-                (format!("{provider}: key rejected"), detail.clone())
-            }
+            Change::Key {
+                provider,
+                missing,
+                detail,
+            } => (
+                format!(
+                    "{provider}: key {}",
+                    if *missing { "missing" } else { "rejected" }
+                ),
+                detail.clone(),
+            ),
             Change::LocalReady => (
                 "Local model ready".to_owned(),
                 "It can answer when the clouds cannot".to_owned(),

@@ -197,6 +197,8 @@ fn verdict(
         )
     } else if let Some(names) = named(clouds, Health::KeyRejected) {
         (Icon::Degraded, format!("Understudy: {names}: key rejected"))
+    } else if let Some(names) = named(clouds, Health::KeyMissing) {
+        (Icon::Degraded, format!("Understudy: {names}: key missing"))
     } else if let Some(names) = named(clouds, Health::Unreachable) {
         (Icon::Degraded, format!("Understudy: {names} unreachable"))
     } else if let Some(names) = named(clouds, Health::Unknown) {

@@ -273,6 +273,17 @@ impl Provider {
         }
     }
 
+    /// Why requests that need this provider's own key will be refused before they leave: the
+    /// configured key cannot be read (an unset variable, a missing keychain entry). `None` when
+    /// it has one, or none is configured (then clients' own pass through: the config check
+    /// refuses a cloud provider with neither).
+    pub fn key_problem(&self) -> Option<String> {
+        match (&self.key, &self.config.key) {
+            (Err(why), Some(_)) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
     /// What this provider's kind does differently.
     pub fn api(&self) -> &dyn Api {
         &*self.api

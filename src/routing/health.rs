@@ -67,6 +67,9 @@ pub enum Reach {
     Reachable,
     /// It answered 401/403 (Gemini: 400 `API_KEY_INVALID`) to the configured key.
     KeyRejected,
+    /// It has no key it can send (the configured one cannot be read, or none is configured
+    /// and clients' own do not pass through): requests are refused before they leave.
+    KeyMissing,
     /// No answer: refused, no route, no name, TLS failed, or nothing within the probe's time.
     Unreachable,
 }
@@ -77,6 +80,7 @@ impl Reach {
         match self {
             Reach::Reachable => "reachable",
             Reach::KeyRejected => "key_rejected",
+            Reach::KeyMissing => "key_missing",
             Reach::Unreachable => "unreachable",
         }
     }
@@ -307,6 +311,36 @@ impl Health {
     /// Wakes the provider checkers (a breaker opened, the network changed).
     pub fn wake(&self) {
         self.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// True while some backend of `provider` has its breaker open (not on trial: a trial is
+    /// a real request's to decide).
+    pub fn provider_open(&self, provider: &str) -> bool {
+        let prefix = format!("{provider}/");
+        self.backends
+            .lock()
+            .expect("health lock")
+            .iter()
+            .any(|(k, h)| k.starts_with(&prefix) && matches!(h.breaker.state(), State::Open { .. }))
+    }
+
+    /// True when another cloud provider than `provider` answered its check, or a request
+    /// went well, within `window`: the network is up, whatever `provider`'s name does.
+    pub fn others_answered(&self, provider: &str, window: std::time::Duration) -> bool {
+        let since = crate::telemetry::entry::unix_ms().saturating_sub(window.as_millis() as u64);
+        let checked = self
+            .checks
+            .lock()
+            .expect("checks lock")
+            .iter()
+            .any(|(p, c)| p != provider && c.reach != Reach::Unreachable && c.at_ms >= since);
+        let served = self
+            .used
+            .lock()
+            .expect("used lock")
+            .iter()
+            .any(|(p, u)| p != provider && u.ok && u.at_ms >= since);
+        checked || served
     }
 
     /// True while some backend of `provider` has its breaker open or on trial.

@@ -1,6 +1,7 @@
 //! Health known without traffic: one checker per cloud provider asks its model list (a GET
 //! that spends no tokens) at start, every `breaker.check_interval` (jittered) while the
-//! provider has had no real request in that time, at once when the network changes, and every
+//! provider has had no real request in that time, at once when the network is seen to go or
+//! come back (by a request or another check), every 5 s while it is gone, and every
 //! `breaker.probe_interval` while one of its breakers is open. What it finds ([`judge`]) is
 //! the provider's [`Check`]: reachable, key rejected or unreachable, with evidence and a time.
 //! A check never runs on a request's path.
@@ -20,6 +21,9 @@ use std::time::Duration;
 /// is noticed within seconds without a request.
 const OFFLINE_CHECK: Duration = Duration::from_secs(5);
 
+/// Another provider that answered within this long says the network is up.
+const OFFLINE_EVIDENCE: Duration = Duration::from_secs(60);
+
 /// What one probe says: the provider's check, and what it says about the network
 /// (`Some(true)`: down, `Some(false)`: an upstream answered) and the breakers (`true`: an
 /// answer that is not an overload).
@@ -35,7 +39,8 @@ pub struct Verdict {
     pub answered: bool,
 }
 
-/// Judges a probe of `provider`.
+/// Judges a probe of `provider`: what the answer says, unless the provider has no key it can
+/// send, which no answer makes any better.
 pub fn judge(provider: &Provider, r: &Result<ProbeAnswer, ProviderError>) -> Verdict {
     let key = provider
         .config
@@ -43,11 +48,26 @@ pub fn judge(provider: &Provider, r: &Result<ProbeAnswer, ProviderError>) -> Ver
         .as_ref()
         .map(|k| k.to_string())
         .unwrap_or_else(|| "the configured key".into());
-    judge_answer(&key, r)
+    let mut v = judge_answer(&key, provider.config.passthrough_auth, r);
+    if let Some(why) = provider.key_problem() {
+        if v.reach != Reach::Unreachable {
+            v.reach = Reach::KeyMissing;
+            v.detail = format!(
+                "no key to send: {why}; requests that need this provider's key are refused \
+                 (set api_key_env or api_key_keychain, then restart Understudy)"
+            );
+        }
+    }
+    v
 }
 
-/// [`judge`] without a provider: `key` names where the key comes from.
-pub fn judge_answer(key: &str, r: &Result<ProbeAnswer, ProviderError>) -> Verdict {
+/// [`judge`] without a provider: `key` names where the key comes from; `passthrough` says
+/// whether clients' own credentials pass through.
+pub fn judge_answer(
+    key: &str,
+    passthrough: bool,
+    r: &Result<ProbeAnswer, ProviderError>,
+) -> Verdict {
     match r {
         Err(e) => Verdict {
             reach: Reach::Unreachable,
@@ -73,7 +93,7 @@ pub fn judge_answer(key: &str, r: &Result<ProbeAnswer, ProviderError>) -> Verdic
                 };
             }
             let detail = match (a.status, a.key_sent) {
-                (401 | 403, false) => format!(
+                (401 | 403, false) if passthrough => format!(
                     "GET {} answered {} without a key: reachable; clients' own credentials pass through",
                     a.path, a.status
                 ),
@@ -99,6 +119,19 @@ pub fn judge_answer(key: &str, r: &Result<ProbeAnswer, ProviderError>) -> Verdic
 fn said(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     let full = v["error"]["message"].as_str().or(v["message"].as_str())?;
+    // OpenAI quotes the refused key with its middle masked (`sk-proj-***…abcd`): what is left
+    // of it is still not ours to show.
+    let full: Vec<String> = full
+        .split(' ')
+        .map(|w| {
+            if w.starts_with("sk-") || w.contains("***") {
+                crate::secret::REDACTED.to_owned()
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect();
+    let full = full.join(" ");
     let mut m: String = full.chars().take(160).collect();
     if m.len() < full.len() {
         m.push('…');
@@ -118,8 +151,12 @@ pub async fn check_once(provider: &Provider, health: &Health) -> Verdict {
             detail: v.detail.clone(),
         },
     );
-    if let Some(offline) = v.offline {
-        health.network(offline);
+    match v.offline {
+        // One name that does not resolve is not the network being down while another
+        // provider answers: only then would every checker wake and ask again, forever.
+        Some(true) if health.others_answered(provider.name(), OFFLINE_EVIDENCE) => {}
+        Some(offline) => health.network(offline),
+        None => {}
     }
     if v.answered {
         health.probe_ok(provider.name());
@@ -132,41 +169,47 @@ fn jittered(every: Duration) -> Duration {
     every.mul_f64(rand::random::<f64>() * 2.0 / 3.0 + 2.0 / 3.0)
 }
 
-/// Checks one cloud provider for the life of the application (held weakly).
+/// Checks one cloud provider for the life of the application (held weakly: nothing of it is
+/// held while waiting, so the task ends with the application).
 pub async fn watch(state: Weak<AppState>, name: String) {
     let Some(mut wakes) = state.upgrade().map(|st| st.router.health().wakes()) else {
         return;
     };
     let mut first = true;
+    // When the next check is due, and for which state (open, offline) it was set: a wake
+    // that is not this checker's keeps it, so no stream of wakes can starve it.
+    let mut due: Option<(tokio::time::Instant, bool, bool)> = None;
     loop {
-        let (provider, health, every) = {
+        // Seen before reading the state below: a wake after this point is not lost.
+        wakes.borrow_and_update();
+        let (wait, open, offline, every, probe_every) = {
             let Some(st) = state.upgrade() else { return };
-            let Some(p) = st.router.provider(&name).cloned() else {
-                return;
+            let health = st.router.health();
+            let every = st.config.breaker.check_interval;
+            let open = health.provider_open(&name);
+            let offline = health.offline();
+            let wait = if open {
+                Some(health.probe_interval())
+            } else if every.is_zero() {
+                None
+            } else if first {
+                Some(Duration::ZERO)
+            } else if offline {
+                Some(jittered(every).min(OFFLINE_CHECK))
+            } else {
+                Some(jittered(every))
             };
-            (
-                p,
-                st.router.health().clone(),
-                st.config.breaker.check_interval,
-            )
-        };
-        let failing = health.provider_failing(&name);
-        let wait = if failing {
-            Some(health.probe_interval())
-        } else if every.is_zero() {
-            None
-        } else if first {
-            Some(Duration::ZERO)
-        } else if health.offline() {
-            Some(jittered(every).min(OFFLINE_CHECK))
-        } else {
-            Some(jittered(every))
+            (wait, open, offline, every, health.probe_interval())
         };
         first = false;
-        wakes.borrow_and_update();
-        let woken = match wait {
-            Some(wait) => tokio::select! {
-                _ = tokio::time::sleep(wait) => false,
+        let until = match (due, wait) {
+            (Some((at, o, off)), Some(_)) if o == open && off == offline => Some(at),
+            (_, w) => w.map(|w| tokio::time::Instant::now() + w),
+        };
+        due = until.map(|at| (at, open, offline));
+        let woken = match until {
+            Some(at) => tokio::select! {
+                _ = tokio::time::sleep_until(at) => false,
                 r = wakes.changed() => if r.is_err() { return } else { true },
             },
             None => {
@@ -176,19 +219,25 @@ pub async fn watch(state: Weak<AppState>, name: String) {
                 true
             }
         };
+        let Some(st) = state.upgrade() else { return };
+        let Some(provider) = st.router.provider(&name).cloned() else {
+            return;
+        };
+        let health = st.router.health().clone();
+        drop(st);
         if woken {
-            if health.provider_failing(&name) {
-                // A breaker just opened: give it the probe interval before asking, as a
-                // request would have to wait out part of its open time.
-                tokio::time::sleep(health.probe_interval()).await;
-            } else if every.is_zero() {
-                // Checks are off, and nothing of this provider is open: nothing is due.
+            // Wakes are for every checker: this one acts on a breaker of its own that opened,
+            // or on the network going or coming back; anything else waits its turn.
+            if health.provider_open(&name) && !open {
+                // Give it the probe interval first, as a request waits out part of the open time.
+                tokio::time::sleep(probe_every).await;
+            } else if health.offline() == offline || every.is_zero() {
                 continue;
             }
         }
-        // A request that ended since is fresher evidence than a probe would be.
-        let failing = health.provider_failing(&name);
-        if !failing && !health.offline() && !every.is_zero() {
+        due = None;
+        // A request that went well since is fresher evidence than a probe would be.
+        if !health.provider_open(&name) && !health.offline() && !every.is_zero() {
             if let Some(u) = health.last_used(&name) {
                 if u.at.elapsed() < every && u.ok {
                     continue;

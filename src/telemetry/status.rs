@@ -99,6 +99,8 @@ pub enum Health {
     Healthy,
     /// Its check found the configured key rejected.
     KeyRejected,
+    /// It has no key it can send: requests needing one are refused before they leave.
+    KeyMissing,
     /// Its check got no answer (refused, TLS, no answer in time).
     Unreachable,
     /// The network looks down.
@@ -119,6 +121,7 @@ impl Health {
             Health::Reachable => "reachable",
             Health::Healthy => "healthy",
             Health::KeyRejected => "key_rejected",
+            Health::KeyMissing => "key_missing",
             Health::Unreachable => "unreachable",
             Health::Offline => "offline",
             Health::Failing => "failing",
@@ -134,6 +137,7 @@ impl Health {
             Health::Reachable => "reachable",
             Health::Healthy => "healthy",
             Health::KeyRejected => "key rejected",
+            Health::KeyMissing => "key missing",
             Health::Unreachable => "unreachable",
             Health::Offline => "unreachable (offline)",
             Health::Failing => "failing",
@@ -172,10 +176,11 @@ impl Health {
                 Reach::Reachable if served => Health::Healthy,
                 Reach::Reachable => Health::Reachable,
                 Reach::KeyRejected => Health::KeyRejected,
+                Reach::KeyMissing => Health::KeyMissing,
                 Reach::Unreachable => Health::Unreachable,
             },
-            // Unchecked (checks off), with a failure its breaker has not counted out yet.
-            None if last.is_some() => Health::Healthy,
+            // Unchecked (checks off): only a request that went well says anything good.
+            None if served => Health::Healthy,
             None => Health::Unknown,
         }
     }
@@ -580,6 +585,17 @@ mod tests {
         assert_eq!(
             of(&breaker("half_open"), false, None, None),
             Health::Recovering
+        );
+        assert_eq!(of(&[], false, None, Some(req(6, false))), Health::Unknown);
+        assert_eq!(of(&[], false, None, Some(req(6, true))), Health::Healthy);
+        assert_eq!(
+            of(
+                &[],
+                false,
+                Some(check(Reach::KeyMissing, 5)),
+                Some(req(6, false))
+            ),
+            Health::KeyMissing
         );
         assert_eq!(Health::of(true, &[], true, None, None), Health::Local);
     }

@@ -28,3 +28,22 @@ def test_the_tray_app_starts_serves_and_shows_the_dashboard():
     assert r["second_exit"] == 0, r
     assert "listening" not in r["second_stdout"]
     assert r["first_alive"]
+
+
+def test_the_tray_app_started_offline_says_so_without_a_request(tmp_path):
+    """Zero config in a network namespace with only loopback: the window's badge is blue
+    ("offline, answering from the local model") before anything was asked (screenshot:
+    target/screenshots/tray-window-offline-at-start.png)."""
+    from test_claude_code_local import models_dir
+    out = subprocess.run(
+        ["unshare", "-rn", "dbus-run-session", "--", sys.executable, os.path.join(HERE, "tray_offline_scenario.py"),
+         models_dir(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=HERE),
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["header_share"] > 0.3, f"the window did not show the dashboard: {r}"
+    assert r["badge_share"] > 0.02, f"the window shows no blue offline badge: {r}"
+    s = r["status"]
+    assert s["offline"] is True and s["totals"]["requests"] == 0, s
+    assert s["summary"] == {"state": "local", "text": "Understudy: offline, answering from the local model"}, s
