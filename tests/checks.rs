@@ -206,6 +206,23 @@ backends = ["anthropic"]
         s["summary"]["text"], "Understudy: anthropic, gemini: key rejected",
         "{s}"
     );
+    // Prometheus sees it too.
+    let metrics = reqwest::get(format!("{}/metrics", h.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "understudy_provider_health{provider=\"anthropic\",state=\"key_rejected\"} 1\n"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("understudy_provider_checked_seconds{provider=\"gemini\"} "),
+        "{metrics}"
+    );
     // Found by the model lists alone.
     only_model_lists(&anthropic);
     only_model_lists(&gemini);

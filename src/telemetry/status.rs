@@ -252,6 +252,53 @@ pub fn prometheus(s: &Snapshot) -> String {
         "1 while the network looks down.",
         vec![format!(" {}", u8::from(s.offline))],
     );
+    const HEALTHS: [Health; 10] = [
+        Health::Unknown,
+        Health::Reachable,
+        Health::Healthy,
+        Health::KeyRejected,
+        Health::KeyMissing,
+        Health::Unreachable,
+        Health::Offline,
+        Health::Failing,
+        Health::Recovering,
+        Health::Local,
+    ];
+    let mut healths = Vec::new();
+    for p in &s.providers {
+        for h in HEALTHS {
+            healths.push(format!(
+                "{{provider=\"{}\",state=\"{}\"}} {}",
+                label(&p.name),
+                h.as_str(),
+                u8::from(p.health == h)
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "understudy_provider_health",
+        "gauge",
+        "What is known of each provider, from its checks and its traffic (1 for the current state).",
+        healths,
+    );
+    let mut checked = Vec::new();
+    for p in &s.providers {
+        if let Some(c) = &p.check {
+            checked.push(format!(
+                "{{provider=\"{}\"}} {:.3}",
+                label(&p.name),
+                c.at_ms as f64 / 1000.0
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "understudy_provider_checked_seconds",
+        "gauge",
+        "When each cloud provider's model list was last checked (Unix time).",
+        checked,
+    );
     let mut breakers = Vec::new();
     for p in &s.providers {
         for b in &p.backends {
@@ -605,7 +652,8 @@ mod tests {
         let s: Snapshot = serde_json::from_value(serde_json::json!({
             "version": "0", "mode": "auto", "offline": true,
             "providers": [
-                {"name": "anthropic", "kind": "anthropic",
+                {"name": "anthropic", "kind": "anthropic", "health": "failing",
+                 "check": {"reach": "reachable", "at_ms": 1796000000500_u64, "detail": "GET /v1/models answered 200"},
                  "backends": [{"backend": "anthropic/claude-\"x\"", "breaker": "open",
                                "stats": {"requests": 9, "errors": 4, "errors_by_class": {"http_529": 4},
                                          "ttft_p95_ms": 250.0}}]},
@@ -626,6 +674,10 @@ mod tests {
             "understudy_backend_errors_total{provider=\"anthropic\",backend=\"anthropic/claude-\\\"x\\\"\",class=\"http_529\"} 4\n",
             "understudy_backend_latency_seconds{provider=\"anthropic\",backend=\"anthropic/claude-\\\"x\\\"\",to=\"first_content\",quantile=\"0.95\"} 0.25\n",
             "understudy_failovers_total 3\n",
+            "understudy_provider_health{provider=\"anthropic\",state=\"failing\"} 1\n",
+            "understudy_provider_health{provider=\"anthropic\",state=\"healthy\"} 0\n",
+            "understudy_provider_health{provider=\"local\",state=\"unknown\"} 1\n",
+            "understudy_provider_checked_seconds{provider=\"anthropic\"} 1796000000.500\n",
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }
