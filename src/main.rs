@@ -503,14 +503,7 @@ async fn check(path: Option<PathBuf>) -> ExitCode {
                 println!("  provider {} ({}) at {at}", p.name, p.kind.as_str());
             }
             for r in &cfg.routes {
-                let chain: Vec<String> = r
-                    .backends
-                    .iter()
-                    .map(|b| match &b.model {
-                        Some(m) => format!("{}/{m}", b.provider),
-                        None => b.provider.clone(),
-                    })
-                    .collect();
+                let chain: Vec<String> = r.backends.iter().map(|b| b.to_string()).collect();
                 println!("  route {} -> {}", r.pattern, chain.join(", "));
             }
             for w in &warnings {

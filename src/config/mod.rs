@@ -352,6 +352,16 @@ pub struct BackendRef {
     pub model: Option<String>,
 }
 
+impl std::fmt::Display for BackendRef {
+    /// As routes write it: `provider` or `provider/model`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.model {
+            Some(m) => write!(f, "{}/{m}", self.provider),
+            None => f.write_str(&self.provider),
+        }
+    }
+}
+
 impl BackendRef {
     fn parse(s: &str) -> BackendRef {
         match s.split_once('/') {

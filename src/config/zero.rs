@@ -141,17 +141,8 @@ pub fn render(config: &super::Config) -> String {
          # not picked up by themselves: add their providers here). README.md lists every key.\n",
     );
     for p in &config.providers {
-        // Provider names are letters, digits, '-' and '_': a bare key.
-        let name = if p
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            p.name.clone()
-        } else {
-            quoted(&p.name)
-        };
-        let _ = writeln!(out, "\n[providers.{name}]");
+        // Validated to letters, digits, '-' and '_': a bare key.
+        let _ = writeln!(out, "\n[providers.{}]", p.name);
         let why = match (p.kind, &p.key) {
             (ProviderKind::Local, _) => {
                 "# The local model: answers when the clouds cannot (offline, every cloud failing)."
@@ -207,14 +198,7 @@ pub fn render(config: &super::Config) -> String {
         out.push('\n');
     }
     for r in &config.routes {
-        let backends: Vec<String> = r
-            .backends
-            .iter()
-            .map(|b| match &b.model {
-                Some(m) => quoted(&format!("{}/{m}", b.provider)),
-                None => quoted(&b.provider),
-            })
-            .collect();
+        let backends: Vec<String> = r.backends.iter().map(|b| quoted(&b.to_string())).collect();
         let _ = writeln!(
             out,
             "\n[[routes]]\nmodel = {}\nbackends = [{}]",

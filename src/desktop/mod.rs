@@ -265,7 +265,7 @@ fn request_changes(st: &impl Gateway, e: &Entry, last_failure: &mut LastFailure)
 
 /// A backend for a notice: `local/model (the local model)` for the embedded engine.
 fn describe(st: &impl Gateway, backend: &str) -> String {
-    let provider = backend.split_once('/').map_or(backend, |(p, _)| p);
+    let provider = crate::routing::health::provider_of(backend);
     if st
         .router()
         .provider(provider)

@@ -66,7 +66,7 @@ impl Change {
     /// What the debounce groups by: the subject and the direction, so a provider that
     /// flaps is told failing once and recovered once per window.
     fn subject(&self) -> String {
-        let provider = |b: &str| b.split_once('/').map_or(b, |(p, _)| p).to_owned();
+        let provider = |b: &str| crate::routing::health::provider_of(b).to_owned();
         match self {
             Change::Failing { backend, .. } => format!("failing:{}", provider(backend)),
             Change::Recovered { backend } => format!("recovered:{}", provider(backend)),

@@ -298,8 +298,9 @@ fn menu(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::health::Check;
     use crate::routing::health::Reach;
-    use crate::telemetry::status::{BackendStatus, CheckStatus, LastRequest};
+    use crate::telemetry::status::{BackendStatus, LastRequest};
     use serde_json::json;
 
     /// A cloud provider that has served requests, with these breakers.
@@ -330,7 +331,7 @@ mod tests {
 
     /// A cloud provider no request has gone to, with what its check found (`None`: none yet).
     fn checked(name: &str, reach: Option<Reach>, offline: bool) -> ProviderStatus {
-        let check = reach.map(|reach| CheckStatus {
+        let check = reach.map(|reach| Check {
             reach,
             at_ms: 1_000,
             detail: "the key from ANTHROPIC_API_KEY was rejected (HTTP 401: invalid x-api-key)"

@@ -407,11 +407,10 @@ impl Provider {
         let req = self.client.get(format!("{base}{path}")).headers(h);
         let within = self.config.timeouts.first_byte.min(PROBE_TIMEOUT);
         let answer = async {
-            let r = req.send().await.map_err(|e| self.classify(&e))?;
+            let mut r = req.send().await.map_err(|e| self.classify(&e))?;
             let status = r.status().as_u16();
             // Enough of the body to tell a rejected key by; never the whole model list.
             let mut body = Vec::new();
-            let mut r = r;
             while body.len() < PROBE_BODY {
                 match r.chunk().await {
                     Ok(Some(c)) => body.extend_from_slice(&c),

@@ -26,9 +26,10 @@ const RETRY_BASE: Duration = Duration::from_millis(500);
 const RETRY_CAP: Duration = Duration::from_secs(8);
 
 /// The order the chain is walked in: a Claude Code session goes back to the backend that
-/// served it while that one is healthy, until a backend ahead of it in the route recovers; while the network looks down, a route with a local
-/// backend goes straight to it; paused, the route's first backend only, as if the client
-/// called it directly (no session affinity, offline routing or breaker in the way).
+/// served it while that one is healthy, until a backend ahead of it in the route recovers;
+/// while the network looks down, a route with a local backend goes straight to it; paused,
+/// the route's first backend only, as if the client called it directly (no session
+/// affinity, offline routing or breaker in the way).
 fn order<'a>(router: &Router, chain: &'a [Backend], session: Option<&str>) -> Vec<&'a Backend> {
     if router.paused() {
         return chain.iter().take(1).collect();

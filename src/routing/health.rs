@@ -86,8 +86,8 @@ impl Reach {
     }
 }
 
-/// The latest check of a provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The latest check of a provider (as `/api/status` shows it, under `check`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Check {
     /// What it found.
     pub reach: Reach,
@@ -341,16 +341,6 @@ impl Health {
             .iter()
             .any(|(p, u)| p != provider && u.ok && u.at_ms >= since);
         checked || served
-    }
-
-    /// True while some backend of `provider` has its breaker open or on trial.
-    pub fn provider_failing(&self, provider: &str) -> bool {
-        let prefix = format!("{provider}/");
-        self.backends
-            .lock()
-            .expect("health lock")
-            .iter()
-            .any(|(k, h)| k.starts_with(&prefix) && h.breaker.state() != State::Closed)
     }
 
     /// True while the network looks down: routes go straight to a local backend instead of

@@ -8,9 +8,7 @@ use crate::error::GatewayError;
 use crate::providers::local::LocalEngine;
 use crate::routing::Router;
 use crate::telemetry::observe::BackendStats;
-use crate::telemetry::status::{
-    BackendStatus, CheckStatus, Health, LastRequest, ProviderStatus, Snapshot,
-};
+use crate::telemetry::status::{BackendStatus, Health, LastRequest, ProviderStatus, Snapshot};
 use axum::body::Body;
 use bytes::Bytes;
 use serde_json::Value;
@@ -79,11 +77,7 @@ impl AppState {
             .iter()
             .map(|p| {
                 let backends = backends_of(&p.name, &breakers, &stats);
-                let check = health.check(&p.name).map(|c| CheckStatus {
-                    reach: c.reach,
-                    at_ms: c.at_ms,
-                    detail: c.detail,
-                });
+                let check = health.check(&p.name);
                 let last_request = health.last_used(&p.name).map(|u| LastRequest {
                     at_ms: u.at_ms,
                     ok: u.ok,

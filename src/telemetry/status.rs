@@ -1,6 +1,7 @@
 //! The status snapshot (`GET /api/status`, the first event of `/api/events`): the one shape the
 //! gateway writes and the terminal (`understudy status`), the tray and the dashboard read.
 
+use crate::routing::health::Check;
 use serde::{Deserialize, Serialize};
 
 /// What the gateway is doing now.
@@ -57,21 +58,10 @@ pub struct ProviderStatus {
     pub health: Health,
     /// Its latest token-free check (a cloud provider's model list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<CheckStatus>,
+    pub check: Option<Check>,
     /// Its latest real request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<LastRequest>,
-}
-
-/// A provider's latest check ([`crate::routing::health::Check`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckStatus {
-    /// `reachable`, `key_rejected` or `unreachable`.
-    pub reach: crate::routing::health::Reach,
-    /// When (Unix ms).
-    pub at_ms: u64,
-    /// What it saw, and what to do about it.
-    pub detail: String,
 }
 
 /// A provider's latest real request.
@@ -151,7 +141,7 @@ impl Health {
         local: bool,
         backends: &[BackendStatus],
         offline: bool,
-        check: Option<&CheckStatus>,
+        check: Option<&Check>,
         last: Option<&LastRequest>,
     ) -> Health {
         use crate::routing::health::Reach;
@@ -549,7 +539,7 @@ mod tests {
     #[test]
     fn health_is_the_strongest_and_newest_evidence_and_never_healthy_on_none() {
         use crate::routing::health::Reach;
-        let check = |reach, at_ms| CheckStatus {
+        let check = |reach, at_ms| Check {
             reach,
             at_ms,
             detail: String::new(),
@@ -562,7 +552,7 @@ mod tests {
                 stats: Default::default(),
             }]
         };
-        let of = |b: &[BackendStatus], offline, c: Option<CheckStatus>, l: Option<LastRequest>| {
+        let of = |b: &[BackendStatus], offline, c: Option<Check>, l: Option<LastRequest>| {
             Health::of(false, b, offline, c.as_ref(), l.as_ref())
         };
         assert_eq!(of(&[], false, None, None), Health::Unknown);
