@@ -4,7 +4,9 @@
 //! `cargo bench --features testing --bench passthrough` (env: BENCH_RATE, BENCH_SECS,
 //! BENCH_ROUNDS, BENCH_UPSTREAM_MS, BENCH_PIN=0 to leave scheduling to the OS,
 //! BENCH_ROUTE=translate for the translated path, BENCH_STREAM_WHOLE=0 to pass the non-streaming
-//! request through as it is instead of asking the upstream for a stream). The mock and the gateway are real subprocesses (the release
+//! request through as it is instead of asking the upstream for a stream; BENCH_WHOLE=compare
+//! for both ways of answering a non-streaming request side by side, with BENCH_CONNS,
+//! BENCH_TOKENS and BENCH_TPS). The mock and the gateway are real subprocesses (the release
 //! binary); where `taskset` exists the gateway is pinned to CPU 1, the mock and the load
 //! generator to CPU 0.
 
@@ -86,11 +88,151 @@ async fn closed_loop(client: &reqwest::Client, url: &str, conns: usize, secs: f6
     total as f64 / secs
 }
 
+/// CPU time (user + system) a process has used, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
+/// `BENCH_WHOLE=compare`: what asking for a stream and rebuilding the whole answer costs
+/// against passing the non-streaming answer through, in one run: two gateways on the same
+/// mock (`stream_whole_answers` true and false), closed-loop rounds interleaved with the mock
+/// asked directly. The mock answers `BENCH_TOKENS` tokens paced at `BENCH_TPS` a second
+/// (0: at once, which makes the gateway's CPU the bottleneck); each gateway's CPU time per
+/// answer comes from /proc.
+fn compare_whole(secs: f64, rounds: usize, upstream_ms: u64) {
+    let conns: usize = env_or("BENCH_CONNS", 32);
+    let tokens: usize = env_or("BENCH_TOKENS", 0);
+    let tps: f64 = env_or("BENCH_TPS", 0.0);
+    let (mut mock, mock_url) = spawn(
+        "0",
+        &[
+            "mock",
+            "--no-record",
+            "--delay-ms",
+            &upstream_ms.to_string(),
+            "--tokens",
+            &tokens.to_string(),
+            "--tokens-per-sec",
+            &tps.to_string(),
+        ],
+        "mock cloud listening on ",
+    );
+    let gateway = |whole: bool| {
+        let mut cfg = tempfile::NamedTempFile::new().unwrap();
+        write!(
+            cfg,
+            "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\npassthrough_auth = \"{mock_url}\"\n\
+             stream_whole_answers = {whole}\n[[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
+        )
+        .unwrap();
+        let (child, url) = spawn(
+            "1",
+            &[
+                "serve",
+                "--config",
+                cfg.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "understudy listening on ",
+        );
+        (child, format!("{url}/v1/messages"), cfg)
+    };
+    let (mut streamed, streamed_url, _c1) = gateway(true);
+    let (mut plain, plain_url, _c2) = gateway(false);
+    std::thread::sleep(Duration::from_secs(1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    let direct = format!("{mock_url}/v1/messages");
+    let (mut ratio, mut cpu_s, mut cpu_p) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rate_d, mut rate_s, mut rate_p) = (Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        for url in [&direct, &streamed_url, &plain_url] {
+            closed_loop(&client, url, conns, 1.0).await;
+        }
+        for r in 0..rounds {
+            let d = closed_loop(&client, &direct, conns, secs).await;
+            let c0 = cpu_secs(streamed.id());
+            let s = closed_loop(&client, &streamed_url, conns, secs).await;
+            let c1 = cpu_secs(plain.id());
+            let p = closed_loop(&client, &plain_url, conns, secs).await;
+            let per_s = (cpu_secs(streamed.id()) - c0) / (s * secs) * 1e6;
+            let per_p = (cpu_secs(plain.id()) - c1) / (p * secs) * 1e6;
+            eprintln!(
+                "round {r}: direct {d:.0} req/s | streamed and rebuilt {s:.0} ({per_s:.0} µs CPU each) | plain {p:.0} ({per_p:.0} µs CPU each)"
+            );
+            ratio.push(s / p);
+            cpu_s.push(per_s);
+            cpu_p.push(per_p);
+            rate_d.push(d);
+            rate_s.push(s);
+            rate_p.push(p);
+        }
+    });
+    let spread = |v: &[f64], prec: usize| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.prec$} … {hi:.prec$}")
+    };
+    let pace = if tps > 0.0 {
+        format!("paced at {tps} tokens/s")
+    } else {
+        "all at once".into()
+    };
+    let answer = if tokens == 0 {
+        "\"Hello from the mock cloud.\" (5 deltas)".to_owned()
+    } else {
+        format!("{tokens} tokens")
+    };
+    println!("\n### Whole answers: streamed upstream and rebuilt, against passed through ({conns} connections, closed loop, {rounds} interleaved rounds of {secs} s; upstream {upstream_ms} ms to headers, {answer}, {pace})\n");
+    println!("| | direct to the mock | streamed and rebuilt | passed through whole |");
+    println!("|---|---|---|---|");
+    println!(
+        "| answers/s (median) | {:.0} | {:.0} | {:.0} |",
+        median(rate_d.clone()),
+        median(rate_s.clone()),
+        median(rate_p.clone())
+    );
+    println!(
+        "| gateway CPU per answer, µs (median; range) | | {:.0} ({}) | {:.0} ({}) |",
+        median(cpu_s.clone()),
+        spread(&cpu_s, 0),
+        median(cpu_p.clone()),
+        spread(&cpu_p, 0)
+    );
+    println!(
+        "\nThroughput streamed / passed through: **{:.3}** (range over rounds {}).",
+        median(ratio.clone()),
+        spread(&ratio, 3)
+    );
+    for c in [&mut streamed, &mut plain, &mut mock] {
+        let _ = c.kill();
+    }
+}
+
 fn main() {
     let rate: f64 = env_or("BENCH_RATE", 500.0);
     let secs: f64 = env_or("BENCH_SECS", 5.0);
     let rounds: usize = env_or("BENCH_ROUNDS", 5);
     let upstream_ms: u64 = env_or("BENCH_UPSTREAM_MS", 2);
+    if std::env::var("BENCH_WHOLE").as_deref() == Ok("compare") {
+        return compare_whole(secs, rounds, upstream_ms);
+    }
 
     let (mut mock, mock_url) = spawn(
         "0",

@@ -70,12 +70,12 @@ impl Splitter {
 
     fn scan(&mut self, at_end: bool, out: &mut Vec<Frame>) {
         while self.scanned < self.buf.len() {
-            let i = self.scanned;
+            let Some(found) = memchr::memchr2(b'\n', b'\r', &self.buf[self.scanned..]) else {
+                self.scanned = self.buf.len();
+                return;
+            };
+            let i = self.scanned + found;
             let b = self.buf[i];
-            if b != b'\n' && b != b'\r' {
-                self.scanned += 1;
-                continue;
-            }
             let mut next = i + 1;
             if b == b'\r' {
                 if next == self.buf.len() && !at_end {
@@ -93,8 +93,13 @@ impl Splitter {
             if i == line_start {
                 self.dispatch(next, out);
             } else {
-                let line = String::from_utf8_lossy(&self.buf[line_start..i]).into_owned();
-                self.field(&line);
+                let buf = std::mem::take(&mut self.buf);
+                let bytes = &buf[line_start..i];
+                match std::str::from_utf8(bytes) {
+                    Ok(line) => self.field(line),
+                    Err(_) => self.field(&String::from_utf8_lossy(bytes)),
+                }
+                self.buf = buf;
             }
         }
     }

@@ -322,3 +322,73 @@ async fn a_provider_can_keep_whole_answers_as_they_are() {
     let up: Value = serde_json::from_str(&primary.requests()[0].body).unwrap();
     assert_eq!(up, ask_anthropic(), "sent as the client wrote it");
 }
+
+/// The stream's one timer is moved only when it fires (not re-armed per piece): an answer
+/// whose pieces come every 150 ms must outlive an idle limit of 400 ms as often as it takes,
+/// streamed or whole, while a stall after content still ends it at that limit.
+#[tokio::test]
+async fn a_slow_steady_answer_outlives_the_idle_limit_and_a_stall_still_meets_it() {
+    let primary = MockCloud::start().await;
+    let toml = format!(
+        r#"
+[providers.primary]
+kind = "anthropic"
+base_url = "{p}"
+passthrough_auth = "{p}"
+continuation = "off"
+timeouts = {{ first_byte = "10s", idle = "400ms", first_content = "10s" }}
+
+[[routes]]
+model = "claude-*"
+backends = ["primary"]
+"#,
+        p = primary.url()
+    );
+    let h = start_config(MockCloud::start().await, &toml).await;
+    let parts = ["one", " two", " three", " four", " five", " six"];
+    let events = anthropic::text_stream("claude-sonnet-4-5", &parts, "end_turn");
+    for stream in [false, true] {
+        primary.push(Reply::sse(events.clone()).chunk_delay(150));
+        let started = Instant::now();
+        let mut ask = ask_anthropic();
+        ask["stream"] = json!(stream);
+        let r = post(&h.url, "/v1/messages", &ask).await;
+        assert_eq!(r.status(), 200);
+        let body = r.bytes().await.unwrap();
+        let took = started.elapsed();
+        let text = if stream {
+            crate::support::check_anthropic_stream(&body).0
+        } else {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["stop_reason"], "end_turn", "{v}");
+            v["content"][0]["text"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(text, parts.concat(), "stream: {stream}");
+        // Eleven events 150 ms apart: the idle limit was pushed on several times over.
+        assert!(
+            took >= Duration::from_millis(1200),
+            "stream: {stream}, took {took:?}"
+        );
+    }
+    // Content, then silence: the idle limit ends it (a whole answer gets the error; nothing
+    // else may serve this route).
+    primary.push(
+        Reply::sse(events.clone())
+            .truncate(4)
+            .chunk_delay(150)
+            .end(End::Stall),
+    );
+    let started = Instant::now();
+    let r = post(&h.url, "/v1/messages", &ask_anthropic()).await;
+    let took = started.elapsed();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("idle"),
+        "{v}"
+    );
+    assert!(
+        took >= Duration::from_millis(850) && took < Duration::from_millis(2500),
+        "four pieces 150 ms apart, then 400 ms of silence: took {took:?}"
+    );
+}

@@ -14,7 +14,9 @@
 //! `logprobs`, and the usage chunk's `usage`.
 
 use crate::sse::Frame;
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Rebuilds one whole answer from its stream's events.
@@ -30,11 +32,19 @@ impl Assembler {
     /// Takes one event of the stream (in order; events that do not parse are ignored: the
     /// inspector judges the stream, this only records it).
     pub fn frame(&mut self, f: &Frame) {
-        let Some(v) = f
-            .data
-            .as_deref()
-            .and_then(|d| serde_json::from_str::<Value>(d).ok())
-        else {
+        let Some(data) = f.data.as_deref() else {
+            return;
+        };
+        if let Assembler::Anthropic(a) = self {
+            // Nearly every event of an answer is a delta or a ping: read those without
+            // building a JSON tree (the other events are a handful per answer).
+            match f.event.as_deref() {
+                Some("ping") => return,
+                Some("content_block_delta") if a.fast_delta(data) => return,
+                _ => {}
+            }
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
         };
         match self {
@@ -120,23 +130,57 @@ impl AnthropicMessage {
         }
     }
 
+    /// A `content_block_delta` of text, thinking, a signature or a tool call's input, read
+    /// into borrowed strings; false when it is another delta (handled as a JSON tree).
+    fn fast_delta(&mut self, data: &str) -> bool {
+        let Ok(ev) = serde_json::from_str::<DeltaEvent>(data) else {
+            return false;
+        };
+        let d = ev.delta;
+        let piece = match d.ty.as_ref() {
+            "text_delta" => d.text,
+            "thinking_delta" => d.thinking,
+            "signature_delta" => d.signature,
+            "input_json_delta" => d.partial_json,
+            _ => return false,
+        };
+        self.apply(ev.index, &d.ty, piece.as_deref().unwrap_or(""));
+        true
+    }
+
+    /// Applies one delta's text to block `i`: appended in place (an answer of n deltas
+    /// costs O(n), not a copy of the text so far per delta), a signature replaced.
+    fn apply(&mut self, i: usize, ty: &str, piece: &str) {
+        let Some(block) = self.blocks.get_mut(i) else {
+            return;
+        };
+        match ty {
+            "text_delta" => append(block, "text", piece),
+            "thinking_delta" => append(block, "thinking", piece),
+            "signature_delta" => block["signature"] = Value::String(piece.to_owned()),
+            "input_json_delta" => {
+                if let Some(p) = self.partial_json.get_mut(&i) {
+                    p.push_str(piece);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn delta(&mut self, i: usize, d: &Value) {
         let Some(block) = self.blocks.get_mut(i) else {
             return;
         };
-        let append = |block: &mut Value, key: &str, piece: &Value| {
-            let mut text = block[key].as_str().unwrap_or("").to_owned();
-            text.push_str(piece.as_str().unwrap_or(""));
-            block[key] = Value::String(text);
-        };
-        match d["type"].as_str().unwrap_or("") {
-            "text_delta" => append(block, "text", &d["text"]),
-            "thinking_delta" => append(block, "thinking", &d["thinking"]),
-            "signature_delta" => block["signature"] = d["signature"].clone(),
-            "input_json_delta" => {
-                if let Some(p) = self.partial_json.get_mut(&i) {
-                    p.push_str(d["partial_json"].as_str().unwrap_or(""));
-                }
+        let ty = d["type"].as_str().unwrap_or("");
+        match ty {
+            "text_delta" | "thinking_delta" | "signature_delta" | "input_json_delta" => {
+                let key = match ty {
+                    "text_delta" => "text",
+                    "thinking_delta" => "thinking",
+                    "signature_delta" => "signature",
+                    _ => "partial_json",
+                };
+                self.apply(i, ty, d[key].as_str().unwrap_or(""));
             }
             "citations_delta" => {
                 if !block["citations"].is_array() {
@@ -155,6 +199,38 @@ impl AnthropicMessage {
         m.insert("content".into(), Value::Array(self.blocks));
         Some(Value::Object(m))
     }
+}
+
+/// Appends `piece` to the string at `block[key]` in place (a missing or non-string field
+/// becomes the piece).
+fn append(block: &mut Value, key: &str, piece: &str) {
+    match block.get_mut(key) {
+        Some(Value::String(text)) => text.push_str(piece),
+        _ => block[key] = Value::String(piece.to_owned()),
+    }
+}
+
+/// A `content_block_delta` event, its strings borrowed from the event's data where they
+/// hold no escapes.
+#[derive(Deserialize)]
+struct DeltaEvent<'a> {
+    index: usize,
+    #[serde(borrow)]
+    delta: DeltaBody<'a>,
+}
+
+#[derive(Deserialize)]
+struct DeltaBody<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    signature: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
 }
 
 /// An OpenAI chat completion being rebuilt.
@@ -240,9 +316,10 @@ impl Choice {
                 // Text fields arrive in pieces: content, refusal, reasoning_content, reasoning.
                 (_, Value::String(piece)) if k != "role" => {
                     let slot = self.message.entry(k.clone()).or_insert(Value::Null);
-                    let mut text = slot.as_str().unwrap_or("").to_owned();
-                    text.push_str(piece);
-                    *slot = Value::String(text);
+                    match slot {
+                        Value::String(text) => text.push_str(piece),
+                        _ => *slot = Value::String(piece.clone()),
+                    }
                 }
                 _ => {
                     self.message.insert(k.clone(), v.clone());
@@ -265,11 +342,7 @@ impl Choice {
                         .or_insert_with(|| Value::Object(Map::new()));
                     for (fk, fv) in v.as_object().into_iter().flatten() {
                         match (fk.as_str(), fv) {
-                            ("arguments", Value::String(piece)) => {
-                                let mut args = f["arguments"].as_str().unwrap_or("").to_owned();
-                                args.push_str(piece);
-                                f["arguments"] = Value::String(args);
-                            }
+                            ("arguments", Value::String(piece)) => append(f, "arguments", piece),
                             (_, Value::Null) => {}
                             _ => f[fk.as_str()] = fv.clone(),
                         }
@@ -378,6 +451,58 @@ mod tests {
             serde_json::to_string(&whole).unwrap(),
             serde_json::to_string(&expected).unwrap()
         );
+    }
+
+    #[test]
+    fn deltas_read_without_a_json_tree_give_the_same_message() {
+        // Escapes (the strings cannot be borrowed), a citation (another delta: the tree), and
+        // the same events without their `event:` names (every event read as a tree).
+        let events = [
+            json!({"type": "message_start", "message": {"id": "msg_2", "type": "message", "role": "assistant", "model": "m",
+                "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": "", "citations": null}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "say \"hi\"\n\u{e9} "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "citation": {"type": "char_location", "cited_text": "x"}}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "done"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "t", "name": "Edit", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"path\": \"a\\\\b\""}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "}"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ];
+        let named = assemble(Assembler::Anthropic(Default::default()), &events, true);
+        let unnamed = assemble(Assembler::Anthropic(Default::default()), &events, false);
+        assert_eq!(named, unnamed);
+        assert_eq!(
+            serde_json::to_string(&named).unwrap(),
+            serde_json::to_string(&unnamed).unwrap()
+        );
+        assert_eq!(named["content"][0]["text"], "say \"hi\"\n\u{e9} done");
+        assert_eq!(named["content"][0]["citations"][0]["cited_text"], "x");
+        assert_eq!(named["content"][1]["input"], json!({"path": "a\\b"}));
+    }
+
+    #[test]
+    fn a_long_answer_is_rebuilt_whole() {
+        // 20,000 deltas: each appended in place (a copy of the text so far per delta made
+        // this quadratic).
+        let n = 20_000;
+        let mut events = vec![
+            json!({"type": "message_start", "message": {"id": "msg_3", "type": "message", "role": "assistant", "model": "m",
+                "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ];
+        events.extend((0..n).map(|i| {
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": format!("w{i} ")}})
+        }));
+        events.push(json!({"type": "content_block_stop", "index": 0}));
+        events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": n}}));
+        let whole = assemble(Assembler::Anthropic(Default::default()), &events, true);
+        let expected: String = (0..n).map(|i| format!("w{i} ")).collect();
+        assert_eq!(whole["content"][0]["text"], expected);
+        assert_eq!(whole["usage"]["output_tokens"], n);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_json::Value;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -249,6 +250,10 @@ pub(crate) struct Stream {
     /// Upstream bytes read since the client was last sent any: what is held (before the
     /// commit point, a tool call, a whole answer), capped by `max_upstream_body_bytes`.
     unsent: usize,
+    /// The stream's one timer (idle, first content, the deadline, the next keep-alive) and
+    /// when it is set to fire.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timer_at: Instant,
 }
 
 impl Stream {
@@ -262,8 +267,11 @@ impl Stream {
         plan: Option<Box<dyn Resume>>,
     ) -> Stream {
         let timeouts = provider.config.timeouts;
+        let deadline = exchange.started + timeouts.total;
         Stream {
-            deadline: exchange.started + timeouts.total,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            timer_at: deadline,
+            deadline,
             first_content_by: Instant::now() + timeouts.first_content,
             upstream,
             pipe,
@@ -314,12 +322,40 @@ impl Stream {
         } else {
             limit_at
         };
-        match tokio::time::timeout_at(wait_until, self.upstream.next()).await {
+        let next = loop {
+            // One timer per stream, moved only when it must fire sooner, or when it fired at
+            // a deadline that has since moved on: not a timer armed and cancelled per piece.
+            if wait_until < self.timer_at || self.timer.is_elapsed() {
+                self.timer.as_mut().reset(wait_until);
+                self.timer_at = wait_until;
+            }
+            tokio::select! {
+                biased;
+                next = self.upstream.next() => break Some(next),
+                () = self.timer.as_mut() => {
+                    if self.timer_at >= wait_until {
+                        break None;
+                    }
+                }
+            }
+        };
+        match next {
             // The upstream is silent: keep the client alive (Claude Code gives up after 300 s
             // without a byte).
-            Err(_) if pings && ping_at <= limit_at => Ok(Step::KeepAlive),
-            Err(_) => Err(timeout_failure(&self.provider, kind, idle)),
-            Ok(Some(Ok(piece))) => {
+            None if pings && ping_at <= limit_at => Ok(Step::KeepAlive),
+            None => Err(timeout_failure(&self.provider, kind, idle)),
+            Some(next) => self.take(next, out),
+        }
+    }
+
+    /// What one read of the upstream gave: a piece through the pipe, a break, or the end.
+    fn take(
+        &mut self,
+        next: Option<Result<Piece, ProviderError>>,
+        out: &mut BytesMut,
+    ) -> Result<Step, ProviderError> {
+        match next {
+            Some(Ok(piece)) => {
                 self.last_upstream = Instant::now();
                 if let Piece::Bytes(b) = &piece {
                     self.unsent += b.len();
@@ -328,8 +364,8 @@ impl Stream {
                 self.check_limits()?;
                 Ok(Step::Progress)
             }
-            Ok(Some(Err(e))) => Err(e),
-            Ok(None) => {
+            Some(Err(e)) => Err(e),
+            None => {
                 let ending = self.pipe.end(out, &self.provider)?;
                 self.finished = true;
                 let (ok, outcome) = match ending {

@@ -1097,12 +1097,18 @@ async fn write_reply(sock: &mut TcpStream, inner: &Inner, reply: Reply) -> std::
         MockBody::Chunks { chunks, end } => {
             head.push_str("transfer-encoding: chunked\r\n\r\n");
             sock.write_all(head.as_bytes()).await?;
+            // Chunk delays are kept to a schedule from the first byte, not slept one after
+            // another: each sleep on tokio's millisecond timer overshoots, and 200 tokens at
+            // 1 ms each took 0.4 s instead of the 0.2 s a paced whole answer waits.
+            let mut due = tokio::time::Instant::now();
             for c in chunks {
                 if let Some(g) = &c.gate {
                     wait_gate(inner, g).await;
+                    due = due.max(tokio::time::Instant::now());
                 }
                 if c.delay_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(c.delay_ms)).await;
+                    due += Duration::from_millis(c.delay_ms);
+                    tokio::time::sleep_until(due).await;
                 }
                 if c.text.is_empty() {
                     continue;
