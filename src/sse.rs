@@ -79,6 +79,7 @@ impl Splitter {
             let mut next = i + 1;
             if b == b'\r' {
                 if next == self.buf.len() && !at_end {
+                    self.scanned = i;
                     // `\r\n` may be split across chunks: decide when the next byte arrives, so
                     // the frames never depend on where the transport cut the stream.
                     return;

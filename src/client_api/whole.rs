@@ -137,14 +137,18 @@ impl AnthropicMessage {
             return false;
         };
         let d = ev.delta;
-        let piece = match d.ty.as_ref() {
+        let piece = match d.ty.0.as_ref() {
+            _ if ev.ty.0 != "content_block_delta" => return false,
             "text_delta" => d.text,
             "thinking_delta" => d.thinking,
+            // A signature is replaced, not appended: one that is not a string is kept as it
+            // came, by the tree.
+            "signature_delta" if d.signature.is_none() => return false,
             "signature_delta" => d.signature,
             "input_json_delta" => d.partial_json,
             _ => return false,
         };
-        self.apply(ev.index, &d.ty, piece.as_deref().unwrap_or(""));
+        self.apply(ev.index, &d.ty.0, piece.as_ref().map_or("", |t| &t.0));
         true
     }
 
@@ -173,15 +177,15 @@ impl AnthropicMessage {
         };
         let ty = d["type"].as_str().unwrap_or("");
         match ty {
-            "text_delta" | "thinking_delta" | "signature_delta" | "input_json_delta" => {
+            "text_delta" | "thinking_delta" | "input_json_delta" => {
                 let key = match ty {
                     "text_delta" => "text",
                     "thinking_delta" => "thinking",
-                    "signature_delta" => "signature",
                     _ => "partial_json",
                 };
                 self.apply(i, ty, d[key].as_str().unwrap_or(""));
             }
+            "signature_delta" => block["signature"] = d["signature"].clone(),
             "citations_delta" => {
                 if !block["citations"].is_array() {
                     block["citations"] = Value::Array(Vec::new());
@@ -214,6 +218,8 @@ fn append(block: &mut Value, key: &str, piece: &str) {
 /// hold no escapes.
 #[derive(Deserialize)]
 struct DeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Text<'a>,
     index: usize,
     #[serde(borrow)]
     delta: DeltaBody<'a>,
@@ -222,16 +228,22 @@ struct DeltaEvent<'a> {
 #[derive(Deserialize)]
 struct DeltaBody<'a> {
     #[serde(rename = "type", borrow)]
-    ty: Cow<'a, str>,
+    ty: Text<'a>,
     #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+    text: Option<Text<'a>>,
     #[serde(borrow, default)]
-    thinking: Option<Cow<'a, str>>,
+    thinking: Option<Text<'a>>,
     #[serde(borrow, default)]
-    signature: Option<Cow<'a, str>>,
+    signature: Option<Text<'a>>,
     #[serde(borrow, default)]
-    partial_json: Option<Cow<'a, str>>,
+    partial_json: Option<Text<'a>>,
 }
+
+/// A string borrowed from the data unless it holds escapes (serde borrows a `Cow` only when it
+/// is the field's whole type, not inside an `Option`).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// An OpenAI chat completion being rebuilt.
 #[derive(Debug, Default)]
@@ -482,6 +494,20 @@ mod tests {
         assert_eq!(named["content"][0]["text"], "say \"hi\"\n\u{e9} done");
         assert_eq!(named["content"][0]["citations"][0]["cited_text"], "x");
         assert_eq!(named["content"][1]["input"], json!({"path": "a\\b"}));
+
+        // A signature that is not a string is kept as it came, by either path.
+        let odd = [
+            events[0].clone(),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": null}}),
+            json!({"type": "content_block_stop", "index": 0}),
+        ];
+        let named = assemble(Assembler::Anthropic(Default::default()), &odd, true);
+        assert_eq!(
+            named,
+            assemble(Assembler::Anthropic(Default::default()), &odd, false)
+        );
+        assert_eq!(named["content"][0]["signature"], Value::Null);
     }
 
     #[test]
