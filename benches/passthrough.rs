@@ -88,6 +88,35 @@ async fn closed_loop(client: &reqwest::Client, url: &str, conns: usize, secs: f6
     total as f64 / secs
 }
 
+/// A gateway config passing Anthropic requests through to the mock, with non-streaming
+/// requests asked as a stream and rebuilt (`whole`) or passed through as they are.
+fn passthrough_config(mock_url: &str, whole: bool) -> tempfile::NamedTempFile {
+    let mut cfg = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        cfg,
+        "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\npassthrough_auth = \"{mock_url}\"\n\
+         stream_whole_answers = {whole}\n\
+         [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
+    )
+    .unwrap();
+    cfg
+}
+
+/// The gateway on `cfg`, pinned to CPU 1, and its URL.
+fn serve(cfg: &tempfile::NamedTempFile) -> (std::process::Child, String) {
+    spawn(
+        "1",
+        &[
+            "serve",
+            "--config",
+            cfg.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "understudy listening on ",
+    )
+}
+
 /// CPU time (user + system) a process has used, in seconds.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -126,24 +155,8 @@ fn compare_whole(secs: f64, rounds: usize, upstream_ms: u64) {
         "mock cloud listening on ",
     );
     let gateway = |whole: bool| {
-        let mut cfg = tempfile::NamedTempFile::new().unwrap();
-        write!(
-            cfg,
-            "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\npassthrough_auth = \"{mock_url}\"\n\
-             stream_whole_answers = {whole}\n[[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
-        )
-        .unwrap();
-        let (child, url) = spawn(
-            "1",
-            &[
-                "serve",
-                "--config",
-                cfg.path().to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            "understudy listening on ",
-        );
+        let cfg = passthrough_config(&mock_url, whole);
+        let (child, url) = serve(&cfg);
         (child, format!("{url}/v1/messages"), cfg)
     };
     let (mut streamed, streamed_url, _c1) = gateway(true);
@@ -242,37 +255,22 @@ fn main() {
     // BENCH_ROUTE=translate serves the same Anthropic request from the mock's OpenAI endpoint:
     // decode, encode, stream upstream, translate the stream back, collect it.
     let translate = std::env::var("BENCH_ROUTE").as_deref() == Ok("translate");
-    let mut cfg = tempfile::NamedTempFile::new().unwrap();
-    if translate {
+    let cfg = if translate {
         std::env::set_var("UNDERSTUDY_BENCH_KEY", "sk-bench");
+        let mut cfg = tempfile::NamedTempFile::new().unwrap();
         write!(
             cfg,
             "[providers.openai]\nkind = \"openai\"\nbase_url = \"{mock_url}/v1\"\napi_key_env = \"UNDERSTUDY_BENCH_KEY\"\n\
              [[routes]]\nmodel = \"claude-*\"\nbackends = [\"openai/gpt-4o\"]\n"
         )
+        .unwrap();
+        cfg
     } else {
         // BENCH_STREAM_WHOLE=0: the non-streaming request passes through as it is instead of
         // being asked as a stream and rebuilt (`stream_whole_answers = false`).
-        let whole = env_or("BENCH_STREAM_WHOLE", 1) == 1;
-        write!(
-            cfg,
-            "[providers.anthropic]\nkind = \"anthropic\"\nbase_url = \"{mock_url}\"\npassthrough_auth = \"{mock_url}\"\n\
-             stream_whole_answers = {whole}\n\
-             [[routes]]\nmodel = \"claude-*\"\nbackends = [\"anthropic\"]\n"
-        )
-    }
-    .unwrap();
-    let (mut gw, gw_url) = spawn(
-        "1",
-        &[
-            "serve",
-            "--config",
-            cfg.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "understudy listening on ",
-    );
+        passthrough_config(&mock_url, env_or("BENCH_STREAM_WHOLE", 1) == 1)
+    };
+    let (mut gw, gw_url) = serve(&cfg);
     std::thread::sleep(Duration::from_secs(1));
     let idle_rss = rss_kib(gw.id());
 
