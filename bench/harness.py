@@ -5,6 +5,8 @@ network namespace; see BENCHMARKS.md.
 
     harness.py peers  [--rounds N] [--secs S] [--only NAME,...]
     harness.py soak   [--minutes M]
+    harness.py paths  [--rounds N] [--secs S] [--rate R]   (bench/paths.py)
+    harness.py memory [--streams N] [--burst S] [--after S]
 
 Everything is measured client-side by `understudy-load`; "added" is a gateway's percentile
 minus the direct path's in the same round, median over rounds.
@@ -817,6 +819,14 @@ def main():
     sub.add_parser("plot", help="redraw the plots from bench/results/results.json")
     s = sub.add_parser("soak")
     s.add_argument("--minutes", type=float, default=30.0)
+    pa = sub.add_parser("paths", help="the paths users take, by understudy-load and by wrk")
+    pa.add_argument("--rounds", type=int, default=3)
+    pa.add_argument("--secs", type=float, default=5.0)
+    pa.add_argument("--rate", type=float, default=2000.0)
+    m = sub.add_parser("memory", help="RSS around a burst of concurrent streams")
+    m.add_argument("--streams", type=int, default=2000)
+    m.add_argument("--burst", type=float, default=10.0)
+    m.add_argument("--after", type=float, default=65.0)
     args = ap.parse_args()
     for b in (BIN, LOAD):
         if not b.exists():
@@ -824,7 +834,10 @@ def main():
     if args.cmd == "plot":
         plots(json.loads((RESULTS / "results.json").read_text()))
         return
-    if args.cmd == "soak":
+    if args.cmd in ("paths", "memory"):
+        import paths
+        (paths.paths_run if args.cmd == "paths" else paths.memory_run)(args)
+    elif args.cmd == "soak":
         soak_run(args)
     else:
         if args.cmd is None:

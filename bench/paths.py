@@ -1,0 +1,353 @@
+"""The paths users take (issue 19), each measured by two load generators side by side: the
+project's own `understudy-load` and `wrk` (closed loop for throughput; for latency at a fixed
+rate, connections that wait between requests); plus the memory after a burst of 2,000 concurrent streams.
+
+    harness.py paths  [--rounds N] [--secs S] [--rate R]
+    harness.py memory [--streams N] [--after S]
+
+One mock cloud (`understudy mock --tokens 20`: the answer `w0 … w19`, at once) and four
+gateways, each its own release process, all asked in the Anthropic dialect:
+
+- `plain`: the Anthropic provider with `continuation = "off"` and `stream_whole_answers =
+  false`: a non-streaming request's body and a stream's events are forwarded as they come;
+- `default`: what zero config gives: continuation on (every forwarded stream keeps what the
+  client has), whole answers asked as a stream and rebuilt, and the local model last in the
+  route (never reached here: the mock is healthy);
+- `translate`: the same request served from the mock's OpenAI-compatible endpoint;
+- `direct`: no gateway, the mock itself.
+
+Throughput: 32 connections, the gateway pinned to CPU 1, the mock and the load generator to
+CPU 0, every path once per round, rounds interleaved; ratios are per round, then the median.
+Latency: open loop at `--rate` with the gateway free on both CPUs (see GATEWAY_CPU in
+harness.py for why); "added" is the gateway's percentile minus the direct path's in the same
+round.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import harness as h
+
+# The model the route serves; the mock answers any.
+MODEL = "claude-sonnet-4-5"
+BODY = {"model": MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": "Say the benchmark words."}]}
+HEADERS = {"x-api-key": "bench-client-key", "anthropic-version": "2023-06-01", "content-type": "application/json"}
+
+
+class Gw:
+    """A path: a gateway process on the mock (or the mock itself)."""
+
+    def __init__(self, name, url, proc=None):
+        self.name, self.url, self.proc = name, url, proc
+
+    def endpoint(self):
+        return self.url + "/v1/messages"
+
+    def pid(self):
+        return self.proc.p.pid
+
+    def stop(self):
+        if self.proc is not None and self.name != "direct":
+            self.proc.stop()
+
+
+def gateway(name, mock, work, body):
+    port = h.free_port()
+    home = work / f"home-{name}"
+    home.mkdir(exist_ok=True)
+    cfg = work / f"{name}.toml"
+    cfg.write_text(f'[server]\nlisten = "127.0.0.1:{port}"\n' + body)
+    env = {"BENCH_KEY": h.KEY, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache"),
+           "RUST_LOG": "warn"}
+    proc = h.Proc(f"understudy-{name}", h.pinned(h.GATEWAY_CPU, [str(h.BIN), "serve", "--config", str(cfg)]),
+                  work, env)
+    url = f"http://127.0.0.1:{port}"
+    h.wait_http(url + "/api/status", proc=proc.p)
+    return Gw(name, url, proc)
+
+
+def gateways(mock, work):
+    model = h.ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    m = mock.url
+    plain = gateway("plain", mock, work, f"""
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{m}"
+passthrough_auth = "{m}"
+continuation = "off"
+stream_whole_answers = false
+
+[[routes]]
+model = "claude-*"
+backends = ["anthropic"]
+""")
+    default = gateway("default", mock, work, f"""
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{m}"
+passthrough_auth = "{m}"
+
+[providers.local]
+kind = "local"
+model_file = "{model}"
+
+[[routes]]
+model = "claude-*"
+backends = ["anthropic", "local"]
+""")
+    translate = gateway("translate", mock, work, f"""
+[providers.openai]
+kind = "openai"
+base_url = "{m}/v1"
+api_key_env = "BENCH_KEY"
+
+[[routes]]
+model = "claude-*"
+backends = ["openai/gpt-4o"]
+""")
+    return {"direct": Gw("direct", m, mock.proc), "plain": plain, "default": default, "translate": translate}
+
+
+# --- the two generators -------------------------------------------------------------------
+
+def own(gw, stream, conns=None, rate=None, secs=5.0):
+    """understudy-load: complete answers a second (closed loop) or its latency summary."""
+    argv = [str(h.LOAD), "--url", gw.endpoint(), "--api", "anthropic", "--model", MODEL, "--secs", str(secs),
+            "--timeout", "10", "--expect", h.EXPECT]
+    argv += ["--header", f"x-api-key: {HEADERS['x-api-key']}"]
+    if stream:
+        argv.append("--stream")
+    argv += ["--rate", str(rate)] if rate else ["--conns", str(conns)]
+    out = subprocess.run(h.pinned(h.LOAD_CPU, argv), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def wrk(gw, stream, work, conns=32, secs=5.0):
+    """wrk, one thread, `conns` connections: (requests a second, non-2xx responses)."""
+    script = work / f"wrk-{int(stream)}.lua"
+    body = dict(BODY, stream=True) if stream else BODY
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in HEADERS.items()]
+    script.write_text("\n".join(lines) + "\n")
+    out = subprocess.run(h.pinned(h.LOAD_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(secs))}s", "-s", str(script),
+                                              gw.endpoint()]), capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    errs = re.search(r"Socket errors:.*", out)
+    return rps, int(bad.group(1)) if bad else 0, errs.group(0) if errs else ""
+
+
+def wrk_rate(gw, stream, work, rate, secs, conns=40):
+    """wrk at about `rate` requests a second: `conns` connections, each waiting a random time
+    (its Lua `delay`, uniform over 0 … 2 conns/rate seconds, so the connections do not fall
+    into step and arrive in bursts) after an answer before its next request, and wrk's
+    latency percentiles in ms. The wait (20 ms on average at 2,000 req/s over 40 connections)
+    is long against an answer (well under 1 ms), so a slow answer delays the next send of its
+    own connection only, and only when it is slower than the wait."""
+    script = work / f"wrk-rate-{int(stream)}.lua"
+    base = (work / f"wrk-{int(stream)}.lua")
+    if not base.exists():
+        wrk(gw, stream, work, conns=1, secs=1)
+    wait_ms = max(1, round(1000 * conns / rate))
+    script.write_text(base.read_text() + f"function delay() return math.random(0, {2 * wait_ms}) end\n")
+    out = subprocess.run(h.pinned(h.LOAD_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(secs))}s", "--latency",
+                                              "-s", str(script), gw.endpoint()]),
+                         capture_output=True, text=True, check=True).stdout
+
+    def ms(v, unit):
+        return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    q = {int(p): ms(v, u) for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    return {"p50": q.get(50), "p99": q.get(99), "not_200": int(bad.group(1)) if bad else 0, "sent": n,
+            "per_sec": float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))}
+
+
+# --- the run ------------------------------------------------------------------------------
+
+def paths_run(args):
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing: scripts/bench paths installs it")
+    work = Path(tempfile.mkdtemp(prefix="understudy-paths-"))
+    h.RESULTS.mkdir(parents=True, exist_ok=True)
+    h.say(f"work dir {work}")
+    mock = h.Mock("paths", work)
+    gws = gateways(mock, work)
+    time.sleep(2)
+    # (row, path, stream): what each throughput row measures.
+    rows = [("direct, whole", "direct", False), ("passthrough, whole passed through", "plain", False),
+            ("default, whole streamed and rebuilt", "default", False), ("direct, stream", "direct", True),
+            ("passthrough, stream", "plain", True), ("zero-config-like route, stream", "default", True),
+            ("translated, stream", "translate", True)]
+    tput = {(r, gen): [] for r, _, _ in rows for gen in ("own", "wrk")}
+    bad = {"own": 0, "wrk": 0}
+    h.say("warm-up")
+    for _, p, stream in rows:
+        own(gws[p], stream, conns=32, secs=1)
+        wrk(gws[p], stream, work, secs=1)
+    for r in range(args.rounds):
+        h.say(f"round {r + 1}/{args.rounds}: throughput at 32 connections")
+        for row, p, stream in rows:
+            if p != "direct":
+                h.affine(gws[p], {int(h.GATEWAY_CPU)})
+            s = own(gws[p], stream, conns=32, secs=args.secs)
+            tput[(row, "own")].append(s["complete_per_sec"])
+            bad["own"] += s["sent"] - s["complete"]
+            rps, non2xx, errs = wrk(gws[p], stream, work, secs=args.secs)
+            tput[(row, "wrk")].append(rps)
+            bad["wrk"] += non2xx
+            h.say(f"  {row}: own {s['complete_per_sec']:.0f}/s, wrk {rps:.0f}/s {errs}")
+    lat = {(p, gen): [] for p in ("direct", "plain", "default") for gen in ("own", "wrk")}
+    for r in range(args.rounds):
+        h.say(f"round {r + 1}/{args.rounds}: open loop at {args.rate} req/s")
+        for p in ("direct", "plain", "default"):
+            if p != "direct":
+                h.affine(gws[p], h.LATENCY_CPUS)
+            s = own(gws[p], False, rate=args.rate, secs=args.secs)
+            lat[(p, "own")].append({"p50": h.pct_of(s, "latency_ms", "p50"), "p99": h.pct_of(s, "latency_ms", "p99"),
+                                    "not_200": s["sent"] - s["complete"], "per_sec": s["complete_per_sec"]})
+            lat[(p, "wrk")].append(wrk_rate(gws[p], False, work, args.rate, args.secs))
+            h.say(f"  {p}: own p99 {lat[(p, 'own')][-1]['p99']:.3f} ms, wrk p99 {lat[(p, 'wrk')][-1]['p99']:.3f} ms "
+                  f"({lat[(p, 'wrk')][-1]['per_sec']:.0f}/s)")
+    for g in gws.values():
+        g.stop()
+    mock.proc.stop()
+
+    res = {"machine": h.machine(), "date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "secs": args.secs,
+           "rate": args.rate, "throughput": {f"{r}|{g}": v for (r, g), v in tput.items()},
+           "latency": {f"{p}|{g}": v for (p, g), v in lat.items()}, "failed": bad}
+    (h.RESULTS / "paths.json").write_text(json.dumps(res, indent=1))
+    write_paths(res, args)
+
+
+def ratio(res, gen, num, den):
+    a, b = res["throughput"][f"{num}|{gen}"], res["throughput"][f"{den}|{gen}"]
+    v = [x / y for x, y in zip(a, b) if y]
+    return h.med(v), h.spread(v)
+
+
+def write_paths(res, args):
+    f = h.fmt
+    L = [f"Run {res['date']} on {res['machine']}: `scripts/bench paths --rounds {args.rounds} --secs {args.secs} "
+         f"--rate {args.rate}`; the mock answers 20 tokens at once; ratios per round, median (range over rounds). "
+         f"Failed or non-200 answers: {res['failed']['own']} (understudy-load), {res['failed']['wrk']} (wrk).",
+         "",
+         "| path (throughput, 32 connections, closed loop) | of | target | understudy-load | wrk |",
+         "|---|---|---|---|---|"]
+    targets = [("passthrough, whole passed through", "direct, whole", "≥ 0.6"),
+               ("default, whole streamed and rebuilt", "direct, whole", ""),
+               ("passthrough, stream", "direct, stream", ""),
+               ("zero-config-like route, stream", "passthrough, stream", "≥ 0.9"),
+               ("translated, stream", "direct, stream", "≥ 0.6")]
+    for num, den, target in targets:
+        cells = []
+        for gen in ("own", "wrk"):
+            m, (lo, hi) = ratio(res, gen, num, den)
+            cells.append(f"**{f(m, 2)}** ({f(lo, 2)} … {f(hi, 2)})")
+        L.append(f"| {num} | {den} | {target} | {cells[0]} | {cells[1]} |")
+    L += ["", "| answers/s (median) | understudy-load | wrk |", "|---|---|---|"]
+    for key in dict.fromkeys(k.split("|")[0] for k in res["throughput"]):
+        L.append(f"| {key} | {h.med(res['throughput'][key + '|own']):.0f} | {h.med(res['throughput'][key + '|wrk']):.0f} |")
+    L += ["", f"| non-streaming, open loop at {res['rate']} req/s | added p50 ms | added p99 ms (target < 0.5) | "
+          "range of added p99 | direct p99 ms | answers/s | not 200 |", "|---|---|---|---|---|---|---|"]
+    for p, label in (("plain", "passthrough, whole passed through"), ("default", "default, whole streamed and rebuilt")):
+        for gen, gname in (("own", "understudy-load"), ("wrk", "wrk, 40 connections, 20 ms between requests")):
+            rows, base = res["latency"][f"{p}|{gen}"], res["latency"][f"direct|{gen}"]
+            a50 = [x["p50"] - b["p50"] for x, b in zip(rows, base)]
+            a99 = [x["p99"] - b["p99"] for x, b in zip(rows, base)]
+            lo, hi = h.spread(a99)
+            L.append(f"| {label}, {gname} | {f(h.med(a50))} | **{f(h.med(a99))}** | {f(lo)} … {f(hi)} | "
+                     f"{f(h.med([b['p99'] for b in base]))} | {h.med([x['per_sec'] for x in rows]):.0f} | "
+                     f"{sum(x['not_200'] for x in rows)} |")
+    h.replace_section("paths", "\n".join(L))
+    print("\n".join(L))
+
+
+# --- memory after a burst -----------------------------------------------------------------
+
+def memory_run(args):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, 4 * args.streams + 1024))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < 3 * args.streams:
+        raise SystemExit(f"open files limited to {want}: {args.streams} streams need about {3 * args.streams}")
+    work = Path(tempfile.mkdtemp(prefix="understudy-memory-"))
+    h.RESULTS.mkdir(parents=True, exist_ok=True)
+    # Paced: each stream stays open for about a second (20 tokens at 20 a second), so all of
+    # them are open at once.
+    mock = h.Mock("memory", work, "--tokens-per-sec", "20")
+    gw = gateways(mock, work)["default"]
+    pid = gw.pid()
+    h.affine(gw, h.LATENCY_CPUS)
+    time.sleep(5)
+    series, t0 = [], time.time()
+
+    def sample(phase):
+        series.append((time.time() - t0, h.rss_mib(pid), phase, h.fds(pid)))
+
+    for _ in range(10):
+        sample("idle")
+        time.sleep(0.5)
+    idle = h.med([s[1] for s in series])
+    h.say(f"idle RSS {idle:.1f} MiB; a burst of {args.streams} concurrent streams for {args.burst} s")
+    load = subprocess.Popen(h.pinned(h.LOAD_CPU, [
+        str(h.LOAD), "--url", gw.endpoint(), "--api", "anthropic", "--model", MODEL, "--stream", "--header",
+        f"x-api-key: {HEADERS['x-api-key']}", "--conns", str(args.streams), "--secs", str(args.burst),
+        "--timeout", "60", "--expect", h.EXPECT]), stdout=subprocess.PIPE, text=True)
+    while load.poll() is None:
+        sample("burst")
+        time.sleep(0.25)
+    summary = json.loads(load.stdout.read())
+    end = time.time() - t0
+    h.say(f"burst over: {summary['complete']}/{summary['sent']} complete; watching for {args.after} s")
+    while time.time() - t0 < end + args.after:
+        sample("after")
+        time.sleep(0.5)
+    gw.stop()
+    mock.proc.stop()
+    peak = max(s[1] for s in series)
+    at = {t: next((s[1] for s in series if s[0] >= end + t), series[-1][1]) for t in (1, 5, 10, 30, 60)}
+    fds_at = {t: next((s[3] for s in series if s[0] >= end + t), series[-1][3]) for t in (1, 60)}
+    fds_idle, fds_peak = series[0][3], max(s[3] for s in series)
+    res = {"machine": h.machine(), "date": time.strftime("%Y-%m-%d"), "streams": args.streams, "idle": idle,
+           "peak": peak, "after": at, "fds": {"idle": fds_idle, "peak": fds_peak, "after": fds_at}, "end": end, "summary": summary, "series": series}
+    (h.RESULTS / "memory-burst.json").write_text(json.dumps(res, indent=1))
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.plot([s[0] for s in series], [s[1] for s in series], color="#1565c0", label="gateway RSS")
+    ax.axhline(2 * idle, color="#c62828", linestyle="--", label="2 × idle (the target a minute after)")
+    ax.axvspan(series[[s[2] for s in series].index("burst")][0] if "burst" in [s[2] for s in series] else end, end,
+               color="#ffe082", alpha=0.5, label=f"burst: {args.streams} concurrent streams")
+    ax.axvline(end + 60, color="grey", linestyle=":", label="a minute after")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("RSS, MiB")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Gateway RSS around a burst of {args.streams} concurrent streams (release build, jemalloc)")
+    fig.tight_layout()
+    fig.savefig(h.RESULTS / "memory-burst.png", dpi=110)
+    plt.close(fig)
+    L = [f"Run {res['date']} on {res['machine']}: `scripts/bench memory --streams {args.streams}`; the zero-config-like "
+         f"gateway (release), streams of 20 tokens paced at 20 a second, {args.streams} connections back to back for "
+         f"{args.burst} s: {summary['complete']} of {summary['sent']} complete.",
+         "",
+         "| idle | peak | 1 s after | 5 s | 10 s | 30 s | 60 s | 60 s / idle (target ≤ 2) |",
+         "|---|---|---|---|---|---|---|---|",
+         f"| {idle:.1f} MiB | {peak:.1f} | {at[1]:.1f} | {at[5]:.1f} | {at[10]:.1f} | {at[30]:.1f} | {at[60]:.1f} | "
+         f"**{at[60] / idle:.2f}** |",
+         "",
+         f"Open descriptors: {fds_idle} idle, {fds_peak} at the peak, {fds_at[1]} a second after, {fds_at[60]} a minute after.",
+         "",
+         "![RSS around the burst](bench/results/memory-burst.png)"]
+    h.replace_section("memory", "\n".join(L))
+    print("\n".join(L))
