@@ -72,10 +72,11 @@ def gateway(name, mock, work, body):
     return Gw(name, url, proc)
 
 
-def gateways(mock, work):
+def gateways(mock, work, which=("plain", "default", "translate")):
+    """The paths of `which` (and `direct`), each gateway started on the mock."""
     model = h.ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     m = mock.url
-    plain = gateway("plain", mock, work, f"""
+    configs = {"plain": f"""
 [providers.anthropic]
 kind = "anthropic"
 base_url = "{m}"
@@ -86,8 +87,8 @@ stream_whole_answers = false
 [[routes]]
 model = "claude-*"
 backends = ["anthropic"]
-""")
-    default = gateway("default", mock, work, f"""
+""",
+               "default": f"""
 [providers.anthropic]
 kind = "anthropic"
 base_url = "{m}"
@@ -100,8 +101,8 @@ model_file = "{model}"
 [[routes]]
 model = "claude-*"
 backends = ["anthropic", "local"]
-""")
-    translate = gateway("translate", mock, work, f"""
+""",
+               "translate": f"""
 [providers.openai]
 kind = "openai"
 base_url = "{m}/v1"
@@ -110,8 +111,16 @@ api_key_env = "BENCH_KEY"
 [[routes]]
 model = "claude-*"
 backends = ["openai/gpt-4o"]
-""")
-    return {"direct": Gw("direct", m, mock.proc), "plain": plain, "default": default, "translate": translate}
+"""}
+    out = {"direct": Gw("direct", m, mock.proc)}
+    try:
+        for name in which:
+            out[name] = gateway(name, mock, work, configs[name])
+    except BaseException:
+        for g in out.values():
+            g.stop()
+        raise
+    return out
 
 
 # --- the two generators -------------------------------------------------------------------
@@ -163,6 +172,8 @@ def wrk_rate(gw, stream, work, rate, secs, conns=40):
     def ms(v, unit):
         return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     q = {int(p): ms(v, u) for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    if 50 not in q or 99 not in q:
+        raise RuntimeError(f"wrk printed no latency distribution:\n{out}")
     n = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
     return {"p50": q.get(50), "p99": q.get(99), "not_200": int(bad.group(1)) if bad else 0, "sent": n,
@@ -178,46 +189,49 @@ def paths_run(args):
     h.RESULTS.mkdir(parents=True, exist_ok=True)
     h.say(f"work dir {work}")
     mock = h.Mock("paths", work)
-    gws = gateways(mock, work)
-    time.sleep(2)
-    # (row, path, stream): what each throughput row measures.
-    rows = [("direct, whole", "direct", False), ("passthrough, whole passed through", "plain", False),
-            ("default, whole streamed and rebuilt", "default", False), ("direct, stream", "direct", True),
-            ("passthrough, stream", "plain", True), ("zero-config-like route, stream", "default", True),
-            ("translated, stream", "translate", True)]
-    tput = {(r, gen): [] for r, _, _ in rows for gen in ("own", "wrk")}
-    bad = {"own": 0, "wrk": 0}
-    h.say("warm-up")
-    for _, p, stream in rows:
-        own(gws[p], stream, conns=32, secs=1)
-        wrk(gws[p], stream, work, secs=1)
-    for r in range(args.rounds):
-        h.say(f"round {r + 1}/{args.rounds}: throughput at 32 connections")
-        for row, p, stream in rows:
-            if p != "direct":
-                h.affine(gws[p], {int(h.GATEWAY_CPU)})
-            s = own(gws[p], stream, conns=32, secs=args.secs)
-            tput[(row, "own")].append(s["complete_per_sec"])
-            bad["own"] += s["sent"] - s["complete"]
-            rps, non2xx, errs = wrk(gws[p], stream, work, secs=args.secs)
-            tput[(row, "wrk")].append(rps)
-            bad["wrk"] += non2xx
-            h.say(f"  {row}: own {s['complete_per_sec']:.0f}/s, wrk {rps:.0f}/s {errs}")
-    lat = {(p, gen): [] for p in ("direct", "plain", "default") for gen in ("own", "wrk")}
-    for r in range(args.rounds):
-        h.say(f"round {r + 1}/{args.rounds}: open loop at {args.rate} req/s")
-        for p in ("direct", "plain", "default"):
-            if p != "direct":
-                h.affine(gws[p], h.LATENCY_CPUS)
-            s = own(gws[p], False, rate=args.rate, secs=args.secs)
-            lat[(p, "own")].append({"p50": h.pct_of(s, "latency_ms", "p50"), "p99": h.pct_of(s, "latency_ms", "p99"),
-                                    "not_200": s["sent"] - s["complete"], "per_sec": s["complete_per_sec"]})
-            lat[(p, "wrk")].append(wrk_rate(gws[p], False, work, args.rate, args.secs))
-            h.say(f"  {p}: own p99 {lat[(p, 'own')][-1]['p99']:.3f} ms, wrk p99 {lat[(p, 'wrk')][-1]['p99']:.3f} ms "
-                  f"({lat[(p, 'wrk')][-1]['per_sec']:.0f}/s)")
-    for g in gws.values():
-        g.stop()
-    mock.proc.stop()
+    gws = {}
+    try:
+        gws = gateways(mock, work)
+        time.sleep(2)
+        # (row, path, stream): what each throughput row measures.
+        rows = [("direct, whole", "direct", False), ("passthrough, whole passed through", "plain", False),
+                ("default, whole streamed and rebuilt", "default", False), ("direct, stream", "direct", True),
+                ("passthrough, stream", "plain", True), ("zero-config-like route, stream", "default", True),
+                ("translated, stream", "translate", True)]
+        tput = {(r, gen): [] for r, _, _ in rows for gen in ("own", "wrk")}
+        bad = {"own": 0, "wrk": 0}
+        h.say("warm-up")
+        for _, p, stream in rows:
+            own(gws[p], stream, conns=32, secs=1)
+            wrk(gws[p], stream, work, secs=1)
+        for r in range(args.rounds):
+            h.say(f"round {r + 1}/{args.rounds}: throughput at 32 connections")
+            for row, p, stream in rows:
+                if p != "direct":
+                    h.affine(gws[p], {int(h.GATEWAY_CPU)})
+                s = own(gws[p], stream, conns=32, secs=args.secs)
+                tput[(row, "own")].append(s["complete_per_sec"])
+                bad["own"] += s["sent"] - s["complete"]
+                rps, non2xx, errs = wrk(gws[p], stream, work, secs=args.secs)
+                tput[(row, "wrk")].append(rps)
+                bad["wrk"] += non2xx
+                h.say(f"  {row}: own {s['complete_per_sec']:.0f}/s, wrk {rps:.0f}/s {errs}")
+        lat = {(p, gen): [] for p in ("direct", "plain", "default") for gen in ("own", "wrk")}
+        for r in range(args.rounds):
+            h.say(f"round {r + 1}/{args.rounds}: open loop at {args.rate} req/s")
+            for p in ("direct", "plain", "default"):
+                if p != "direct":
+                    h.affine(gws[p], h.LATENCY_CPUS)
+                s = own(gws[p], False, rate=args.rate, secs=args.secs)
+                lat[(p, "own")].append({"p50": h.pct_of(s, "latency_ms", "p50"), "p99": h.pct_of(s, "latency_ms", "p99"),
+                                        "not_200": s["sent"] - s["complete"], "per_sec": s["complete_per_sec"]})
+                lat[(p, "wrk")].append(wrk_rate(gws[p], False, work, args.rate, args.secs))
+                h.say(f"  {p}: own p99 {lat[(p, 'own')][-1]['p99']:.3f} ms, wrk p99 {lat[(p, 'wrk')][-1]['p99']:.3f} ms "
+                      f"({lat[(p, 'wrk')][-1]['per_sec']:.0f}/s)")
+    finally:
+        for g in gws.values():
+            g.stop()
+        mock.proc.stop()
 
     res = {"machine": h.machine(), "date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "secs": args.secs,
            "rate": args.rate, "throughput": {f"{r}|{g}": v for (r, g), v in tput.items()},
@@ -257,7 +271,7 @@ def write_paths(res, args):
     L += ["", f"| non-streaming, open loop at {res['rate']} req/s | added p50 ms | added p99 ms (target < 0.5) | "
           "range of added p99 | direct p99 ms | answers/s | not 200 |", "|---|---|---|---|---|---|---|"]
     for p, label in (("plain", "passthrough, whole passed through"), ("default", "default, whole streamed and rebuilt")):
-        for gen, gname in (("own", "understudy-load"), ("wrk", "wrk, 40 connections, 20 ms between requests")):
+        for gen, gname in (("own", "understudy-load"), ("wrk", f"wrk, 40 connections, each waiting 0–{2 * round(40000 / res['rate'])} ms between requests")):
             rows, base = res["latency"][f"{p}|{gen}"], res["latency"][f"direct|{gen}"]
             a50 = [x["p50"] - b["p50"] for x, b in zip(rows, base)]
             a99 = [x["p99"] - b["p99"] for x, b in zip(rows, base)]
@@ -283,35 +297,39 @@ def memory_run(args):
     # Paced: each stream stays open for about a second (20 tokens at 20 a second), so all of
     # them are open at once.
     mock = h.Mock("memory", work, "--tokens-per-sec", "20")
-    gw = gateways(mock, work)["default"]
-    pid = gw.pid()
-    h.affine(gw, h.LATENCY_CPUS)
-    time.sleep(5)
-    series, t0 = [], time.time()
+    gw = None
+    try:
+        gw = gateways(mock, work, which=("default",))["default"]
+        pid = gw.pid()
+        h.affine(gw, h.LATENCY_CPUS)
+        time.sleep(5)
+        series, t0 = [], time.time()
 
-    def sample(phase):
-        series.append((time.time() - t0, h.rss_mib(pid), phase, h.fds(pid)))
+        def sample(phase):
+            series.append((time.time() - t0, h.rss_mib(pid), phase, h.fds(pid)))
 
-    for _ in range(10):
-        sample("idle")
-        time.sleep(0.5)
-    idle = h.med([s[1] for s in series])
-    h.say(f"idle RSS {idle:.1f} MiB; a burst of {args.streams} concurrent streams for {args.burst} s")
-    load = subprocess.Popen(h.pinned(h.LOAD_CPU, [
-        str(h.LOAD), "--url", gw.endpoint(), "--api", "anthropic", "--model", MODEL, "--stream", "--header",
-        f"x-api-key: {HEADERS['x-api-key']}", "--conns", str(args.streams), "--secs", str(args.burst),
-        "--timeout", "60", "--expect", h.EXPECT]), stdout=subprocess.PIPE, text=True)
-    while load.poll() is None:
-        sample("burst")
-        time.sleep(0.25)
-    summary = json.loads(load.stdout.read())
-    end = time.time() - t0
-    h.say(f"burst over: {summary['complete']}/{summary['sent']} complete; watching for {args.after} s")
-    while time.time() - t0 < end + args.after:
-        sample("after")
-        time.sleep(0.5)
-    gw.stop()
-    mock.proc.stop()
+        for _ in range(10):
+            sample("idle")
+            time.sleep(0.5)
+        idle = h.med([s[1] for s in series])
+        h.say(f"idle RSS {idle:.1f} MiB; a burst of {args.streams} concurrent streams for {args.burst} s")
+        load = subprocess.Popen(h.pinned(h.LOAD_CPU, [
+            str(h.LOAD), "--url", gw.endpoint(), "--api", "anthropic", "--model", MODEL, "--stream", "--header",
+            f"x-api-key: {HEADERS['x-api-key']}", "--conns", str(args.streams), "--secs", str(args.burst),
+            "--timeout", "60", "--expect", h.EXPECT]), stdout=subprocess.PIPE, text=True)
+        while load.poll() is None:
+            sample("burst")
+            time.sleep(0.25)
+        summary = json.loads(load.stdout.read())
+        end = time.time() - t0
+        h.say(f"burst over: {summary['complete']}/{summary['sent']} complete; watching for {args.after} s")
+        while time.time() - t0 < end + args.after:
+            sample("after")
+            time.sleep(0.5)
+    finally:
+        if gw is not None:
+            gw.stop()
+        mock.proc.stop()
     peak = max(s[1] for s in series)
     at = {t: next((s[1] for s in series if s[0] >= end + t), series[-1][1]) for t in (1, 5, 10, 30, 60)}
     fds_at = {t: next((s[3] for s in series if s[0] >= end + t), series[-1][3]) for t in (1, 60)}

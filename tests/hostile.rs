@@ -950,6 +950,10 @@ async fn a_burst_leaves_a_bounded_pool_of_upstream_connections() {
     );
     let pid = child.id();
     let idle = open_fds(pid);
+    assert!(
+        idle > 0,
+        "the gateway's descriptors are read from /proc/{pid}/fd"
+    );
     // A client that closes each connection after its answer: what stays open afterwards is
     // the gateway's own (its upstream pool).
     let c = reqwest::Client::builder()
