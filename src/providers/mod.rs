@@ -329,10 +329,15 @@ impl Provider {
     /// an OpenAI-compatible base URL includes it (like the OpenAI SDK's `base_url`); Gemini's is
     /// the API host (`/v1beta/...` is appended).
     pub fn url(&self, op: Operation, model: &str, query: Option<&str>) -> Url {
-        let base = self.config.base_url.as_str().trim_end_matches('/');
-        let path = self.api.path(op, model);
-        let mut url =
-            Url::parse(&format!("{base}{path}")).expect("a valid base URL plus a path is valid");
+        // The base URL parsed at start-up, its path extended: parsing the whole URL again
+        // (host, IDNA) was 1.7 % of the gateway's CPU per request in a passthrough profile.
+        let mut url = self.config.base_url.clone();
+        let path = format!(
+            "{}{}",
+            url.path().trim_end_matches('/'),
+            self.api.path(op, model)
+        );
+        url.set_path(&path);
         url.set_query(self.api.query(op, query));
         url
     }
