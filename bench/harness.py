@@ -235,19 +235,28 @@ class Direct(Gateway):
         pass
 
 
+def start_understudy(name, work, port, config):
+    """The release gateway on `config` (TOML after its `[server]` table), listening on `port`,
+    pinned to the gateway's CPU, with a home of its own; returns once it answers."""
+    home = work / f"home-{name}"
+    home.mkdir(exist_ok=True)
+    cfg = work / f"{name}.toml"
+    cfg.write_text(f'[server]\nlisten = "127.0.0.1:{port}"\n' + config)
+    env = {"BENCH_KEY": KEY, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache"),
+           "RUST_LOG": "warn"}
+    proc = Proc(name, pinned(GATEWAY_CPU, [str(BIN), "serve", "--config", str(cfg)]), work, env)
+    wait_http(f"http://127.0.0.1:{port}/api/status", proc=proc.p)
+    return proc
+
+
 class Understudy(Gateway):
     def __init__(self, mocks, work, api="openai"):
         super().__init__(mocks, work)
         self.api = api
         self.name = "Understudy" if api == "openai" else "Understudy (Anthropic → OpenAI)"
-        home = work / f"home-understudy-{api}"
-        home.mkdir(exist_ok=True)
         m = {k: v.url for k, v in mocks.items()}
-        cfg = work / f"understudy-{api}.toml"
-        cfg.write_text(f"""
-[server]
-listen = "127.0.0.1:{self.port}"
-
+        self.proc = start_understudy(f"understudy-{api}", work, self.port, f"""
 [providers.healthy]
 kind = "openai"
 base_url = "{m['healthy']}/v1"
@@ -285,12 +294,6 @@ backends = ["overloaded/bench", "healthy/bench"]
 model = "bench-trunc"
 backends = ["truncating/bench", "healthy/bench"]
 """)
-        env = {"BENCH_KEY": KEY, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-               "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache"),
-               "RUST_LOG": "warn"}
-        self.proc = Proc(f"understudy-{api}", pinned(GATEWAY_CPU, [str(BIN), "serve", "--config", str(cfg)]),
-                         work, env)
-        wait_http(self.url + "/api/status", proc=self.proc.p)
 
 
 class LiteLLM(Gateway):

@@ -40,13 +40,19 @@ HEADERS = {"x-api-key": "bench-client-key", "anthropic-version": "2023-06-01", "
 
 
 class Gw:
-    """A path: a gateway process on the mock (or the mock itself)."""
+    """A path: a gateway process on the mock (or the mock itself), asked in the Anthropic
+    dialect; shaped like harness.py's gateways, so `harness.load` drives it."""
+
+    api = "anthropic"
 
     def __init__(self, name, url, proc=None):
         self.name, self.url, self.proc = name, url, proc
 
-    def endpoint(self):
+    def endpoint(self, model=MODEL):
         return self.url + "/v1/messages"
+
+    def request(self, model):
+        return MODEL, [f"x-api-key: {HEADERS['x-api-key']}"]
 
     def pid(self):
         return self.proc.p.pid
@@ -58,18 +64,8 @@ class Gw:
 
 def gateway(name, mock, work, body):
     port = h.free_port()
-    home = work / f"home-{name}"
-    home.mkdir(exist_ok=True)
-    cfg = work / f"{name}.toml"
-    cfg.write_text(f'[server]\nlisten = "127.0.0.1:{port}"\n' + body)
-    env = {"BENCH_KEY": h.KEY, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache"),
-           "RUST_LOG": "warn"}
-    proc = h.Proc(f"understudy-{name}", h.pinned(h.GATEWAY_CPU, [str(h.BIN), "serve", "--config", str(cfg)]),
-                  work, env)
-    url = f"http://127.0.0.1:{port}"
-    h.wait_http(url + "/api/status", proc=proc.p)
-    return Gw(name, url, proc)
+    proc = h.start_understudy(f"understudy-{name}", work, port, body)
+    return Gw(name, f"http://127.0.0.1:{port}", proc)
 
 
 def gateways(mock, work, which=("plain", "default", "translate")):
@@ -126,24 +122,26 @@ backends = ["openai/gpt-4o"]
 # --- the two generators -------------------------------------------------------------------
 
 def own(gw, stream, conns=None, rate=None, secs=5.0):
-    """understudy-load: complete answers a second (closed loop) or its latency summary."""
-    argv = [str(h.LOAD), "--url", gw.endpoint(), "--api", "anthropic", "--model", MODEL, "--secs", str(secs),
-            "--timeout", "10", "--expect", h.EXPECT]
-    argv += ["--header", f"x-api-key: {HEADERS['x-api-key']}"]
-    if stream:
-        argv.append("--stream")
-    argv += ["--rate", str(rate)] if rate else ["--conns", str(conns)]
-    out = subprocess.run(h.pinned(h.LOAD_CPU, argv), capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    """understudy-load: its summary of a closed loop (`conns`) or an open loop (`rate`)."""
+    return h.load(gw, model=MODEL, stream=stream, rate=rate, conns=conns, secs=secs)
+
+
+def lua(work, stream, wait_ms=None):
+    """wrk's script: the request, and with `wait_ms` a random wait of 0 … 2 wait_ms after
+    each answer."""
+    body = dict(BODY, stream=True) if stream else BODY
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in HEADERS.items()]
+    if wait_ms is not None:
+        lines.append(f"function delay() return math.random(0, {2 * wait_ms}) end")
+    script = work / f"wrk-{int(stream)}-{wait_ms}.lua"
+    script.write_text("\n".join(lines) + "\n")
+    return script
 
 
 def wrk(gw, stream, work, conns=32, secs=5.0):
     """wrk, one thread, `conns` connections: (requests a second, non-2xx responses)."""
-    script = work / f"wrk-{int(stream)}.lua"
-    body = dict(BODY, stream=True) if stream else BODY
-    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}"]
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in HEADERS.items()]
-    script.write_text("\n".join(lines) + "\n")
+    script = lua(work, stream)
     out = subprocess.run(h.pinned(h.LOAD_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(secs))}s", "-s", str(script),
                                               gw.endpoint()]), capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
@@ -159,12 +157,7 @@ def wrk_rate(gw, stream, work, rate, secs, conns=40):
     latency percentiles in ms. The wait (20 ms on average at 2,000 req/s over 40 connections)
     is long against an answer (well under 1 ms), so a slow answer delays the next send of its
     own connection only, and only when it is slower than the wait."""
-    script = work / f"wrk-rate-{int(stream)}.lua"
-    base = (work / f"wrk-{int(stream)}.lua")
-    if not base.exists():
-        wrk(gw, stream, work, conns=1, secs=1)
-    wait_ms = max(1, round(1000 * conns / rate))
-    script.write_text(base.read_text() + f"function delay() return math.random(0, {2 * wait_ms}) end\n")
+    script = lua(work, stream, wait_ms=max(1, round(1000 * conns / rate)))
     out = subprocess.run(h.pinned(h.LOAD_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(secs))}s", "--latency",
                                               "-s", str(script), gw.endpoint()]),
                          capture_output=True, text=True, check=True).stdout
