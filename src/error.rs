@@ -134,6 +134,16 @@ pub enum GatewayError {
     /// Every backend of the chain is refusing requests (circuit breakers open).
     #[error("{0}")]
     Unavailable(String),
+    /// Every backend that could serve is out of quota until a reset (the provider refused
+    /// the credential, or its window is past `spill_over_at`): 429 with the reset time in
+    /// `retry-after`.
+    #[error("{detail}")]
+    QuotaExhausted {
+        /// Which backends, why and until when, in words.
+        detail: String,
+        /// Seconds until the earliest reset.
+        retry_after_secs: u64,
+    },
     /// The prompt does not fit the upstream's context window. Worded as Anthropic words it,
     /// because Claude Code compacts the conversation when it reads "prompt is too long".
     #[error("prompt is too long: {detail}")]
@@ -157,6 +167,7 @@ impl GatewayError {
             GatewayError::TooLarge { .. } => 413,
             GatewayError::LoopDetected => 508,
             GatewayError::Unavailable(_) => 503,
+            GatewayError::QuotaExhausted { .. } => 429,
             GatewayError::Upstream(e) => match e.kind {
                 FailureKind::Status(s) => s,
                 FailureKind::Crashed => 500,

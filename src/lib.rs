@@ -4,6 +4,8 @@
 //! The code map, bottom of the import graph first (ARCHITECTURE.md has the long form;
 //! `scripts/modgraph` prints the graph and fails on a cycle):
 //! - [`error`], [`secret`], [`sse`]: what went wrong, keys that never print, SSE framing.
+//! - [`quota`]: providers' rate-limit headers read into usage windows per credential; when a
+//!   backend should be spilled over or is refused until its reset.
 //! - [`config`]: the TOML file or zero config, validated with TOML paths; every settings type.
 //! - [`canonical`]: the one request/block/event model; the stream guard, collector, splice.
 //! - [`wire`]: each API's format to and from canonical (Anthropic, OpenAI, Gemini, Ollama).
@@ -27,6 +29,7 @@ pub mod desktop;
 pub mod error;
 pub mod models;
 pub mod providers;
+pub mod quota;
 pub mod relay;
 pub mod routing;
 pub mod secret;

@@ -811,6 +811,15 @@ async fn status(url: Option<String>, json: bool) -> ExitCode {
                 line.push_str(" · ");
                 line.push_str(&backends.join(", "));
             }
+            // Its quota, a line per credential: `plan: 5-hour 82 %, resets in 1 h 12 m · …`.
+            let at = v["at_ms"]
+                .as_u64()
+                .unwrap_or_else(understudy::quota::now_ms);
+            for q in p["quota"].as_array().into_iter().flatten() {
+                if let Ok(q) = serde_json::from_value::<understudy::quota::Quota>(q.clone()) {
+                    line.push_str(&format!("\n{:<30}{}", "", q.line(at)));
+                }
+            }
         }
         println!("{line}");
     }

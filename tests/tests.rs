@@ -33,6 +33,9 @@ mod local;
 /// The model manager's download code against a Hugging-Face-shaped local server: resume,
 /// a killed pull, a corrupt file.
 mod models;
+/// Quota awareness against a mock keeping a usage plan: windows in the status, metrics, the
+/// tray and notifications; spill-over and back after the reset; a refusal until its reset.
+mod quota;
 /// Shared: a gateway in-process wired to a mock cloud, and the strict stream checkers.
 mod support;
 /// Recorded upstream transcripts through the pipeline into every client format, against

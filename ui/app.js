@@ -104,6 +104,29 @@ function evidence(p) {
   return lines;
 }
 
+// What its rate-limit headers said, per credential: a bar per window (a plan's 5-hour and
+// weekly windows, an API key's requests and tokens), with when it resets; a refusal first.
+function quota(p, now) {
+  const inWords = (at) => {
+    const s = Math.max(0, Math.ceil((at - now) / 1000));
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.ceil(s / 60)} m`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} m`;
+    return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+  };
+  return (p.quota || []).map((q) => {
+    const refused = q.out_until_ms && q.out_until_ms > now;
+    return el("div", { class: "quota", "data-credential": q.credential, "data-refused": String(!!refused) },
+      el("div", { class: "quota-head" }, q.plan ? "plan" : "rate limits",
+        q.credential !== "key" ? el("span", { class: "muted" }, ` · ${q.credential}`) : null,
+        refused ? el("span", { class: "refused" }, ` · refused until the reset in ${inWords(q.out_until_ms)}`) : null),
+      q.windows.map((w) => el("div", { class: "window", "data-window": w.name },
+        el("span", {}, w.label || w.name),
+        el("meter", { min: "0", max: "1", low: "0.8", high: "0.95", optimum: "0", value: String(w.utilization) }),
+        el("span", {}, pct(w.utilization), w.resets_at_ms ? el("span", { class: "muted" }, ` · resets in ${inWords(w.resets_at_ms)}`) : null))));
+  });
+}
+
 function renderHeader(s) {
   const o = $("#overall");
   o.dataset.state = s.summary ? s.summary.state : "unknown";
@@ -155,6 +178,7 @@ function renderProviders(s) {
     return el("div", { class: "card", "data-provider": p.name, "data-health": health },
       el("h4", {}, el("span", {}, p.name, el("span", { class: "muted" }, ` · ${p.kind}`)), el("span", { class: "state" }, words)),
       evidence(p),
+      quota(p, s.at_ms || Date.now()),
       backends);
   });
   $("#providers").replaceChildren(...cards);
@@ -351,7 +375,7 @@ function listen() {
     renderFeed();
     refresh();
   });
-  for (const name of ["breaker", "network", "check", "local", "pause"]) es.addEventListener(name, refresh);
+  for (const name of ["breaker", "network", "check", "local", "pause", "quota"]) es.addEventListener(name, refresh);
   es.addEventListener("model_pull", (ev) => {
     const p = JSON.parse(ev.data);
     if (state.models) {

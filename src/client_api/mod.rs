@@ -81,6 +81,20 @@ impl Dialect {
         ) {
             h.insert("x-should-retry", HeaderValue::from_static("false"));
         }
+        if let GatewayError::QuotaExhausted {
+            retry_after_secs, ..
+        } = err
+        {
+            // Claude Code stops retrying past 60 s (protocol.md §1.7): a reset hours away is
+            // an answer, not a wait; the SDKs read `x-should-retry`.
+            h.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(*retry_after_secs),
+            );
+            if *retry_after_secs > 60 {
+                h.insert("x-should-retry", HeaderValue::from_static("false"));
+            }
+        }
         resp.extensions_mut().insert(ErrorNote(err.to_string()));
         resp
     }

@@ -23,6 +23,7 @@ fn type_and_code(err: &GatewayError) -> (&'static str, Option<&'static str>) {
             ("invalid_request_error", Some("context_length_exceeded"))
         }
         GatewayError::Unavailable(_) => ("server_error", Some("service_unavailable")),
+        GatewayError::QuotaExhausted { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
         GatewayError::Upstream(e) if e.kind.is_timeout() => ("server_error", Some("timeout")),
         GatewayError::Upstream(e) if e.kind == FailureKind::Status(429) => {
             ("rate_limit_error", Some("rate_limit_exceeded"))

@@ -284,6 +284,13 @@ pub struct ProviderConfig {
     /// whole when the stream completes (so it can be timed, failed over and continued as it
     /// arrives); `stream_whole_answers = false` passes it through as it is.
     pub stream_whole_answers: bool,
+    /// New requests of a route go to its next backend while one of this provider's quota
+    /// windows (for the credential the request would use) is past this share, or its plan
+    /// says `rejected`, until the window resets; `None`: off. A hard refusal (a 429 with the
+    /// plan `rejected`) takes the backend out until its reset whatever this says.
+    pub spill_over_at: Option<f64>,
+    /// The shares of a quota window told once each per window period by a notification.
+    pub quota_alerts: Vec<f64>,
     /// `kind = "local"`: how the engine runs.
     pub local: Option<LocalConfig>,
     /// Time limits for each call.

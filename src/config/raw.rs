@@ -89,6 +89,11 @@ pub struct RawProvider {
     pub continuation: Option<RawContinuation>,
     /// Ask the upstream for a stream when a client wants a whole answer (default true).
     pub stream_whole_answers: Option<bool>,
+    /// New requests go to the route's next backend while a quota window is past this share
+    /// (0–1), until it resets (off when absent).
+    pub spill_over_at: Option<f64>,
+    /// The shares of a quota window told once each by a notification (default 0.8, 0.95).
+    pub quota_alerts: Option<Vec<f64>>,
     /// `kind = "local"`: the GGUF file, the context size, the CPU threads.
     pub model_file: Option<String>,
     pub context_size: Option<u32>,

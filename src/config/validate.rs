@@ -211,6 +211,9 @@ fn server(raw: RawServer, issues: &mut Issues) -> ServerConfig {
     }
 }
 
+/// The shares of a quota window told by a notification unless `quota_alerts` says otherwise.
+pub const DEFAULT_QUOTA_ALERTS: [f64; 2] = [0.8, 0.95];
+
 /// `[providers.*]`, in name order (zero config when there are none).
 fn providers(raw: BTreeMap<String, RawProvider>, issues: &mut Issues) -> Vec<ProviderConfig> {
     let raw_providers: Vec<(String, RawProvider)> = if raw.is_empty() {
@@ -273,6 +276,20 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
         issues.add(at("max_output_tokens"), "must be at least 1");
     }
     let continuation = continuation(p.continuation.as_ref(), local.as_ref(), &at, issues);
+    let share = |field: &str, v: f64, issues: &mut Issues| {
+        if !(v > 0.0 && v <= 1.0) {
+            issues.add(
+                at(field),
+                format!("{v} is not a share of a quota window: write a number above 0 and at most 1 (0.95 is 95 %)"),
+            );
+        }
+    };
+    if let Some(v) = p.spill_over_at {
+        share("spill_over_at", v, issues);
+    }
+    for v in p.quota_alerts.iter().flatten() {
+        share("quota_alerts", *v, issues);
+    }
     Some(ProviderConfig {
         name,
         kind,
@@ -282,6 +299,10 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
         max_output_tokens: p.max_output_tokens,
         continuation,
         stream_whole_answers: p.stream_whole_answers.unwrap_or(true),
+        spill_over_at: p.spill_over_at,
+        quota_alerts: p
+            .quota_alerts
+            .unwrap_or_else(|| DEFAULT_QUOTA_ALERTS.to_vec()),
         local,
         timeouts,
         headers,

@@ -105,6 +105,7 @@ pub trait Gateway: Send + Sync + 'static {
 /// The event streams the notification loop listens to.
 struct Feeds {
     health: broadcast::Receiver<HealthEvent>,
+    quota: broadcast::Receiver<crate::quota::Event>,
     requests: broadcast::Receiver<Arc<Entry>>,
     locals: Vec<broadcast::Receiver<LocalEvent>>,
 }
@@ -114,6 +115,7 @@ impl Feeds {
         let router = st.router();
         Feeds {
             health: router.health().subscribe(),
+            quota: router.quota_events(),
             requests: router.recorder().subscribe(),
             locals: st
                 .config()
@@ -155,6 +157,14 @@ pub async fn notifications<G: Gateway>(
         let changes: Vec<Change> = tokio::select! {
             ev = feeds.health.recv() => match ev {
                 Ok(ev) => health_changes(ev, &last_failure),
+                Err(RecvError::Lagged(_)) => Vec::new(),
+                Err(_) => return,
+            },
+            ev = feeds.quota.recv() => match ev {
+                Ok(ev) => {
+                    let Some(st) = state.upgrade() else { return };
+                    quota_change(&*st, ev).into_iter().collect()
+                }
                 Err(RecvError::Lagged(_)) => Vec::new(),
                 Err(_) => return,
             },
@@ -225,6 +235,59 @@ fn health_changes(ev: HealthEvent, last_failure: &LastFailure) -> Vec<Change> {
         }],
         HealthEvent::Reach { .. } => Vec::new(),
     }
+}
+
+/// A quota event as the change to tell, with the provider's `spill_over_at`.
+fn quota_change(st: &impl Gateway, ev: crate::quota::Event) -> Option<Change> {
+    use crate::quota::{time_to, Event};
+    let now = crate::quota::now_ms();
+    let spill_at = |provider: &str| {
+        st.config()
+            .providers
+            .iter()
+            .find(|p| p.name == provider)
+            .and_then(|p| p.spill_over_at)
+            .map(|v| (v * 100.0).round() as u32)
+    };
+    Some(match ev {
+        Event::Crossed {
+            provider,
+            credential,
+            window,
+            threshold,
+            plan,
+        } => Change::QuotaPassed {
+            spill_at: spill_at(&provider),
+            provider,
+            credential,
+            window: if plan {
+                format!("plan {} window", window.label)
+            } else {
+                format!("{} limit", window.label)
+            },
+            percent: (window.utilization * 100.0).round() as u32,
+            threshold: (threshold * 100.0).round() as u32,
+            resets_in: window.resets_at_ms.map(|at| time_to(at, now)),
+        },
+        Event::Refused {
+            provider,
+            credential,
+            until_ms,
+        } => Change::QuotaRefused {
+            provider,
+            credential,
+            resets_in: time_to(until_ms, now),
+        },
+        Event::Reset {
+            provider,
+            credential,
+            window,
+        } => Change::QuotaReset {
+            provider,
+            credential,
+            window: window.map(|w| crate::quota::label(&w)),
+        },
+    })
 }
 
 /// A finished request: remembers why its backends failed, and tells a continuation, or the

@@ -51,6 +51,41 @@ pub enum Change {
         /// The mode, why and what it costs ([`crate::providers::local::cpu::Mode::describe`]).
         mode: String,
     },
+    /// A provider's quota window passed an alert threshold (`quota_alerts`).
+    QuotaPassed {
+        /// The provider.
+        provider: String,
+        /// Whose (`key`, `client …`), part of the subject only.
+        credential: String,
+        /// `plan 5-hour window` or `requests limit`.
+        window: String,
+        /// How much is spent, in percent.
+        percent: u32,
+        /// The threshold passed, in percent.
+        threshold: u32,
+        /// When it resets, in words (`1 h 12 m`), when known.
+        resets_in: Option<String>,
+        /// The provider's `spill_over_at`, in percent, when set.
+        spill_at: Option<u32>,
+    },
+    /// A provider refused a credential until its quota resets.
+    QuotaRefused {
+        /// The provider.
+        provider: String,
+        /// Whose.
+        credential: String,
+        /// When it resets, in words.
+        resets_in: String,
+    },
+    /// A window that had been told about reset, or a refusal ran out.
+    QuotaReset {
+        /// The provider.
+        provider: String,
+        /// Whose.
+        credential: String,
+        /// Which window, in words (`None`: the refusal ended).
+        window: Option<String>,
+    },
     /// A stream that broke was finished by another backend.
     Continued {
         /// Who broke.
@@ -76,6 +111,23 @@ impl Change {
             Change::LocalCrashed { .. } => "local:crashed".into(),
             Change::LocalCompatible { .. } => "local:compatible".into(),
             Change::Continued { from, .. } => format!("continued:{from}"),
+            Change::QuotaPassed {
+                provider,
+                credential,
+                window,
+                threshold,
+                ..
+            } => format!("quota:{provider}:{credential}:{window}:{threshold}"),
+            Change::QuotaRefused {
+                provider,
+                credential,
+                ..
+            } => format!("quota-refused:{provider}:{credential}"),
+            Change::QuotaReset {
+                provider,
+                credential,
+                window,
+            } => format!("quota-reset:{provider}:{credential}:{window:?}"),
         }
     }
 
@@ -125,6 +177,52 @@ impl Change {
             Change::LocalCompatible { mode } => (
                 "Local model in compatible mode".to_owned(),
                 format!("The local model now runs in {mode}"),
+            ),
+            Change::QuotaPassed {
+                provider,
+                window,
+                percent,
+                resets_in,
+                spill_at,
+                ..
+            } => (
+                format!("{provider}: {window} at {percent} %"),
+                format!(
+                    "{}{}",
+                    resets_in
+                        .as_ref()
+                        .map(|r| format!("It resets in {r}. "))
+                        .unwrap_or_default(),
+                    match spill_at {
+                        Some(at) if percent >= at => format!(
+                            "Past {at} %, new requests go to the next backend of their route until then"
+                        ),
+                        Some(at) => format!(
+                            "At {at} %, new requests go to the next backend of their route until it resets"
+                        ),
+                        None => "When it runs out, requests fail over to the next backend of their route"
+                            .to_owned(),
+                    }
+                ),
+            ),
+            Change::QuotaRefused {
+                provider,
+                resets_in,
+                ..
+            } => (
+                format!("{provider}: out of quota"),
+                format!(
+                    "It refuses requests until its reset in {resets_in}; they go to the next backend of their route until then"
+                ),
+            ),
+            Change::QuotaReset {
+                provider, window, ..
+            } => (
+                format!("{provider}: quota reset"),
+                match window {
+                    Some(w) => format!("The {w} window reset; requests go to {provider} again"),
+                    None => format!("{provider} takes requests again"),
+                },
             ),
             Change::Continued { from, to, how } => (
                 "Answer continued".to_owned(),

@@ -195,6 +195,18 @@ fn verdict(
                 failing.join(", ")
             ),
         )
+    } else if let Some((p, until)) = clouds
+        .iter()
+        .find_map(|p| Some((p, p.refused_until(s.at_ms)?)))
+    {
+        (
+            Icon::Degraded,
+            format!(
+                "Understudy: {} out of quota until its reset in {}, the others serve",
+                p.name,
+                crate::quota::time_to(until, s.at_ms)
+            ),
+        )
     } else if let Some(names) = named(clouds, Health::KeyRejected) {
         (Icon::Degraded, format!("Understudy: {names}: key rejected"))
     } else if let Some(names) = named(clouds, Health::KeyMissing) {
@@ -265,6 +277,13 @@ fn menu(
             .map(|ms| format!(", last {}", latency(ms)))
             .unwrap_or_default();
         menu.push(info(&p.name, format!("{}: {state}{last}", p.name)));
+        // What its rate-limit headers said: `anthropic plan: 5-hour 82 %, resets in …`.
+        for q in &p.quota {
+            menu.push(info(
+                &format!("{}:quota:{}", p.name, q.credential),
+                format!("{} {}", p.name, q.line(s.at_ms)),
+            ));
+        }
     }
     for p in locals {
         menu.push(info(
@@ -326,6 +345,7 @@ mod tests {
             local: None,
             check: None,
             last_request: Some(last),
+            quota: Vec::new(),
         }
     }
 
@@ -345,6 +365,7 @@ mod tests {
             local: None,
             check,
             last_request: None,
+            quota: Vec::new(),
         }
     }
 
@@ -357,6 +378,7 @@ mod tests {
             health: Health::Local,
             check: None,
             last_request: None,
+            quota: Vec::new(),
         }
     }
 
@@ -436,9 +458,65 @@ mod tests {
         }
     }
 
+    const NOW: u64 = 1_800_000_000_000;
+
+    /// A plan's windows as `/api/status` carries them.
+    fn plan(five_hour: f64, out_until_ms: Option<u64>) -> crate::quota::Quota {
+        serde_json::from_value(json!({
+            "credential": "key",
+            "plan": true,
+            "standing": if out_until_ms.is_some() { "rejected" } else { "allowed" },
+            "windows": [
+                {"name": "5h", "label": "5-hour", "utilization": five_hour, "resets_at_ms": NOW + 72 * 60_000},
+                {"name": "7d", "label": "week", "utilization": 0.4, "resets_at_ms": NOW + 3 * 86_400_000},
+            ],
+            "out_until_ms": out_until_ms,
+            "seen_at_ms": NOW,
+        }))
+        .unwrap()
+    }
+
+    /// The plan's windows are a menu line under the provider; a provider that refused the
+    /// credential until its reset makes the icon degraded and says until when.
+    #[test]
+    fn quota_windows_are_a_menu_line_and_a_refusal_degrades_the_icon() {
+        let mut anthropic = cloud("anthropic", &["closed"]);
+        anthropic.quota = vec![plan(0.82, None)];
+        let s = snap("auto", false, vec![anthropic.clone(), local("ready")]);
+        let v = view(&s, Local::default());
+        assert_eq!(v.icon, Icon::Healthy);
+        assert_eq!(
+            labels(&v)[1],
+            "anthropic plan: 5-hour 82 %, resets in 1 h 12 m · week 40 %"
+        );
+        anthropic.quota = vec![plan(1.0, Some(NOW + 72 * 60_000))];
+        let s = snap(
+            "auto",
+            false,
+            vec![anthropic, cloud("openrouter", &["closed"]), local("ready")],
+        );
+        let v = view(&s, Local::default());
+        assert_eq!(v.icon, Icon::Degraded);
+        assert_eq!(
+            v.tooltip,
+            "Understudy: anthropic out of quota until its reset in 1 h 12 m, the others serve"
+        );
+        assert!(
+            labels(&v)[1]
+                .starts_with("anthropic plan: refused until the reset in 1 h 12 m · 5-hour 100 %"),
+            "{:?}",
+            labels(&v)
+        );
+        // Past the reset, the same snapshot taken later says nothing of a refusal.
+        let mut later = s.clone();
+        later.at_ms = NOW + 73 * 60_000;
+        assert_eq!(view(&later, Local::default()).icon, Icon::Healthy);
+    }
+
     fn snap(mode: &str, offline: bool, providers: Vec<ProviderStatus>) -> Snapshot {
         Snapshot {
             version: "0".into(),
+            at_ms: NOW,
             mode: mode.into(),
             offline,
             providers,

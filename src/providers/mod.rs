@@ -205,6 +205,8 @@ pub struct Provider {
     client: reqwest::Client,
     key: Result<Secret, String>,
     api: Box<dyn Api>,
+    /// What its answers' rate-limit headers said, per credential.
+    quota: crate::quota::Book,
 }
 
 /// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), those the
@@ -255,8 +257,12 @@ const DROP_RESPONSE: &[&str] = &[
 const MAX_IDLE_PER_HOST: usize = 64;
 
 impl Provider {
-    /// Builds the HTTP client and reads the key (once, at start-up).
-    pub async fn new(config: ProviderConfig) -> Provider {
+    /// Builds the HTTP client and reads the key (once, at start-up). Its quota's changes go
+    /// to `quota_events`.
+    pub async fn new(
+        config: ProviderConfig,
+        quota_events: tokio::sync::broadcast::Sender<crate::quota::Event>,
+    ) -> Provider {
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeouts.connect)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -276,6 +282,12 @@ impl Provider {
         };
         Provider {
             api: api(config.kind, config.local.clone()),
+            quota: crate::quota::Book::new(
+                &config.name,
+                config.quota_alerts.clone(),
+                config.spill_over_at,
+                quota_events,
+            ),
             config,
             client,
             key,
@@ -291,6 +303,40 @@ impl Provider {
             (Err(why), Some(_)) => Some(why.clone()),
             _ => None,
         }
+    }
+
+    /// What its answers' rate-limit headers said, per credential.
+    pub fn quota(&self) -> &crate::quota::Book {
+        &self.quota
+    }
+
+    /// The credential a request with these client headers is sent with, as the quota names
+    /// it: `key` when the configured one resolved, else the client's own (hashed).
+    fn credential(&self, headers: &HeaderMap) -> String {
+        if self.key.is_ok() {
+            return "key".to_owned();
+        }
+        client_credential_header(headers)
+            .and_then(|v| v.to_str().ok().map(crate::quota::client_credential))
+            .unwrap_or_else(|| "none".to_owned())
+    }
+
+    /// Why a request with these client headers should not come here now: its credential is
+    /// refused until a reset, or (with `spill_over_at`) a window of it is past the threshold.
+    pub fn holds_back(&self, client: &HeaderMap, now_ms: u64) -> Option<crate::quota::Hold> {
+        if self.quota.is_empty() {
+            return None;
+        }
+        self.quota.holds_back(&self.credential(client), now_ms)
+    }
+
+    /// True when a quota hold on the credential these client headers use ended after
+    /// `since_ms`: a conversation moved off this provider before then comes back.
+    pub fn quota_released_since(&self, client: &HeaderMap, since_ms: u64) -> bool {
+        !self.quota.is_empty()
+            && self
+                .quota
+                .released_since(&self.credential(client), since_ms)
     }
 
     /// What this provider's kind does differently.
@@ -470,8 +516,26 @@ impl Provider {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<reqwest::Response, SendError> {
+        // The client credential sent, if it is one (a cheap clone): the quota names it.
+        let passed = self
+            .key
+            .is_err()
+            .then(|| client_credential_header(&headers))
+            .flatten();
         let req = self.client.post(url).headers(headers).body(body);
-        match tokio::time::timeout(self.config.timeouts.first_byte, req.send()).await {
+        let answer = tokio::time::timeout(self.config.timeouts.first_byte, req.send()).await;
+        if let Ok(Ok(resp)) = &answer {
+            let now = crate::quota::now_ms();
+            if let Some(r) = crate::quota::read(resp.headers(), resp.status().as_u16(), now) {
+                let credential = match (&self.key, passed) {
+                    (Ok(_), _) => "key".to_owned(),
+                    (Err(_), Some(v)) => crate::quota::client_credential(v.to_str().unwrap_or("")),
+                    (Err(_), None) => "none".to_owned(),
+                };
+                self.quota.observe(&credential, r, now);
+            }
+        }
+        match answer {
             Err(_) => Err(SendError::Failed(self.failure(
                 FailureKind::FirstByteTimeout,
                 format!(
@@ -574,6 +638,13 @@ impl Provider {
 /// True when a connect error says the network itself is down: the name did not resolve, or
 /// the kernel has no route (as opposed to a refused connection or a TLS failure, which say
 /// something about the provider).
+/// The credential header a client sent (`x-api-key`, else `Authorization`).
+fn client_credential_header(h: &HeaderMap) -> Option<HeaderValue> {
+    h.get("x-api-key")
+        .or_else(|| h.get(http::header::AUTHORIZATION))
+        .cloned()
+}
+
 fn looks_offline(e: &reqwest::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -651,7 +722,11 @@ mod tests {
 
     async fn provider(toml: &str) -> Provider {
         let cfg = Config::from_toml(toml, ConfigSource::ZeroConfig).unwrap();
-        Provider::new(cfg.providers[0].clone()).await
+        Provider::new(
+            cfg.providers[0].clone(),
+            tokio::sync::broadcast::channel(4).0,
+        )
+        .await
     }
 
     fn client_headers() -> HeaderMap {

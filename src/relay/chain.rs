@@ -30,7 +30,12 @@ const RETRY_CAP: Duration = Duration::from_secs(8);
 /// while the network looks down, a route with a local backend goes straight to it; paused,
 /// the route's first backend only, as if the client called it directly (no session
 /// affinity, offline routing or breaker in the way).
-fn order<'a>(router: &Router, chain: &'a [Backend], session: Option<&str>) -> Vec<&'a Backend> {
+fn order<'a>(
+    router: &Router,
+    chain: &'a [Backend],
+    session: Option<&str>,
+    headers: &http::HeaderMap,
+) -> Vec<&'a Backend> {
     if router.paused() {
         return chain.iter().take(1).collect();
     }
@@ -39,12 +44,18 @@ fn order<'a>(router: &Router, chain: &'a [Backend], session: Option<&str>) -> Ve
     if let Some((key, at)) = session.and_then(|s| health.session_backend(s)) {
         if let Some(pos) = order.iter().position(|b| b.key() == key) {
             // Automatic switch-back: once a backend ahead of it in the route has recovered
-            // (its breaker closed again since the conversation was last served), the
-            // conversation goes back to the route's order; a blip that never opened a breaker
-            // does not move it off the backend whose prompt cache is warm.
-            let back = order[..pos]
-                .iter()
-                .any(|b| usable(health, b) && health.recovered_since(&b.key(), at));
+            // (its breaker closed again since the conversation was last served, or a quota
+            // that held it back reset since), the conversation goes back to the route's
+            // order; a blip that never opened a breaker does not move it off the backend
+            // whose prompt cache is warm. A backend whose quota holds it back is never put
+            // first: the conversation is not pinned where it cannot go.
+            let now = crate::quota::now_ms();
+            let at_ms = now.saturating_sub(at.elapsed().as_millis() as u64);
+            let back = order[..pos].iter().any(|b| {
+                usable(health, b)
+                    && (health.recovered_since(&b.key(), at)
+                        || b.provider.quota_released_since(headers, at_ms))
+            }) || order[pos].provider.holds_back(headers, now).is_some();
             if !back {
                 let b = order.remove(pos);
                 order.insert(0, b);
@@ -77,7 +88,7 @@ pub(super) async fn walk(
         .headers
         .get("x-claude-code-session-id")
         .and_then(|v| v.to_str().ok());
-    let order = order(router, chain, session);
+    let order = order(router, chain, session, &req.headers);
     let trace = router
         .recorder()
         .trace(req.dialect.as_str(), &req.model, req.stream);
@@ -99,6 +110,9 @@ async fn walk_chain(
     let health = router.health();
     let mut last = None;
     let mut refused = Vec::new();
+    // The earliest reset of a backend skipped for its quota (Unix ms).
+    let mut held: Option<u64> = None;
+    let mut circuit_open = false;
     // The backends that failed before the one that answers, and why (for the client's
     // `x-understudy-failed-over` header and the log).
     let mut tried: Vec<String> = Vec::new();
@@ -108,11 +122,22 @@ async fn walk_chain(
         // Paused: not judged either (the outcome still reaches the breaker; the breaker does
         // not stand in the way).
         if !router.paused() {
+            // Out of quota for this credential (refused until a reset, or past the
+            // provider's `spill_over_at`): the next backend, at once.
+            if let Some(hold) = backend
+                .provider
+                .holds_back(&req.headers, crate::quota::now_ms())
+            {
+                refused.push(format!("{key} ({})", hold.why));
+                held = Some(held.map_or(hold.until_ms, |h: u64| h.min(hold.until_ms)));
+                continue;
+            }
             if let Admission::Rejected { retry_at } = health.admit(&key, true) {
                 let secs = retry_at
                     .saturating_duration_since(Instant::now())
                     .as_secs_f64();
                 refused.push(format!("{key} (circuit open, next trial in {secs:.0} s)"));
+                circuit_open = true;
                 continue;
             }
         }
@@ -146,10 +171,22 @@ async fn walk_chain(
         });
     }
     last.unwrap_or_else(|| {
-        Err(GatewayError::Unavailable(format!(
+        let detail = format!(
             "no backend can take this request now: {}",
             refused.join(", ")
-        )))
+        );
+        // Only quotas stand in the way: the client is told when the first one resets (a
+        // breaker's next trial is seconds away, and a 503 says so).
+        Err(match held {
+            Some(until) if !circuit_open => GatewayError::QuotaExhausted {
+                detail,
+                retry_after_secs: until
+                    .saturating_sub(crate::quota::now_ms())
+                    .div_ceil(1000)
+                    .max(1),
+            },
+            _ => GatewayError::Unavailable(detail),
+        })
     })
 }
 

@@ -58,44 +58,7 @@ pub enum HealthEvent {
     },
 }
 
-/// What a token-free check of a cloud provider (its model list) found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reach {
-    /// It answered, and took the configured key (or has none configured: the clients' own
-    /// credentials pass through).
-    Reachable,
-    /// It answered 401/403 (Gemini: 400 `API_KEY_INVALID`) to the configured key.
-    KeyRejected,
-    /// It has no key it can send (the configured one cannot be read, or none is configured
-    /// and clients' own do not pass through): requests are refused before they leave.
-    KeyMissing,
-    /// No answer: refused, no route, no name, TLS failed, or nothing within the probe's time.
-    Unreachable,
-}
-
-impl Reach {
-    /// A short stable name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reach::Reachable => "reachable",
-            Reach::KeyRejected => "key_rejected",
-            Reach::KeyMissing => "key_missing",
-            Reach::Unreachable => "unreachable",
-        }
-    }
-}
-
-/// The latest check of a provider (as `/api/status` shows it, under `check`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Check {
-    /// What it found.
-    pub reach: Reach,
-    /// When (Unix ms).
-    pub at_ms: u64,
-    /// What it saw, in words (`GET /v1/models answered 200`, `the key was rejected (401): …`).
-    pub detail: String,
-}
+pub use crate::telemetry::status::{Check, Reach};
 
 /// The latest real request to a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -72,6 +72,7 @@ pub struct Router {
     providers: Vec<Arc<Provider>>,
     health: Arc<Health>,
     recorder: Arc<crate::telemetry::observe::Recorder>,
+    quota_events: tokio::sync::broadcast::Sender<crate::quota::Event>,
     mode: std::sync::atomic::AtomicU8,
     paused: std::sync::atomic::AtomicBool,
 }
@@ -79,9 +80,12 @@ pub struct Router {
 impl Router {
     /// Builds the providers (clients, keys) and the table.
     pub async fn new(config: &Config) -> Router {
+        let quota_events = tokio::sync::broadcast::channel(64).0;
         let mut providers = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
-            providers.push(Arc::new(Provider::new(p.clone()).await));
+            providers.push(Arc::new(
+                Provider::new(p.clone(), quota_events.clone()).await,
+            ));
         }
         // The journal only where a file is named (the CLI and the tray name the default one):
         // a journal that cannot be opened is logged, and the gateway runs without it.
@@ -99,8 +103,23 @@ impl Router {
             providers,
             health: Health::new(config.breaker),
             recorder: Arc::new(recorder),
+            quota_events,
             paused: std::sync::atomic::AtomicBool::new(false),
             mode: std::sync::atomic::AtomicU8::new(Mode::Auto as u8),
+        }
+    }
+
+    /// Every provider's quota changes from now on (a window past an alert threshold, a
+    /// refusal until a reset, a reset).
+    pub fn quota_events(&self) -> tokio::sync::broadcast::Receiver<crate::quota::Event> {
+        self.quota_events.subscribe()
+    }
+
+    /// Windows whose reset time has passed start again (and say so); run every few seconds.
+    pub fn expire_quotas(&self) {
+        let now = crate::quota::now_ms();
+        for p in &self.providers {
+            p.quota().expire(now);
         }
     }
 

@@ -167,6 +167,7 @@ fn error_type(err: &GatewayError) -> &'static str {
         GatewayError::NotFound(_) => "not_found",
         GatewayError::Upstream(_) => "upstream",
         GatewayError::Unavailable(_) => "unavailable",
+        GatewayError::QuotaExhausted { .. } => "quota_exhausted",
         GatewayError::PromptTooLong { .. } => "prompt_too_long",
     }
 }
@@ -211,6 +212,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 
 /// What changes, as it happens (Server-Sent Events): first `status` with the snapshot, then
 /// `breaker` ({backend, from, to}), `network` ({offline}), `request` (each finished request),
+/// `quota` ({event: crossed|refused|reset, provider, credential, …}),
 /// `local` ({provider, event, …}) and the dashboard's own events; a comment every 15 s keeps
 /// idle connections open. The tray and the dashboard listen here instead of polling.
 async fn events(State(st): State<Arc<AppState>>) -> Response {
@@ -249,7 +251,9 @@ fn event_streams(st: &AppState) -> Vec<BoxStream<'static, Bytes>> {
         .map(|e| Frame::named("request", &json!(*e).to_string()).raw);
     let ui = stream_of(st.ui_events.subscribe())
         .map(|(name, v)| Frame::named(&name, &v.to_string()).raw);
-    let mut streams = vec![health.boxed(), requests.boxed(), ui.boxed()];
+    let quota = stream_of(st.router.quota_events())
+        .map(|ev| Frame::named("quota", &json!(ev).to_string()).raw);
+    let mut streams = vec![health.boxed(), requests.boxed(), ui.boxed(), quota.boxed()];
     for (name, engine) in st.local_engines() {
         let local = stream_of(engine.subscribe()).map(move |ev| {
             let mut v = json!(ev);

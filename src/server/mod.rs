@@ -56,6 +56,7 @@ pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
         ui_events: tokio::sync::broadcast::channel(64).0,
     });
     tokio::spawn(on_health_events(Arc::downgrade(&state)));
+    tokio::spawn(on_quota(Arc::downgrade(&state)));
     for p in &state.config.providers {
         // The local engine restarts itself and has nothing to check over the network.
         if state
@@ -107,13 +108,44 @@ fn warm_local(st: &AppState, ev: &HealthEvent) {
         }
         HealthEvent::Reach { .. } => false,
     };
-    if !cloud_failing {
-        return;
+    if cloud_failing {
+        warm_engines(st);
     }
+}
+
+/// Every local engine configured `warm` loads its model now.
+fn warm_engines(st: &AppState) {
     for (_, engine) in st.local_engines() {
         if engine.warm() {
             tokio::spawn(async move { engine.preload().await });
         }
+    }
+}
+
+/// Keeps the quotas current: a window whose reset time passed starts again (every second,
+/// so a backend held back comes back at its reset without a request to tell), and a provider
+/// refusing a credential until its reset warms the local engines as an open breaker does.
+async fn on_quota(state: Weak<AppState>) {
+    let mut events = match state.upgrade() {
+        Some(st) => st.router.quota_events(),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let refused = tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) => matches!(ev, crate::quota::Event::Refused { .. }),
+                Err(RecvError::Lagged(_)) => false,
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => false,
+        };
+        let Some(st) = state.upgrade() else { return };
+        if refused {
+            warm_engines(&st);
+        }
+        st.router.expire_quotas();
     }
 }
 

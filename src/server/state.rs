@@ -104,12 +104,18 @@ impl AppState {
                         .map(|e| serde_json::json!(e.status())),
                     check,
                     last_request,
+                    quota: self
+                        .router
+                        .provider(&p.name)
+                        .map(|p| p.quota().snapshot())
+                        .unwrap_or_default(),
                 }
             })
             .collect();
         let local = providers.iter().find_map(|p| p.local.clone());
         Snapshot {
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            at_ms: crate::quota::now_ms(),
             mode: self.router.mode().as_str().to_owned(),
             offline,
             providers,

@@ -1,14 +1,55 @@
 //! The status snapshot (`GET /api/status`, the first event of `/api/events`): the one shape the
 //! gateway writes and the terminal (`understudy status`), the tray and the dashboard read.
 
-use crate::routing::health::Check;
 use serde::{Deserialize, Serialize};
+
+/// What a token-free check of a cloud provider (its model list) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reach {
+    /// It answered, and took the configured key (or has none configured: the clients' own
+    /// credentials pass through).
+    Reachable,
+    /// It answered 401/403 (Gemini: 400 `API_KEY_INVALID`) to the configured key.
+    KeyRejected,
+    /// It has no key it can send (the configured one cannot be read, or none is configured
+    /// and clients' own do not pass through): requests are refused before they leave.
+    KeyMissing,
+    /// No answer: refused, no route, no name, TLS failed, or nothing within the probe's time.
+    Unreachable,
+}
+
+impl Reach {
+    /// A short stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Reachable => "reachable",
+            Reach::KeyRejected => "key_rejected",
+            Reach::KeyMissing => "key_missing",
+            Reach::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// The latest check of a provider (as `/api/status` shows it, under `check`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Check {
+    /// What it found.
+    pub reach: Reach,
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// What it saw, in words (`GET /v1/models answered 200`, `the key was rejected (401): …`).
+    pub detail: String,
+}
 
 /// What the gateway is doing now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The gateway's version.
     pub version: String,
+    /// When it was taken (Unix ms): what "resets in …" is counted from.
+    #[serde(default)]
+    pub at_ms: u64,
     /// `auto`, `local-only` or `cloud-only`.
     pub mode: String,
     /// Whether the network looks down.
@@ -62,6 +103,9 @@ pub struct ProviderStatus {
     /// Its latest real request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<LastRequest>,
+    /// What its answers' rate-limit headers said, per credential (the configured key first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quota: Vec<crate::quota::Quota>,
 }
 
 /// A provider's latest real request.
@@ -144,7 +188,6 @@ impl Health {
         check: Option<&Check>,
         last: Option<&LastRequest>,
     ) -> Health {
-        use crate::routing::health::Reach;
         if local {
             return Health::Local;
         }
@@ -206,6 +249,16 @@ impl ProviderStatus {
     /// True when some backend of it is failing (its breaker open or on trial).
     pub fn failing(&self) -> bool {
         self.backends.iter().any(|b| b.breaker != "closed")
+    }
+
+    /// A credential of it refused by the provider until a reset at this time (Unix ms), the
+    /// earliest, if any is still ahead of `now_ms`.
+    pub fn refused_until(&self, now_ms: u64) -> Option<u64> {
+        self.quota
+            .iter()
+            .filter_map(|q| q.out_until_ms)
+            .filter(|u| *u > now_ms)
+            .min()
     }
 
     /// The local engine's state (`not_loaded`, `loading`, `ready`, `crashed`, `failed`).
@@ -309,9 +362,61 @@ pub fn prometheus(s: &Snapshot) -> String {
         "Each backend's circuit breaker (1 for its current state).",
         breakers,
     );
+    quota_families(&mut out, s);
     local_families(&mut out, s);
     backend_families(&mut out, s);
     out
+}
+
+/// Each provider's quota windows, per credential.
+fn quota_families(out: &mut String, s: &Snapshot) {
+    let (mut used, mut resets, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    for p in &s.providers {
+        for q in &p.quota {
+            let who = format!(
+                "provider=\"{}\",credential=\"{}\"",
+                label(&p.name),
+                label(&q.credential)
+            );
+            for w in &q.windows {
+                used.push(format!(
+                    "{{{who},window=\"{}\"}} {}",
+                    label(&w.name),
+                    w.utilization
+                ));
+                if let Some(at) = w.resets_at_ms {
+                    resets.push(format!(
+                        "{{{who},window=\"{}\"}} {:.3}",
+                        label(&w.name),
+                        at as f64 / 1000.0
+                    ));
+                }
+            }
+            let out_now = q.out_until_ms.is_some_and(|u| u > s.at_ms);
+            refused.push(format!("{{{who}}} {}", u8::from(out_now)));
+        }
+    }
+    family(
+        out,
+        "understudy_quota_utilization",
+        "gauge",
+        "How much of each quota window (a plan's 5h/7d, an API key's requests/tokens) is spent, 0-1, from the providers' rate-limit headers.",
+        used,
+    );
+    family(
+        out,
+        "understudy_quota_reset_seconds",
+        "gauge",
+        "When each quota window resets (Unix time).",
+        resets,
+    );
+    family(
+        out,
+        "understudy_quota_refused",
+        "gauge",
+        "1 while the provider refuses the credential until a quota reset.",
+        refused,
+    );
 }
 
 /// Each local engine's state and counters.
@@ -538,7 +643,6 @@ mod tests {
 
     #[test]
     fn health_is_the_strongest_and_newest_evidence_and_never_healthy_on_none() {
-        use crate::routing::health::Reach;
         let check = |reach, at_ms| Check {
             reach,
             at_ms,

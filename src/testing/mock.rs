@@ -255,6 +255,166 @@ struct Inner {
     hits: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Keys refused as invalid.
     rejected_keys: Mutex<HashSet<String>>,
+    /// A usage plan, with what each credential has spent of it.
+    plan: Mutex<Option<(Plan, std::collections::HashMap<String, PlanUse>)>>,
+}
+
+/// A usage quota the mock keeps per credential, reported in every chat answer's headers as
+/// the real API reports it (protocol.md §1.10), and enforced as it is enforced.
+///
+/// `unified` (a Claude subscription login, what Claude Code passes through): each answered
+/// request spends `per_request` of the 5-hour window and a tenth of that of the week;
+/// `anthropic-ratelimit-unified-status` is `allowed`, `allowed_warning` from 80 %, and at
+/// 100 % every request is refused until the window resets: HTTP 429 `rate_limit_error`,
+/// status `rejected`, the reset in `-reset` and `retry-after`. `openai`: the same window as
+/// `x-ratelimit-{limit,remaining,reset}-requests` (limit `1 / per_request` requests), and a
+/// 429 `rate_limit_exceeded` at zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The share of the window one answered request spends.
+    pub per_request: f64,
+    /// How long a window lasts from its first request (real plans: 5 hours).
+    pub window_ms: u64,
+    /// `unified` (default) or `openai`.
+    #[serde(default)]
+    pub headers: PlanHeaders,
+}
+
+/// Which provider's headers a [`Plan`] speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanHeaders {
+    /// Anthropic's `anthropic-ratelimit-unified-*`.
+    #[default]
+    Unified,
+    /// OpenAI's `x-ratelimit-*-requests`.
+    Openai,
+}
+
+/// What one credential spent of a [`Plan`].
+#[derive(Debug, Clone)]
+struct PlanUse {
+    used: f64,
+    started: std::time::SystemTime,
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs_f64().ceil() as u64)
+}
+
+/// Spends a chat request of the plan for its credential: `Err` with the refusal when the
+/// window is spent, else the headers the answer carries.
+fn spend_plan(inner: &Inner, head: &Head) -> Result<Vec<(String, String)>, Reply> {
+    let mut guard = inner.plan.lock().expect("lock");
+    let Some((plan, uses)) = guard.as_mut() else {
+        return Ok(Vec::new());
+    };
+    let now = std::time::SystemTime::now();
+    let window = Duration::from_millis(plan.window_ms);
+    let u = uses
+        .entry(credential(head).unwrap_or_default())
+        .or_insert(PlanUse {
+            used: 0.0,
+            started: now,
+        });
+    if now.duration_since(u.started).unwrap_or_default() >= window {
+        *u = PlanUse {
+            used: 0.0,
+            started: now,
+        };
+    }
+    let reset = u.started + window;
+    let reset_secs = unix_secs(reset);
+    let wait = reset
+        .duration_since(now)
+        .unwrap_or_default()
+        .as_secs_f64()
+        .ceil() as u64;
+    let spent = u.used >= 1.0 - 1e-9;
+    if !spent {
+        u.used = (u.used + plan.per_request).min(1.0);
+    }
+    let used = u.used;
+    let headers: Vec<(String, String)> = match plan.headers {
+        PlanHeaders::Unified => {
+            let status = if spent {
+                "rejected"
+            } else if used >= 0.8 {
+                "allowed_warning"
+            } else {
+                "allowed"
+            };
+            let week_reset = unix_secs(now + Duration::from_secs(5 * 86_400));
+            vec![
+                ("anthropic-ratelimit-unified-status".into(), status.into()),
+                (
+                    "anthropic-ratelimit-unified-reset".into(),
+                    reset_secs.to_string(),
+                ),
+                (
+                    "anthropic-ratelimit-unified-5h-status".into(),
+                    status.into(),
+                ),
+                (
+                    "anthropic-ratelimit-unified-5h-utilization".into(),
+                    format!("{used:.2}"),
+                ),
+                (
+                    "anthropic-ratelimit-unified-5h-reset".into(),
+                    reset_secs.to_string(),
+                ),
+                (
+                    "anthropic-ratelimit-unified-7d-status".into(),
+                    "allowed".into(),
+                ),
+                (
+                    "anthropic-ratelimit-unified-7d-utilization".into(),
+                    format!("{:.2}", used / 10.0),
+                ),
+                (
+                    "anthropic-ratelimit-unified-7d-reset".into(),
+                    week_reset.to_string(),
+                ),
+                (
+                    "anthropic-ratelimit-unified-representative-claim".into(),
+                    "five_hour".into(),
+                ),
+            ]
+        }
+        PlanHeaders::Openai => {
+            let limit = (1.0 / plan.per_request).round().max(1.0) as u64;
+            let remaining = ((1.0 - used) * limit as f64).round().max(0.0) as u64;
+            vec![
+                ("x-ratelimit-limit-requests".into(), limit.to_string()),
+                (
+                    "x-ratelimit-remaining-requests".into(),
+                    remaining.to_string(),
+                ),
+                ("x-ratelimit-reset-requests".into(), format!("{wait}s")),
+            ]
+        }
+    };
+    if !spent {
+        return Ok(headers);
+    }
+    let mut reply = match plan.headers {
+        PlanHeaders::Unified => Reply::json(
+            429,
+            &anthropic::error(
+                "rate_limit_error",
+                "This request would exceed your account's rate limit. Please try again later.",
+            ),
+        ),
+        PlanHeaders::Openai => Reply::json(
+            429,
+            &serde_json::json!({"error": {"message": format!("Rate limit reached for requests. Please try again in {wait}s."),
+                "type": "requests", "param": null, "code": "rate_limit_exceeded"}}),
+        ),
+    };
+    reply.headers.extend(headers);
+    reply.headers.push(("retry-after".into(), wait.to_string()));
+    Err(reply)
 }
 
 /// How the mock's unscripted replies behave: a healthy provider by default; for benchmarks a
@@ -521,6 +681,11 @@ impl MockCloud {
         set.extend(keys.iter().map(|k| (*k).to_owned()));
     }
 
+    /// Keeps a usage plan from now on (`None`: none), every credential starting unspent.
+    pub fn set_plan(&self, plan: Option<Plan>) {
+        *self.inner.plan.lock().expect("lock") = plan.map(|p| (p, Default::default()));
+    }
+
     /// Opens a gate: chunks waiting on it are sent.
     pub fn open_gate(&self, name: &str) {
         open_gate(&self.inner, name);
@@ -667,6 +832,21 @@ async fn serve_conn(mut sock: TcpStream, inner: Arc<Inner>) {
                 body: body_text.clone(),
             });
         }
+        let chat = head.method == "POST"
+            && (path.ends_with("/v1/messages") || path.ends_with("/chat/completions"));
+        let plan_headers = if chat {
+            match spend_plan(&inner, &head) {
+                Ok(h) => h,
+                Err(refusal) => {
+                    if write_reply(&mut sock, &inner, refusal).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            Vec::new()
+        };
         let scripted = inner.replies.lock().expect("lock").pop_front();
         let reply = match scripted {
             Some(r) => r,
@@ -679,6 +859,8 @@ async fn serve_conn(mut sock: TcpStream, inner: Arc<Inner>) {
                 reply.delay(generation + profile.delay.as_millis() as u64)
             }
         };
+        let mut reply = reply;
+        reply.headers.extend(plan_headers);
         if write_reply(&mut sock, &inner, reply).await.is_err() {
             return;
         }
@@ -724,6 +906,13 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
             }
             Err(e) => Reply::json(400, &serde_json::json!({"error": e.to_string()})),
         },
+        ("POST", "plan") => match serde_json::from_str::<Option<Plan>>(body) {
+            Ok(p) => {
+                *inner.plan.lock().expect("lock") = p.map(|p| (p, Default::default()));
+                ok()
+            }
+            Err(e) => Reply::json(400, &serde_json::json!({"error": e.to_string()})),
+        },
         ("POST", "reset") => {
             inner.profile.lock().expect("lock").restate = Restate::default();
             inner.replies.lock().expect("lock").clear();
@@ -733,6 +922,7 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
             *inner.seen.lock().expect("lock") = (0, 0);
             inner.hits.lock().expect("lock").clear();
             inner.rejected_keys.lock().expect("lock").clear();
+            *inner.plan.lock().expect("lock") = None;
             ok()
         }
         ("POST", p) if p.starts_with("gates/") => {
