@@ -4,29 +4,17 @@
 //! spill-over at a threshold and back after the reset; a refusal taking the backend out until
 //! its reset, not for a breaker's seconds.
 
-use crate::support::{client, get_json};
+use crate::support::{client, get_json, until, App};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use understudy::config::{Config, ConfigSource};
-use understudy::desktop::notify::Notice;
 use understudy::desktop::tray;
-use understudy::server::AppState;
 use understudy::testing::{MockCloud, Plan, PlanHeaders};
 
 const KEY_VAR: &str = "UNDERSTUDY_TEST_QUOTA_KEY";
 
 /// A gateway whose `claude` provider passes the client's login through to `plan` (the mock
 /// keeping the plan), with `fallback` next in the `claude-*` route; `solo-*` has `claude` alone.
-/// Its notifications are collected.
-struct Gateway {
-    url: String,
-    state: Arc<AppState>,
-    notices: Arc<Mutex<Vec<Notice>>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start(plan: &MockCloud, fallback: &MockCloud, claude_extra: &str) -> Gateway {
+async fn start(plan: &MockCloud, fallback: &MockCloud, claude_extra: &str) -> App {
     std::env::set_var(KEY_VAR, "sk-quota-fallback");
     let toml = format!(
         r#"
@@ -57,40 +45,11 @@ backends = ["claude"]
         p = plan.url(),
         f = fallback.url()
     );
-    let mut config = Config::from_toml(&toml, ConfigSource::ZeroConfig).expect("valid config");
-    config.server.admin_token_file = Some(crate::support::admin_token_file());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let conn = understudy::server::Connections::of(&config);
-    let (app, state) =
-        understudy::server::build(config, listener.local_addr().unwrap().port()).await;
-    let notices = Arc::new(Mutex::new(Vec::new()));
-    let sink = notices.clone();
-    tokio::spawn(understudy::desktop::notifications(
-        Arc::downgrade(&state),
-        Default::default(),
-        Arc::new(move |n| sink.lock().unwrap().push(n)),
-    ));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(understudy::server::serve_app(
-        listener,
-        app,
-        None,
-        conn,
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    Gateway {
-        url,
-        state,
-        notices,
-        _stop: tx,
-    }
+    App::start(Config::from_toml(&toml, ConfigSource::ZeroConfig).expect("valid config")).await
 }
 
 /// Claude Code's request with its subscription login (a bearer token), in a session.
-async fn ask(g: &Gateway, model: &str, session: &str) -> reqwest::Response {
+async fn ask(g: &App, model: &str, session: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/v1/messages", g.url))
         .bearer_auth("sk-ant-oat01-the-users-login")
@@ -126,26 +85,6 @@ fn quota_of(status: &Value, provider: &str) -> Value {
         .find(|p| p["name"] == provider)
         .unwrap()["quota"]
         .clone()
-}
-
-/// Waits (up to 10 s) until `f` holds.
-async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn titles(g: &Gateway) -> Vec<String> {
-    g.notices
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|n| n.title.clone())
-        .collect()
 }
 
 #[tokio::test]
@@ -206,7 +145,8 @@ async fn a_plan_nearing_its_limit_is_shown_and_told_then_spilled_over_and_back_a
         line.label
     );
     until("the 80 % notice", async || {
-        titles(&g).contains(&"claude: plan 5-hour window at 90 %".to_owned())
+        g.titles()
+            .contains(&"claude: plan 5-hour window at 90 %".to_owned())
     })
     .await;
     let body = g.notices.lock().unwrap()[0].body.clone();
@@ -220,7 +160,8 @@ async fn a_plan_nearing_its_limit_is_shown_and_told_then_spilled_over_and_back_a
     let r = ask(&g, "claude-sonnet-4-5", "s1").await;
     assert_eq!(served_by(&r), "claude");
     until("the 95 % notice", async || {
-        titles(&g).contains(&"claude: plan 5-hour window at 100 %".to_owned())
+        g.titles()
+            .contains(&"claude: plan 5-hour window at 100 %".to_owned())
     })
     .await;
     let sent = posts(&plan);
@@ -268,7 +209,7 @@ async fn a_plan_nearing_its_limit_is_shown_and_told_then_spilled_over_and_back_a
     );
     assert_eq!(posts(&plan), sent + 1);
     until("the reset notice", async || {
-        titles(&g).contains(&"claude: quota reset".to_owned())
+        g.titles().contains(&"claude: quota reset".to_owned())
     })
     .await;
 }
@@ -298,7 +239,7 @@ async fn a_rejected_429_takes_the_backend_out_until_its_reset_not_for_a_breakers
     );
     let sent = posts(&plan);
     until("the refusal notice", async || {
-        titles(&g).contains(&"claude: out of quota".to_owned())
+        g.titles().contains(&"claude: out of quota".to_owned())
     })
     .await;
     let status = get_json(&g.url, "/api/status").await;

@@ -106,6 +106,70 @@ pub async fn start_config(mock: MockCloud, toml: &str) -> Harness {
     }
 }
 
+/// A gateway built in-process from `config` (its admin token [`ADMIN_TOKEN`]), with its state
+/// at hand and the desktop notifications it would show collected.
+pub struct App {
+    pub url: String,
+    pub state: std::sync::Arc<understudy::server::AppState>,
+    pub notices: std::sync::Arc<std::sync::Mutex<Vec<understudy::desktop::notify::Notice>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl App {
+    pub async fn start(mut config: Config) -> App {
+        use std::sync::{Arc, Mutex};
+        config.server.admin_token_file = Some(admin_token_file());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conn = understudy::server::Connections::of(&config);
+        let (app, state) = understudy::server::build(config, addr.port()).await;
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let sink = notices.clone();
+        tokio::spawn(understudy::desktop::notifications(
+            Arc::downgrade(&state),
+            Default::default(),
+            Arc::new(move |n| sink.lock().unwrap().push(n)),
+        ));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(understudy::server::serve_app(
+            listener,
+            app,
+            None,
+            conn,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        App {
+            url: format!("http://{addr}"),
+            state,
+            notices,
+            _stop: tx,
+        }
+    }
+
+    /// The titles of the notifications shown so far.
+    pub fn titles(&self) -> Vec<String> {
+        self.notices
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|n| n.title.clone())
+            .collect()
+    }
+}
+
+/// Waits (up to 10 s) until `f` holds.
+pub async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// A client that carries the admin token (so the admin API answers it).
 pub fn client() -> reqwest::Client {
     let mut h = reqwest::header::HeaderMap::new();

@@ -36,6 +36,9 @@ mod models;
 /// Quota awareness against a mock keeping a usage plan: windows in the status, metrics, the
 /// tray and notifications; spill-over and back after the reset; a refusal until its reset.
 mod quota;
+/// Config that applies live: an edit on disk during a stream, an invalid edit that keeps
+/// serving, a dashboard save applied at once.
+mod reload;
 /// Shared: a gateway in-process wired to a mock cloud, and the strict stream checkers.
 mod support;
 /// Recorded upstream transcripts through the pipeline into every client format, against

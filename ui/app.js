@@ -334,7 +334,7 @@ async function saveConfig(check) {
   issues.replaceChildren();
   try {
     const r = await api("PUT", "/api/config", { text: $("#config-text").value, check });
-    out.textContent = check ? "Valid." : `Saved ${r.saved}${r.backup ? ` (previous kept as ${r.backup})` : ""}; applies at the next start.`;
+    out.textContent = check ? "Valid." : `Saved ${r.saved}${r.backup ? ` (previous kept as ${r.backup})` : ""}; ${r.applied}.`;
   } catch (e) {
     out.textContent = "Not saved:";
     const list = (e.body && e.body.error && e.body.error.issues) || [{ path: "", message: e.message }];
@@ -342,10 +342,23 @@ async function saveConfig(check) {
   }
 }
 
+// The latest live reload: an edit on disk that is invalid keeps the running configuration,
+// and says why here with each issue's TOML path until it is fixed.
+function renderConfigState(s) {
+  const box = $("#config-state");
+  const c = s.config;
+  box.hidden = !c;
+  if (!c) return;
+  box.dataset.ok = String(c.ok);
+  box.replaceChildren(el("div", {}, `${c.ok ? "Applied" : "Not applied"} at ${time(c.at_ms)}: ${c.message}`),
+    ...(c.issues || []).map(([path, message]) => el("div", { class: "issue" }, path ? `${path}: ${message}` : message)));
+}
+
 function render() {
   const s = state.status;
   if (!s) return;
   renderHeader(s);
+  renderConfigState(s);
   renderTotals(s);
   renderProviders(s);
   renderLocal(s);
@@ -375,7 +388,7 @@ function listen() {
     renderFeed();
     refresh();
   });
-  for (const name of ["breaker", "network", "check", "local", "pause", "quota"]) es.addEventListener(name, refresh);
+  for (const name of ["breaker", "network", "check", "local", "pause", "quota", "config"]) es.addEventListener(name, refresh);
   es.addEventListener("model_pull", (ev) => {
     const p = JSON.parse(ev.data);
     if (state.models) {

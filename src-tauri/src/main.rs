@@ -392,7 +392,6 @@ fn on_menu(app: &AppHandle, id: &str) {
                 } else {
                     let gateway = &shared.gateway;
                     let header = gateway
-                        .config
                         .server
                         .require_token
                         .then(|| gateway.admin.client_header());

@@ -262,7 +262,7 @@ impl ProviderKind {
 }
 
 /// One `[providers.NAME]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderConfig {
     /// The table's name, used in routes as `NAME` or `NAME/model`.
     pub name: String,
@@ -336,6 +336,13 @@ pub struct Route {
     matcher: globset::GlobMatcher,
     /// The chain, in order.
     pub backends: Vec<BackendRef>,
+}
+
+/// Two routes are the same when their pattern and chain are (the matcher follows the pattern).
+impl PartialEq for Route {
+    fn eq(&self, other: &Route) -> bool {
+        self.pattern == other.pattern && self.backends == other.backends
+    }
 }
 
 impl Route {

@@ -98,14 +98,15 @@ pub fn show(n: &Notice) -> Result<(), String> {
 pub trait Gateway: Send + Sync + 'static {
     /// The router: its health and request events, its providers, whether it is paused.
     fn router(&self) -> &Router;
-    /// The configuration in force (the providers, in config order).
-    fn config(&self) -> &Config;
+    /// The configuration in force now (the providers, in config order).
+    fn config(&self) -> std::sync::Arc<Config>;
 }
 
 /// The event streams the notification loop listens to.
 struct Feeds {
     health: broadcast::Receiver<HealthEvent>,
     quota: broadcast::Receiver<crate::quota::Event>,
+    config: broadcast::Receiver<crate::telemetry::status::ConfigState>,
     requests: broadcast::Receiver<Arc<Entry>>,
     locals: Vec<broadcast::Receiver<LocalEvent>>,
 }
@@ -116,15 +117,20 @@ impl Feeds {
         Feeds {
             health: router.health().subscribe(),
             quota: router.quota_events(),
+            config: router.config_events(),
             requests: router.recorder().subscribe(),
-            locals: st
-                .config()
-                .providers
-                .iter()
-                .filter_map(|p| router.provider(&p.name)?.local().cloned())
-                .map(|e| e.subscribe())
-                .collect(),
+            locals: Feeds::locals(st),
         }
+    }
+
+    /// The local engines' events (again after a reload, which may add or replace one).
+    fn locals(st: &impl Gateway) -> Vec<broadcast::Receiver<LocalEvent>> {
+        st.config()
+            .providers
+            .iter()
+            .filter_map(|p| st.router().provider(&p.name)?.local().cloned())
+            .map(|e| e.subscribe())
+            .collect()
     }
 }
 
@@ -157,6 +163,15 @@ pub async fn notifications<G: Gateway>(
         let changes: Vec<Change> = tokio::select! {
             ev = feeds.health.recv() => match ev {
                 Ok(ev) => health_changes(ev, &last_failure),
+                Err(RecvError::Lagged(_)) => Vec::new(),
+                Err(_) => return,
+            },
+            ev = feeds.config.recv() => match ev {
+                Ok(c) => {
+                    let Some(st) = state.upgrade() else { return };
+                    feeds.locals = Feeds::locals(&*st);
+                    config_change(&c).into_iter().collect()
+                }
                 Err(RecvError::Lagged(_)) => Vec::new(),
                 Err(_) => return,
             },
@@ -235,6 +250,26 @@ fn health_changes(ev: HealthEvent, last_failure: &LastFailure) -> Vec<Change> {
         }],
         HealthEvent::Reach { .. } => Vec::new(),
     }
+}
+
+/// A reload that was refused, as the change to tell: the file, and the first issue with its
+/// TOML path (the log and the dashboard have them all).
+fn config_change(c: &crate::telemetry::status::ConfigState) -> Option<Change> {
+    if c.ok {
+        return None;
+    }
+    let first = c
+        .issues
+        .first()
+        .map(|(path, message)| format!(": {path}: {message}"))
+        .unwrap_or_default();
+    let more = match c.issues.len() {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    Some(Change::ConfigInvalid {
+        detail: format!("{}{first}{more}", c.message),
+    })
 }
 
 /// A quota event as the change to tell, with the provider's `spill_over_at`.

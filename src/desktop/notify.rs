@@ -86,6 +86,11 @@ pub enum Change {
         /// Which window, in words (`None`: the refusal ended).
         window: Option<String>,
     },
+    /// An edited config file is invalid: the running configuration stays.
+    ConfigInvalid {
+        /// Which file and what is wrong, with the TOML path of the first issue.
+        detail: String,
+    },
     /// A stream that broke was finished by another backend.
     Continued {
         /// Who broke.
@@ -111,6 +116,7 @@ impl Change {
             Change::LocalCrashed { .. } => "local:crashed".into(),
             Change::LocalCompatible { .. } => "local:compatible".into(),
             Change::Continued { from, .. } => format!("continued:{from}"),
+            Change::ConfigInvalid { detail } => format!("config:{detail}"),
             Change::QuotaPassed {
                 provider,
                 credential,
@@ -224,6 +230,9 @@ impl Change {
                     None => format!("{provider} takes requests again"),
                 },
             ),
+            Change::ConfigInvalid { detail } => {
+                ("Config not applied".to_owned(), detail.clone())
+            }
             Change::Continued { from, to, how } => (
                 "Answer continued".to_owned(),
                 format!(

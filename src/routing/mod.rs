@@ -65,14 +65,48 @@ impl Backend {
     }
 }
 
+/// The routes and the providers they name, replaced whole by a reload ([`Router::reload`]):
+/// a request resolves against one table and holds its backends' providers to its end.
+#[derive(Debug)]
+struct Table {
+    routes: Vec<Route>,
+    providers: Vec<Arc<Provider>>,
+}
+
+impl Table {
+    fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.name() == name)
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Providers whose settings changed (rebuilt: new client, key read again).
+    pub changed: Vec<String>,
+    /// Providers added.
+    pub added: Vec<String>,
+    /// Providers removed.
+    pub removed: Vec<String>,
+    /// The routes changed.
+    pub routes: bool,
+}
+
+impl Reloaded {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.added.is_empty() && self.removed.is_empty() && !self.routes
+    }
+}
+
 /// Model names → backends.
 #[derive(Debug)]
 pub struct Router {
-    routes: Vec<Route>,
-    providers: Vec<Arc<Provider>>,
+    table: std::sync::RwLock<Arc<Table>>,
     health: Arc<Health>,
     recorder: Arc<crate::telemetry::observe::Recorder>,
     quota_events: tokio::sync::broadcast::Sender<crate::quota::Event>,
+    config_events: tokio::sync::broadcast::Sender<crate::telemetry::status::ConfigState>,
     mode: std::sync::atomic::AtomicU8,
     paused: std::sync::atomic::AtomicBool,
 }
@@ -99,11 +133,14 @@ impl Router {
             journal,
         );
         Router {
-            routes: config.routes.clone(),
-            providers,
+            table: std::sync::RwLock::new(Arc::new(Table {
+                routes: config.routes.clone(),
+                providers,
+            })),
             health: Health::new(config.breaker),
             recorder: Arc::new(recorder),
             quota_events,
+            config_events: tokio::sync::broadcast::channel(8).0,
             paused: std::sync::atomic::AtomicBool::new(false),
             mode: std::sync::atomic::AtomicU8::new(Mode::Auto as u8),
         }
@@ -115,10 +152,69 @@ impl Router {
         self.quota_events.subscribe()
     }
 
+    fn table(&self) -> Arc<Table> {
+        self.table.read().expect("routing table lock").clone()
+    }
+
+    /// Every provider, in config order.
+    pub fn providers(&self) -> Vec<Arc<Provider>> {
+        self.table().providers.clone()
+    }
+
+    /// Applies a new configuration's providers and routes: a provider whose settings did not
+    /// change is kept as it is (its connections, its local engine, its quota), a changed or
+    /// new one is built; breakers, budgets, statistics and sessions live outside the table
+    /// and are kept for every backend that still exists. Requests already resolved finish on
+    /// the providers they hold.
+    pub async fn reload(&self, config: &Config) -> Reloaded {
+        let old = self.table();
+        let mut out = Reloaded::default();
+        let mut providers = Vec::with_capacity(config.providers.len());
+        for p in &config.providers {
+            match old.provider(&p.name) {
+                Some(kept) if kept.config == *p => providers.push(kept.clone()),
+                before => {
+                    if before.is_some() {
+                        out.changed.push(p.name.clone());
+                    } else {
+                        out.added.push(p.name.clone());
+                    }
+                    providers.push(Arc::new(
+                        Provider::new(p.clone(), self.quota_events.clone()).await,
+                    ));
+                }
+            }
+        }
+        out.removed = old
+            .providers
+            .iter()
+            .filter(|p| config.providers.iter().all(|n| n.name != p.name()))
+            .map(|p| p.name().to_owned())
+            .collect();
+        out.routes = old.routes != config.routes;
+        *self.table.write().expect("routing table lock") = Arc::new(Table {
+            routes: config.routes.clone(),
+            providers,
+        });
+        out
+    }
+
+    /// Every live reload of the config from now on, applied or refused.
+    pub fn config_events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<crate::telemetry::status::ConfigState> {
+        self.config_events.subscribe()
+    }
+
+    /// Tells the listeners how a live reload went.
+    pub fn announce_config(&self, state: crate::telemetry::status::ConfigState) {
+        let _ = self.config_events.send(state);
+    }
+
     /// Windows whose reset time has passed start again (and say so); run every few seconds.
     pub fn expire_quotas(&self) {
         let now = crate::quota::now_ms();
-        for p in &self.providers {
+        for p in &self.table().providers {
             p.quota().expire(now);
         }
     }
@@ -183,8 +279,8 @@ impl Router {
     }
 
     /// The provider with this name.
-    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
-        self.providers.iter().find(|p| p.name() == name)
+    pub fn provider(&self, name: &str) -> Option<Arc<Provider>> {
+        self.table().provider(name).cloned()
     }
 
     /// The chain for a client's model name. An alias (a route without wildcards) named exactly
@@ -192,40 +288,42 @@ impl Router {
     /// name Anthropic-shaped model lists give it, see [`Router::anthropic_model_ids`]); then the
     /// first matching glob; then `PROVIDER/MODEL`.
     pub fn resolve(&self, model: &str) -> Result<Vec<Backend>, GatewayError> {
-        let exact = self
+        let table = self.table();
+        let exact = table
             .routes
             .iter()
             .find(|r| r.is_alias() && r.pattern == model);
         let prefixed = || {
             let alias = model.strip_prefix("claude-")?;
-            self.routes
+            table
+                .routes
                 .iter()
                 .find(|r| r.is_alias() && r.pattern == alias && !mentions_claude(&r.pattern))
         };
         let route = exact
             .or_else(prefixed)
-            .or_else(|| self.routes.iter().find(|r| r.matches(model)));
+            .or_else(|| table.routes.iter().find(|r| r.matches(model)));
         if let Some(route) = route {
             return Ok(route
                 .backends
                 .iter()
                 .filter_map(|b| {
-                    let provider = self.provider(&b.provider)?.clone();
+                    let provider = table.provider(&b.provider)?.clone();
                     let model = b.model.clone().unwrap_or_else(|| model.to_owned());
                     Some(Backend { provider, model })
                 })
                 .collect());
         }
         if let Some((name, rest)) = model.split_once('/') {
-            if let Some(p) = self.provider(name) {
+            if let Some(p) = table.provider(name) {
                 return Ok(vec![Backend {
                     provider: p.clone(),
                     model: rest.to_owned(),
                 }]);
             }
         }
-        let patterns: Vec<&str> = self.routes.iter().map(|r| r.pattern.as_str()).collect();
-        let providers: Vec<&str> = self.providers.iter().map(|p| p.name()).collect();
+        let patterns: Vec<&str> = table.routes.iter().map(|r| r.pattern.as_str()).collect();
+        let providers: Vec<&str> = table.providers.iter().map(|p| p.name()).collect();
         Err(GatewayError::UnknownModel {
             model: model.to_owned(),
             hint: format!(
@@ -239,7 +337,8 @@ impl Router {
 
     /// Model names a client can list: the aliases (routes without wildcards).
     pub fn model_ids(&self) -> Vec<String> {
-        self.routes
+        self.table()
+            .routes
             .iter()
             .filter(|r| r.is_alias())
             .map(|r| r.pattern.clone())

@@ -392,11 +392,7 @@ async fn put_claude_code(State(st): State<Arc<AppState>>, body: Body) -> Respons
             let p = claude_paths(&st)?;
             let r = if connected {
                 let url = format!("http://127.0.0.1:{}", st.port);
-                let header = st
-                    .config
-                    .server
-                    .require_token
-                    .then(|| st.admin.client_header());
+                let header = st.server.require_token.then(|| st.admin.client_header());
                 claude_code::connect_with(p, &url, Some(std::process::id()), header.as_deref())
             } else {
                 claude_code::disconnect(p).map(|_| ())
@@ -524,7 +520,7 @@ async fn default_model(State(st): State<Arc<AppState>>, body: Body) -> Response 
 }
 
 fn config_path(st: &AppState) -> Option<PathBuf> {
-    match &st.config.source {
+    match &st.config().source {
         ConfigSource::File(p) => Some(p.clone()),
         ConfigSource::ZeroConfig => crate::config::default_path(),
     }
@@ -536,8 +532,8 @@ fn config_path(st: &AppState) -> Option<PathBuf> {
 /// out as a file would say it ([`crate::config::zero_config_text`]), to edit and save.
 async fn get_config(State(st): State<Arc<AppState>>) -> Response {
     let path = config_path(&st);
-    let text = match st.config.source {
-        ConfigSource::ZeroConfig => crate::config::zero_config_text(&st.config),
+    let text = match st.config().source {
+        ConfigSource::ZeroConfig => crate::config::zero_config_text(&st.config()),
         ConfigSource::File(_) => path
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
@@ -545,17 +541,18 @@ async fn get_config(State(st): State<Arc<AppState>>) -> Response {
     };
     Json(json!({
         "path": path.map(|p| p.display().to_string()),
-        "source": st.config.source.to_string(),
+        "source": st.config().source.to_string(),
         "text": text,
-        "zero_config": st.config.source == ConfigSource::ZeroConfig,
+        "zero_config": st.config().source == ConfigSource::ZeroConfig,
     }))
     .into_response()
 }
 
 /// `{"text": TOML}`: validated exactly as at start (400, with every issue and its TOML path
 /// as the error's `issues`), then saved atomically (temp file + rename) with the previous
-/// version kept as `FILE.bak`. It applies from the next start. `{"text": ..., "check": true}`
-/// only validates.
+/// version kept as `FILE.bak`, and applied at once (`server::reload`; the answer says what
+/// changed, and which sections wait for the next start). `{"text": ..., "check": true}` only
+/// validates.
 async fn put_config(State(st): State<Arc<AppState>>, body: Body) -> Response {
     answer(
         async {
@@ -568,26 +565,36 @@ async fn put_config(State(st): State<Arc<AppState>>, body: Body) -> Response {
                     "no config directory on this system; start with --config FILE".into(),
                 )
             })?;
-            if let Err(e) = Config::from_toml(text, ConfigSource::File(path.clone())) {
-                let issues = e
-                    .issues
-                    .iter()
-                    .map(|i| json!({"path": i.path, "message": i.message}))
-                    .collect();
-                let err = GatewayError::InvalidRequest(e.to_string().trim_end().to_owned());
-                return Ok(error_with(&err, Some(issues)));
-            }
+            let config = match Config::from_toml(text, ConfigSource::File(path.clone())) {
+                Ok(c) => c,
+                Err(e) => {
+                    let issues = e
+                        .issues
+                        .iter()
+                        .map(|i| json!({"path": i.path, "message": i.message}))
+                        .collect();
+                    let err = GatewayError::InvalidRequest(e.to_string().trim_end().to_owned());
+                    return Ok(error_with(&err, Some(issues)));
+                }
+            };
             if v.get("check").and_then(Value::as_bool) == Some(true) {
                 return Ok(Json(json!({"valid": true})).into_response());
             }
-            save_config(&path, text)
+            let mut saved = save_config(&path, text)?;
+            // Applied now, not at the file watcher's next look (which then sees it applied).
+            st.set_applied_text(text.to_owned());
+            let applied = crate::server::reload::apply(&st, config).await;
+            saved["applied"] = json!(applied.words());
+            saved["restart_required"] = json!(!applied.at_next_start.is_empty());
+            saved["at_next_start"] = json!(applied.at_next_start);
+            Ok(Json(saved).into_response())
         }
         .await,
     )
 }
 
 /// Saves a validated config, keeping the previous file as `FILE.toml.bak`.
-fn save_config(path: &std::path::Path, text: &str) -> Result<Response, GatewayError> {
+fn save_config(path: &std::path::Path, text: &str) -> Result<Value, GatewayError> {
     let backup = path.with_extension("toml.bak");
     let had = path.exists();
     if had {
@@ -604,12 +611,10 @@ fn save_config(path: &std::path::Path, text: &str) -> Result<Response, GatewayEr
             path.display()
         ))
     })?;
-    Ok(Json(json!({
+    Ok(json!({
         "saved": path.display().to_string(),
         "backup": had.then(|| backup.display().to_string()),
-        "restart_required": true,
     }))
-    .into_response())
 }
 
 #[cfg(test)]

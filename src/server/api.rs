@@ -53,7 +53,7 @@ async fn relay_call(
                 query,
                 headers,
                 body,
-                keepalive: st.config.server.keepalive,
+                keepalive: st.server.keepalive,
             };
             relay(&st.router, call).await
         }
@@ -131,7 +131,7 @@ async fn models(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response
 
 async fn ollama(st: &AppState, endpoint: ollama::Endpoint, body: Body) -> Response {
     let result = match read_body(st, body).await {
-        Ok(body) => relay_ollama(&st.router, endpoint, &body, st.config.server.keepalive).await,
+        Ok(body) => relay_ollama(&st.router, endpoint, &body, st.server.keepalive).await,
         Err(e) => Err(e),
     };
     result.unwrap_or_else(|e| Dialect::Ollama.error_response(&e))

@@ -185,7 +185,7 @@ pub async fn watch(state: Weak<AppState>, name: String) {
         let (wait, open, offline, every, probe_every) = {
             let Some(st) = state.upgrade() else { return };
             let health = st.router.health();
-            let every = st.config.breaker.check_interval;
+            let every = st.config().breaker.check_interval;
             let open = health.provider_open(&name);
             let offline = health.offline();
             let wait = if open {
@@ -220,7 +220,9 @@ pub async fn watch(state: Weak<AppState>, name: String) {
             }
         };
         let Some(st) = state.upgrade() else { return };
-        let Some(provider) = st.router.provider(&name).cloned() else {
+        let Some(provider) = st.router.provider(&name) else {
+            // Removed by a reload: this checker ends (a reload that adds it back starts one).
+            st.watched.lock().expect("watched lock").remove(&name);
             return;
         };
         let health = st.router.health().clone();

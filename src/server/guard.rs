@@ -60,7 +60,7 @@ fn verdict(st: &AppState, req: &Request) -> Result<(), GatewayError> {
         return Err(GatewayError::LoopDetected);
     }
     if let Some(host) = request_host(req) {
-        if !host_allowed(&host, &st.config.server.allowed_hosts) {
+        if !host_allowed(&host, &st.server.allowed_hosts) {
             return Err(GatewayError::Forbidden(format!(
                 "Host {host:?} is not a loopback name; Understudy answers only requests addressed to \
                  localhost/127.0.0.1/[::1] (add the name to server.allowed_hosts to accept it)"
@@ -80,8 +80,8 @@ fn verdict(st: &AppState, req: &Request) -> Result<(), GatewayError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(n) if n > st.config.server.max_body_bytes => Err(GatewayError::TooLarge {
-            limit: st.config.server.max_body_bytes,
+        Some(n) if n > st.server.max_body_bytes => Err(GatewayError::TooLarge {
+            limit: st.server.max_body_bytes,
         }),
         _ => Ok(()),
     }
@@ -104,7 +104,7 @@ fn authorized(st: &AppState, path: &str, admin: bool, req: &Request) -> Result<(
                 .map_or_else(|| "the gateway's memory".to_owned(), |f| f.display().to_string())
         )));
     }
-    if st.config.server.require_token && !path.starts_with("/ui") && !st.admin.allows_client(h) {
+    if st.server.require_token && !path.starts_with("/ui") && !st.admin.allows_client(h) {
         return Err(GatewayError::Unauthorized(format!(
             "this gateway requires its client token (server.require_token): send it in the {TOKEN_HEADER} header \
              (it is in the client-token file beside the admin token); `understudy claude-code connect` and the \
@@ -160,7 +160,7 @@ fn admit(
     if admin || path.starts_with("/ui") {
         return Ok(None);
     }
-    let server = &st.config.server;
+    let server = &st.server;
     let place = st.in_flight.clone().try_acquire_owned().map_err(|_| {
         GatewayError::Unavailable(format!(
             "Understudy is working on {} requests, its limit (server.max_in_flight); retry shortly",

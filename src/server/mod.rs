@@ -12,6 +12,7 @@ pub mod auth;
 pub mod checks;
 mod dashboard;
 mod guard;
+pub mod reload;
 mod state;
 
 pub use admin::status_json;
@@ -48,25 +49,27 @@ pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
         in_flight,
         request_memory,
         admin,
-        config: Arc::new(config),
+        server: config.server.clone(),
+        config: std::sync::RwLock::new(Arc::new(config)),
         router,
         port,
         claude: crate::desktop::claude_code::Paths::current(),
         pulls: Default::default(),
         ui_events: tokio::sync::broadcast::channel(64).0,
+        config_state: Default::default(),
+        applied_text: Default::default(),
+        watched: Default::default(),
     });
     tokio::spawn(on_health_events(Arc::downgrade(&state)));
     tokio::spawn(on_quota(Arc::downgrade(&state)));
-    for p in &state.config.providers {
-        // The local engine restarts itself and has nothing to check over the network.
-        if state
-            .router
-            .provider(&p.name)
-            .is_some_and(|p| p.local().is_none())
-        {
-            tokio::spawn(checks::watch(Arc::downgrade(&state), p.name.clone()));
-        }
-    }
+    let names: Vec<String> = state
+        .config()
+        .providers
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    watch_providers(&state, &names);
+    tokio::spawn(reload::watch_file(Arc::downgrade(&state)));
     let app = axum::Router::new()
         .merge(api::routes())
         .merge(admin::routes())
@@ -75,6 +78,27 @@ pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state.clone());
     (app, state)
+}
+
+/// Starts a checker for each of these providers that is a cloud one and has none running
+/// (at start, and for providers a reload added).
+pub(crate) fn watch_providers(st: &Arc<AppState>, names: &[String]) {
+    for name in names {
+        // The local engine restarts itself and has nothing to check over the network.
+        let cloud = st
+            .router
+            .provider(name)
+            .is_some_and(|p| p.local().is_none());
+        if cloud
+            && st
+                .watched
+                .lock()
+                .expect("watched lock")
+                .insert(name.clone())
+        {
+            tokio::spawn(checks::watch(Arc::downgrade(st), name.clone()));
+        }
+    }
 }
 
 /// Acts on the health events: a failing cloud, or the network going down, warms the local

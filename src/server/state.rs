@@ -24,8 +24,11 @@ pub struct AppState {
     pub request_memory: Arc<tokio::sync::Semaphore>,
     /// The admin token, and the dashboard's one-time codes and sessions.
     pub admin: crate::server::auth::Admin,
-    /// The configuration in force.
-    pub config: Arc<Config>,
+    /// The configuration in force, replaced whole by a live reload ([`AppState::config`]).
+    pub(crate) config: std::sync::RwLock<Arc<Config>>,
+    /// `[server]` as started: a reload never changes it (the listener, the limits and the
+    /// tokens are set up once), so the request path reads it without a lock.
+    pub server: crate::config::ServerConfig,
     /// Model names → providers.
     pub router: Router,
     /// The port actually bound (the gateway's own origin).
@@ -36,9 +39,40 @@ pub struct AppState {
     pub pulls: std::sync::Mutex<BTreeMap<String, Value>>,
     /// The dashboard's own events (`model_pull`, `pause`, `claude_code`) for `/api/events`.
     pub ui_events: tokio::sync::broadcast::Sender<(String, Value)>,
+    /// How the latest live reload went.
+    pub(crate) config_state: std::sync::Mutex<Option<crate::telemetry::status::ConfigState>>,
+    /// The config text applied last (the dashboard's save), so the file watcher does not
+    /// apply it a second time.
+    pub(crate) applied_text: std::sync::Mutex<Option<String>>,
+    /// Cloud providers with a checker running ([`crate::server::checks::watch`]).
+    pub(crate) watched: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl AppState {
+    /// The configuration in force now (a reload replaces it; a request keeps the one it
+    /// started with).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").clone()
+    }
+
+    /// Records how a live reload went: `/api/status`, the `config` event of `/api/events`,
+    /// and (when invalid) a notification.
+    pub fn set_config_state(&self, state: crate::telemetry::status::ConfigState) {
+        self.publish("config", serde_json::json!(state));
+        self.router.announce_config(state.clone());
+        *self.config_state.lock().expect("config state lock") = Some(state);
+    }
+
+    /// The config text applied last, if the dashboard saved one.
+    pub fn applied_text(&self) -> Option<String> {
+        self.applied_text.lock().expect("applied lock").clone()
+    }
+
+    /// Remembers the config text just applied.
+    pub fn set_applied_text(&self, text: String) {
+        *self.applied_text.lock().expect("applied lock") = Some(text);
+    }
+
     /// Publishes an event to `/api/events` listeners.
     pub fn publish(&self, name: &str, v: Value) {
         let _ = self.ui_events.send((name.to_owned(), v));
@@ -47,7 +81,7 @@ impl AppState {
     /// The local engines of the configured providers, in config order, with their providers'
     /// names.
     pub fn local_engines(&self) -> Vec<(String, Arc<LocalEngine>)> {
-        self.config
+        self.config()
             .providers
             .iter()
             .filter_map(|p| {
@@ -72,7 +106,7 @@ impl AppState {
         let (stats, totals) = self.router.recorder().stats();
         let offline = health.offline();
         let providers: Vec<ProviderStatus> = self
-            .config
+            .config()
             .providers
             .iter()
             .map(|p| {
@@ -82,10 +116,8 @@ impl AppState {
                     at_ms: u.at_ms,
                     ok: u.ok,
                 });
-                let local = self
-                    .router
-                    .provider(&p.name)
-                    .is_some_and(|p| p.local().is_some());
+                let provider = self.router.provider(&p.name);
+                let local = provider.as_ref().is_some_and(|p| p.local().is_some());
                 ProviderStatus {
                     name: p.name.clone(),
                     kind: p.kind.as_str().to_owned(),
@@ -97,16 +129,14 @@ impl AppState {
                         last_request.as_ref(),
                     ),
                     backends,
-                    local: self
-                        .router
-                        .provider(&p.name)
+                    local: provider
+                        .as_ref()
                         .and_then(|p| p.local())
                         .map(|e| serde_json::json!(e.status())),
                     check,
                     last_request,
-                    quota: self
-                        .router
-                        .provider(&p.name)
+                    quota: provider
+                        .as_ref()
                         .map(|p| p.quota().snapshot())
                         .unwrap_or_default(),
                 }
@@ -123,6 +153,7 @@ impl AppState {
             totals,
             claude_code: self.claude.as_ref().map(claude_code::state),
             paused: self.router.paused(),
+            config: self.config_state.lock().expect("config state lock").clone(),
         }
     }
 }
@@ -132,8 +163,8 @@ impl crate::desktop::Gateway for AppState {
         &self.router
     }
 
-    fn config(&self) -> &Config {
-        &self.config
+    fn config(&self) -> Arc<Config> {
+        AppState::config(self)
     }
 }
 
@@ -164,8 +195,8 @@ fn backends_of(
 /// A body that does not arrive whole within `server.body_timeout` (a client trickling it) is
 /// refused.
 pub(crate) async fn read_body(st: &AppState, body: Body) -> Result<Bytes, GatewayError> {
-    let limit = st.config.server.max_body_bytes;
-    let timeout = st.config.server.body_timeout;
+    let limit = st.server.max_body_bytes;
+    let timeout = st.server.body_timeout;
     let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let Ok(read) = tokio::time::timeout(timeout, read).await else {
         return Err(GatewayError::InvalidRequest(format!(

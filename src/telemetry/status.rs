@@ -68,6 +68,23 @@ pub struct Snapshot {
     /// there (no failover, continuation or local fallback); notifications are off.
     #[serde(default)]
     pub paused: bool,
+    /// The latest live reload of the config (none yet: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigState>,
+}
+
+/// How the latest live reload of the config went (`server::reload`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigState {
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// Applied (`true`), or the file is invalid and the running configuration stays.
+    pub ok: bool,
+    /// What changed, or why it was not applied, in words.
+    pub message: String,
+    /// Each issue of an invalid file: its TOML path and what is wrong.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<(String, String)>,
 }
 
 /// Claude Code's connection as the snapshot, the tray and the dashboard show it (read by
