@@ -322,10 +322,14 @@ async function loadModels() {
   try { state.models = await api("GET", "/api/models"); renderModels(); } catch { /* no models dir */ }
 }
 
+// True once the editor holds the user's changes: a reload from disk then leaves it alone.
+let configEdited = false;
+
 async function loadConfig() {
   const c = await api("GET", "/api/config");
   $("#config-path").textContent = c.zero_config ? `Running on zero config, shown below as the file it amounts to; saving writes ${c.path}` : `File: ${c.path}`;
   $("#config-text").value = c.text;
+  configEdited = false;
 }
 
 async function saveConfig(check) {
@@ -334,6 +338,7 @@ async function saveConfig(check) {
   issues.replaceChildren();
   try {
     const r = await api("PUT", "/api/config", { text: $("#config-text").value, check });
+    if (!check) configEdited = false;
     out.textContent = check ? "Valid." : `Saved ${r.saved}${r.backup ? ` (previous kept as ${r.backup})` : ""}; ${r.applied}.`;
   } catch (e) {
     out.textContent = "Not saved:";
@@ -389,6 +394,8 @@ function listen() {
     refresh();
   });
   for (const name of ["breaker", "network", "check", "local", "pause", "quota", "config"]) es.addEventListener(name, refresh);
+  // An edit applied from disk shows in the editor, unless the editor holds unsaved changes.
+  es.addEventListener("config", (ev) => { if (JSON.parse(ev.data).ok && !configEdited) loadConfig().catch(() => {}); });
   es.addEventListener("model_pull", (ev) => {
     const p = JSON.parse(ev.data);
     if (state.models) {
@@ -404,6 +411,7 @@ function wire() {
   $("#claude-code").addEventListener("click", () => act(() => api("PUT", "/api/claude-code", { connected: !(state.status && state.status.claude_code && state.status.claude_code.connected) })));
   $("#config-check").addEventListener("click", () => saveConfig(true));
   $("#config-save").addEventListener("click", () => saveConfig(false));
+  $("#config-text").addEventListener("input", () => { configEdited = true; });
 }
 
 async function main() {

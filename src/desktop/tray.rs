@@ -524,6 +524,7 @@ mod tests {
             totals: Default::default(),
             claude_code: None,
             paused: false,
+            config: None,
         }
     }
 

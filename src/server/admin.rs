@@ -580,10 +580,11 @@ async fn put_config(State(st): State<Arc<AppState>>, body: Body) -> Response {
             if v.get("check").and_then(Value::as_bool) == Some(true) {
                 return Ok(Json(json!({"valid": true})).into_response());
             }
+            let before = std::fs::read_to_string(&path).ok();
             let mut saved = save_config(&path, text)?;
             // Applied now, not at the file watcher's next look (which then sees it applied).
             st.set_applied_text(text.to_owned());
-            let applied = crate::server::reload::apply(&st, config).await;
+            let applied = crate::server::reload::apply(&st, config, before.as_deref()).await;
             saved["applied"] = json!(applied.words());
             saved["restart_required"] = json!(!applied.at_next_start.is_empty());
             saved["at_next_start"] = json!(applied.at_next_start);

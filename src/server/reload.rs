@@ -59,23 +59,34 @@ impl Applied {
     }
 }
 
-/// Applies a validated configuration now.
-pub async fn apply(st: &Arc<AppState>, mut new: Config) -> Applied {
+/// Applies a validated configuration now. `before` is what the file said before the edit,
+/// when it can be read: the sections set up once are compared with it, not with the running
+/// configuration, which command-line flags (`--listen`) may have changed.
+pub async fn apply(st: &Arc<AppState>, mut new: Config, before: Option<&str>) -> Applied {
     let old = st.config();
+    let before = before
+        .and_then(|t| Config::from_toml(t, new.source.clone()).ok())
+        .map_or_else(
+            || (*old).clone(),
+            |mut b| {
+                b.server.admin_token_file = old.server.admin_token_file.clone();
+                b
+            },
+        );
     let mut at_next_start = Vec::new();
     // Set up once: the listener and limits, the journal's file, the breakers' settings, the
     // price table. Kept as running; said when they differ.
     new.server.admin_token_file = old.server.admin_token_file.clone();
-    if format!("{:?}", new.server) != format!("{:?}", old.server) {
+    if format!("{:?}", new.server) != format!("{:?}", before.server) {
         at_next_start.push("server");
     }
-    if new.journal != old.journal {
+    if new.journal != before.journal {
         at_next_start.push("journal");
     }
-    if new.breaker != old.breaker {
+    if new.breaker != before.breaker {
         at_next_start.push("breaker");
     }
-    if new.prices != old.prices {
+    if new.prices != before.prices {
         at_next_start.push("prices");
     }
     new.server = old.server.clone();
@@ -152,7 +163,7 @@ pub async fn watch_file(state: Weak<AppState>) {
             seen = Some(now);
             continue;
         }
-        seen = Some(now);
+        let before = seen.replace(now).and_then(|s| s.text);
         let Some(text) = text else {
             tracing::warn!(file = %path.display(), "the config file is gone; the running configuration stays");
             continue;
@@ -163,7 +174,7 @@ pub async fn watch_file(state: Weak<AppState>) {
         match Config::from_toml(&text, ConfigSource::File(path.clone())) {
             Ok(config) => {
                 st.set_applied_text(text);
-                apply(&st, config).await;
+                apply(&st, config, before.as_deref()).await;
             }
             Err(e) => rejected(&st, &path, &e),
         }

@@ -60,6 +60,10 @@ class Mock:
         """Refuses these keys from now on, as the real API refuses an invalid key."""
         self._call("POST", "/_mock/keys", {"reject": list(keys)})
 
+    def open_gate(self, name):
+        """Sends the chunks waiting on this gate."""
+        self._call("POST", f"/_mock/gates/{name}", {})
+
     def restate(self, words, newline=False):
         """What a model asked to continue by instruction restates first (until reset)."""
         self._call("POST", "/_mock/restate", {"words": words, "newline": newline})

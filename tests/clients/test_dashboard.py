@@ -8,6 +8,9 @@ target/screenshots/."""
 import json
 import os
 import shutil
+import threading
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -31,6 +34,17 @@ def chromium():
 def chain(tmp_path):
     """A gateway whose `claude-chain` route has a primary and a secondary mock cloud, and its
     admin token's file."""
+    yield from _chain(tmp_path, 'open_base = "2s"\nprobe_interval = "500ms"')
+
+
+@pytest.fixture()
+def slow_chain(tmp_path):
+    """The same, with breakers that stay open for minutes (nothing probes them shut), and the
+    config file's path."""
+    yield from _chain(tmp_path, 'open_base = "5m"\nprobe_interval = "5m"\ncheck_interval = "0s"', with_path=True)
+
+
+def _chain(tmp_path, breaker, with_path=False):
     procs = []
     mocks = []
     for _ in range(2):
@@ -42,8 +56,7 @@ def chain(tmp_path):
     cfg.write_text(chain_config(primary, secondary, head=f"""
 [breaker]
 consecutive_failures = 3
-open_base = "2s"
-probe_interval = "500ms"
+{breaker}
 
 [journal]
 path = "{tmp_path / 'journal.sqlite3'}"
@@ -53,7 +66,7 @@ path = "{tmp_path / 'journal.sqlite3'}"
                UNDERSTUDY_ADMIN_TOKEN_FILE=token)
     proc, url = _spawn(["serve", "--config", str(cfg), "--listen", "127.0.0.1:0"], "understudy listening on ", env=env)
     procs.append(proc)
-    yield url, primary, secondary, token
+    yield (url, primary, secondary, token, cfg) if with_path else (url, primary, secondary, token)
     for p in procs:
         p.terminate()
         p.wait(15)
@@ -188,4 +201,106 @@ def test_the_dashboard_needs_a_sign_in_and_a_link_works_once(chain):
         assert answer.status == 403, answer.status
         expect(again.locator("body")).to_contain_text("already used or has expired")
         assert again.evaluate("() => fetch('/api/status').then(r => r.status)") == 401
+        browser.close()
+
+
+def _status(url, token):
+    with urllib.request.urlopen(admin_request(url + "/api/status", token)) as r:
+        return json.loads(r.read())
+
+
+def _breaker(status, backend):
+    for p in status["providers"]:
+        for b in p["backends"]:
+            if b["backend"] == backend:
+                return b["breaker"]
+    return None
+
+
+def _last_model(mock):
+    posts = [r for r in mock.requests() if r["method"] == "POST"]
+    return json.loads(posts[-1]["body"])["model"], len(posts)
+
+
+def test_a_route_changed_in_the_settings_applies_live_while_a_stream_is_in_flight(slow_chain):
+    url, primary, secondary, token, cfg = slow_chain
+    os.makedirs(SHOTS, exist_ok=True)
+    sonnet = 'backends = ["primary/claude-sonnet-4-5", "secondary/claude-sonnet-4-5"]'
+    opus = 'backends = ["primary/claude-opus-4-5", "secondary/claude-sonnet-4-5"]'
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        sign_in(page, url, token)
+        expect(page.locator("#live")).to_have_class("live on")
+
+        # The secondary's breaker opens (three 529s asked of it directly); it stays open.
+        secondary.push(*[OVERLOADED] * 3)
+        for _ in range(3):
+            with pytest.raises(urllib.error.HTTPError):
+                ask_stream(url, model="secondary/claude-sonnet-4-5")
+        expect(page.locator('[data-provider="secondary"] [data-breaker]')).to_have_text("open")
+
+        # A long stream in flight on the old chain: the primary holds its last events on a gate.
+        chunks = [{"text": c} for c in anthropic_events()]
+        chunks[3]["gate"] = "rest"
+        primary.push({"status": 200, "headers": [["content-type", "text/event-stream"]],
+                      "body": {"kind": "chunks", "chunks": chunks, "end": "clean"}})
+        done = {}
+        t = threading.Thread(target=lambda: done.update(result=ask_stream(url)))
+        t.start()
+        for _ in range(100):
+            if any(r["method"] == "POST" for r in primary.requests()):
+                break
+            time.sleep(0.05)
+        assert _last_model(primary) == ("claude-sonnet-4-5", 1)
+
+        # The chain is changed in the settings editor and saved: applied at once.
+        area = page.locator("#config-text")
+        expect(area).not_to_have_value("")
+        area.fill(area.input_value().replace(sonnet, opus))
+        page.click("#config-save")
+        expect(page.locator("#config-result")).to_contain_text("applied (routes changed)")
+        expect(page.locator("#config-state")).to_contain_text("Applied")
+        # The next request takes the new chain...
+        status, failed_over, text = ask_stream(url)
+        assert status == 200 and failed_over is None and "message_stop" in text
+        assert _last_model(primary) == ("claude-opus-4-5", 2)
+        # ...the stream in flight ends whole on the old one...
+        primary.open_gate("rest")
+        t.join(30)
+        status, _, text = done["result"]
+        assert status == 200 and "message_stop" in text
+        # ...and the unchanged backend's breaker is still open.
+        assert _breaker(_status(url, token), "secondary/claude-sonnet-4-5") == "open"
+        expect(page.locator('[data-provider="secondary"] [data-breaker]')).to_have_text("open")
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-settings-applied.png"), full_page=True)
+
+        # An edit of the file on disk does the same.
+        text = cfg.read_text()
+        assert opus in text
+        before = _status(url, token)["config"]["at_ms"]
+        cfg.write_text(text.replace(opus, sonnet))
+        for _ in range(100):
+            if _status(url, token)["config"]["at_ms"] != before:
+                break
+            time.sleep(0.1)
+        assert _status(url, token)["config"]["message"] == "applied (routes changed)"
+        ask_stream(url)
+        assert _last_model(primary)[0] == "claude-sonnet-4-5"
+        assert _breaker(_status(url, token), "secondary/claude-sonnet-4-5") == "open"
+        # The editor shows what is applied now (it held no unsaved change).
+        expect(page.locator("#config-text")).to_have_value(cfg.read_text())
+
+        # An invalid edit keeps serving, and the page says why with the TOML path.
+        cfg.write_text(cfg.read_text().replace(f'base_url = "{primary.url}"', 'base_url = "not a url"'))
+        state = page.locator('#config-state[data-ok="false"]')
+        expect(state).to_contain_text("providers.primary.base_url", timeout=10000)
+        expect(state).to_contain_text("Not applied")
+        status, _, text = ask_stream(url)
+        assert status == 200 and "message_stop" in text
+        assert _last_model(primary)[0] == "claude-sonnet-4-5"
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-settings-invalid.png"), full_page=True)
+        assert errors == [], errors
         browser.close()
