@@ -811,6 +811,22 @@ async fn status(url: Option<String>, json: bool) -> ExitCode {
                 line.push_str(" · ");
                 line.push_str(&backends.join(", "));
             }
+            // What its status page declares.
+            for i in p["status_page"]["incidents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if i["relevant"] == true {
+                    line.push_str(&format!(
+                        "\n{:<30}status page: {} ({}, {})",
+                        "",
+                        s(&i["name"]),
+                        s(&i["impact"]),
+                        s(&i["status"])
+                    ));
+                }
+            }
             // Its quota, a line per credential: `plan: 5-hour 82 %, resets in 1 h 12 m · …`.
             let at = v["at_ms"]
                 .as_u64()

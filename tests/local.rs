@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use understudy::testing::{openai, End, MockCloud, Reply};
 
 /// The model, linked under a per-test name so a test can find (and kill) its own worker.
-fn model(tag: &str) -> (tempfile::TempDir, String) {
+pub fn model(tag: &str) -> (tempfile::TempDir, String) {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models")
         .join(understudy::config::DEFAULT_MODEL_FILE);

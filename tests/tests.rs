@@ -39,6 +39,9 @@ mod quota;
 /// Config that applies live: an edit on disk during a stream, an invalid edit that keeps
 /// serving, a dashboard save applied at once.
 mod reload;
+/// Providers' own status pages (statuspage.io's shape, from the mock): an incident shown,
+/// told, warming the local model, journaled with who knew first; its resolution.
+mod statuspage;
 /// Shared: a gateway in-process wired to a mock cloud, and the strict stream checkers.
 mod support;
 /// Recorded upstream transcripts through the pipeline into every client format, against

@@ -104,6 +104,22 @@ function evidence(p) {
   return lines;
 }
 
+// What the provider's own status page declares, beside what Understudy measured: each
+// unresolved incident, and who knew first when Understudy's requests were failing then.
+function statusPage(p) {
+  const page = p.status_page;
+  if (!page) return null;
+  const lead = (i) => {
+    if (i.first_failure_ms == null) return "";
+    const d = Math.round(Math.abs(i.declared_ms - i.first_failure_ms) / 60000);
+    return i.first_failure_ms <= i.declared_ms ? ` · Understudy saw failures ${d} min before the page` : ` · the page declared it ${d} min before Understudy saw failures`;
+  };
+  if (page.error) return el("div", { class: "status-page muted" }, `status page not read: ${page.error}`);
+  if (!page.incidents.length) return el("div", { class: "status-page muted" }, `status page: ${page.description || "no incident"}`);
+  return page.incidents.map((i) => el("div", { class: "status-page incident", "data-incident": i.id, "data-relevant": String(i.relevant) },
+    `status page: ${i.name} (${i.impact}, ${i.status}) · declared ${time(i.declared_ms)}${lead(i)}`));
+}
+
 // What its rate-limit headers said, per credential: a bar per window (a plan's 5-hour and
 // weekly windows, an API key's requests and tokens), with when it resets; a refusal first.
 function quota(p, now) {
@@ -178,6 +194,7 @@ function renderProviders(s) {
     return el("div", { class: "card", "data-provider": p.name, "data-health": health },
       el("h4", {}, el("span", {}, p.name, el("span", { class: "muted" }, ` · ${p.kind}`)), el("span", { class: "state" }, words)),
       evidence(p),
+      statusPage(p),
       quota(p, s.at_ms || Date.now()),
       backends);
   });
@@ -393,7 +410,7 @@ function listen() {
     renderFeed();
     refresh();
   });
-  for (const name of ["breaker", "network", "check", "local", "pause", "quota", "config"]) es.addEventListener(name, refresh);
+  for (const name of ["breaker", "network", "check", "local", "pause", "quota", "config", "incident"]) es.addEventListener(name, refresh);
   // An edit applied from disk shows in the editor, unless the editor holds unsaved changes.
   es.addEventListener("config", (ev) => { if (JSON.parse(ev.data).ok && !configEdited) loadConfig().catch(() => {}); });
   es.addEventListener("model_pull", (ev) => {

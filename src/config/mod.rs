@@ -291,6 +291,13 @@ pub struct ProviderConfig {
     pub spill_over_at: Option<f64>,
     /// The shares of a quota window told once each per window period by a notification.
     pub quota_alerts: Vec<f64>,
+    /// Its statuspage.io summary, read every `status_poll` while online (Anthropic's and
+    /// OpenAI's by default at their own APIs); `None`: none.
+    pub status_page: Option<Url>,
+    /// The page's components its routes use (names matched in part, case aside); empty: all.
+    pub status_components: Vec<String>,
+    /// How often the status page is read.
+    pub status_poll: Duration,
     /// `kind = "local"`: how the engine runs.
     pub local: Option<LocalConfig>,
     /// Time limits for each call.

@@ -94,6 +94,13 @@ pub struct RawProvider {
     pub spill_over_at: Option<f64>,
     /// The shares of a quota window told once each by a notification (default 0.8, 0.95).
     pub quota_alerts: Option<Vec<f64>>,
+    /// The provider's statuspage.io summary (`…/api/v2/summary.json`); `"off"` for none.
+    pub status_page: Option<String>,
+    /// The status page's components this provider's routes use (names, matched in part).
+    pub status_components: Option<Vec<String>>,
+    /// How often the status page is read while online.
+    #[serde(default, with = "humantime_serde")]
+    pub status_poll: Option<Duration>,
     /// `kind = "local"`: the GGUF file, the context size, the CPU threads.
     pub model_file: Option<String>,
     pub context_size: Option<u32>,

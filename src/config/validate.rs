@@ -211,6 +211,60 @@ fn server(raw: RawServer, issues: &mut Issues) -> ServerConfig {
     }
 }
 
+/// How often a status page is read unless `status_poll` says otherwise.
+pub const DEFAULT_STATUS_POLL: Duration = Duration::from_secs(60);
+
+/// The statuspage.io pages of the providers whose APIs have one, by API host, with the
+/// components their APIs are (Anthropic's "Claude API (api.anthropic.com)" and "Claude Code";
+/// OpenAI's "API"): an incident of claude.ai alone is not one of ours.
+const STATUS_PAGES: [(&str, &str, &[&str]); 2] = [
+    (
+        "api.anthropic.com",
+        "https://status.anthropic.com/api/v2/summary.json",
+        &["Claude API", "Claude Code"],
+    ),
+    (
+        "api.openai.com",
+        "https://status.openai.com/api/v2/summary.json",
+        &["API"],
+    ),
+];
+
+/// A provider's status page and the components it uses: as written (`"off"`: none), else its
+/// API's own page.
+fn status_page(
+    base_url: &Url,
+    p: &RawProvider,
+    at: &dyn Fn(&str) -> String,
+    issues: &mut Issues,
+) -> (Option<Url>, Vec<String>) {
+    let known = STATUS_PAGES
+        .iter()
+        .find(|(host, _, _)| base_url.host_str() == Some(host));
+    let page = match p.status_page.as_deref() {
+        Some("off" | "") => None,
+        Some(written) => match Url::parse(written) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                issues.add(
+                    at("status_page"),
+                    format!("{written:?} is not an http(s) URL: write the page's summary, e.g. \"https://status.example.com/api/v2/summary.json\", or \"off\""),
+                );
+                None
+            }
+        },
+        None => known.map(|(_, url, _)| Url::parse(url).expect("the known pages parse")),
+    };
+    let components =
+        p.status_components
+            .clone()
+            .unwrap_or_else(|| match (known, p.status_page.is_none()) {
+                (Some((_, _, c)), true) => c.iter().map(|s| (*s).to_owned()).collect(),
+                _ => Vec::new(),
+            });
+    (page, components)
+}
+
 /// The shares of a quota window told by a notification unless `quota_alerts` says otherwise.
 pub const DEFAULT_QUOTA_ALERTS: [f64; 2] = [0.8, 0.95];
 
@@ -290,6 +344,14 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
     for v in p.quota_alerts.iter().flatten() {
         share("quota_alerts", *v, issues);
     }
+    let (status_page, status_components) = status_page(&base_url, &p, &at, issues);
+    let status_poll = p.status_poll.unwrap_or(DEFAULT_STATUS_POLL);
+    if status_poll < Duration::from_millis(200) {
+        issues.add(
+            at("status_poll"),
+            "must be at least 200ms (the default, 60s, is what a status page is good for)",
+        );
+    }
     Some(ProviderConfig {
         name,
         kind,
@@ -303,6 +365,9 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
         quota_alerts: p
             .quota_alerts
             .unwrap_or_else(|| DEFAULT_QUOTA_ALERTS.to_vec()),
+        status_page,
+        status_components,
+        status_poll,
         local,
         timeouts,
         headers,

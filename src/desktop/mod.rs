@@ -249,6 +249,18 @@ fn health_changes(ev: HealthEvent, last_failure: &LastFailure) -> Vec<Change> {
             detail,
         }],
         HealthEvent::Reach { .. } => Vec::new(),
+        HealthEvent::Incident {
+            provider,
+            incident,
+            resolved,
+        } if incident.relevant => vec![Change::Incident {
+            provider,
+            name: incident.name.clone(),
+            impact: incident.impact.clone(),
+            lead: incident.lead_words(),
+            resolved,
+        }],
+        HealthEvent::Incident { .. } => Vec::new(),
     }
 }
 

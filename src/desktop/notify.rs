@@ -86,6 +86,20 @@ pub enum Change {
         /// Which window, in words (`None`: the refusal ended).
         window: Option<String>,
     },
+    /// A provider's status page declared an incident of a component its routes use, or
+    /// resolved one.
+    Incident {
+        /// The provider.
+        provider: String,
+        /// The incident's title.
+        name: String,
+        /// `minor`, `major`, `critical`.
+        impact: String,
+        /// Who knew first, in words, when Understudy saw failures.
+        lead: Option<String>,
+        /// Resolved (rather than declared).
+        resolved: bool,
+    },
     /// An edited config file is invalid: the running configuration stays.
     ConfigInvalid {
         /// Which file and what is wrong, with the TOML path of the first issue.
@@ -117,6 +131,12 @@ impl Change {
             Change::LocalCompatible { .. } => "local:compatible".into(),
             Change::Continued { from, .. } => format!("continued:{from}"),
             Change::ConfigInvalid { detail } => format!("config:{detail}"),
+            Change::Incident {
+                provider,
+                name,
+                resolved,
+                ..
+            } => format!("incident:{provider}:{name}:{resolved}"),
             Change::QuotaPassed {
                 provider,
                 credential,
@@ -229,6 +249,28 @@ impl Change {
                     Some(w) => format!("The {w} window reset; requests go to {provider} again"),
                     None => format!("{provider} takes requests again"),
                 },
+            ),
+            Change::Incident {
+                provider,
+                name,
+                impact,
+                lead,
+                resolved: false,
+            } => (
+                format!("{provider}: incident declared"),
+                format!(
+                    "{name} ({impact}){}",
+                    lead.as_ref().map(|l| format!("; {l}")).unwrap_or_default()
+                ),
+            ),
+            Change::Incident {
+                provider,
+                name,
+                resolved: true,
+                ..
+            } => (
+                format!("{provider}: incident resolved"),
+                format!("{name} is resolved on {provider}'s status page"),
             ),
             Change::ConfigInvalid { detail } => {
                 ("Config not applied".to_owned(), detail.clone())

@@ -284,6 +284,16 @@ fn menu(
                 format!("{} {}", p.name, q.line(s.at_ms)),
             ));
         }
+        // What its own status page declares, beside what Understudy measured.
+        for i in p.status_page.iter().flat_map(|page| page.relevant()) {
+            menu.push(info(
+                &format!("{}:incident:{}", p.name, i.id),
+                format!(
+                    "{} status page: {} ({}, {})",
+                    p.name, i.name, i.impact, i.status
+                ),
+            ));
+        }
     }
     for p in locals {
         menu.push(info(
@@ -346,6 +356,7 @@ mod tests {
             check: None,
             last_request: Some(last),
             quota: Vec::new(),
+            status_page: None,
         }
     }
 
@@ -366,6 +377,7 @@ mod tests {
             check,
             last_request: None,
             quota: Vec::new(),
+            status_page: None,
         }
     }
 
@@ -379,6 +391,7 @@ mod tests {
             check: None,
             last_request: None,
             quota: Vec::new(),
+            status_page: None,
         }
     }
 

@@ -47,6 +47,16 @@ pub enum HealthEvent {
         /// In words, with what to do about it.
         detail: String,
     },
+    /// A provider's status page declared an incident (first read), or one it declared is
+    /// resolved (gone from the page).
+    Incident {
+        /// The provider.
+        provider: String,
+        /// The incident (as last read).
+        incident: crate::telemetry::status::Incident,
+        /// True when it is resolved.
+        resolved: bool,
+    },
     /// A backend's breaker changed state.
     Breaker {
         /// `provider/model`.
@@ -99,6 +109,11 @@ pub struct Health {
     /// When each backend's breaker last closed after being open: a conversation moved off it
     /// before then goes back to it (automatic switch-back).
     recovered: Mutex<HashMap<String, Instant>>,
+    /// Each provider's status page as last read.
+    pages: Mutex<HashMap<String, crate::telemetry::status::PageStatus>>,
+    /// Since when each provider's requests have been failing (Unix ms), in the current run of
+    /// failures (cleared by one that goes well).
+    failing_since: Mutex<HashMap<String, u64>>,
 }
 
 /// The provider's name in a backend key (`provider/model`).
@@ -123,6 +138,8 @@ impl Health {
             used: Mutex::default(),
             wake: tokio::sync::watch::channel(0).0,
             recovered: Mutex::default(),
+            pages: Mutex::default(),
+            failing_since: Mutex::default(),
         })
     }
 
@@ -218,6 +235,14 @@ impl Health {
             at_ms: crate::telemetry::entry::unix_ms(),
             ok,
         };
+        {
+            let mut failing = self.failing_since.lock().expect("failing lock");
+            if ok {
+                failing.remove(provider_of(key));
+            } else if !failing.contains_key(provider_of(key)) {
+                failing.insert(provider_of(key).to_owned(), used.at_ms);
+            }
+        }
         let mut map = self.used.lock().expect("used lock");
         match map.get_mut(provider_of(key)) {
             Some(u) => *u = used,
@@ -262,6 +287,63 @@ impl Health {
                 provider: provider.to_owned(),
                 reach: check.reach,
                 detail: check.detail,
+            });
+        }
+    }
+
+    /// `provider`'s status page as last read.
+    pub fn page(&self, provider: &str) -> Option<crate::telemetry::status::PageStatus> {
+        self.pages
+            .lock()
+            .expect("pages lock")
+            .get(provider)
+            .cloned()
+    }
+
+    /// Records a read of `provider`'s status page: an incident read for the first time is
+    /// stamped with when it was seen and, if requests to the provider were failing then, when
+    /// that began; it and one gone from the page (resolved) are published. A page that could
+    /// not be read keeps the incidents last read.
+    pub fn read_page(&self, provider: &str, mut page: crate::telemetry::status::PageStatus) {
+        let failing = self
+            .failing_since
+            .lock()
+            .expect("failing lock")
+            .get(provider)
+            .copied();
+        let mut events = Vec::new();
+        {
+            let mut pages = self.pages.lock().expect("pages lock");
+            let before = pages.get(provider);
+            if page.error.is_some() {
+                page.incidents = before.map(|b| b.incidents.clone()).unwrap_or_default();
+            } else {
+                for i in &mut page.incidents {
+                    match before.and_then(|b| b.incidents.iter().find(|o| o.id == i.id)) {
+                        Some(o) => {
+                            i.seen_ms = o.seen_ms;
+                            i.first_failure_ms = o.first_failure_ms;
+                        }
+                        None => {
+                            i.first_failure_ms = failing;
+                            events.push((i.clone(), false));
+                        }
+                    }
+                }
+                for o in before.map(|b| b.incidents.as_slice()).unwrap_or_default() {
+                    if page.incidents.iter().all(|i| i.id != o.id) {
+                        events.push((o.clone(), true));
+                    }
+                }
+            }
+            pages.insert(provider.to_owned(), page);
+        }
+        for (incident, resolved) in events {
+            tracing::warn!(provider, incident = %incident.name, impact = %incident.impact, resolved, lead = ?incident.lead_words(), "status page");
+            let _ = self.events.send(HealthEvent::Incident {
+                provider: provider.to_owned(),
+                incident,
+                resolved,
             });
         }
     }

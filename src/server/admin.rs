@@ -236,6 +236,14 @@ fn event_streams(st: &AppState) -> Vec<BoxStream<'static, Bytes>> {
                 json!({"backend": backend, "from": from, "to": to}),
             ),
             HealthEvent::Network { offline } => ("network", json!({ "offline": offline })),
+            HealthEvent::Incident {
+                provider,
+                incident,
+                resolved,
+            } => (
+                "incident",
+                json!({"provider": provider, "incident": incident, "resolved": resolved}),
+            ),
             HealthEvent::Reach {
                 provider,
                 reach,

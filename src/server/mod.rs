@@ -14,6 +14,7 @@ mod dashboard;
 mod guard;
 pub mod reload;
 mod state;
+pub mod statuspage;
 
 pub use admin::status_json;
 pub use state::AppState;
@@ -80,8 +81,8 @@ pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
     (app, state)
 }
 
-/// Starts a checker for each of these providers that is a cloud one and has none running
-/// (at start, and for providers a reload added).
+/// Starts a checker and a status-page reader for each of these providers that is a cloud one
+/// and has none running (at start, and for providers a reload added).
 pub(crate) fn watch_providers(st: &Arc<AppState>, names: &[String]) {
     for name in names {
         // The local engine restarts itself and has nothing to check over the network.
@@ -97,6 +98,10 @@ pub(crate) fn watch_providers(st: &Arc<AppState>, names: &[String]) {
                 .insert(name.clone())
         {
             tokio::spawn(checks::watch(Arc::downgrade(st), name.clone()));
+        }
+        let page = format!("page:{name}");
+        if cloud && st.watched.lock().expect("watched lock").insert(page) {
+            tokio::spawn(statuspage::watch(Arc::downgrade(st), name.clone()));
         }
     }
 }
@@ -117,6 +122,23 @@ async fn on_health_events(state: Weak<AppState>) {
         };
         let Some(st) = state.upgrade() else { return };
         warm_local(&st, &ev);
+        if let HealthEvent::Incident {
+            provider,
+            incident,
+            resolved,
+        } = ev
+        {
+            // Who knew first, kept: the journal's `incidents` table.
+            let recorder = st.router.recorder().clone();
+            if recorder.journal().is_some() {
+                let resolved_ms = resolved.then(crate::quota::now_ms);
+                tokio::task::spawn_blocking(move || {
+                    if let Some(journal) = recorder.journal() {
+                        journal.record_incident(&provider, &incident, resolved_ms);
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -131,6 +153,11 @@ fn warm_local(st: &AppState, ev: &HealthEvent) {
             *to == "open" && provider.is_some_and(|p| p.local().is_none())
         }
         HealthEvent::Reach { .. } => false,
+        // A declared incident of a component the routes use: the local model is loaded before
+        // the failures it announces reach requests.
+        HealthEvent::Incident {
+            incident, resolved, ..
+        } => !resolved && incident.relevant,
     };
     if cloud_failing {
         warm_engines(st);

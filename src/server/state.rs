@@ -139,6 +139,7 @@ impl AppState {
                         .as_ref()
                         .map(|p| p.quota().snapshot())
                         .unwrap_or_default(),
+                    status_page: health.page(&p.name),
                 }
             })
             .collect();

@@ -76,7 +76,36 @@ CREATE TABLE IF NOT EXISTS requests (
     spend_usd REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests(at_ms);
+CREATE TABLE IF NOT EXISTS incidents (
+    provider TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    impact TEXT NOT NULL,
+    components TEXT NOT NULL,
+    relevant INTEGER NOT NULL,
+    declared_ms INTEGER NOT NULL,
+    seen_ms INTEGER NOT NULL,
+    first_failure_ms INTEGER,
+    resolved_ms INTEGER,
+    PRIMARY KEY (provider, id)
+);
 ";
+
+/// One incident a provider's status page declared, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IncidentRow {
+    /// The provider.
+    pub provider: String,
+    /// The incident as first read (`first_failure_ms`: when Understudy's requests to it began
+    /// failing, in the run they were in when it was declared).
+    #[serde(flatten)]
+    pub incident: crate::telemetry::status::Incident,
+    /// When it left the page (Unix ms).
+    pub resolved_ms: Option<u64>,
+    /// `declared_ms − first_failure_ms`: how long before the page Understudy knew (negative:
+    /// after it). `None` when Understudy saw no failure.
+    pub lead_ms: Option<i64>,
+}
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
@@ -197,6 +226,76 @@ impl Journal {
     /// The newest `limit` entries, newest first.
     pub fn recent(&self, limit: usize) -> rusqlite::Result<Vec<Entry>> {
         self.page(limit, None)
+    }
+
+    /// Records an incident a status page declared (the first read's stamps are kept), or its
+    /// resolution. Rare: written here on a connection of its own, off the request path. A
+    /// failure is logged.
+    pub fn record_incident(
+        &self,
+        provider: &str,
+        i: &crate::telemetry::status::Incident,
+        resolved_ms: Option<u64>,
+    ) {
+        let write = || -> rusqlite::Result<()> {
+            let conn = connect(&self.path)?;
+            conn.execute(
+                "INSERT INTO incidents (provider, id, name, impact, components, relevant,
+                    declared_ms, seen_ms, first_failure_ms, resolved_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (provider, id) DO UPDATE SET name = ?3, impact = ?4,
+                    resolved_ms = COALESCE(?10, resolved_ms)",
+                params![
+                    provider,
+                    i.id,
+                    i.name,
+                    i.impact,
+                    serde_json::to_string(&i.components).unwrap_or_else(|_| "[]".into()),
+                    i.relevant,
+                    i.declared_ms as i64,
+                    i.seen_ms as i64,
+                    i.first_failure_ms.map(|v| v as i64),
+                    resolved_ms.map(|v| v as i64),
+                ],
+            )?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not record a status page incident in the journal");
+        }
+    }
+
+    /// Every incident recorded, newest declared first.
+    pub fn incidents(&self) -> rusqlite::Result<Vec<IncidentRow>> {
+        let conn = connect(&self.path)?;
+        let mut stmt = conn.prepare(
+            "SELECT provider, id, name, impact, components, relevant, declared_ms, seen_ms,
+                    first_failure_ms, resolved_ms
+             FROM incidents ORDER BY declared_ms DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let components: String = r.get(4)?;
+            let declared_ms = r.get::<_, i64>(6)?;
+            let first_failure_ms = r.get::<_, Option<i64>>(8)?;
+            Ok(IncidentRow {
+                provider: r.get(0)?,
+                incident: crate::telemetry::status::Incident {
+                    id: r.get(1)?,
+                    name: r.get(2)?,
+                    impact: r.get(3)?,
+                    status: String::new(),
+                    components: serde_json::from_str(&components).unwrap_or_default(),
+                    relevant: r.get(5)?,
+                    declared_ms: declared_ms as u64,
+                    seen_ms: r.get::<_, i64>(7)? as u64,
+                    first_failure_ms: first_failure_ms.map(|v| v as u64),
+                    link: None,
+                },
+                resolved_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                lead_ms: first_failure_ms.map(|f| declared_ms - f),
+            })
+        })?;
+        rows.collect()
     }
 }
 

@@ -123,6 +123,94 @@ pub struct ProviderStatus {
     /// What its answers' rate-limit headers said, per credential (the configured key first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quota: Vec<crate::quota::Quota>,
+    /// What its own status page declares (a cloud provider with one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_page: Option<PageStatus>,
+}
+
+/// A provider's statuspage.io page as last read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageStatus {
+    /// The summary's URL.
+    pub url: String,
+    /// When it was last read (Unix ms), well or not.
+    pub at_ms: u64,
+    /// The page's own one-line verdict (`All Systems Operational`), when read.
+    #[serde(default)]
+    pub description: String,
+    /// `none`, `minor`, `major` or `critical`.
+    #[serde(default)]
+    pub indicator: String,
+    /// The incidents it declares, unresolved, newest first.
+    #[serde(default)]
+    pub incidents: Vec<Incident>,
+    /// Why it could not be read, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl PageStatus {
+    /// The declared incidents that touch the components the provider's routes use.
+    pub fn relevant(&self) -> impl Iterator<Item = &Incident> {
+        self.incidents.iter().filter(|i| i.relevant)
+    }
+}
+
+/// One incident a status page declares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// The page's id for it.
+    pub id: String,
+    /// Its title (`Elevated errors on Claude Opus`).
+    pub name: String,
+    /// `none`, `minor`, `major` or `critical`.
+    pub impact: String,
+    /// `investigating`, `identified`, `monitoring`.
+    pub status: String,
+    /// The components it names.
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// It names a component the provider's routes use (or none at all).
+    pub relevant: bool,
+    /// When the page declared it (its `created_at`, Unix ms).
+    pub declared_ms: u64,
+    /// When Understudy first read it (Unix ms).
+    pub seen_ms: u64,
+    /// When Understudy's own requests to the provider began failing, in the run of failures it
+    /// was in when the incident was declared, if it was (Unix ms): `declared_ms` minus this is
+    /// how long before the page Understudy knew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure_ms: Option<u64>,
+    /// Its page (`shortlink`), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+impl Incident {
+    /// Who knew first, in words: `Understudy saw failures 4 m before the page` (or after).
+    pub fn lead_words(&self) -> Option<String> {
+        let first = self.first_failure_ms?;
+        // To the nearest second, then minute: a lead is a length, not a countdown.
+        let words = |ms: u64| {
+            let s = (ms + 500) / 1000;
+            match s {
+                0..=59 => format!("{s} s"),
+                60..=3599 => format!("{} m", (s + 30) / 60),
+                _ => format!("{} h {} m", s / 3600, (s % 3600 + 30) / 60),
+            }
+        };
+        Some(if first <= self.declared_ms {
+            format!(
+                "Understudy saw failures {} before the page",
+                words(self.declared_ms - first)
+            )
+        } else {
+            format!(
+                "the page declared it {} before Understudy saw failures",
+                words(first - self.declared_ms)
+            )
+        })
+    }
 }
 
 /// A provider's latest real request.

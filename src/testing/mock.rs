@@ -255,6 +255,8 @@ struct Inner {
     hits: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Keys refused as invalid.
     rejected_keys: Mutex<HashSet<String>>,
+    /// The statuspage.io summary served at `/api/v2/summary.json` (`None`: all operational).
+    status_page: Mutex<Option<serde_json::Value>>,
     /// A usage plan, with what each credential has spent of it.
     plan: Mutex<Option<(Plan, std::collections::HashMap<String, PlanUse>)>>,
 }
@@ -301,6 +303,63 @@ struct PlanUse {
 fn unix_secs(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs_f64().ceil() as u64)
+}
+
+/// The incidents `POST /_mock/statuspage` declares.
+#[derive(Debug, Deserialize)]
+struct PageIncidents {
+    incidents: Vec<PageIncident>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PageIncident {
+    id: String,
+    name: String,
+    impact: String,
+    created_at: String,
+    #[serde(default)]
+    components: Vec<String>,
+}
+
+/// A statuspage.io summary with every component operational and no incident.
+pub fn operational_page() -> serde_json::Value {
+    status_page(&[])
+}
+
+/// A statuspage.io summary (`/api/v2/summary.json`, the shape status.anthropic.com and
+/// status.openai.com serve) declaring these incidents: (id, name, impact, ISO 8601 creation,
+/// affected component names). The page's components are "Claude API (api.anthropic.com)" and
+/// "claude.ai".
+pub fn status_page(incidents: &[(&str, &str, &str, &str, &[&str])]) -> serde_json::Value {
+    let component = |name: &str| {
+        serde_json::json!({"id": format!("c-{}", name.len()), "name": name, "status": "operational",
+            "position": 1, "description": null, "showcase": false, "group_id": null, "group": false,
+            "only_show_if_degraded": false})
+    };
+    let worst = incidents
+        .iter()
+        .map(|i| i.2)
+        .max_by_key(|impact| {
+            ["none", "minor", "major", "critical"]
+                .iter()
+                .position(|x| x == impact)
+        })
+        .unwrap_or("none");
+    serde_json::json!({
+        "page": {"id": "mockpage", "name": "Mock Cloud", "url": "http://status.mock", "time_zone": "Etc/UTC",
+            "updated_at": "2026-12-01T00:00:00.000Z"},
+        "components": [component("Claude API (api.anthropic.com)"), component("claude.ai")],
+        "incidents": incidents.iter().map(|(id, name, impact, created, comps)| serde_json::json!({
+            "id": id, "name": name, "status": "investigating", "impact": impact,
+            "created_at": created, "updated_at": created, "monitoring_at": null, "resolved_at": null,
+            "shortlink": format!("https://stspg.io/{id}"), "started_at": created, "page_id": "mockpage",
+            "incident_updates": [{"id": format!("u-{id}"), "status": "investigating",
+                "body": "We are currently investigating this issue.", "created_at": created}],
+            "components": comps.iter().map(|c| component(c)).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "scheduled_maintenances": [],
+        "status": {"indicator": worst, "description": if incidents.is_empty() { "All Systems Operational" } else { "Partial System Outage" }},
+    })
 }
 
 /// Spends a chat request of the plan for its credential: `Err` with the refusal when the
@@ -681,6 +740,11 @@ impl MockCloud {
         set.extend(keys.iter().map(|k| (*k).to_owned()));
     }
 
+    /// Serves this statuspage.io summary from now on (`None`: all operational).
+    pub fn set_status_page(&self, page: Option<serde_json::Value>) {
+        *self.inner.status_page.lock().expect("lock") = page;
+    }
+
     /// Keeps a usage plan from now on (`None`: none), every credential starting unspent.
     pub fn set_plan(&self, plan: Option<Plan>) {
         *self.inner.plan.lock().expect("lock") = plan.map(|p| (p, Default::default()));
@@ -807,6 +871,15 @@ async fn serve_conn(mut sock: TcpStream, inner: Arc<Inner>) {
             .expect("lock")
             .entry(format!("{} {path}", head.method))
             .or_default() += 1;
+        // The provider's status page (statuspage.io's shape), which needs no credential.
+        if head.method == "GET" && path == "/api/v2/summary.json" {
+            let page = inner.status_page.lock().expect("lock").clone();
+            let reply = Reply::json(200, &page.unwrap_or_else(operational_page));
+            if write_reply(&mut sock, &inner, reply).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let listing = head.method == "GET" && path.ends_with("/models");
         if let Some(reply) = credentials_refused(&inner, &head, listing) {
             if write_reply(&mut sock, &inner, reply).await.is_err() {
@@ -906,6 +979,36 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
             }
             Err(e) => Reply::json(400, &serde_json::json!({"error": e.to_string()})),
         },
+        // `{"incidents": [{"id", "name", "impact", "created_at", "components": [...]}]}`
+        // (built into the page's whole shape by [`status_page`]), or `null`: operational.
+        ("POST", "statuspage") => match serde_json::from_str::<Option<PageIncidents>>(body) {
+            Ok(p) => {
+                *inner.status_page.lock().expect("lock") = p.map(|p| {
+                    let comps: Vec<Vec<&str>> = p
+                        .incidents
+                        .iter()
+                        .map(|i| i.components.iter().map(String::as_str).collect())
+                        .collect();
+                    let rows: Vec<(&str, &str, &str, &str, &[&str])> = p
+                        .incidents
+                        .iter()
+                        .zip(&comps)
+                        .map(|(i, c)| {
+                            (
+                                i.id.as_str(),
+                                i.name.as_str(),
+                                i.impact.as_str(),
+                                i.created_at.as_str(),
+                                c.as_slice(),
+                            )
+                        })
+                        .collect();
+                    status_page(&rows)
+                });
+                ok()
+            }
+            Err(e) => Reply::json(400, &serde_json::json!({"error": e.to_string()})),
+        },
         ("POST", "plan") => match serde_json::from_str::<Option<Plan>>(body) {
             Ok(p) => {
                 *inner.plan.lock().expect("lock") = p.map(|p| (p, Default::default()));
@@ -923,6 +1026,7 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
             inner.hits.lock().expect("lock").clear();
             inner.rejected_keys.lock().expect("lock").clear();
             *inner.plan.lock().expect("lock") = None;
+            *inner.status_page.lock().expect("lock") = None;
             ok()
         }
         ("POST", p) if p.starts_with("gates/") => {

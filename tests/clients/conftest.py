@@ -60,6 +60,11 @@ class Mock:
         """Refuses these keys from now on, as the real API refuses an invalid key."""
         self._call("POST", "/_mock/keys", {"reject": list(keys)})
 
+    def status_page(self, *incidents):
+        """Declares these incidents on the mock's statuspage.io summary (none: operational):
+        dicts of id, name, impact, created_at (ISO 8601) and components."""
+        self._call("POST", "/_mock/statuspage", {"incidents": list(incidents)})
+
     def open_gate(self, name):
         """Sends the chunks waiting on this gate."""
         self._call("POST", f"/_mock/gates/{name}", {})
@@ -263,13 +268,14 @@ OVERLOADED = {"status": 529, "headers": [["content-type", "application/json"]],
               "body": {"kind": "full", "text": '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'}}
 
 
-def chain_config(primary, secondary, head="", tail=""):
+def chain_config(primary, secondary, head="", tail="", primary_extra=""):
     """A config whose `claude-chain` route is `primary` then `secondary` (two mock clouds)."""
     return f"""{head}
 [providers.primary]
 kind = "anthropic"
 base_url = "{primary.url}"
 api_key_env = "UNDERSTUDY_TEST_KEY"
+{primary_extra}
 
 [providers.secondary]
 kind = "anthropic"

@@ -44,7 +44,13 @@ def slow_chain(tmp_path):
     yield from _chain(tmp_path, 'open_base = "5m"\nprobe_interval = "5m"\ncheck_interval = "0s"', with_path=True)
 
 
-def _chain(tmp_path, breaker, with_path=False):
+@pytest.fixture()
+def paged_chain(tmp_path):
+    """The same, with the primary's status page (statuspage.io's shape) served by its mock."""
+    yield from _chain(tmp_path, 'open_base = "2s"', primary_extra=True)
+
+
+def _chain(tmp_path, breaker, with_path=False, primary_extra=False):
     procs = []
     mocks = []
     for _ in range(2):
@@ -53,7 +59,8 @@ def _chain(tmp_path, breaker, with_path=False):
         mocks.append(Mock(url))
     primary, secondary = mocks
     cfg = tmp_path / "config.toml"
-    cfg.write_text(chain_config(primary, secondary, head=f"""
+    extra = f'status_page = "{primary.url}/api/v2/summary.json"\nstatus_poll = "300ms"\nstatus_components = ["Claude API"]' if primary_extra else ""
+    cfg.write_text(chain_config(primary, secondary, primary_extra=extra, head=f"""
 [breaker]
 consecutive_failures = 3
 {breaker}
@@ -302,5 +309,41 @@ def test_a_route_changed_in_the_settings_applies_live_while_a_stream_is_in_fligh
         assert status == 200 and "message_stop" in text
         assert _last_model(primary)[0] == "claude-sonnet-4-5"
         page.screenshot(path=os.path.join(SHOTS, "dashboard-settings-invalid.png"), full_page=True)
+        assert errors == [], errors
+        browser.close()
+
+
+def test_an_incident_on_the_providers_status_page_shows_beside_its_measured_health(paged_chain):
+    url, primary, secondary, token = paged_chain
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        sign_in(page, url, token)
+        card = page.locator('[data-provider="primary"]')
+        expect(card.locator(".status-page")).to_have_text("status page: All Systems Operational", timeout=10000)
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        primary.status_page(
+            {"id": "inc-api", "name": "Elevated errors on Claude Opus", "impact": "major", "created_at": created,
+             "components": ["Claude API (api.anthropic.com)"]},
+            {"id": "inc-web", "name": "Login issues on claude.ai", "impact": "minor", "created_at": created,
+             "components": ["claude.ai"]},
+        )
+        api = card.locator('[data-incident="inc-api"]')
+        expect(api).to_contain_text("status page: Elevated errors on Claude Opus (major, investigating)", timeout=10000)
+        expect(api).to_have_attribute("data-relevant", "true")
+        expect(card.locator('[data-incident="inc-web"]')).to_have_attribute("data-relevant", "false")
+        # Understudy's own measured health is shown beside it, unchanged: nothing failed here.
+        expect(card).to_have_attribute("data-health", "reachable")
+        status = _status(url, token)
+        page_status = next(p for p in status["providers"] if p["name"] == "primary")["status_page"]
+        assert [i["id"] for i in page_status["incidents"]] == ["inc-api", "inc-web"]
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-incident.png"), full_page=True)
+        # Resolved: gone from the page, gone from the card.
+        primary.status_page()
+        expect(card.locator("[data-incident]")).to_have_count(0, timeout=10000)
+        expect(card.locator(".status-page")).to_have_text("status page: All Systems Operational")
         assert errors == [], errors
         browser.close()
