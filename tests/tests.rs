@@ -44,6 +44,9 @@ mod reload;
 mod statuspage;
 /// Shared: a gateway in-process wired to a mock cloud, and the strict stream checkers.
 mod support;
+/// The incident timeline: an outage told in one sentence by `/api/timeline` and by the
+/// recovery notification.
+mod timeline;
 /// Recorded upstream transcripts through the pipeline into every client format, against
 /// golden files, and independent of how TCP cut the bytes.
 mod translation;

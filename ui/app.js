@@ -288,6 +288,40 @@ function renderTimeline() {
   $("#legend").replaceChildren(...keys);
 }
 
+// Each provider's outages, from the journal (/api/timeline): one sentence each, and a bar per
+// request while it was out, coloured by who answered instead (red: lost).
+async function loadOutages() {
+  const t = await api("GET", `/api/timeline?tz_offset_min=${-new Date().getTimezoneOffset()}`);
+  const box = $("#outages");
+  if (!t.outages.length) {
+    box.replaceChildren(el("span", { class: "muted" }, "No provider has failed in the journal's span."));
+    return;
+  }
+  box.replaceChildren(...t.outages.map((o) => {
+    const n = Math.max(o.bars.length, 1);
+    const w = 600 / Math.max(n, 30);
+    const bars = o.bars.map(([at, who], i) => {
+      const color = who ? colorOf(who) : "#b42318";
+      return `<rect x="${(i * w).toFixed(1)}" y="4" width="${Math.max(w - 1.5, 1).toFixed(1)}" height="22" rx="1.5" fill="${color}"><title>${time(at)} · ${who || "lost"}</title></rect>`;
+    }).join("");
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("class", "timeline");
+    svg.setAttribute("viewBox", "0 0 600 30");
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.innerHTML = bars;
+    const legend = Object.keys(o.served_by).map((b) => el("span", {}, el("i", { style: `background:${colorOf(b)}` }), `${b} ×${o.served_by[b]}`));
+    if (o.lost) legend.push(el("span", {}, el("i", { style: "background:#b42318" }), `lost ×${o.lost}`));
+    return el("div", { class: "outage panel", "data-provider": o.provider, "data-over": String(o.ended_ms != null) },
+      el("div", { class: "summary" }, o.summary), svg, el("div", { class: "legend" }, legend));
+  }));
+}
+
+let outagesDue = null;
+function refreshOutages() {
+  if (outagesDue) return;
+  outagesDue = setTimeout(() => { outagesDue = null; loadOutages().catch(() => {}); }, 1000);
+}
+
 function renderLocal(s) {
   const l = s.local;
   if (!l) {
@@ -409,8 +443,10 @@ function listen() {
     }
     renderFeed();
     refresh();
+    refreshOutages();
   });
   for (const name of ["breaker", "network", "check", "local", "pause", "quota", "config", "incident"]) es.addEventListener(name, refresh);
+  es.addEventListener("breaker", refreshOutages);
   // An edit applied from disk shows in the editor, unless the editor holds unsaved changes.
   es.addEventListener("config", (ev) => { if (JSON.parse(ev.data).ok && !configEdited) loadConfig().catch(() => {}); });
   es.addEventListener("model_pull", (ev) => {
@@ -443,6 +479,7 @@ async function main() {
   } catch { /* shown when events arrive */ }
   loadModels();
   loadConfig().catch(() => {});
+  loadOutages().catch(() => {});
   // Latency figures age out of their window even when nothing happens.
   setInterval(refresh, 10000);
 }

@@ -272,7 +272,7 @@ fn icon_image(icon: tray::Icon) -> Image<'static> {
 
 fn build_menu(app: &AppHandle, view: &View) -> tauri::Result<Menu<tauri::Wry>> {
     let mut items: Vec<Box<dyn IsMenuItem<tauri::Wry>>> = Vec::new();
-    for item in &view.menu {
+    for item in &view.shown_menu() {
         match item {
             None => items.push(Box::new(PredefinedMenuItem::separator(app)?)),
             Some(i) => match i.checked {
@@ -330,7 +330,7 @@ fn refresh(app: &AppHandle, shared: &Shared) {
         return;
     }
     let changed_icon = last.as_ref().map(|v| v.icon) != Some(view.icon);
-    let changed_menu = last.as_ref().map(|v| &v.menu) != Some(&view.menu);
+    let changed_menu = last.as_ref().map(|v| v.shown_menu()) != Some(view.shown_menu());
     let tray = shared.tray.lock().expect("tray lock");
     if let Some(tray) = tray.as_ref() {
         // Menus and icons are GTK objects: changed on the main thread.

@@ -203,6 +203,16 @@ pub async fn notifications<G: Gateway>(
             // Paused: Understudy is not intervening, so it says nothing.
             continue;
         }
+        // A recovery tells the outage it ends, in one sentence.
+        let mut changes = changes;
+        for c in &mut changes {
+            if let Change::Recovered { backend, summary } = c {
+                if let Some(st) = state.upgrade() {
+                    *summary =
+                        outage_summary(&*st, crate::routing::health::provider_of(backend)).await;
+                }
+            }
+        }
         notifier.muted = muted.load(std::sync::atomic::Ordering::Relaxed);
         let now = Instant::now();
         let mut notices = notifier.flush(now);
@@ -230,7 +240,10 @@ fn health_changes(ev: HealthEvent, last_failure: &LastFailure) -> Vec<Change> {
                     next,
                 }]
             } else if to == "closed" {
-                vec![Change::Recovered { backend }]
+                vec![Change::Recovered {
+                    backend,
+                    summary: None,
+                }]
             } else {
                 Vec::new()
             }
@@ -262,6 +275,20 @@ fn health_changes(ev: HealthEvent, last_failure: &LastFailure) -> Vec<Change> {
         }],
         HealthEvent::Incident { .. } => Vec::new(),
     }
+}
+
+/// The latest outage of `provider` out of the requests (the journal and memory), as ended now.
+async fn outage_summary(st: &impl Gateway, provider: &str) -> Option<String> {
+    let recorder = st.router().recorder().clone();
+    let entries = tokio::task::spawn_blocking(move || recorder.history(5_000))
+        .await
+        .ok()?;
+    let mut o = crate::telemetry::timeline::outages(&entries)
+        .into_iter()
+        .rev()
+        .find(|o| o.provider == provider)?;
+    o.ended_ms.get_or_insert_with(crate::quota::now_ms);
+    Some(o.summary(None))
 }
 
 /// A reload that was refused, as the change to tell: the file, and the first issue with its

@@ -24,6 +24,9 @@ pub enum Change {
     Recovered {
         /// `provider/model`.
         backend: String,
+        /// The outage in one sentence (`telemetry::timeline`): how long, why, who answered
+        /// instead, continued, lost.
+        summary: Option<String>,
     },
     /// The network went down (answers come from the local model) or came back.
     Network {
@@ -123,7 +126,7 @@ impl Change {
         let provider = |b: &str| crate::routing::health::provider_of(b).to_owned();
         match self {
             Change::Failing { backend, .. } => format!("failing:{}", provider(backend)),
-            Change::Recovered { backend } => format!("recovered:{}", provider(backend)),
+            Change::Recovered { backend, .. } => format!("recovered:{}", provider(backend)),
             Change::Network { offline } => format!("network:{offline}"),
             Change::Key { provider, .. } => format!("key:{provider}"),
             Change::LocalReady => "local:ready".into(),
@@ -170,9 +173,13 @@ impl Change {
                     }
                 ),
             ),
-            Change::Recovered { backend } => {
-                ("Recovered".to_owned(), format!("{backend} answers again"))
-            }
+            Change::Recovered { backend, summary } => (
+                "Recovered".to_owned(),
+                match summary {
+                    Some(s) => format!("{backend} answers again: {s}"),
+                    None => format!("{backend} answers again"),
+                },
+            ),
             Change::Network { offline: true } => (
                 "Offline".to_owned(),
                 "The network is down; answers come from the local model".to_owned(),
@@ -428,6 +435,7 @@ mod tests {
             } else {
                 Change::Recovered {
                     backend: "anthropic/m".into(),
+                    summary: None,
                 }
             };
             shown.extend(n.on(&c, at));

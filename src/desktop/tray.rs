@@ -60,6 +60,26 @@ pub struct View {
     pub menu: Vec<Option<Item>>,
 }
 
+/// Where the tray host gets no tooltip, the summary is the menu's first line. On Linux the
+/// icon is a StatusNotifierItem exported by libayatana-appindicator, whose item has no
+/// `ToolTip` property (0.5.92 exports `Title`, `IconName`, `Menu`, `XAyatanaLabel`, …) and
+/// tray-icon's `set_tooltip` does nothing there: the tooltip never reached a Linux desktop
+/// (found by the StatusNotifierItem test, tests/clients/test_tray_sni.py).
+pub const SUMMARY_IN_MENU: bool = cfg!(target_os = "linux");
+
+impl View {
+    /// The menu as the tray shows it: with the summary (the tooltip's text) first where the
+    /// tray host shows no tooltip ([`SUMMARY_IN_MENU`]).
+    pub fn shown_menu(&self) -> Vec<Option<Item>> {
+        if !SUMMARY_IN_MENU {
+            return self.menu.clone();
+        }
+        let mut menu = vec![info("summary", self.tooltip.clone()), None];
+        menu.extend(self.menu.iter().cloned());
+        menu
+    }
+}
+
 /// The tray's own state, beside the gateway's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Local {
@@ -487,6 +507,39 @@ mod tests {
             "seen_at_ms": NOW,
         }))
         .unwrap()
+    }
+
+    /// Where the tray host shows no tooltip (Linux), the summary is the shown menu's first
+    /// line, then a separator; the view's own menu is unchanged.
+    #[test]
+    fn the_summary_heads_the_shown_menu_where_there_is_no_tooltip() {
+        let s = snap(
+            "auto",
+            false,
+            vec![
+                cloud("anthropic", &["open"]),
+                cloud("openrouter", &["closed"]),
+                local("ready"),
+            ],
+        );
+        let v = view(&s, Local::default());
+        let shown = v.shown_menu();
+        if SUMMARY_IN_MENU {
+            assert_eq!(shown.len(), v.menu.len() + 2);
+            let first = shown[0].as_ref().unwrap();
+            assert_eq!(
+                (first.id.as_str(), first.label.as_str(), first.enabled),
+                ("info:summary", v.tooltip.as_str(), false)
+            );
+            assert_eq!(
+                first.label,
+                "Understudy: anthropic failing, the others serve"
+            );
+            assert!(shown[1].is_none());
+            assert_eq!(&shown[2..], v.menu.as_slice());
+        } else {
+            assert_eq!(shown, v.menu);
+        }
     }
 
     /// The plan's windows are a menu line under the provider; a provider that refused the

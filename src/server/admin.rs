@@ -37,6 +37,7 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
         .route("/api/requests", get(requests))
+        .route("/api/timeline", get(timeline))
         .route("/api/mode", get(get_mode).put(put_mode))
         .route("/api/pause", put(put_pause))
         .route(
@@ -120,6 +121,7 @@ pub fn serves(path: &str) -> bool {
             | "/api/events"
             | "/metrics"
             | "/api/requests"
+            | "/api/timeline"
             | "/api/mode"
             | "/api/pause"
             | "/api/claude-code"
@@ -292,6 +294,36 @@ fn stream_of<T: Clone + Send + 'static>(
             }
         }
     })
+}
+
+#[derive(Deserialize)]
+struct TimelineQuery {
+    /// The browser's offset from UTC in minutes (`-new Date().getTimezoneOffset()`), so the
+    /// summaries say its clock times.
+    tz_offset_min: Option<i32>,
+}
+
+/// Requests read back for the timeline at most: a day of steady use.
+const TIMELINE_REQUESTS: usize = 20_000;
+
+/// Each provider's outages out of the journal (`telemetry::timeline`), newest first, each with
+/// its summary sentence.
+async fn timeline(State(st): State<Arc<AppState>>, Query(q): Query<TimelineQuery>) -> Response {
+    let recorder = st.router.recorder().clone();
+    let entries = tokio::task::spawn_blocking(move || recorder.history(TIMELINE_REQUESTS))
+        .await
+        .unwrap_or_default();
+    let mut outages = crate::telemetry::timeline::outages(&entries);
+    outages.reverse();
+    let out: Vec<Value> = outages
+        .iter()
+        .map(|o| {
+            let mut v = json!(o);
+            v["summary"] = json!(o.summary(q.tz_offset_min));
+            v
+        })
+        .collect();
+    Json(json!({ "outages": out })).into_response()
 }
 
 #[derive(Deserialize)]

@@ -11,3 +11,4 @@ pub mod journal;
 pub mod logline;
 pub mod observe;
 pub mod status;
+pub mod timeline;

@@ -266,6 +266,27 @@ impl Recorder {
         st.recent.iter().rev().take(limit).cloned().collect()
     }
 
+    /// The newest `limit` requests, oldest first: the journal's, with the ones still in
+    /// memory and not yet written (the journal gathers its writes) added.
+    pub fn history(&self, limit: usize) -> Vec<Entry> {
+        let mut out: Vec<Entry> = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.recent(limit).ok())
+            .unwrap_or_default();
+        let known: std::collections::HashSet<u64> = out.iter().map(|e| e.id).collect();
+        out.extend(
+            self.recent(limit)
+                .into_iter()
+                .filter(|e| !known.contains(&e.id))
+                .map(|e| (*e).clone()),
+        );
+        out.sort_by_key(|e| e.id);
+        let skip = out.len().saturating_sub(limit);
+        out.drain(..skip);
+        out
+    }
+
     /// Every backend's figures, and the totals.
     pub fn stats(&self) -> (BTreeMap<String, BackendStats>, Totals) {
         let now = Instant::now();

@@ -1009,6 +1009,17 @@ fn control(inner: &Inner, head: &Head, body: &str) -> Option<Reply> {
             }
             Err(e) => Reply::json(400, &serde_json::json!({"error": e.to_string()})),
         },
+        // `{"rate": 1.0, "status": 529}`: this share of unscripted requests fails with the
+        // dialect's error body (`rate: 0`: none), as the profile's `fail_rate` does.
+        ("POST", "fail") => match serde_json::from_str::<serde_json::Value>(body) {
+            Ok(v) => {
+                let mut p = inner.profile.lock().expect("lock");
+                p.fail_rate = v["rate"].as_f64().unwrap_or(0.0).clamp(0.0, 1.0);
+                p.fail_status = v["status"].as_u64().map_or(p.fail_status, |s| s as u16);
+                ok()
+            }
+            Err(e) => Reply::json(400, &serde_json::json!({"error": e.to_string()})),
+        },
         ("POST", "plan") => match serde_json::from_str::<Option<Plan>>(body) {
             Ok(p) => {
                 *inner.plan.lock().expect("lock") = p.map(|p| (p, Default::default()));

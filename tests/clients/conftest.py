@@ -1,10 +1,12 @@
 """Fixtures: the mock cloud and the gateway as real subprocesses (the debug build with the
 `testing` feature), wired together through a config file in a temporary directory."""
 
+import collections
 import glob
 import json
 import os
 import subprocess
+import threading
 import urllib.request
 
 import pytest
@@ -27,6 +29,10 @@ def _spawn(args, prefix, env=None):
     if not line.startswith(prefix):
         proc.kill()
         raise RuntimeError(f"{args[0]} did not start: {line!r} {proc.stderr.read()}")
+    # Its log is read as it comes (the last 500 lines kept as `proc.log`): a pipe nobody reads
+    # fills at 64 KiB, and a gateway logging a minute of failovers would block on it.
+    proc.log = collections.deque(maxlen=500)
+    threading.Thread(target=lambda: proc.log.extend(proc.stderr), daemon=True).start()
     return proc, line[len(prefix):]
 
 
@@ -64,6 +70,10 @@ class Mock:
         """Declares these incidents on the mock's statuspage.io summary (none: operational):
         dicts of id, name, impact, created_at (ISO 8601) and components."""
         self._call("POST", "/_mock/statuspage", {"incidents": list(incidents)})
+
+    def fail(self, rate, status=529):
+        """This share of unscripted requests fails with `status` (0: none), model lists aside."""
+        self._call("POST", "/_mock/fail", {"rate": rate, "status": status})
 
     def open_gate(self, name):
         """Sends the chunks waiting on this gate."""

@@ -7,6 +7,7 @@ target/screenshots/."""
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -42,6 +43,12 @@ def slow_chain(tmp_path):
     """The same, with breakers that stay open for minutes (nothing probes them shut), and the
     config file's path."""
     yield from _chain(tmp_path, 'open_base = "5m"\nprobe_interval = "5m"\ncheck_interval = "0s"', with_path=True)
+
+
+@pytest.fixture()
+def outage_chain(tmp_path):
+    """The same, with breakers that reopen for at most 4 s, so a recovery is seen soon."""
+    yield from _chain(tmp_path, 'open_base = "2s"\nopen_max = "4s"\nprobe_interval = "500ms"')
 
 
 @pytest.fixture()
@@ -345,5 +352,65 @@ def test_an_incident_on_the_providers_status_page_shows_beside_its_measured_heal
         primary.status_page()
         expect(card.locator("[data-incident]")).to_have_count(0, timeout=10000)
         expect(card.locator(".status-page")).to_have_text("status page: All Systems Operational")
+        assert errors == [], errors
+        browser.close()
+
+
+def _served_by(url):
+    body = json.dumps({"model": "claude-chain", "max_tokens": 64, "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    req = urllib.request.Request(url + "/v1/messages", data=body, method="POST",
+                                 headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        text = r.read().decode()
+        assert r.status == 200 and "message_stop" in text
+        return r.headers.get("x-understudy-served-by")
+
+
+def test_the_incident_timeline_tells_a_scripted_outage_with_the_right_counts(outage_chain):
+    """The primary overloaded for a minute while a client asks every second, then healthy
+    again: the dashboard's incident view says when, why, who answered instead and that nothing
+    was lost (screenshot: target/screenshots/dashboard-incident-timeline.png)."""
+    url, primary, secondary, token = outage_chain
+    os.makedirs(SHOTS, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        sign_in(page, url, token)
+        assert _served_by(url) == "primary"
+        primary.fail(1.0, 529)
+        answered_instead = 0
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            assert _served_by(url) == "secondary"
+            answered_instead += 1
+            time.sleep(1)
+        primary.fail(0)
+        # Its probe puts it on trial; the first request it answers ends the outage.
+        for _ in range(60):
+            who = _served_by(url)
+            if who == "primary":
+                break
+            answered_instead += 1
+            time.sleep(0.5)
+        assert who == "primary"
+        outage = page.locator('.outage[data-provider="primary"][data-over="true"] .summary')
+        expect(outage).to_have_count(1, timeout=10000)
+        text = outage.inner_text()
+        m = re.fullmatch(r"primary failed (\d\d):(\d\d)–(\d\d):(\d\d) \(overloaded, HTTP 529\); "
+                         r"(\d+) requests answered by secondary, 0 continued mid-answer, 0 lost", text)
+        assert m, text
+        assert int(m.group(5)) == answered_instead, (text, answered_instead)
+        start, stop = int(m.group(1)) * 60 + int(m.group(2)), int(m.group(3)) * 60 + int(m.group(4))
+        assert (stop - start) % 1440 in (1, 2), text
+        with urllib.request.urlopen(admin_request(url + "/api/timeline?tz_offset_min=0", token)) as r:
+            t = json.loads(r.read())
+        o = next(o for o in t["outages"] if o["provider"] == "primary")
+        assert o["served_by"] == {"secondary/claude-sonnet-4-5": answered_instead} and o["lost"] == 0, o
+        assert 60_000 <= o["ended_ms"] - o["started_ms"] <= 100_000, o
+        page.locator("#outages").scroll_into_view_if_needed()
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-incident-timeline.png"), full_page=True)
         assert errors == [], errors
         browser.close()
