@@ -33,6 +33,10 @@ pub const HARD_RETRY_AFTER_SECS: u64 = 300;
 /// threshold before a request may look again.
 pub const UNKNOWN_RESET_HOLD_MS: u64 = 60_000;
 
+/// The furthest ahead a reset is believed: a plan's longest window is a week; a header that
+/// says more (or overflows) is capped here rather than holding a backend forever.
+pub const LONGEST_RESET_MS: u64 = 8 * 86_400_000;
+
 /// One usage window or rate limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Window {
@@ -201,8 +205,23 @@ fn number<T: std::str::FromStr>(h: &HeaderMap, name: &str) -> Option<T> {
     header(h, name)?.parse().ok()
 }
 
+/// A reset time as believed: one already past (clock skew, a rollover in flight) is unknown,
+/// one further than [`LONGEST_RESET_MS`] is capped there.
+fn ahead(at_ms: u64, now_ms: u64) -> Option<u64> {
+    (at_ms > now_ms).then(|| at_ms.min(now_ms.saturating_add(LONGEST_RESET_MS)))
+}
+
 /// Reads an answer's rate-limit headers; `None` when it carries none (and is no 429).
 pub fn read(h: &HeaderMap, status: u16, now_ms: u64) -> Option<Reading> {
+    // Most answers of most providers carry none: one pass over the names says so.
+    if status != 429
+        && !h.keys().any(|k| {
+            let k = k.as_str();
+            k.starts_with("anthropic-ratelimit-") || k.starts_with("x-ratelimit-")
+        })
+    {
+        return None;
+    }
     let mut r = Reading::default();
     const UNIFIED: &str = "anthropic-ratelimit-unified-";
     let mut claims: Vec<&str> = h
@@ -223,7 +242,8 @@ pub fn read(h: &HeaderMap, status: u16, now_ms: u64) -> Option<Reading> {
             let Some(u) = number::<f64>(h, &format!("{UNIFIED}{claim}-utilization")) else {
                 continue;
             };
-            let reset = number::<u64>(h, &format!("{UNIFIED}{claim}-reset")).map(|s| s * 1000);
+            let reset = number::<u64>(h, &format!("{UNIFIED}{claim}-reset"))
+                .and_then(|s| ahead(s.saturating_mul(1000), now_ms));
             r.windows.push(Window {
                 name: claim.to_owned(),
                 label: label(claim),
@@ -240,7 +260,7 @@ pub fn read(h: &HeaderMap, status: u16, now_ms: u64) -> Option<Reading> {
         let reset = header(h, &format!("anthropic-ratelimit-{kind}-reset"))
             .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64);
+            .and_then(|d| ahead(d.as_millis() as u64, now_ms));
         push_limit(&mut r, kind, limit, remaining, reset);
     }
     for (kind, suffix) in [
@@ -256,13 +276,14 @@ pub fn read(h: &HeaderMap, status: u16, now_ms: u64) -> Option<Reading> {
         let reset = header(h, &format!("x-ratelimit-reset{suffix}")).and_then(|t| {
             match t.parse::<u64>() {
                 // OpenRouter: Unix ms.
-                Ok(ms) if ms > 1_000_000_000_000 => Some(ms),
-                _ => duration_ms(t).map(|d| now_ms + d),
+                Ok(ms) if ms > 1_000_000_000_000 => ahead(ms, now_ms),
+                _ => duration_ms(t).and_then(|d| ahead(now_ms.saturating_add(d), now_ms)),
             }
         });
         push_limit(&mut r, kind, limit, remaining, reset);
     }
-    let retry_after = number::<u64>(h, "retry-after").map(|s| now_ms + s * 1000);
+    let retry_after = number::<u64>(h, "retry-after")
+        .and_then(|s| ahead(now_ms.saturating_add(s.saturating_mul(1000)), now_ms));
     if status == 429 {
         let rejected_windows = r
             .windows
@@ -270,7 +291,8 @@ pub fn read(h: &HeaderMap, status: u16, now_ms: u64) -> Option<Reading> {
             .filter(|w| w.utilization >= 1.0)
             .filter_map(|w| w.resets_at_ms)
             .max();
-        let overall = number::<u64>(h, "anthropic-ratelimit-unified-reset").map(|s| s * 1000);
+        let overall = number::<u64>(h, "anthropic-ratelimit-unified-reset")
+            .and_then(|s| ahead(s.saturating_mul(1000), now_ms));
         let claim_rejected = h.iter().any(|(k, v)| {
             k.as_str().starts_with(UNIFIED)
                 && k.as_str().ends_with("-status")
@@ -281,7 +303,7 @@ pub fn read(h: &HeaderMap, status: u16, now_ms: u64) -> Option<Reading> {
             r.out_until_ms = overall
                 .or(rejected_windows)
                 .or(retry_after)
-                .or(Some(now_ms + UNKNOWN_RESET_HOLD_MS));
+                .or(Some(now_ms.saturating_add(UNKNOWN_RESET_HOLD_MS)));
         } else if let Some(at) =
             retry_after.filter(|at| at.saturating_sub(now_ms) >= HARD_RETRY_AFTER_SECS * 1000)
         {
@@ -473,9 +495,13 @@ impl Book {
             }
             for w in reading.windows {
                 let before = q.windows.iter().position(|o| o.name == w.name);
-                let newer_period = before.is_some_and(|i| {
+                // A plan's window has fixed periods: a reset time a minute or more later, with
+                // less used, is the next period (its reset passed while nothing was asked).
+                // An API key's limits refill as they go (their reset moves with every answer):
+                // they are told again only once well below the lowest alert.
+                let newer_period = reading.plan && before.is_some_and(|i| {
                     let o = &q.windows[i];
-                    matches!((o.resets_at_ms, w.resets_at_ms), (Some(a), Some(b)) if b > a + 1000)
+                    matches!((o.resets_at_ms, w.resets_at_ms), (Some(a), Some(b)) if b > a + 60_000)
                         && w.utilization < o.utilization
                 });
                 let spilled = |u: f64| self.spill_over_at.is_some_and(|at| u >= at);
@@ -483,15 +509,16 @@ impl Book {
                     q.released_at_ms = Some(now_ms);
                 }
                 let lowest = self.alerts.first().copied().unwrap_or(f64::INFINITY);
-                if (newer_period || w.utilization < lowest)
-                    && q.alerted.iter().any(|(n, _)| *n == w.name)
-                {
+                let told = q.alerted.iter().any(|(n, _)| *n == w.name);
+                if told && newer_period {
                     q.alerted.retain(|(n, _)| *n != w.name);
                     events.push(Event::Reset {
                         provider: self.provider.clone(),
                         credential: credential.to_owned(),
                         window: Some(w.name.clone()),
                     });
+                } else if told && w.utilization < lowest - 0.1 {
+                    q.alerted.retain(|(n, _)| *n != w.name);
                 }
                 // The highest threshold newly passed, told once.
                 let passed = self
@@ -868,6 +895,60 @@ mod tests {
         assert!(
             matches!(rx.try_recv().unwrap(), Event::Reset { window: Some(w), .. } if w == "5h")
         );
+    }
+
+    /// A reset the gateway's clock has already passed is unknown (no hold that ends at once,
+    /// no window zeroed and told again); absurd values are capped, never overflow.
+    #[test]
+    fn resets_in_the_past_or_absurdly_far_are_not_believed() {
+        let h = headers(&[
+            ("anthropic-ratelimit-unified-status", "rejected"),
+            ("anthropic-ratelimit-unified-reset", "1700000000"),
+            ("anthropic-ratelimit-unified-5h-utilization", "1.0"),
+            ("anthropic-ratelimit-unified-5h-reset", "1700000000"),
+        ]);
+        let r = read(&h, 429, NOW).unwrap();
+        assert_eq!(r.windows[0].resets_at_ms, None);
+        assert_eq!(r.out_until_ms, Some(NOW + UNKNOWN_RESET_HOLD_MS));
+        let h = headers(&[("retry-after", "18446744073709551615")]);
+        assert_eq!(
+            read(&h, 429, NOW).unwrap().out_until_ms,
+            Some(NOW + LONGEST_RESET_MS)
+        );
+        let h = headers(&[
+            ("anthropic-ratelimit-unified-5h-utilization", "0.5"),
+            (
+                "anthropic-ratelimit-unified-5h-reset",
+                "18446744073709551615",
+            ),
+        ]);
+        assert_eq!(
+            read(&h, 200, NOW).unwrap().windows[0].resets_at_ms,
+            Some(NOW + LONGEST_RESET_MS)
+        );
+    }
+
+    /// An API key's token bucket refills between answers (its reset moves each time): a
+    /// crossing is told once, not again at every refill and dip.
+    #[test]
+    fn a_refilling_limit_is_told_once_not_at_every_dip() {
+        let (tx, mut rx) = tokio::sync::broadcast::channel(64);
+        let book = Book::new("openai", vec![0.8, 0.95], None, tx);
+        for (i, remaining) in ["15", "25", "12", "22", "14"].iter().enumerate() {
+            let now = NOW + i as u64 * 2000;
+            let h = headers(&[
+                ("x-ratelimit-limit-tokens", "100"),
+                ("x-ratelimit-remaining-tokens", remaining),
+                ("x-ratelimit-reset-tokens", "6s"),
+            ]);
+            book.observe("key", read(&h, 200, now).unwrap(), now);
+        }
+        let mut told = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            told.push(e);
+        }
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(matches!(&told[0], Event::Crossed { threshold, .. } if *threshold == 0.8));
     }
 
     #[test]

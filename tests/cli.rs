@@ -368,11 +368,18 @@ async fn the_journal_survives_a_restart_and_a_kill_in_the_middle_of_writing() {
     let args = ["--config", cfg.path().to_str().unwrap()];
     let env = [("UNDERSTUDY_J_KEY", "sk-test")];
     let (child, url) = spawn_serve(&args, &env, home.path());
+    // The key's plan, as the unified headers report it (shown by `status` below).
+    mock.set_plan(Some(understudy::testing::Plan {
+        per_request: 0.3,
+        window_ms: 3_600_000,
+        headers: understudy::testing::PlanHeaders::Unified,
+    }));
     for _ in 0..3 {
         let r = post(&url, "/v1/messages", &anthropic_body(false)).await;
         assert_eq!(r.status(), 200);
     }
-    // The terminal view has the figures too.
+    mock.set_plan(None);
+    // The terminal view has the figures too, and the plan's windows.
     let out = Command::new(BIN)
         .args(["status", "--url", &url])
         .env("UNDERSTUDY_ADMIN_TOKEN_FILE", admin_token_file())
@@ -382,7 +389,9 @@ async fn the_journal_survives_a_restart_and_a_kill_in_the_middle_of_writing() {
     assert!(
         text.contains("  3 requests, 0 failed over, 0 continued, 0 failed")
             && text.contains("anthropic/claude-sonnet-4-5 closed (ttft p50/p95 ")
-            && text.contains("ms, 3 requests, 0 % errors, 0 truncated)"),
+            && text.contains("ms, 3 requests, 0 % errors, 0 truncated)")
+            && text.contains("plan: 5-hour 90 %, resets in ")
+            && text.contains(" · week 9 %"),
         "{text}"
     );
     let (status, log) = terminate(child);

@@ -35,6 +35,7 @@ continuation = "off"
 [breaker]
 consecutive_failures = 2
 open_base = "5m"
+probe_interval = "10m"
 check_interval = "0s"
 
 [[routes]]
@@ -168,12 +169,24 @@ async fn an_edit_on_disk_applies_live_and_an_invalid_one_keeps_serving() {
         .body
         .clone();
     assert!(body.contains(": providers.b.base_url: "), "{body}");
+    // Reverted to the text it runs on: the report clears (nothing to change).
+    save(&path, &config(&a, &b, &c, r#""b", "c""#, None));
+    until("the revert", async || {
+        let s = get_json(&app.url, "/api/status").await;
+        s["config"]["ok"] == true
+    })
+    .await;
+    let s = get_json(&app.url, "/api/status").await;
+    assert_eq!(
+        s["config"]["message"], "applied (no provider or route changed)",
+        "{s}"
+    );
     // Fixed: applied again; a provider's changed settings rebuild it.
     let d = MockCloud::start().await;
     save(&path, &config(&a, &b, &c, r#""b", "c""#, Some(&d.url())));
     until("the fix", async || {
         let s = get_json(&app.url, "/api/status").await;
-        s["config"]["ok"] == true
+        s["config"]["message"] == "applied (changed: b)"
     })
     .await;
     let s = get_json(&app.url, "/api/status").await;

@@ -159,9 +159,9 @@ impl App {
     }
 }
 
-/// Waits (up to 10 s) until `f` holds.
+/// Waits (up to 15 s) until `f` holds.
 pub async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
+    for _ in 0..150 {
         if f().await {
             return;
         }

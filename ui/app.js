@@ -268,6 +268,20 @@ function renderFeed() {
   renderTimeline();
 }
 
+// An SVG bar; its tooltip is text (a backend's name carries the client's model name, which
+// must never be read as markup).
+const SVG = "http://www.w3.org/2000/svg";
+function svgRect(x, y, width, height, fill, title) {
+  const r = document.createElementNS(SVG, "rect");
+  for (const [k, v] of Object.entries({ x, y, width, height, rx: 1.5, fill })) r.setAttribute(k, String(v));
+  if (title) {
+    const t = document.createElementNS(SVG, "title");
+    t.textContent = title;
+    r.append(t);
+  }
+  return r;
+}
+
 function renderTimeline() {
   const svg = $("#timeline");
   const recent = state.requests.slice(0, 60).reverse();
@@ -279,10 +293,10 @@ function renderTimeline() {
     const color = e.served_by ? colorOf(e.served_by) : "#b42318";
     legend.set(who, color);
     const x = (i * w).toFixed(1);
-    parts.push(`<rect x="${x}" y="8" width="${(w - 1.5).toFixed(1)}" height="30" rx="1.5" fill="${color}"><title>${who}</title></rect>`);
-    if (e.attempts.length > 1) parts.push(`<rect x="${x}" y="2" width="${(w - 1.5).toFixed(1)}" height="4" fill="#ea580c"/>`);
+    parts.push(svgRect(x, 8, (w - 1.5).toFixed(1), 30, color, who));
+    if (e.attempts.length > 1) parts.push(svgRect(x, 2, (w - 1.5).toFixed(1), 4, "#ea580c"));
   });
-  svg.innerHTML = parts.join("");
+  svg.replaceChildren(...parts);
   const keys = [...legend].map(([k, c]) => el("span", {}, el("i", { style: `background:${c}` }), k));
   if (recent.some((e) => e.attempts.length > 1)) keys.push(el("span", {}, el("i", { style: "background:#ea580c" }), "failed over first"));
   $("#legend").replaceChildren(...keys);
@@ -300,15 +314,13 @@ async function loadOutages() {
   box.replaceChildren(...t.outages.map((o) => {
     const n = Math.max(o.bars.length, 1);
     const w = 600 / Math.max(n, 30);
-    const bars = o.bars.map(([at, who], i) => {
-      const color = who ? colorOf(who) : "#b42318";
-      return `<rect x="${(i * w).toFixed(1)}" y="4" width="${Math.max(w - 1.5, 1).toFixed(1)}" height="22" rx="1.5" fill="${color}"><title>${time(at)} · ${who || "lost"}</title></rect>`;
-    }).join("");
-    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    const bars = o.bars.map(([at, who], i) =>
+      svgRect((i * w).toFixed(1), 4, Math.max(w - 1.5, 1).toFixed(1), 22, who ? colorOf(who) : "#b42318", `${time(at)} · ${who || "lost"}`));
+    const svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("class", "timeline");
     svg.setAttribute("viewBox", "0 0 600 30");
     svg.setAttribute("preserveAspectRatio", "none");
-    svg.innerHTML = bars;
+    svg.replaceChildren(...bars);
     const legend = Object.keys(o.served_by).map((b) => el("span", {}, el("i", { style: `background:${colorOf(b)}` }), `${b} ×${o.served_by[b]}`));
     if (o.lost) legend.push(el("span", {}, el("i", { style: "background:#b42318" }), `lost ×${o.lost}`));
     return el("div", { class: "outage panel", "data-provider": o.provider, "data-over": String(o.ended_ms != null) },

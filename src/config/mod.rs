@@ -563,11 +563,24 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
             .map_err(|e| {
                 let path = e.path().to_string();
+                let inner = e.into_inner();
+                // The parser's own text quotes the offending line, which may hold a header's
+                // value (a credential): its message and where it is, never the line.
+                let at = inner.span().map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: ")
+                });
                 ConfigError {
                     source_name: source.to_string(),
                     issues: vec![ConfigIssue {
                         path: if path == "." { String::new() } else { path },
-                        message: e.into_inner().to_string().trim().replace('\n', " "),
+                        message: format!(
+                            "{}{}",
+                            at.unwrap_or_default(),
+                            inner.message().trim().replace('\n', " ")
+                        ),
                     }],
                 }
             })?;
@@ -617,6 +630,19 @@ mod tests {
 
     fn paths(err: ConfigError) -> Vec<String> {
         err.issues.into_iter().map(|i| i.path).collect()
+    }
+
+    /// A TOML syntax error says where and what, never the line it is on: that line may hold
+    /// a header's value, and the issue reaches the log, `/api/status` and a notification.
+    #[test]
+    fn a_syntax_error_says_where_without_quoting_the_line() {
+        let e = parse(
+            "[providers.a]\nkind = \"anthropic\"\n[providers.a.headers]\nAuthorization = \"Bearer sk-ant-SECRET-1234\n",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(e.issues[0].message.starts_with("line 4, column "), "{text}");
     }
 
     #[test]

@@ -341,6 +341,14 @@ pub(crate) async fn continue_stream(
         let Some(mut how) = method(&backend, &plan.health) else {
             continue;
         };
+        // Out of quota for this credential: it would refuse; the next one, at once.
+        if let Some(hold) = backend
+            .provider
+            .holds_back(&plan.request.headers, crate::quota::now_ms())
+        {
+            tried.push(format!("{key}: {}", hold.why));
+            continue;
+        }
         if let Admission::Rejected { .. } = plan.health.admit(&key, false) {
             tried.push(format!("{key}: circuit open"));
             continue;

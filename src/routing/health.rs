@@ -348,6 +348,19 @@ impl Health {
         }
     }
 
+    /// `provider` has no status page any more (a reload turned it off, changed it or removed
+    /// the provider): what it declared goes, told as resolved.
+    pub fn forget_page(&self, provider: &str) {
+        let gone = self.pages.lock().expect("pages lock").remove(provider);
+        for incident in gone.map(|p| p.incidents).unwrap_or_default() {
+            let _ = self.events.send(HealthEvent::Incident {
+                provider: provider.to_owned(),
+                incident,
+                resolved: true,
+            });
+        }
+    }
+
     /// A receiver that changes when the provider checkers should look now.
     pub fn wakes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.wake.subscribe()

@@ -621,9 +621,17 @@ async fn put_config(State(st): State<Arc<AppState>>, body: Body) -> Response {
                 return Ok(Json(json!({"valid": true})).into_response());
             }
             let before = std::fs::read_to_string(&path).ok();
-            let mut saved = save_config(&path, text)?;
-            // Applied now, not at the file watcher's next look (which then sees it applied).
+            // Applied now, not at the file watcher's next look (which then sees it applied):
+            // marked before the file changes, so the watcher never applies it a second time.
+            let marked = st.applied_text();
             st.set_applied_text(text.to_owned());
+            let mut saved = match save_config(&path, text) {
+                Ok(saved) => saved,
+                Err(e) => {
+                    *st.applied_text.lock().expect("applied lock") = marked;
+                    return Err(e);
+                }
+            };
             let applied = crate::server::reload::apply(&st, config, before.as_deref()).await;
             saved["applied"] = json!(applied.words());
             saved["restart_required"] = json!(!applied.at_next_start.is_empty());

@@ -59,6 +59,7 @@ pub async fn build(config: Config, port: u16) -> (axum::Router, Arc<AppState>) {
         ui_events: tokio::sync::broadcast::channel(64).0,
         config_state: Default::default(),
         applied_text: Default::default(),
+        reloading: Default::default(),
         watched: Default::default(),
     });
     tokio::spawn(on_health_events(Arc::downgrade(&state)));

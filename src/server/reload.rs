@@ -63,6 +63,9 @@ impl Applied {
 /// when it can be read: the sections set up once are compared with it, not with the running
 /// configuration, which command-line flags (`--listen`) may have changed.
 pub async fn apply(st: &Arc<AppState>, mut new: Config, before: Option<&str>) -> Applied {
+    // One at a time: a dashboard save and a file edit applied at once could leave the routing
+    // table from one and the configuration from the other.
+    let _one = st.reloading.lock().await;
     let old = st.config();
     let before = before
         .and_then(|t| Config::from_toml(t, new.source.clone()).ok())
@@ -111,8 +114,10 @@ pub async fn apply(st: &Arc<AppState>, mut new: Config, before: Option<&str>) ->
     applied
 }
 
-/// Records an invalid file: the running configuration stays.
+/// Records an invalid file: the running configuration stays (and a revert to the text it
+/// runs on is applied again, which clears the report).
 fn rejected(st: &AppState, path: &Path, e: &crate::config::ConfigError) {
+    *st.applied_text.lock().expect("applied lock") = None;
     for issue in &e.issues {
         tracing::warn!(file = %path.display(), path = %issue.path, message = %issue.message, "the edited config is invalid; the running configuration stays");
     }
@@ -140,9 +145,13 @@ struct Seen {
 
 /// Watches the config file (once the gateway runs from one: a zero-config gateway whose
 /// dashboard saves a file runs from it from then on) and applies each edit, or says why not.
-/// Polls: an editor's save replaces the file (a new inode), which inotify watches lose.
+/// Polls: an editor's save replaces the file (a new inode), which inotify watches lose. An
+/// edit is acted on once two polls in a row read the same text, so a file read in the middle
+/// of being written (truncated, then filled) is never applied.
 pub async fn watch_file(state: Weak<AppState>) {
-    let mut seen: Option<Seen> = None;
+    // What the gateway runs from (or last refused), and what the previous poll read.
+    let mut acted: Option<Seen> = None;
+    let mut previous: Option<Seen> = None;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -151,26 +160,36 @@ pub async fn watch_file(state: Weak<AppState>) {
         let ConfigSource::File(path) = st.config().source.clone() else {
             continue;
         };
-        let text = std::fs::read_to_string(&path).ok();
         let now = Seen {
             path: path.clone(),
-            text: text.clone(),
+            text: std::fs::read_to_string(&path).ok(),
         };
-        let first = seen.as_ref().is_none_or(|s| s.path != path);
-        if first || seen.as_ref() == Some(&now) {
-            // The file as the gateway started from it (or as the dashboard saved and applied
-            // it): nothing to do.
-            seen = Some(now);
+        if acted.as_ref().is_none_or(|a| a.path != path) {
+            // The file as the gateway started from it (or as the dashboard saved it).
+            acted = Some(now.clone());
+            previous = Some(now);
             continue;
         }
-        let before = seen.replace(now).and_then(|s| s.text);
-        let Some(text) = text else {
+        let stable = previous.replace(now.clone()) == Some(now.clone());
+        // What the gateway runs on now: the text applied last (by the dashboard or by this
+        // watcher), else what this watcher last saw and acted on.
+        let running = st
+            .applied_text()
+            .or_else(|| acted.as_ref().and_then(|a| a.text.clone()));
+        if !stable || (now.text.is_none() && acted.as_ref() == Some(&now)) {
+            // Being written, or gone and already said so.
+            continue;
+        }
+        if now.text == running {
+            acted = Some(now);
+            continue;
+        }
+        let before = running;
+        acted = Some(now.clone());
+        let Some(text) = now.text else {
             tracing::warn!(file = %path.display(), "the config file is gone; the running configuration stays");
             continue;
         };
-        if st.applied_text().as_deref() == Some(text.as_str()) {
-            continue;
-        }
         match Config::from_toml(&text, ConfigSource::File(path.clone())) {
             Ok(config) => {
                 st.set_applied_text(text);

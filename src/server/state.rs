@@ -44,6 +44,8 @@ pub struct AppState {
     /// The config text applied last (the dashboard's save), so the file watcher does not
     /// apply it a second time.
     pub(crate) applied_text: std::sync::Mutex<Option<String>>,
+    /// Held while a reload is applied ([`crate::server::reload::apply`]).
+    pub(crate) reloading: tokio::sync::Mutex<()>,
     /// Cloud providers with a checker running ([`crate::server::checks::watch`]).
     pub(crate) watched: std::sync::Mutex<std::collections::HashSet<String>>,
 }

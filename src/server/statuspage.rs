@@ -128,6 +128,7 @@ pub async fn watch(state: Weak<AppState>, name: String) {
         let poll = {
             let Some(st) = state.upgrade() else { return };
             let Some(provider) = st.router.provider(&name) else {
+                st.router.health().forget_page(&name);
                 st.watched
                     .lock()
                     .expect("watched lock")
@@ -135,6 +136,16 @@ pub async fn watch(state: Weak<AppState>, name: String) {
                 return;
             };
             let cfg = &provider.config;
+            // A reload that turned the page off or pointed it elsewhere: the old one's
+            // incidents are not this provider's news any more.
+            let stale = st
+                .router
+                .health()
+                .page(&name)
+                .is_some_and(|p| cfg.status_page.as_ref().is_none_or(|u| u.as_str() != p.url));
+            if stale {
+                st.router.health().forget_page(&name);
+            }
             if let (Some(url), false) = (&cfg.status_page, st.router.health().offline()) {
                 let (url, components) = (url.clone(), cfg.status_components.clone());
                 drop(st);

@@ -228,8 +228,8 @@ impl Journal {
         self.page(limit, None)
     }
 
-    /// Records an incident a status page declared (the first read's stamps are kept), or its
-    /// resolution. Rare: written here on a connection of its own, off the request path. A
+    /// Records an incident a status page declared (the first read's stamps are kept; one
+    /// declared again after its resolution is open again), or its resolution. Rare: written here on a connection of its own, off the request path. A
     /// failure is logged.
     pub fn record_incident(
         &self,
@@ -244,7 +244,7 @@ impl Journal {
                     declared_ms, seen_ms, first_failure_ms, resolved_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (provider, id) DO UPDATE SET name = ?3, impact = ?4,
-                    resolved_ms = COALESCE(?10, resolved_ms)",
+                    resolved_ms = ?10",
                 params![
                     provider,
                     i.id,

@@ -71,6 +71,11 @@ class Mock:
         dicts of id, name, impact, created_at (ISO 8601) and components."""
         self._call("POST", "/_mock/statuspage", {"incidents": list(incidents)})
 
+    def plan(self, per_request, window_ms, headers="unified"):
+        """Keeps a usage plan per credential, reported in every chat answer's rate-limit headers
+        and enforced with a 429 once spent."""
+        self._call("POST", "/_mock/plan", {"per_request": per_request, "window_ms": window_ms, "headers": headers})
+
     def fail(self, rate, status=529):
         """This share of unscripted requests fails with `status` (0: none), model lists aside."""
         self._call("POST", "/_mock/fail", {"rate": rate, "status": status})

@@ -320,7 +320,7 @@ def test_a_route_changed_in_the_settings_applies_live_while_a_stream_is_in_fligh
         browser.close()
 
 
-def test_an_incident_on_the_providers_status_page_shows_beside_its_measured_health(paged_chain):
+def test_an_incident_on_the_providers_status_page_and_its_plan_show_beside_its_measured_health(paged_chain):
     url, primary, secondary, token = paged_chain
     os.makedirs(SHOTS, exist_ok=True)
     with sync_playwright() as p:
@@ -348,6 +348,18 @@ def test_an_incident_on_the_providers_status_page_shows_beside_its_measured_heal
         page_status = next(p for p in status["providers"] if p["name"] == "primary")["status_page"]
         assert [i["id"] for i in page_status["incidents"]] == ["inc-api", "inc-web"]
         page.screenshot(path=os.path.join(SHOTS, "dashboard-incident.png"), full_page=True)
+        # The plan's windows, from the rate-limit headers of its answers, on the same card.
+        primary.plan(0.3, 3_600_000)
+        for _ in range(3):
+            primary.push(sse_reply(anthropic_events()))
+            assert ask_stream(url)[0] == 200
+        five = card.locator('.quota [data-window="5h"]')
+        expect(five).to_contain_text("5-hour", timeout=10000)
+        expect(five).to_contain_text("90 %")
+        expect(five).to_contain_text("resets in")
+        expect(card.locator('.quota [data-window="7d"]')).to_contain_text("9 %")
+        page.screenshot(path=os.path.join(SHOTS, "dashboard-quota.png"), full_page=True)
+
         # Resolved: gone from the page, gone from the card.
         primary.status_page()
         expect(card.locator("[data-incident]")).to_have_count(0, timeout=10000)
