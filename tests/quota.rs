@@ -4,7 +4,7 @@
 //! spill-over at a threshold and back after the reset; a refusal taking the backend out until
 //! its reset, not for a breaker's seconds.
 
-use crate::support::{client, get_json, until, App};
+use crate::support::{client, get_json, served_by, until, App};
 use serde_json::{json, Value};
 use understudy::config::{Config, ConfigSource};
 use understudy::desktop::tray;
@@ -60,13 +60,6 @@ async fn ask(g: &App, model: &str, session: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-fn served_by(r: &reqwest::Response) -> String {
-    r.headers()["x-understudy-served-by"]
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 fn posts(mock: &MockCloud) -> usize {
@@ -145,11 +138,10 @@ async fn a_plan_nearing_its_limit_is_shown_and_told_then_spilled_over_and_back_a
         line.label
     );
     until("the 80 % notice", async || {
-        g.titles()
-            .contains(&"claude: plan 5-hour window at 90 %".to_owned())
+        g.notice("claude: plan 5-hour window at 90 %").is_some()
     })
     .await;
-    let body = g.notices.lock().unwrap()[0].body.clone();
+    let body = g.notice("claude: plan 5-hour window at 90 %").unwrap();
     assert!(
         body.contains("At 95 %, new requests go to the next backend"),
         "{body}"
@@ -160,8 +152,7 @@ async fn a_plan_nearing_its_limit_is_shown_and_told_then_spilled_over_and_back_a
     let r = ask(&g, "claude-sonnet-4-5", "s1").await;
     assert_eq!(served_by(&r), "claude");
     until("the 95 % notice", async || {
-        g.titles()
-            .contains(&"claude: plan 5-hour window at 100 %".to_owned())
+        g.notice("claude: plan 5-hour window at 100 %").is_some()
     })
     .await;
     let sent = posts(&plan);
@@ -209,7 +200,7 @@ async fn a_plan_nearing_its_limit_is_shown_and_told_then_spilled_over_and_back_a
     );
     assert_eq!(posts(&plan), sent + 1);
     until("the reset notice", async || {
-        g.titles().contains(&"claude: quota reset".to_owned())
+        g.notice("claude: quota reset").is_some()
     })
     .await;
 }
@@ -239,7 +230,7 @@ async fn a_rejected_429_takes_the_backend_out_until_its_reset_not_for_a_breakers
     );
     let sent = posts(&plan);
     until("the refusal notice", async || {
-        g.titles().contains(&"claude: out of quota".to_owned())
+        g.notice("claude: out of quota").is_some()
     })
     .await;
     let status = get_json(&g.url, "/api/status").await;

@@ -3,7 +3,9 @@
 //! backend's open breaker stays open), an invalid edit that keeps the running configuration
 //! and says why with its TOML path, and the dashboard's save applied at once.
 
-use crate::support::{check_anthropic_stream, client, get_json, until, AnthropicEnd, App};
+use crate::support::{
+    check_anthropic_stream, client, get_json, served_by, until, AnthropicEnd, App,
+};
 use serde_json::{json, Value};
 use understudy::config::Config;
 use understudy::testing::{anthropic, MockCloud, Reply};
@@ -60,13 +62,6 @@ async fn ask(app: &App, model: &str, stream: bool) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-fn served_by(r: &reqwest::Response) -> String {
-    r.headers()["x-understudy-served-by"]
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 fn breaker(status: &Value, backend: &str) -> String {
@@ -156,18 +151,10 @@ async fn an_edit_on_disk_applies_live_and_an_invalid_one_keeps_serving() {
     assert_eq!(s["config"]["issues"][0][0], "providers.b.base_url", "{s}");
     assert_eq!(served_by(&ask(&app, "claude-sonnet-4-5", false).await), "b");
     until("the notification", async || {
-        app.titles().contains(&"Config not applied".to_owned())
+        app.notice("Config not applied").is_some()
     })
     .await;
-    let body = app
-        .notices
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|n| n.title == "Config not applied")
-        .unwrap()
-        .body
-        .clone();
+    let body = app.notice("Config not applied").unwrap();
     assert!(body.contains(": providers.b.base_url: "), "{body}");
     // Reverted to the text it runs on: the report clears (nothing to change).
     save(&path, &config(&a, &b, &c, r#""b", "c""#, None));

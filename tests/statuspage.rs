@@ -142,19 +142,10 @@ backends = ["claude"]
     })
     .await;
     until("the notification", async || {
-        app.titles()
-            .contains(&"claude: incident declared".to_owned())
+        app.notice("claude: incident declared").is_some()
     })
     .await;
-    let body = app
-        .notices
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|n| n.title == "claude: incident declared")
-        .unwrap()
-        .body
-        .clone();
+    let body = app.notice("claude: incident declared").unwrap();
     assert_eq!(
         body,
         "Elevated errors on Claude Opus (major); Understudy saw failures 2 m before the page"
@@ -187,8 +178,7 @@ backends = ["claude"]
     let web = rows.iter().find(|r| r.incident.id == "inc-web").unwrap();
     assert!(!web.incident.relevant);
     until("the resolved notification", async || {
-        app.titles()
-            .contains(&"claude: incident resolved".to_owned())
+        app.notice("claude: incident resolved").is_some()
     })
     .await;
 }

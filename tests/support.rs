@@ -148,15 +148,23 @@ impl App {
         }
     }
 
-    /// The titles of the notifications shown so far.
-    pub fn titles(&self) -> Vec<String> {
+    /// The body of the first notification shown with this title, if one was.
+    pub fn notice(&self, title: &str) -> Option<String> {
         self.notices
             .lock()
             .unwrap()
             .iter()
-            .map(|n| n.title.clone())
-            .collect()
+            .find(|n| n.title == title)
+            .map(|n| n.body.clone())
     }
+}
+
+/// Who served a response (`x-understudy-served-by`).
+pub fn served_by(r: &reqwest::Response) -> String {
+    r.headers()["x-understudy-served-by"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Waits (up to 15 s) until `f` holds.

@@ -78,18 +78,10 @@ backends = ["primary", "secondary"]
         if instead == 1 { "" } else { "s" }
     );
     until("the recovery notification", async || {
-        app.titles().contains(&"Recovered".to_owned())
+        app.notice("Recovered").is_some()
     })
     .await;
-    let body = app
-        .notices
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|n| n.title == "Recovered")
-        .unwrap()
-        .body
-        .clone();
+    let body = app.notice("Recovered").unwrap();
     assert!(
         body.starts_with("primary/claude-sonnet-4-5 answers again: primary failed for ")
             && body.ends_with(&answered),

@@ -87,7 +87,9 @@ def stop(gw):
     except subprocess.TimeoutExpired:
         gw.kill()
         _, err = gw.communicate()
-    sys.stderr.write(err[-4000:])
+    # The whole log: a long Claude Code session pushes its first lines (the network found
+    # down) out of any tail.
+    sys.stderr.write(err)
     return err[-6000:]
 
 

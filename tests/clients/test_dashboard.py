@@ -31,6 +31,16 @@ def chromium():
     raise RuntimeError("Chromium is not installed: scripts/test installs Debian's chromium package")
 
 
+def _signed_in(p, url, token, height=1000):
+    """Chromium with the dashboard open and signed in, and the page errors it collects."""
+    browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+    page = browser.new_page(viewport={"width": 1280, "height": height})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    sign_in(page, url, token)
+    return browser, page, errors
+
+
 @pytest.fixture()
 def chain(tmp_path):
     """A gateway whose `claude-chain` route has a primary and a secondary mock cloud, and its
@@ -90,11 +100,7 @@ def test_the_dashboard_shows_a_failover_and_the_recovery_live(chain):
     url, primary, secondary, token = chain
     os.makedirs(SHOTS, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        sign_in(page, url, token)
+        browser, page, errors = _signed_in(p, url, token)
         expect(page.locator("#live")).to_have_class("live on")
         expect(page.locator("#overall")).to_have_attribute("data-state", "healthy")
         expect(page.locator('[data-provider="primary"]')).to_be_visible()
@@ -242,11 +248,7 @@ def test_a_route_changed_in_the_settings_applies_live_while_a_stream_is_in_fligh
     sonnet = 'backends = ["primary/claude-sonnet-4-5", "secondary/claude-sonnet-4-5"]'
     opus = 'backends = ["primary/claude-opus-4-5", "secondary/claude-sonnet-4-5"]'
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        sign_in(page, url, token)
+        browser, page, errors = _signed_in(p, url, token, height=1100)
         expect(page.locator("#live")).to_have_class("live on")
 
         # The secondary's breaker opens (three 529s asked of it directly); it stays open.
@@ -324,11 +326,7 @@ def test_an_incident_on_the_providers_status_page_and_its_plan_show_beside_its_m
     url, primary, secondary, token = paged_chain
     os.makedirs(SHOTS, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        sign_in(page, url, token)
+        browser, page, errors = _signed_in(p, url, token)
         card = page.locator('[data-provider="primary"]')
         expect(card.locator(".status-page")).to_have_text("status page: All Systems Operational", timeout=10000)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -386,11 +384,7 @@ def test_the_incident_timeline_tells_a_scripted_outage_with_the_right_counts(out
     url, primary, secondary, token = outage_chain
     os.makedirs(SHOTS, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        sign_in(page, url, token)
+        browser, page, errors = _signed_in(p, url, token)
         assert _served_by(url) == "primary"
         primary.fail(1.0, 529)
         answered_instead = 0
