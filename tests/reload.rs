@@ -54,6 +54,17 @@ backends = ["c"]
     )
 }
 
+/// The three mock clouds and a directory for the config file.
+async fn mocks() -> (MockCloud, MockCloud, MockCloud, tempfile::TempDir) {
+    std::env::set_var(KEY_VAR, "sk-reload");
+    (
+        MockCloud::start().await,
+        MockCloud::start().await,
+        MockCloud::start().await,
+        tempfile::tempdir().unwrap(),
+    )
+}
+
 async fn ask(app: &App, model: &str, stream: bool) -> reqwest::Response {
     client()
         .post(format!("{}/v1/messages", app.url))
@@ -84,13 +95,7 @@ fn save(path: &std::path::Path, text: &str) {
 
 #[tokio::test]
 async fn an_edit_on_disk_applies_live_and_an_invalid_one_keeps_serving() {
-    std::env::set_var(KEY_VAR, "sk-reload");
-    let (a, b, c) = (
-        MockCloud::start().await,
-        MockCloud::start().await,
-        MockCloud::start().await,
-    );
-    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c, dir) = mocks().await;
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config(&a, &b, &c, r#""a", "c""#, None)).unwrap();
     let app = App::start(Config::from_file(&path).unwrap()).await;
@@ -188,13 +193,7 @@ async fn an_edit_on_disk_applies_live_and_an_invalid_one_keeps_serving() {
 
 #[tokio::test]
 async fn a_save_from_the_dashboard_applies_at_once_and_says_what_waits_for_a_restart() {
-    std::env::set_var(KEY_VAR, "sk-reload");
-    let (a, b, c) = (
-        MockCloud::start().await,
-        MockCloud::start().await,
-        MockCloud::start().await,
-    );
-    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c, dir) = mocks().await;
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config(&a, &b, &c, r#""a""#, None)).unwrap();
     let app = App::start(Config::from_file(&path).unwrap()).await;

@@ -117,9 +117,7 @@ pub struct Health {
 }
 
 /// The provider's name in a backend key (`provider/model`).
-pub fn provider_of(backend: &str) -> &str {
-    backend.split_once('/').map_or(backend, |(p, _)| p)
-}
+pub use crate::telemetry::entry::provider_of;
 
 /// Sessions remembered at most; the least recently used go first.
 const MAX_SESSIONS: usize = 4096;

@@ -69,6 +69,11 @@ pub fn outcome_words(outcome: &str, detail: Option<&str>) -> String {
     }
 }
 
+/// The provider's name in a backend key (`provider/model`).
+pub fn provider_of(backend: &str) -> &str {
+    backend.split_once('/').map_or(backend, |(p, _)| p)
+}
+
 /// One request, as the journal and the live feed keep it. No content, no headers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {

@@ -5,7 +5,7 @@
 //! (no backend answered, or the answer the client got was cut). Pure: the dashboard's
 //! `/api/timeline` and the recovery notification read the same [`outages`].
 
-use crate::telemetry::entry::{outcome_words, Entry};
+use crate::telemetry::entry::{outcome_words, provider_of, Entry};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,10 +31,6 @@ pub struct Outage {
     /// Each request while it was out, in order: (Unix ms, the backend that answered or
     /// `None`), for the bars.
     pub bars: Vec<(u64, Option<String>)>,
-}
-
-fn provider_of(backend: &str) -> &str {
-    backend.split_once('/').map_or(backend, |(p, _)| p)
 }
 
 /// `HH:MM` at `offset_min` from UTC.
