@@ -27,6 +27,8 @@ pub mod client_api;
 pub mod config;
 pub mod desktop;
 pub mod error;
+pub mod fit;
+pub mod gguf;
 pub mod models;
 pub mod providers;
 pub mod quota;

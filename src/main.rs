@@ -94,9 +94,10 @@ enum Command {
         /// The GGUF model file.
         #[arg(long)]
         model: PathBuf,
-        /// Context size in tokens.
-        #[arg(long, default_value_t = 8192)]
-        context: u32,
+        /// Context size in tokens (default: what the model was trained for, at least 32k,
+        /// what free memory holds).
+        #[arg(long)]
+        context: Option<u32>,
         /// CPU threads (default: the physical cores).
         #[arg(long)]
         threads: Option<u32>,
@@ -867,6 +868,16 @@ fn local_line(l: &serde_json::Value) -> String {
         out.push_str(&format!(", last answer {tps:.0} tokens/s"));
     }
     out.push_str(&format!(", answers: {}", l["answers"]));
+    if let Some(n_ctx) = l["n_ctx"].as_u64() {
+        out.push_str(&format!(
+            "\n{:<28}context {n_ctx} tokens, {} KV cache {} in {} conversation slots ({})",
+            "",
+            l["kv_type"].as_str().unwrap_or("f16"),
+            understudy::fit::size(l["kv_bytes"].as_u64().unwrap_or(0)),
+            l["slots"].as_u64().unwrap_or(1),
+            l["context_why"].as_str().unwrap_or("set")
+        ));
+    }
     if let Ok(mode) =
         serde_json::from_value::<understudy::providers::local::cpu::Mode>(l["cpu"].clone())
     {

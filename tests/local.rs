@@ -502,3 +502,108 @@ async fn a_forced_tool_call_is_a_well_formed_tool_use_even_from_a_tiny_model() {
         assert!(call["id"].as_str().unwrap().starts_with("toolu_"), "{v}");
     }
 }
+
+/// A non-streaming Anthropic request to the local model with `system` and `messages`, as JSON.
+async fn converse(url: &str, system: &str, messages: Value) -> Value {
+    let body = json!({"model": "smol", "max_tokens": 8, "temperature": 0,
+        "system": system, "messages": messages});
+    let r = post(url, "/v1/messages", &body).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn cache_read(v: &Value) -> u64 {
+    v["usage"]["cache_read_input_tokens"].as_u64().unwrap_or(0)
+}
+
+fn prompt_tokens(v: &Value) -> u64 {
+    cache_read(v) + v["usage"]["input_tokens"].as_u64().unwrap()
+}
+
+/// Claude Code's pattern: a long main conversation, side requests with other system prompts
+/// (titles, summaries) in between, then the main conversation's next turn. Each keeps its own
+/// slot of the KV cache, so the next turn reads its whole earlier prompt from the cache. With
+/// more conversations than slots, the least recently used one gives way.
+#[tokio::test]
+async fn side_requests_do_not_evict_the_main_conversations_cache() {
+    let (h, _p, _d, _m) = start_with("slots", "", "").await;
+    let rules: String = (0..40)
+        .map(|i| format!("Rule {i}: keep file {i} tidy. "))
+        .collect();
+    let main = format!("You are a coding agent. {rules}");
+    let turn1 = json!([{"role": "user", "content": "List the files."}]);
+    let a = converse(&h.url, &main, turn1.clone()).await;
+    let first = prompt_tokens(&a);
+    assert!(first > 300, "a long main prompt: {a}");
+    for side in [
+        "Write a five-word title.",
+        "Summarize in one line.",
+        "Name the topic.",
+    ] {
+        let s = converse(
+            &h.url,
+            side,
+            json!([{"role": "user", "content": "List the files."}]),
+        )
+        .await;
+        assert!(
+            cache_read(&s) < 20,
+            "a side request shares only the template's start: {s}"
+        );
+    }
+    let mut turn2 = turn1.as_array().unwrap().clone();
+    turn2.push(json!({"role": "assistant", "content": a["content"][0]["text"]}));
+    turn2.push(json!({"role": "user", "content": "Now open the first one."}));
+    let b = converse(&h.url, &main, Value::Array(turn2)).await;
+    assert!(
+        cache_read(&b) >= first - 2,
+        "the next turn reuses the whole first prompt ({first} tokens): {b}"
+    );
+    let status = local_status(&h.url).await;
+    assert_eq!(status["slots"], 4, "{status}");
+    assert_eq!(status["n_ctx"], 1024, "{status}");
+    assert_eq!(status["kv_type"], "f16", "{status}");
+
+    // Five conversations for four slots: the main one, used longest ago, gives way.
+    for side in ["A.", "B.", "C.", "D."] {
+        converse(
+            &h.url,
+            &format!("{side} {rules}"),
+            json!([{"role": "user", "content": "Hi."}]),
+        )
+        .await;
+    }
+    let again = converse(&h.url, &main, turn1).await;
+    assert!(cache_read(&again) < 20, "evicted: {again}");
+}
+
+/// With no context_size, the engine sizes the context itself: SmolLM2 was trained for 8192,
+/// and Claude Code needs more; this machine has the memory for 32768, in f16.
+#[tokio::test]
+async fn the_default_context_is_sized_for_claude_code_and_said_why() {
+    let (dir, path) = model("autoctx");
+    let toml = format!(
+        r#"
+[providers.local]
+kind = "local"
+model_file = "{path}"
+threads = 1
+
+[[routes]]
+model = "smol"
+backends = ["local"]
+"#
+    );
+    std::env::set_var("UNDERSTUDY_WORKER_BIN", env!("CARGO_BIN_EXE_understudy"));
+    let h = crate::support::start_config(MockCloud::start().await, &toml).await;
+    let v = short_answer(&h.url).await;
+    assert!(v["content"].is_array(), "{v}");
+    let status = local_status(&h.url).await;
+    assert_eq!(status["n_ctx"], 32768, "{status}");
+    assert_eq!(status["kv_type"], "f16", "{status}");
+    // 30 layers × 3 KV heads × (64 + 64) × 2 bytes × 32768.
+    assert_eq!(status["kv_bytes"], 754_974_720u64, "{status}");
+    let why = status["context_why"].as_str().unwrap();
+    assert!(why.contains("trained for 8192; raised to 32768"), "{why}");
+    drop(dir);
+}

@@ -350,6 +350,9 @@ function renderLocal(s) {
     el("span", {}, "CPU mode"), el("span", { id: "local-cpu", "data-compatible": l.cpu && l.cpu.variant !== l.cpu.best ? "yes" : "no" },
       !l.cpu ? "–" : l.cpu.variant === l.cpu.best ? `${l.cpu.variant} (the best this CPU runs)`
         : `compatible mode: ${l.cpu.variant} instead of ${l.cpu.best} (without ${l.cpu.without.join(", ")})${l.cpu.why ? `, because ${l.cpu.why}` : ""}; ${l.cpu.cost}`),
+    el("span", {}, "context"), el("span", { id: "local-context", title: l.context_why || "" }, l.n_ctx
+      ? `${num(l.n_ctx)} tokens · ${l.kv_type || "f16"} KV cache ${mb(l.kv_bytes)} · ${l.slots || 1} conversations cached`
+      : "–"),
     el("span", {}, "speed"), el("span", {}, last.tokens_per_second ? `${last.tokens_per_second.toFixed(1)} tokens/s (last answer)` : "–"),
     el("span", {}, "memory"), el("span", {}, `${mb(l.rss_bytes)} resident · model ${mb(l.model_bytes)}`),
     el("span", {}, "answers"), el("span", {}, `${num(l.answers)} · ${num(l.completion_tokens)} tokens`),

@@ -506,8 +506,9 @@ pub struct Price {
 pub struct LocalConfig {
     /// The GGUF file.
     pub model: PathBuf,
-    /// Context size in tokens (capped by the model's own).
-    pub context: u32,
+    /// Context size in tokens; `None`: sized by [`crate::fit::plan`] (what the model was
+    /// trained for, at least 32k, what free memory holds).
+    pub context: Option<u32>,
     /// CPU threads.
     pub threads: u32,
     /// Load the model as soon as a cloud backend's breaker opens or the network goes down, so

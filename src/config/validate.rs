@@ -646,7 +646,7 @@ fn local(
     };
     Some(LocalConfig {
         model,
-        context: p.context_size.unwrap_or(8192),
+        context: p.context_size,
         threads: p.threads.unwrap_or_else(super::paths::physical_cores),
         warm: p.warm.unwrap_or(true),
         unload_after: match p.unload_after {

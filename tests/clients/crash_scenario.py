@@ -49,7 +49,8 @@ def dashboard(url, token):
         sign_in(page, url, token)
         row = page.locator("#local-cpu")
         row.wait_for(timeout=15000)
-        out = {"compatible": row.get_attribute("data-compatible"), "text": row.inner_text()}
+        out = {"compatible": row.get_attribute("data-compatible"), "text": row.inner_text(),
+               "context": page.locator("#local-context").inner_text()}
         page.screenshot(path=os.path.join(SHOTS, "dashboard-local-compatible-mode.png"), full_page=True)
         browser.close()
         return out

@@ -42,6 +42,8 @@ def test_a_sigill_steps_down_a_cpu_mode_answers_the_request_and_is_remembered():
     shown = first["dashboard"]
     assert shown["compatible"] == "yes", shown
     assert shown["text"].startswith(f"compatible mode: {cpu['variant']} instead of {cpu['best']}"), shown
+    # And the context the engine runs with: its size, KV cache type and memory, its slots.
+    assert shown["context"].startswith("1,024 tokens · f16 KV cache 23 MB · 4 conversations"), shown
 
     # One notification, saying the same; the absorbed crash is not told as a crash.
     compatible = [n for n in r["notifications"] if n["summary"] == "Local model in compatible mode"]

@@ -483,12 +483,11 @@ impl LocalEngine {
             )));
         }
         let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("worker")
-            .arg("--model")
-            .arg(&self.cfg.model)
-            .arg("--context")
-            .arg(self.cfg.context.to_string())
-            .arg("--threads")
+        cmd.arg("worker").arg("--model").arg(&self.cfg.model);
+        if let Some(n) = self.cfg.context {
+            cmd.arg("--context").arg(n.to_string());
+        }
+        cmd.arg("--threads")
             .arg(self.cfg.threads.to_string())
             .arg("--backends")
             .arg(&ladder.dir);
@@ -542,6 +541,10 @@ impl LocalEngine {
     fn mark_ready(&self, ready: Line, pid: Option<u32>, started: Instant) {
         let Line::Ready {
             n_ctx,
+            kv_type,
+            kv_bytes,
+            context_why,
+            slots,
             threads,
             device,
             gpu_layers,
@@ -552,13 +555,17 @@ impl LocalEngine {
         else {
             return;
         };
-        tracing::info!(model = %self.cfg.model.display(), n_ctx, threads, %device, gpu_layers, n_layers, cpu_backend = cpu_backend.as_deref().unwrap_or("?"), load_ms = started.elapsed().as_millis() as u64, "local model ready");
+        tracing::info!(model = %self.cfg.model.display(), n_ctx, %kv_type, kv_bytes, slots, threads, %device, gpu_layers, n_layers, cpu_backend = cpu_backend.as_deref().unwrap_or("?"), load_ms = started.elapsed().as_millis() as u64, "local model ready");
         {
             let mut st = self.status.lock().expect("status lock");
             st.state = "ready";
             st.error = None;
             st.progress = None;
             st.n_ctx = Some(n_ctx);
+            st.kv_type = (!kv_type.is_empty()).then_some(kv_type);
+            st.kv_bytes = (kv_bytes > 0).then_some(kv_bytes);
+            st.context_why = (!context_why.is_empty()).then_some(context_why);
+            st.slots = (slots > 0).then_some(slots);
             st.threads = Some(threads);
             st.device = Some(device);
             st.gpu_layers = Some(gpu_layers);
@@ -960,7 +967,7 @@ mod tests {
         }
         let mut e = LocalEngine::new(LocalConfig {
             model: dir.path().join("m.gguf"),
-            context: 8,
+            context: Some(8),
             threads: 1,
             warm: false,
             unload_after: None,

@@ -222,7 +222,7 @@ mod tests {
     async fn sse_of(lines: Vec<Line>, tools: bool) -> String {
         let engine = Arc::new(LocalEngine::new(LocalConfig {
             model: "none".into(),
-            context: 8,
+            context: Some(8),
             threads: 1,
             warm: false,
             unload_after: None,

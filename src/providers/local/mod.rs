@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod protocol;
+pub mod slots;
 pub mod tools;
 #[cfg(feature = "engine")]
 pub mod worker;
@@ -139,6 +140,18 @@ pub struct LocalStatus {
     /// Once loaded: the context size and threads in use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n_ctx: Option<u32>,
+    /// The KV cache's type (`f16`, `q8_0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_type: Option<String>,
+    /// The KV cache's size at `n_ctx`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_bytes: Option<u64>,
+    /// Why this context: trained length, what free memory allowed, the type chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_why: Option<String>,
+    /// Conversations the KV cache holds side by side (each reuses its own prefix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
     /// CPU threads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,

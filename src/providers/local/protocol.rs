@@ -82,6 +82,18 @@ pub enum Line {
     Ready {
         /// Context size in tokens.
         n_ctx: u32,
+        /// The KV cache's type (`f16`, `q8_0`).
+        #[serde(default)]
+        kv_type: String,
+        /// The KV cache's size at `n_ctx`.
+        #[serde(default)]
+        kv_bytes: u64,
+        /// Why this context ([`crate::fit::Plan::why`]).
+        #[serde(default)]
+        context_why: String,
+        /// Conversations the KV cache holds side by side.
+        #[serde(default)]
+        slots: u32,
         /// Threads used.
         threads: u32,
         /// Where the layers run: `CPU`, or the GPU's name (e.g. `CUDA0 (NVIDIA H100 80GB HBM3)`).

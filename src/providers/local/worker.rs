@@ -5,12 +5,19 @@
 //!
 //! The prompt is the model's own chat template (`tokenizer.chat_template`) rendered with
 //! minijinja. A prefill (a partial assistant answer) is appended after the generation prompt
-//! with no end token, so generation continues exactly where it stopped. The KV cache of the
-//! previous prompt is kept and its longest common prefix with the next one is reused.
+//! with no end token, so generation continues exactly where it stopped.
+//!
+//! The context is sized by [`crate::fit::plan`] (what the model was trained for, at least
+//! Claude Code's 32k, what free memory holds, f16 or q8_0). The KV cache holds [`SLOTS`]
+//! conversations side by side in one unified cache of that size (llama.cpp's sequences), so
+//! Claude Code's main conversation, its side requests and its subagents each keep their own
+//! prefix: a prompt goes to the slot it shares the most with unless that would throw away most
+//! of a conversation ([`choose_slot`]); the least recently used slot makes room.
 
 mod prompt;
 
 use super::protocol::{ChatMessage, Command, Line, ToolSpec};
+use super::slots::{choose_slot, Slot};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -29,6 +36,10 @@ use std::sync::{mpsc, Arc, Mutex};
 /// Prompt tokens decoded per batch (a cancel is checked between batches).
 const BATCH: usize = 512;
 
+/// Conversations whose KV cache is kept side by side: Claude Code's main conversation, its
+/// title and summary requests and a subagent or two.
+pub const SLOTS: usize = 4;
+
 fn emit(line: &Line) {
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer(&mut out, line);
@@ -41,8 +52,9 @@ fn emit(line: &Line) {
 pub struct Settings {
     /// The GGUF file.
     pub model: std::path::PathBuf,
-    /// Context size in tokens (capped by the model's own).
-    pub n_ctx: u32,
+    /// Context size in tokens; `None`: sized to the model and free memory
+    /// ([`crate::fit::plan`]).
+    pub n_ctx: Option<u32>,
     /// CPU threads.
     pub threads: u32,
     /// Layers on the GPU; `None`: as many as fit.
@@ -79,15 +91,18 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     load_backends(settings)?;
     let mut backend = LlamaBackend::init()?;
     backend.void_logs();
+    // Free memory is read before the weights are: they count against it in full.
+    let free = crate::fit::Free::here();
     let Loaded {
         model,
         n_layers,
         gpu_layers,
         device,
         params: _params,
-    } = load_model(&backend, settings)?;
-    let n_ctx = settings.n_ctx.min(model.n_ctx_train()).max(256);
-    let ctx = model.new_context(&backend, ctx_params(n_ctx, threads))?;
+        plan,
+    } = load_model(&backend, settings, free)?;
+    let n_ctx = plan.n_ctx;
+    let ctx = model.new_context(&backend, ctx_params(&plan, threads))?;
     let template = model
         .meta_val_str("tokenizer.chat_template")
         .unwrap_or_else(|_| CHATML.to_owned());
@@ -99,8 +114,17 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     let commands = read_commands(cancelled.clone());
     let cpu_backend = mapped_cpu_backend();
     let sigill = sigill_asked(cpu_backend.as_deref());
+    eprintln!(
+        "understudy worker: {n_ctx} tokens of context, {} KV cache in {SLOTS} conversation slots: {}",
+        plan.kv_type.name(),
+        plan.why
+    );
     emit(&Line::Ready {
         n_ctx,
+        kv_type: plan.kv_type.name().to_owned(),
+        kv_bytes: plan.kv_bytes,
+        context_why: plan.why,
+        slots: SLOTS as u32,
         threads,
         device,
         gpu_layers,
@@ -116,7 +140,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         template_takes_tools,
         n_ctx,
         cancelled,
-        cached: Vec::new(),
+        slots: (0..SLOTS).map(|_| Slot::empty()).collect(),
+        tick: 0,
         sigill,
     };
     while let Ok(cmd) = commands.recv() {
@@ -209,13 +234,30 @@ fn mapped_cpu_backend() -> Option<String> {
     })
 }
 
-/// Context parameters: `n_ctx` tokens, prompt batches of [`BATCH`], `threads` CPU threads.
-fn ctx_params(n_ctx: u32, threads: u32) -> LlamaContextParams {
-    LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
+/// Context parameters for `plan`: its context and KV cache type, [`SLOTS`] sequences in one
+/// unified cache (each may use all of it), prompt batches of [`BATCH`], `threads` CPU threads.
+fn ctx_params(plan: &crate::fit::Plan, threads: u32) -> LlamaContextParams {
+    use llama_cpp_2::context::params::KvCacheType;
+    let kv = match plan.kv_type {
+        crate::fit::KvType::F16 => KvCacheType::F16,
+        crate::fit::KvType::Q8_0 => KvCacheType::Q8_0,
+    };
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(plan.n_ctx))
         .with_n_batch(BATCH as u32)
+        .with_n_seq_max(SLOTS as u32)
+        .with_kv_unified(true)
+        .with_type_k(kv)
+        .with_type_v(kv)
         .with_n_threads(threads as i32)
-        .with_n_threads_batch(threads as i32)
+        .with_n_threads_batch(threads as i32);
+    match plan.kv_type {
+        // A quantized V cache needs flash attention.
+        crate::fit::KvType::Q8_0 => {
+            params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
+        }
+        crate::fit::KvType::F16 => params,
+    }
 }
 
 /// A loaded model and where it runs.
@@ -230,12 +272,26 @@ struct Loaded {
     /// The parameters it was loaded with, kept alive as long as the model (as they were when
     /// loading happened inline).
     params: std::pin::Pin<Box<LlamaModelParams>>,
+    /// The context it gets ([`crate::fit::plan`], adjusted by llama.cpp's fit on a GPU).
+    plan: crate::fit::Plan,
 }
 
 /// Loads the model. Layers on the GPU: as configured; else llama.cpp's fit (as many as the
-/// free memory holds, less a margin); a model that fits nowhere on the GPU runs on the CPU.
-fn load_model(backend: &LlamaBackend, settings: &Settings) -> anyhow::Result<Loaded> {
+/// free memory holds, less a margin, with at least Claude Code's context or the planned one
+/// if smaller); a model that fits nowhere on the GPU runs on the CPU, with a context planned
+/// for the RAM that is `free`.
+fn load_model(
+    backend: &LlamaBackend,
+    settings: &Settings,
+    free: Option<crate::fit::Free>,
+) -> anyhow::Result<Loaded> {
     let model_path = settings.model.as_path();
+    let shape = crate::gguf::Shape::read(model_path).unwrap_or_else(|e| {
+        eprintln!("understudy worker: reading the model's header failed ({e}); planning its context without it");
+        crate::gguf::Shape::default()
+    });
+    let file_bytes = std::fs::metadata(model_path).map_or(0, |m| m.len());
+    let on_cpu = crate::fit::plan(&shape, file_bytes, settings.n_ctx, free);
     let gpus: Vec<_> = llama_cpp_2::list_llama_ggml_backend_devices()
         .into_iter()
         .filter(|d| {
@@ -252,17 +308,32 @@ fn load_model(backend: &LlamaBackend, settings: &Settings) -> anyhow::Result<Loa
         _ if !offload => model_params().with_n_gpu_layers(0),
         _ => model_params(),
     });
+    let mut plan = on_cpu.clone();
     if offload && settings.gpu_layers.is_none() {
+        // On a GPU the cache lives in its memory: aim for the whole plan and let llama.cpp's
+        // fit trade layers and context for what the devices hold.
+        let aim = crate::fit::plan(&shape, 0, settings.n_ctx, None);
         let path = std::ffi::CString::new(model_path.as_os_str().as_encoded_bytes())?;
         let mut margins = vec![GPU_MARGIN; llama_cpp_2::max_devices().max(gpus.len())];
-        let mut cp = ctx_params(settings.n_ctx, settings.threads);
+        let mut cp = ctx_params(&aim, settings.threads);
+        let least = aim.n_ctx.min(crate::fit::CLAUDE_CODE_CONTEXT);
         if params
             .as_mut()
-            .fit_params(&path, &mut cp, &mut margins, settings.n_ctx, 3)
+            .fit_params(&path, &mut cp, &mut margins, least, 3)
             .is_err()
         {
             eprintln!("understudy worker: the model does not fit on the GPU; running on the CPU");
             params.set(model_params().with_n_gpu_layers(0));
+        } else {
+            let n_ctx = cp.n_ctx().map_or(aim.n_ctx, NonZeroU32::get);
+            plan = crate::fit::Plan {
+                n_ctx,
+                kv_type: aim.kv_type,
+                kv_bytes: aim
+                    .kv_type
+                    .bytes(shape.kv_elements_per_token() * u64::from(n_ctx)),
+                why: format!("{}; llama.cpp's fit on the GPU gave {n_ctx}", aim.why),
+            };
         }
     }
     let model = LlamaModel::load_from_file(backend, model_path, &params)
@@ -273,6 +344,9 @@ fn load_model(backend: &LlamaBackend, settings: &Settings) -> anyhow::Result<Loa
     } else {
         0
     };
+    if gpu_layers == 0 {
+        plan = on_cpu;
+    }
     let device = match gpus.first() {
         Some(g) if gpu_layers > 0 => format!("{} ({})", g.name, g.description),
         _ => "CPU".to_owned(),
@@ -283,6 +357,7 @@ fn load_model(backend: &LlamaBackend, settings: &Settings) -> anyhow::Result<Loa
         gpu_layers,
         device,
         params,
+        plan,
     })
 }
 
@@ -310,7 +385,7 @@ fn read_commands(cancelled: Arc<Mutex<HashSet<u64>>>) -> mpsc::Receiver<Command>
     rx
 }
 
-/// The one thread's model, context and template, and the prompt whose KV cache it holds.
+/// The one thread's model, context and template, and the conversations its KV cache holds.
 struct Engine<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
@@ -318,8 +393,10 @@ struct Engine<'m> {
     template_takes_tools: bool,
     n_ctx: u32,
     cancelled: Arc<Mutex<HashSet<u64>>>,
-    /// The tokens in the KV cache, in order.
-    cached: Vec<LlamaToken>,
+    /// The conversations in the KV cache.
+    slots: Vec<Slot<LlamaToken>>,
+    /// Counts requests, for least-recently-used eviction.
+    tick: u64,
     /// Testing only: die of SIGILL on the first token ([`sigill_asked`]).
     sigill: bool,
 }
@@ -333,7 +410,51 @@ impl Engine<'_> {
     /// Empties the KV cache.
     fn reset(&mut self) {
         self.ctx.clear_kv_cache();
-        self.cached.clear();
+        for slot in &mut self.slots {
+            slot.tokens.clear();
+        }
+    }
+
+    /// Empties slot `i`.
+    fn evict(&mut self, i: usize) {
+        if !matches!(
+            self.ctx.clear_kv_cache_seq(Some(i as u32), None, None),
+            Ok(true)
+        ) {
+            self.reset();
+        }
+        self.slots[i].tokens.clear();
+    }
+
+    /// Evicts the least recently used slot other than `keep` that holds anything; false when
+    /// there is none.
+    fn evict_oldest_but(&mut self, keep: usize) -> bool {
+        let oldest = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i != keep && !s.tokens.is_empty())
+            .min_by_key(|(_, s)| s.used)
+            .map(|(i, _)| i);
+        match oldest {
+            Some(i) => {
+                self.evict(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Decodes `batch`; when the cache has no room, evicts the least recently used other
+    /// conversation and tries again.
+    fn decode(&mut self, batch: &mut LlamaBatch, slot: usize) -> Result<(), String> {
+        loop {
+            match self.ctx.decode(batch) {
+                Ok(()) => return Ok(()),
+                Err(llama_cpp_2::DecodeError::NoKvCacheSlot) if self.evict_oldest_but(slot) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
     }
 
     /// Answers one `Generate` command with `Text` lines and a `Done` or an `Error`.
@@ -361,10 +482,10 @@ impl Engine<'_> {
             return;
         };
         let max_tokens = max_tokens.min(self.n_ctx - tokens.len() as u32);
-        let reused = self.reuse_prefix(&tokens);
+        let (slot, reused) = self.take_slot(&tokens, max_tokens);
         let mut batch = LlamaBatch::new(BATCH.max(1), 1);
         let prompt_started = std::time::Instant::now();
-        match self.decode_prompt(id, &tokens, reused, &mut batch) {
+        match self.decode_prompt(id, &tokens, slot, reused, &mut batch) {
             Ok(true) => {}
             Ok(false) => {
                 emit(&Line::Done {
@@ -410,7 +531,7 @@ impl Engine<'_> {
             &mut sampler,
             &mut batch,
             &mut text,
-            tokens.len(),
+            (slot, tokens.len()),
             max_tokens,
         );
         let (reason, generated) = match answer {
@@ -510,26 +631,57 @@ impl Engine<'_> {
         Ok(tokens)
     }
 
-    /// Keeps the longest common prefix of the previous prompt's KV cache; at least the last
-    /// prompt token is decoded again, for its logits. Returns how many tokens are reused.
-    fn reuse_prefix(&mut self, tokens: &[LlamaToken]) -> usize {
-        let common = self
-            .cached
+    /// The slot for `tokens` ([`choose_slot`]) with the longest prefix it can reuse in place
+    /// (copied from another slot where that one shares more), and room made for the prompt
+    /// and up to 1024 tokens of answer by evicting the least recently used other slots. At
+    /// least the last prompt token is decoded again, for its logits. Returns the slot and how
+    /// many tokens it reuses.
+    fn take_slot(&mut self, tokens: &[LlamaToken], max_tokens: u32) -> (usize, usize) {
+        self.tick += 1;
+        let (slot, from, common) = choose_slot(&self.slots, tokens);
+        let common = common.min(tokens.len() - 1);
+        let own = self.slots[slot]
+            .tokens
             .iter()
             .zip(tokens)
             .take_while(|(a, b)| a == b)
             .count()
             .min(tokens.len() - 1);
-        if !matches!(
+        let reused = if from != slot && common > own {
+            // Another conversation holds a longer prefix (a shared system prompt): copy it.
+            self.evict(slot);
             self.ctx
-                .clear_kv_cache_seq(Some(0), Some(common as u32), None),
-            Ok(true)
-        ) {
-            self.reset();
-        }
-        let reused = common.min(self.cached.len());
-        self.cached.truncate(reused);
-        reused
+                .copy_kv_cache_seq(from as i32, slot as i32, Some(0), Some(common as u32))
+                .map_or(0, |()| {
+                    self.slots[slot].tokens = self.slots[from].tokens[..common].to_vec();
+                    common
+                })
+        } else {
+            if !matches!(
+                self.ctx
+                    .clear_kv_cache_seq(Some(slot as u32), Some(own as u32), None),
+                Ok(true)
+            ) {
+                self.evict(slot);
+            }
+            self.slots[slot].tokens.truncate(own);
+            self.slots[slot].tokens.len()
+        };
+        self.slots[slot].used = self.tick;
+        // Cells are shared by copied prefixes, so this overcounts: evictions err early.
+        let room = tokens.len() + max_tokens.min(1024) as usize;
+        while self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != slot)
+            .map(|(_, s)| s.tokens.len())
+            .sum::<usize>()
+            + room
+            > self.n_ctx as usize
+            && self.evict_oldest_but(slot)
+        {}
+        (slot, reused)
     }
 
     /// Decodes the prompt after its `reused` tokens in batches, with a `Progress` line after
@@ -538,6 +690,7 @@ impl Engine<'_> {
         &mut self,
         id: u64,
         tokens: &[LlamaToken],
+        slot: usize,
         reused: usize,
         batch: &mut LlamaBatch,
     ) -> Result<bool, String> {
@@ -549,12 +702,12 @@ impl Engine<'_> {
             let base = reused + chunk_no * BATCH;
             for (i, t) in chunk.iter().enumerate() {
                 let pos = base + i;
-                let _ = batch.add(*t, pos as i32, &[0], pos == tokens.len() - 1);
+                let _ = batch.add(*t, pos as i32, &[slot as i32], pos == tokens.len() - 1);
             }
-            if let Err(e) = self.ctx.decode(batch) {
+            if let Err(e) = self.decode(batch, slot) {
                 return Err(format!("decoding the prompt failed: {e}"));
             }
-            self.cached.extend_from_slice(chunk);
+            self.slots[slot].tokens.extend_from_slice(chunk);
             emit(&Line::Progress {
                 id,
                 done: (base + chunk.len()) as u32,
@@ -564,16 +717,16 @@ impl Engine<'_> {
         Ok(true)
     }
 
-    /// The decode loop: samples up to `max_tokens` tokens after a prompt of `prompt_len`
-    /// (whose logits are in `batch`), feeding the text to `text`. Returns why it stopped and
-    /// how many tokens were generated.
+    /// The decode loop: samples up to `max_tokens` tokens after a prompt of `prompt_len` in
+    /// `slot` (whose logits are in `batch`), feeding the text to `text`. Returns why it
+    /// stopped and how many tokens were generated.
     fn decode_answer(
         &mut self,
         id: u64,
         sampler: &mut LlamaSampler,
         batch: &mut LlamaBatch,
         text: &mut TextOut<'_>,
-        prompt_len: usize,
+        (slot, prompt_len): (usize, usize),
         max_tokens: u32,
     ) -> Result<(&'static str, u32), String> {
         let vocab = self.model.vocab();
@@ -598,11 +751,11 @@ impl Engine<'_> {
                 break;
             }
             batch.clear();
-            let _ = batch.add(t, pos as i32, &[0], true);
-            self.cached.push(t);
+            let _ = batch.add(t, pos as i32, &[slot as i32], true);
+            self.slots[slot].tokens.push(t);
             pos += 1;
             logits_at = 0;
-            if let Err(e) = self.ctx.decode(batch) {
+            if let Err(e) = self.decode(batch, slot) {
                 return Err(format!("decoding failed: {e}"));
             }
         }
