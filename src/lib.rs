@@ -34,6 +34,7 @@ pub mod providers;
 pub mod quota;
 pub mod relay;
 pub mod routing;
+pub mod schema;
 pub mod secret;
 pub mod server;
 pub mod sse;

@@ -55,6 +55,10 @@ model = "sonnet"
 backends = ["anthropic/claude-sonnet-4-5"]
 
 [[routes]]
+model = "claude-checked"
+backends = ["openai/gpt-4o", "anthropic/claude-sonnet-4-5"]
+
+[[routes]]
 model = "claude-*"
 backends = ["anthropic"]
 "#,
@@ -145,6 +149,45 @@ async fn claude_code_gets_parallel_tool_calls_from_an_openai_upstream() {
     );
     let short = up["tools"][1]["function"]["name"].as_str().unwrap();
     assert!(short.len() <= 64 && short != understudy::testing::transcript::LONG_TOOL_NAME);
+}
+
+/// An upstream's tool call that does not match the schema the client sent (here `Read`
+/// without its required `file_path`) is an upstream fault, never a call Claude Code runs:
+/// alone on its route it is an explicit error; with another backend behind it, that backend
+/// answers.
+#[tokio::test]
+async fn a_tool_call_that_violates_its_schema_is_an_upstream_fault() {
+    let h = start("").await;
+    let bad = fixture("openai/tools_parallel.sse").replace(r#"\"file_path\":"#, r#"\"path\":"#);
+    assert_ne!(bad, fixture("openai/tools_parallel.sse"));
+    h.mock.push(Reply::sse([bad.clone()]));
+    let r = send(
+        &h,
+        "/v1/messages",
+        &claude_code_body("claude-via-openai", true),
+    )
+    .await;
+    let body = String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned();
+    assert!(!body.contains("tool_use"), "no call delivered: {body}");
+    assert!(
+        body.contains("tool `Read` does not match its input schema: the required property `file_path` is missing"),
+        "{body}"
+    );
+
+    h.mock.push(Reply::sse([bad]));
+    h.mock
+        .push(Reply::sse([fixture("anthropic/tools_parallel.sse")]));
+    let r = send(
+        &h,
+        "/v1/messages",
+        &claude_code_body("claude-checked", true),
+    )
+    .await;
+    assert_eq!(r.headers()["x-understudy-served-by"], "anthropic");
+    let body = r.bytes().await.unwrap();
+    let (_, end) = check_anthropic_stream(&body);
+    assert_eq!(end, AnthropicEnd::Complete);
+    assert!(String::from_utf8_lossy(&body).contains("tool_use"));
 }
 
 #[tokio::test]

@@ -508,6 +508,7 @@ async fn attempt(
         unix_now(),
         true,
     )
+    .validating(&req.canonical().map(|c| c.tools.clone()).unwrap_or_default())
     .continuing(delivered, splice, id);
     let pipe = Pipe::Translated(Box::new(pipeline));
     let quiet = Duration::from_secs(3600);

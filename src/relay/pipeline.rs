@@ -99,6 +99,9 @@ pub struct Pipeline {
     delivered: Collector,
     /// Set when this pipeline continues an answer another backend broke.
     splice: Option<canonical::Splice>,
+    /// The tools the client offered (name, input schema): each tool call is checked against
+    /// them before it is delivered ([`crate::schema::check_call`]). Empty: not checked.
+    tools: Vec<(String, serde_json::Value)>,
 }
 
 impl Pipeline {
@@ -141,7 +144,54 @@ impl Pipeline {
             held_tool: None,
             delivered: Collector::default(),
             splice: None,
+            tools: Vec::new(),
         }
+    }
+
+    /// Checks every tool call against the client's `tools` before it is delivered: a call to
+    /// a tool not offered, or whose input does not match its schema, is an upstream fault
+    /// (malformed), never something the client executes.
+    pub fn validating(mut self, tools: &[canonical::Tool]) -> Pipeline {
+        self.tools = tools
+            .iter()
+            .map(|t| (t.name.clone(), t.schema.clone()))
+            .collect();
+        self
+    }
+
+    /// The held tool call checked against the offered tools.
+    fn check_tool(&self, held: &[Event]) -> Result<(), StreamFault> {
+        if self.tools.is_empty() {
+            return Ok(());
+        }
+        let mut name = "";
+        let mut input = String::new();
+        for ev in held {
+            match ev {
+                Event::BlockStart {
+                    block: canonical::StartBlock::ToolUse { name: n, .. },
+                    ..
+                } => name = n,
+                Event::Delta {
+                    delta: canonical::Delta::InputJson(part),
+                    ..
+                } => input.push_str(part),
+                _ => {}
+            }
+        }
+        let value: serde_json::Value = if input.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_json::from_str(&input).map_err(|e| {
+                StreamFault::malformed(format!(
+                    "the upstream's call to tool `{name}` carries input that is not JSON ({e})"
+                ))
+            })?
+        };
+        let tools = self.tools.iter().map(|(n, s)| (n.as_str(), s));
+        crate::schema::check_call(tools, name, &value).map_err(|why| {
+            StreamFault::malformed(format!("the upstream's tool call is invalid: {why}"))
+        })
     }
 
     /// Makes this pipeline continue an answer that broke: `delivered` is what the client has,
@@ -192,7 +242,9 @@ impl Pipeline {
                 let stop = matches!(ev, Event::BlockStop { .. });
                 self.held_tool.get_or_insert_with(Vec::new).push(ev);
                 if stop {
-                    for e in self.held_tool.take().unwrap_or_default() {
+                    let held = self.held_tool.take().unwrap_or_default();
+                    self.check_tool(&held)?;
+                    for e in held {
                         self.encoder.event(&e, out)?;
                         self.delivered.push(&e)?;
                     }

@@ -124,7 +124,8 @@ pub(crate) async fn call(
         &req.model,
         created,
         req.stream,
-    );
+    )
+    .validating(&req.tools);
     let name = provider.name().to_owned();
     let pipe = Pipe::Translated(Box::new(pipeline));
     let mut stream = Stream::new(upstream, pipe, provider.clone(), exchange, keepalive, plan);
