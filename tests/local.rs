@@ -577,17 +577,17 @@ async fn side_requests_do_not_evict_the_main_conversations_cache() {
     assert!(cache_read(&again) < 20, "evicted: {again}");
 }
 
-/// With no context_size, the engine sizes the context itself: SmolLM2 was trained for 8192,
-/// and Claude Code needs more; this machine has the memory for 32768, in f16.
-#[tokio::test]
-async fn the_default_context_is_sized_for_claude_code_and_said_why() {
-    let (dir, path) = model("autoctx");
+/// A gateway whose `smol` route is the local model alone, with `local` added to its section
+/// (no context_size: the engine sizes it).
+async fn start_local(tag: &str, local: &str) -> (crate::support::Harness, tempfile::TempDir) {
+    let (dir, path) = model(tag);
     let toml = format!(
         r#"
 [providers.local]
 kind = "local"
 model_file = "{path}"
 threads = 1
+{local}
 
 [[routes]]
 model = "smol"
@@ -595,7 +595,17 @@ backends = ["local"]
 "#
     );
     std::env::set_var("UNDERSTUDY_WORKER_BIN", env!("CARGO_BIN_EXE_understudy"));
-    let h = crate::support::start_config(MockCloud::start().await, &toml).await;
+    (
+        crate::support::start_config(MockCloud::start().await, &toml).await,
+        dir,
+    )
+}
+
+/// With no context_size, the engine sizes the context itself: SmolLM2 was trained for 8192,
+/// and Claude Code needs more; this machine has the memory for 32768, in f16.
+#[tokio::test]
+async fn the_default_context_is_sized_for_claude_code_and_said_why() {
+    let (h, dir) = start_local("autoctx", "").await;
     let v = short_answer(&h.url).await;
     assert!(v["content"].is_array(), "{v}");
     let status = local_status(&h.url).await;
@@ -606,4 +616,99 @@ backends = ["local"]
     let why = status["context_why"].as_str().unwrap();
     assert!(why.contains("trained for 8192; raised to 32768"), "{why}");
     drop(dir);
+}
+
+/// Tools whose schemas have required fields, enums and nested objects.
+fn ticket_tools() -> Value {
+    json!([
+        {"type": "function", "function": {"name": "create_ticket", "description": "Files a ticket.",
+            "parameters": {"type": "object", "additionalProperties": false,
+                "required": ["title", "priority", "owner"],
+                "properties": {
+                    "title": {"type": "string", "minLength": 1},
+                    "priority": {"type": "string", "enum": ["low", "medium", "high"]},
+                    "owner": {"type": "object", "additionalProperties": false,
+                        "required": ["name", "team"],
+                        "properties": {"name": {"type": "string"},
+                                       "team": {"type": "string", "enum": ["web", "infra"]}}},
+                    "labels": {"type": "array", "items": {"type": "string"}, "maxItems": 3}
+                }}}},
+        {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city.",
+            "parameters": {"type": "object", "required": ["city", "unit"], "additionalProperties": false,
+                "properties": {"city": {"type": "string"},
+                               "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}}}
+    ])
+}
+
+/// `tool_choice: auto` (what Claude Code sends), sampled at temperature 1 over many seeds from
+/// the real SmolLM2-135M: the model chooses freely between words and calls, and every call
+/// that reaches the client is valid against its tool's schema (the lazy grammar from its
+/// first `<tool_call>`, a re-sample under the forced grammar, or no call at all).
+#[tokio::test]
+async fn every_tool_call_delivered_from_auto_matches_its_schema() {
+    let (h, _d) = start_local("autotools", "context_size = 4096").await;
+    let tools = ticket_tools();
+    let schema_of = |name: &str| {
+        tools
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["function"]["name"] == name)
+            .map(|t| t["function"]["parameters"].clone())
+    };
+    let asks = [
+        "File a high priority ticket titled 'Login broken' for Ana on the web team.",
+        "What is the weather in Oslo, in celsius?",
+    ];
+    // A worked example of each call first, written as the Hermes text the tool prompt asks
+    // for: a 135M model never starts a call unprompted.
+    let example = |ask: &str, name: &str, args: Value| {
+        [
+            json!({"role": "user", "content": ask}),
+            json!({"role": "assistant", "content": format!(
+                "<tool_call>\n{}\n</tool_call>", json!({"name": name, "arguments": args}))}),
+        ]
+    };
+    let shots: Vec<Value> = example(
+        "File a low priority ticket titled 'Slow build' for Bo on the infra team.",
+        "create_ticket",
+        json!({"title": "Slow build", "priority": "low", "owner": {"name": "Bo", "team": "infra"}}),
+    )
+    .into_iter()
+    .chain(example(
+        "What is the weather in Paris, in fahrenheit?",
+        "get_weather",
+        json!({"city": "Paris", "unit": "fahrenheit"}),
+    ))
+    .collect();
+    let (mut calls, mut answers) = (0, 0);
+    for seed in 0..24u32 {
+        let body = json!({"model": "smol", "max_tokens": 120, "temperature": 1.0, "seed": seed,
+            "tools": tools, "tool_choice": "auto",
+            "messages": shots.iter().cloned().chain([json!({"role": "user", "content": asks[seed as usize % 2]})]).collect::<Vec<_>>()});
+        let r = post(&h.url, "/v1/chat/completions", &body).await;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "seed {seed}: {v}");
+        answers += 1;
+        for call in v["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let name = call["function"]["name"].as_str().unwrap();
+            let schema = schema_of(name).unwrap_or_else(|| panic!("seed {seed}: not offered: {v}"));
+            let args: Value =
+                serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+            if let Err(e) = understudy::schema::validate(&schema, &args) {
+                panic!("seed {seed}: an invalid call was delivered ({e}): {v}");
+            }
+            calls += 1;
+        }
+    }
+    assert_eq!(answers, 24);
+    assert!(
+        calls >= 6,
+        "the model called tools in only {calls} of 24 answers"
+    );
 }

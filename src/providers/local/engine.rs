@@ -820,6 +820,7 @@ impl LineRouter {
         let id = match &line {
             Line::Progress { id, .. }
             | Line::Text { id, .. }
+            | Line::Replace { id, .. }
             | Line::Done { id, .. }
             | Line::Error { id, .. } => *id,
             Line::Ready { .. } | Line::Loading { .. } => return,

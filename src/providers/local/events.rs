@@ -91,6 +91,12 @@ impl Answer {
             Some(Line::Progress { .. } | Line::Ready { .. } | Line::Loading { .. }) => {
                 out.push(Event::Ping)
             }
+            Some(Line::Replace { text, .. }) => {
+                if let Some(held) = self.held.as_mut() {
+                    *held = text;
+                }
+                out.push(Event::Ping);
+            }
             Some(Line::Text { text, .. }) => match self.held.as_mut() {
                 Some(held) => {
                     held.push_str(&text);

@@ -129,6 +129,15 @@ pub enum Line {
         /// The text.
         text: String,
     },
+    /// The text sent so far for this request is replaced by this (the answer held a tool call
+    /// that did not match its schema and was sampled again under the grammar). Sent only when
+    /// tools were offered, whose answers the gateway holds until the end.
+    Replace {
+        /// Request id.
+        id: u64,
+        /// The whole answer's text.
+        text: String,
+    },
     /// The answer ended.
     Done {
         /// Request id.

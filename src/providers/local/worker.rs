@@ -26,7 +26,9 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use prompt::{forced_call_grammar, render, CHATML};
+use prompt::{
+    forced_call_grammar, lazy_call_grammar, render, writes_hermes_calls, CALL_TRIGGER, CHATML,
+};
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::num::NonZeroU32;
@@ -107,6 +109,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         .meta_val_str("tokenizer.chat_template")
         .unwrap_or_else(|_| CHATML.to_owned());
     let template_takes_tools = template.contains("tools");
+    let hermes = writes_hermes_calls(&template, template_takes_tools);
     let mut env = minijinja::Environment::new();
     env.add_template_owned("chat", template)?;
 
@@ -138,6 +141,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         ctx,
         env,
         template_takes_tools,
+        hermes,
         n_ctx,
         cancelled,
         slots: (0..SLOTS).map(|_| Slot::empty()).collect(),
@@ -391,6 +395,8 @@ struct Engine<'m> {
     ctx: LlamaContext<'m>,
     env: minijinja::Environment<'static>,
     template_takes_tools: bool,
+    /// The model writes Hermes `<tool_call>`s (so `tool_choice: auto` gets the lazy grammar).
+    hermes: bool,
     n_ctx: u32,
     cancelled: Arc<Mutex<HashSet<u64>>>,
     /// The conversations in the KV cache.
@@ -507,25 +513,33 @@ impl Engine<'_> {
                 return;
             }
         }
-        // A forced call: only a well-formed call to an allowed tool can be sampled.
+        // A forced call: only a well-formed call to an allowed tool can be sampled. With tools
+        // offered freely, the same grammar takes over lazily at the model's first
+        // `<tool_call>`: its words are free, its calls valid against their schemas.
         let grammar = match (&force_tool, prefill) {
-            (Some(force), None) => Some(forced_call_grammar(&tools, force)),
+            (Some(force), None) => Some((forced_call_grammar(&tools, force), false)),
+            (None, None) if self.hermes && !tools.is_empty() => {
+                lazy_call_grammar(&tools).map(|g| (g, true))
+            }
             _ => None,
         };
-        let mut sampler = sampler(
-            self.model,
-            grammar.as_deref(),
+        let sampling = Sampling {
             temperature,
             top_p,
             top_k,
             seed,
+        };
+        let mut sampler = sampler(
+            self.model,
+            grammar.as_ref().map(|(g, lazy)| (g.as_str(), *lazy)),
+            sampling,
         );
         let prompt_ms = prompt_started.elapsed().as_millis() as u64;
         if self.sigill {
             raise_sigill();
         }
         let gen_started = std::time::Instant::now();
-        let mut text = TextOut::new(id, &stop);
+        let mut text = TextOut::new(id, &stop, true);
         let answer = self.decode_answer(
             id,
             &mut sampler,
@@ -534,7 +548,7 @@ impl Engine<'_> {
             (slot, tokens.len()),
             max_tokens,
         );
-        let (reason, generated) = match answer {
+        let (reason, mut generated) = match answer {
             Ok(done) => done,
             Err(message) => {
                 // The cache may hold half a batch: start clean.
@@ -543,7 +557,35 @@ impl Engine<'_> {
                 return;
             }
         };
-        let stop_sequence = text.finish();
+        let (stop_sequence, said) = text.finish();
+        // Every call checked against its schema; one that fails is sampled again under the
+        // forced grammar, after the words that came before it.
+        let mut reason = reason;
+        if !tools.is_empty() && reason != "cancelled" {
+            if let Some(force) = invalid_call(&said, &tools) {
+                let words = said
+                    .find(CALL_TRIGGER)
+                    .map_or(said.as_str(), |at| &said[..at]);
+                let retry = Retry {
+                    messages: &messages,
+                    tools: &tools,
+                    words,
+                    force: &force,
+                    max_tokens,
+                    sampling,
+                };
+                match self.resample(id, retry) {
+                    Some((text, n)) => {
+                        generated += n;
+                        reason = "end_turn";
+                        emit(&Line::Replace { id, text });
+                    }
+                    None => eprintln!(
+                        "understudy worker: a tool call that does not match its schema could not be sampled again; the gateway will not deliver it"
+                    ),
+                }
+            }
+        }
         emit(&Line::Done {
             id,
             reason: reason.into(),
@@ -554,6 +596,46 @@ impl Engine<'_> {
             prompt_ms,
             gen_ms: gen_started.elapsed().as_millis() as u64,
         });
+    }
+
+    /// Samples a call again under the forced grammar for `retry.force`, after the answer's
+    /// words: the whole new answer and the tokens it took, or `None` if it still does not
+    /// match (or could not be made).
+    fn resample(&mut self, id: u64, retry: Retry<'_>) -> Option<(String, u32)> {
+        let prefill = Some(retry.words);
+        let tokens = self
+            .tokens(retry.messages, retry.tools, prefill)
+            .ok()
+            .filter(|t| t.len() < self.n_ctx as usize)?;
+        let max_tokens = retry.max_tokens.min(self.n_ctx - tokens.len() as u32);
+        let (slot, reused) = self.take_slot(&tokens, max_tokens);
+        let mut batch = LlamaBatch::new(BATCH.max(1), 1);
+        if !matches!(
+            self.decode_prompt(id, &tokens, slot, reused, &mut batch),
+            Ok(true)
+        ) {
+            self.reset();
+            return None;
+        }
+        let grammar = forced_call_grammar(retry.tools, retry.force);
+        let mut sampler = sampler(self.model, Some((&grammar, false)), retry.sampling);
+        let mut text = TextOut::new(id, &[], false);
+        let (_, n) = self
+            .decode_answer(
+                id,
+                &mut sampler,
+                &mut batch,
+                &mut text,
+                (slot, tokens.len()),
+                max_tokens,
+            )
+            .map_err(|_| self.reset())
+            .ok()?;
+        let (_, call) = text.finish();
+        let whole = format!("{}{call}", retry.words);
+        invalid_call(&whole, retry.tools)
+            .is_none()
+            .then_some((whole, n))
     }
 
     /// The prompt's tokens and the tools it offers; `None` when it cannot be answered (the
@@ -763,19 +845,64 @@ impl Engine<'_> {
     }
 }
 
-/// The sampler chain: the forced call's `grammar` first, if any; then greedy for a
-/// temperature of 0, else sampling.
-fn sampler(
-    model: &LlamaModel,
-    grammar: Option<&str>,
+/// A request's sampling settings.
+#[derive(Debug, Clone, Copy)]
+struct Sampling {
     temperature: Option<f32>,
     top_p: Option<f32>,
     top_k: Option<i32>,
     seed: Option<u32>,
-) -> LlamaSampler {
+}
+
+/// A call to sample again: the request, the answer's words before its first call, and the
+/// tool to force (`*`: any).
+struct Retry<'a> {
+    messages: &'a [ChatMessage],
+    tools: &'a [ToolSpec],
+    words: &'a str,
+    force: &'a str,
+    max_tokens: u32,
+    sampling: Sampling,
+}
+
+/// The tool to force when `answer` holds a call that is not valid against `tools`' schemas:
+/// the tool it named if that was offered, else any (`*`). `None`: every call is valid (or
+/// there is none).
+fn invalid_call(answer: &str, tools: &[ToolSpec]) -> Option<String> {
+    let offered = || tools.iter().map(|t| (t.name.as_str(), &t.parameters));
+    match super::tools::parse(answer) {
+        super::tools::Parsed::Calls { calls, .. } => calls.iter().find_map(|c| {
+            let why = crate::schema::check_call(offered(), &c.name, &c.arguments).err()?;
+            eprintln!("understudy worker: {why}; sampling the call again under its grammar");
+            Some(if tools.iter().any(|t| t.name == c.name) {
+                c.name.clone()
+            } else {
+                "*".to_owned()
+            })
+        }),
+        // Text that opens a call but is not one (cut short, malformed): sample it again.
+        super::tools::Parsed::Text(t) if t.contains(CALL_TRIGGER) => Some("*".to_owned()),
+        super::tools::Parsed::Text(_) => None,
+    }
+}
+
+/// The sampler chain: the tool-call `grammar` first, if any (lazy: from the model's first
+/// `<tool_call>`); then greedy for a temperature of 0, else sampling.
+fn sampler(model: &LlamaModel, grammar: Option<(&str, bool)>, s: Sampling) -> LlamaSampler {
+    let Sampling {
+        temperature,
+        top_p,
+        top_k,
+        seed,
+    } = s;
     let mut chain = Vec::new();
-    if let Some(grammar) = grammar {
-        match LlamaSampler::grammar(model, grammar, "root") {
+    if let Some((grammar, lazy)) = grammar {
+        let made = if lazy {
+            LlamaSampler::grammar_lazy(model, grammar, "root", [CALL_TRIGGER], &[])
+        } else {
+            LlamaSampler::grammar(model, grammar, "root")
+        };
+        match made {
             Ok(g) => chain.push(g),
             Err(e) => {
                 eprintln!("understudy worker: the tool-call grammar failed ({e}); sampling freely")
@@ -853,16 +980,22 @@ struct TextOut<'a> {
     bytes: Vec<u8>,
     pending: String,
     hit: Option<String>,
+    /// Everything passed on so far.
+    said: String,
+    /// Send `Text` lines (else only keep the text).
+    send: bool,
 }
 
 impl<'a> TextOut<'a> {
-    fn new(id: u64, stop: &'a [String]) -> TextOut<'a> {
+    fn new(id: u64, stop: &'a [String], send: bool) -> TextOut<'a> {
         TextOut {
             id,
             stop,
             bytes: Vec::new(),
             pending: String::new(),
             hit: None,
+            said: String::new(),
+            send,
         }
     }
 
@@ -910,16 +1043,20 @@ impl<'a> TextOut<'a> {
             return;
         }
         let text: String = self.pending.drain(..upto).collect();
-        emit(&Line::Text { id: self.id, text });
+        self.said.push_str(&text);
+        if self.send {
+            emit(&Line::Text { id: self.id, text });
+        }
     }
 
-    /// Sends what is left; the stop sequence that ended the answer, if one did.
-    fn finish(mut self) -> Option<String> {
+    /// Sends what is left; the stop sequence that ended the answer, if one did, and the
+    /// whole text passed on.
+    fn finish(mut self) -> (Option<String>, String) {
         if self.hit.is_none() {
             let rest = String::from_utf8_lossy(&self.bytes).into_owned();
             self.pending.push_str(&rest);
             self.flush(self.pending.len());
         }
-        self.hit
+        (self.hit, self.said)
     }
 }

@@ -112,6 +112,30 @@ pub(super) fn forced_call_grammar(tools: &[ToolSpec], force: &str) -> String {
     }
 }
 
+/// The grammar for `tool_choice: auto`, applied lazily from the first `<tool_call>` the model
+/// writes (its words before that are free): one or more Hermes calls, each to one of `tools`
+/// with arguments valid against that tool's schema; after the last, only the end of the turn.
+/// `None` when the schema converter cannot express the tools (the calls are then checked after
+/// the fact and re-sampled under [`forced_call_grammar`]).
+pub(super) fn lazy_call_grammar(tools: &[ToolSpec]) -> Option<String> {
+    let forced = forced_call_grammar(tools, "*");
+    let body = forced.strip_prefix("root ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n")?;
+    body.lines().any(|l| l.starts_with("call ::= ")).then(|| {
+        format!(
+            "root ::= tc (\"\\n\" tc)*\ntc ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n{body}"
+        )
+    })
+}
+
+/// The trigger that starts [`lazy_call_grammar`].
+pub(super) const CALL_TRIGGER: &str = "<tool_call>";
+
+/// Whether this model writes Hermes calls (`<tool_call>`): it is given the Hermes block (its
+/// template takes no tools), or its template's own tool format is Hermes (Qwen).
+pub(super) fn writes_hermes_calls(template: &str, template_takes_tools: bool) -> bool {
+    !template_takes_tools || template.contains("<tool_call>")
+}
+
 /// A GBNF grammar that admits exactly one Hermes tool call to `force` (`*`: any of `tools`)
 /// with a JSON object for arguments.
 fn tool_call_grammar(tools: &[ToolSpec], force: &str) -> String {
