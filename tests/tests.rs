@@ -13,6 +13,9 @@ mod continuity;
 /// Any client to any provider: translation over HTTP, error mapping, truncation, keep-alives,
 /// bad input, completions, embeddings.
 mod cross;
+/// Models already on the machine: other tools' stores listed and used in place; local model
+/// servers (Ollama, LM Studio, llama-server shapes) before the embedded model.
+mod discover;
 /// The chain walk before the commit point: what fails over and what does not, breakers,
 /// retries, pause, routing modes, the retry storm that never happens.
 mod failover;

@@ -14,9 +14,9 @@ mod zero;
 pub use zero::render as zero_config_text;
 
 pub use paths::{
-    chosen_file, chosen_path, default_admin_token_path, default_engine_modes_path,
-    default_journal_path, default_model, default_path, models_dir, physical_cores,
-    DEFAULT_MODEL_FILE, DEFAULT_MODEL_RECORD,
+    chosen_elsewhere, chosen_file, chosen_path, default_admin_token_path,
+    default_engine_modes_path, default_journal_path, default_model, default_path, models_dir,
+    physical_cores, DEFAULT_MODEL_FILE, DEFAULT_MODEL_RECORD,
 };
 
 use crate::secret::KeySource;
@@ -147,6 +147,10 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// The inference endpoints, too, require the admin token (`x-understudy-token`).
     pub require_token: bool,
+    /// Zero config asks Ollama, LM Studio and llama-server on their default ports (or those
+    /// `UNDERSTUDY_LOCAL_SERVERS` names) and puts one that serves a model before the embedded
+    /// one; `false`: never.
+    pub local_servers: bool,
     /// The admin token's file (not in the TOML): `understudy serve` and the tray app use
     /// [`default_admin_token_path`]; a gateway built in-process without one keeps a token in
     /// memory ([`crate::config`] readers: the server's `auth`).
@@ -274,6 +278,9 @@ pub struct ProviderConfig {
     pub key: Option<KeySource>,
     /// Forward the client's own `x-api-key` / `Authorization` when no key is configured.
     pub passthrough_auth: bool,
+    /// A model server on this machine (Ollama, LM Studio, llama-server): it answers offline,
+    /// `local-only` keeps it, and its answers say nothing of the network.
+    pub on_this_machine: bool,
     /// The most output tokens to ask for; `None`: the built-in table of known models.
     pub max_output_tokens: Option<u32>,
     /// Whether and how it may finish an answer that broke after its first content (its own

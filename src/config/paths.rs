@@ -69,9 +69,18 @@ pub fn chosen_file(dir: &Path) -> String {
         .unwrap_or_else(|| DEFAULT_MODEL_FILE.to_owned())
 }
 
-/// The default model's path in the models directory.
+/// The default model's path: in the models directory, or where another tool keeps it (the
+/// record holds an absolute path for a model `models use` took from Ollama, LM Studio or a
+/// Hugging Face cache, used in place).
 pub fn chosen_path() -> Option<PathBuf> {
-    models_dir().map(|d| d.join(chosen_file(&d)))
+    let dir = models_dir()?;
+    Some(chosen_elsewhere(&dir).unwrap_or_else(|| dir.join(chosen_file(&dir))))
+}
+
+/// The chosen model when it lives outside the models directory (an absolute path recorded).
+pub fn chosen_elsewhere(dir: &Path) -> Option<PathBuf> {
+    let record = std::fs::read_to_string(dir.join(DEFAULT_MODEL_RECORD)).ok()?;
+    Some(PathBuf::from(record.trim())).filter(|p| p.is_absolute())
 }
 
 /// The default local model's path (the one `understudy models use` chose, else SmolLM2), if

@@ -75,6 +75,7 @@ pub struct RawServer {
     #[serde(default, with = "humantime_serde")]
     pub body_timeout: Option<Duration>,
     pub require_token: Option<bool>,
+    pub local_servers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +88,8 @@ pub struct RawProvider {
     pub passthrough_auth: Option<RawPassthrough>,
     pub max_output_tokens: Option<u32>,
     pub continuation: Option<RawContinuation>,
+    /// A model server on this machine (answers offline; `local-only` keeps it).
+    pub on_this_machine: Option<bool>,
     /// Ask the upstream for a stream when a client wants a whole answer (default true).
     pub stream_whole_answers: Option<bool>,
     /// New requests go to the route's next backend while a quota window is past this share

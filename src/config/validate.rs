@@ -54,12 +54,18 @@ impl Issues {
 pub(super) fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError> {
     let mut issues = Issues::default();
     let server = server(raw.server, &mut issues);
-    let mut providers = providers(raw.providers, &mut issues);
+    // Zero config: local model servers running on this machine come before the embedded one.
+    let servers = if raw.providers.is_empty() && server.local_servers {
+        crate::discover::servers(&crate::discover::server_addresses())
+    } else {
+        Vec::new()
+    };
+    let mut providers = providers(raw.providers, &servers, &mut issues);
     for p in &mut providers {
         p.limits = server.upstream;
     }
     let breaker = breaker(&raw.breaker, &mut issues);
-    let routes = routes(raw.routes, &providers, &mut issues);
+    let routes = routes(raw.routes, &providers, &servers, &mut issues);
     let journal = journal(&raw.journal, &mut issues);
     prices(&raw.prices, &mut issues);
     if issues.0.is_empty() {
@@ -207,6 +213,7 @@ fn server(raw: RawServer, issues: &mut Issues) -> ServerConfig {
             issues,
         ),
         require_token: raw.require_token.unwrap_or(false),
+        local_servers: raw.local_servers.unwrap_or(true),
         admin_token_file: None,
     }
 }
@@ -269,9 +276,13 @@ fn status_page(
 pub const DEFAULT_QUOTA_ALERTS: [f64; 2] = [0.8, 0.95];
 
 /// `[providers.*]`, in name order (zero config when there are none).
-fn providers(raw: BTreeMap<String, RawProvider>, issues: &mut Issues) -> Vec<ProviderConfig> {
+fn providers(
+    raw: BTreeMap<String, RawProvider>,
+    servers: &[crate::discover::Server],
+    issues: &mut Issues,
+) -> Vec<ProviderConfig> {
     let raw_providers: Vec<(String, RawProvider)> = if raw.is_empty() {
-        zero_config_providers()
+        zero_config_providers(servers)
     } else {
         raw.into_iter().collect()
     };
@@ -313,9 +324,11 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
     let timeouts = timeouts(kind, &p.timeouts, &at, issues);
     let headers = headers(&p.headers, &at, issues);
     let local = local(kind, &p, &at, issues);
+    // A model server on this machine (Ollama and the like) takes no key.
     if key.is_none()
         && !passthrough_auth
         && kind != ProviderKind::Local
+        && p.on_this_machine != Some(true)
         && matches!(p.passthrough_auth, None | Some(RawPassthrough::Bool(false)))
     {
         issues.add(
@@ -358,6 +371,7 @@ fn provider(name: String, p: RawProvider, issues: &mut Issues) -> Option<Provide
         base_url,
         key,
         passthrough_auth,
+        on_this_machine: p.on_this_machine.unwrap_or(false),
         max_output_tokens: p.max_output_tokens,
         continuation,
         stream_whole_answers: p.stream_whole_answers.unwrap_or(true),
@@ -708,9 +722,14 @@ fn breaker(b: &RawBreaker, issues: &mut Issues) -> BreakerConfig {
 }
 
 /// `[[routes]]` (zero config when there are none), against the providers that validated.
-fn routes(raw: Vec<RawRoute>, providers: &[ProviderConfig], issues: &mut Issues) -> Vec<Route> {
+fn routes(
+    raw: Vec<RawRoute>,
+    providers: &[ProviderConfig],
+    servers: &[crate::discover::Server],
+    issues: &mut Issues,
+) -> Vec<Route> {
     let raw_routes = if raw.is_empty() {
-        zero_config_routes(providers)
+        zero_config_routes(providers, servers)
     } else {
         raw
     };

@@ -45,9 +45,24 @@ fn env_is_set(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| !v.trim().is_empty())
 }
 
-/// The providers when the file declares none: the clouds, then `local` if its model is there.
-pub(super) fn zero_config_providers() -> Vec<(String, RawProvider)> {
+/// The providers when the file declares none: the clouds, the local model servers found
+/// running (`servers`; each serves Anthropic's Messages API), then `local` if its model is
+/// there.
+pub(super) fn zero_config_providers(
+    servers: &[crate::discover::Server],
+) -> Vec<(String, RawProvider)> {
     let mut out = zero_config_clouds();
+    for s in servers {
+        out.push((
+            s.kind.name().to_owned(),
+            RawProvider {
+                kind: "anthropic".into(),
+                base_url: Some(s.url.clone()),
+                on_this_machine: Some(true),
+                ..RawProvider::default()
+            },
+        ));
+    }
     if let Some(model) = default_model() {
         out.push((
             "local".to_owned(),
@@ -88,18 +103,37 @@ fn zero_config_clouds() -> Vec<(String, RawProvider)> {
     out
 }
 
-/// The routes when the file declares none: `local` for the local model, then each provider's
-/// model globs, each ending in the local model when there is one.
-pub(super) fn zero_config_routes(providers: &[ProviderConfig]) -> Vec<RawRoute> {
+/// The routes when the file declares none: `local` for the local models (the servers found
+/// running, then the embedded model), each server's model by its own name, then each
+/// provider's model globs, each ending in the local models.
+pub(super) fn zero_config_routes(
+    providers: &[ProviderConfig],
+    servers: &[crate::discover::Server],
+) -> Vec<RawRoute> {
     let local = providers.iter().any(|p| p.kind == ProviderKind::Local);
-    let mut out = Vec::new();
+    let served = |s: &crate::discover::Server| format!("{}/{}", s.kind.name(), s.model);
+    let servers: Vec<&crate::discover::Server> = servers
+        .iter()
+        .filter(|s| providers.iter().any(|p| p.name == s.kind.name()))
+        .collect();
+    let mut tail: Vec<String> = servers.iter().map(|s| served(s)).collect();
     if local {
+        tail.push("local".into());
+    }
+    let mut out = Vec::new();
+    if !tail.is_empty() {
         out.push(RawRoute {
             model: "local".into(),
-            backends: vec!["local".into()],
+            backends: tail.clone(),
         });
     }
-    for p in providers {
+    for s in &servers {
+        out.push(RawRoute {
+            model: s.model.clone(),
+            backends: vec![served(s)],
+        });
+    }
+    for p in providers.iter().filter(|p| !p.on_this_machine) {
         let globs: &[&str] = if p.kind == ProviderKind::Anthropic {
             &["claude-*"]
         } else {
@@ -111,10 +145,8 @@ pub(super) fn zero_config_routes(providers: &[ProviderConfig]) -> Vec<RawRoute> 
         };
         for g in globs {
             let mut backends = vec![p.name.clone()];
-            // Every route ends in the local model when there is one.
-            if local {
-                backends.push("local".into());
-            }
+            // Every route ends in the local models when there are any.
+            backends.extend(tail.iter().cloned());
             out.push(RawRoute {
                 model: (*g).into(),
                 backends,
@@ -146,6 +178,11 @@ pub fn render(config: &super::Config) -> String {
         let why = match (p.kind, &p.key) {
             (ProviderKind::Local, _) => {
                 "# The local model: answers when the clouds cannot (offline, every cloud failing)."
+                    .to_owned()
+            }
+            (_, _) if p.on_this_machine => {
+                "# A local model server found running on this machine (its Anthropic-compatible \
+                 /v1/messages); it answers before the embedded model."
                     .to_owned()
             }
             (ProviderKind::Anthropic, None) => "# Anthropic, with the clients' own credentials \
@@ -181,6 +218,9 @@ pub fn render(config: &super::Config) -> String {
         }
         if p.passthrough_auth {
             let _ = writeln!(out, "passthrough_auth = true");
+        }
+        if p.on_this_machine {
+            let _ = writeln!(out, "on_this_machine = true");
         }
         if let Some(l) = &p.local {
             let _ = writeln!(out, "model_file = {}", quoted(&l.model.to_string_lossy()));

@@ -412,14 +412,20 @@ impl Provider {
         body: Bytes,
     ) -> Result<reqwest::Response, SendError> {
         let mut h = HeaderMap::new();
-        let key = self.key.as_ref().map_err(|why| SendError::MissingKey {
-            provider: self.name().to_owned(),
-            reason: format!(
-                "{why}; a request translated from another API cannot use the client's own credentials, \
-                 so set api_key_env or api_key_keychain for this provider"
-            ),
-        })?;
-        self.put_key(&mut h, key)?;
+        match &self.key {
+            Ok(key) => self.put_key(&mut h, key)?,
+            // A model server on this machine takes no key.
+            Err(_) if self.config.on_this_machine => {}
+            Err(why) => {
+                return Err(SendError::MissingKey {
+                    provider: self.name().to_owned(),
+                    reason: format!(
+                        "{why}; a request translated from another API cannot use the client's own credentials, \
+                         so set api_key_env or api_key_keychain for this provider"
+                    ),
+                })
+            }
+        }
         self.api.own_headers(&mut h);
         h.insert(
             http::header::ACCEPT,
@@ -574,6 +580,11 @@ impl Provider {
                         crate::secret::remember(v, crate::secret::Kind::Passed);
                     }
                 }
+            }
+            // A model server on this machine takes no key: the client's is not its to see.
+            (Err(_), false) if self.config.on_this_machine => {
+                h.remove("x-api-key");
+                h.remove(http::header::AUTHORIZATION);
             }
             (Err(why), passthrough) => {
                 let reason = if passthrough {

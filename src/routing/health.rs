@@ -104,6 +104,9 @@ pub struct Health {
     checks: Mutex<HashMap<String, Check>>,
     /// Each provider's latest real request.
     used: Mutex<HashMap<String, Used>>,
+    /// Providers served from this machine (Ollama and the like): their answers are no
+    /// evidence that the network is up.
+    here: Mutex<std::collections::HashSet<String>>,
     /// Bumped to wake the provider checkers now (a breaker opened, the network changed).
     wake: tokio::sync::watch::Sender<u64>,
     /// When each backend's breaker last closed after being open: a conversation moved off it
@@ -134,6 +137,7 @@ impl Health {
             no_prefill: Mutex::default(),
             checks: Mutex::default(),
             used: Mutex::default(),
+            here: Mutex::default(),
             wake: tokio::sync::watch::channel(0).0,
             recovered: Mutex::default(),
             pages: Mutex::default(),
@@ -384,19 +388,29 @@ impl Health {
     /// went well, within `window`: the network is up, whatever `provider`'s name does.
     pub fn others_answered(&self, provider: &str, window: std::time::Duration) -> bool {
         let since = crate::telemetry::entry::unix_ms().saturating_sub(window.as_millis() as u64);
+        let here = self.here.lock().expect("here lock").clone();
+        let elsewhere = |p: &String| p != provider && !here.contains(p);
         let checked = self
             .checks
             .lock()
             .expect("checks lock")
             .iter()
-            .any(|(p, c)| p != provider && c.reach != Reach::Unreachable && c.at_ms >= since);
+            .any(|(p, c)| elsewhere(p) && c.reach != Reach::Unreachable && c.at_ms >= since);
         let served = self
             .used
             .lock()
             .expect("used lock")
             .iter()
-            .any(|(p, u)| p != provider && u.ok && u.at_ms >= since);
+            .any(|(p, u)| elsewhere(p) && u.ok && u.at_ms >= since);
         checked || served
+    }
+
+    /// Marks `provider` as served from this machine: its answers say nothing of the network.
+    pub fn on_this_machine(&self, provider: &str) {
+        self.here
+            .lock()
+            .expect("here lock")
+            .insert(provider.to_owned());
     }
 
     /// True while the network looks down: routes go straight to a local backend instead of

@@ -54,9 +54,11 @@ impl Mode {
 }
 
 impl Backend {
-    /// True for the embedded local engine.
+    /// True for a model on this machine: the embedded engine, or a model server marked
+    /// `on_this_machine` (Ollama, LM Studio, llama-server; zero config marks those it finds). These answer offline, `local-only` keeps
+    /// them, and their answers say nothing of the network.
     pub fn is_local(&self) -> bool {
-        self.provider.api().is_local()
+        self.provider.api().is_local() || self.provider.config.on_this_machine
     }
 
     /// `provider/model`: the key of its breaker and budget.

@@ -141,6 +141,9 @@ fn said(body: &str) -> Option<String> {
 
 /// Probes `provider` once and records what it found.
 pub async fn check_once(provider: &Provider, health: &Health) -> Verdict {
+    if provider.config.on_this_machine {
+        health.on_this_machine(provider.name());
+    }
     let r = provider.probe().await;
     let v = judge(provider, &r);
     health.checked(
@@ -152,6 +155,8 @@ pub async fn check_once(provider: &Provider, health: &Health) -> Verdict {
         },
     );
     match v.offline {
+        // A server on this machine says nothing of the network.
+        _ if provider.config.on_this_machine => {}
         // One name that does not resolve is not the network being down while another
         // provider answers: only then would every checker wake and ask again, forever.
         Some(true) if health.others_answered(provider.name(), OFFLINE_EVIDENCE) => {}

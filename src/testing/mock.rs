@@ -259,6 +259,93 @@ struct Inner {
     status_page: Mutex<Option<serde_json::Value>>,
     /// A usage plan, with what each credential has spent of it.
     plan: Mutex<Option<(Plan, std::collections::HashMap<String, PlanUse>)>>,
+    /// Shaped like a local model server instead of a cloud ([`MockCloud::act_as`]).
+    local: Mutex<Option<LocalShape>>,
+}
+
+/// A local model server the mock can be shaped like, with the models it has (the first
+/// loaded): each answers the requests Understudy's discovery makes as the real one does
+/// (docs/sources in ARCHITECTURE.md, "Models you already have"), and serves chat on
+/// `/v1/messages` as the mock always does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalShape {
+    /// Ollama: `GET /` "Ollama is running"; `/api/tags` (pulled, newest first, an embedding
+    /// model among them), `/api/ps` (loaded).
+    Ollama(Vec<String>),
+    /// LM Studio 0.4: `/api/v1/models` with `loaded_instances`; `/v1/models` `owned_by`
+    /// "organization_owner".
+    LmStudio(Vec<String>),
+    /// llama-server: `Server: llama.cpp` on every answer, `/health`, one model in `/v1/models`
+    /// `owned_by` "llamacpp"; an unknown path is its JSON 404.
+    LlamaServer(String),
+}
+
+/// The answer a local server shaped `shape` gives to `GET path`, if it is one of its own.
+fn local_reply(shape: &LocalShape, method: &str, path: &str) -> Option<Reply> {
+    use serde_json::json;
+    let get = method == "GET";
+    match shape {
+        LocalShape::Ollama(models) => {
+            let entry = |m: &String| {
+                json!({"name": m, "model": m, "size": 5_000_000_000u64,
+                "digest": "0".repeat(64), "details": {"format": "gguf", "family": "qwen3"},
+                "capabilities": ["completion", "tools"]})
+            };
+            match (get, path) {
+                (true, "/") => Some(Reply::raw(
+                    200,
+                    "text/plain; charset=utf-8",
+                    "Ollama is running",
+                )),
+                (true, "/api/version") => Some(Reply::json(200, &json!({"version": "0.14.2"}))),
+                (true, "/api/tags") => {
+                    let mut list: Vec<_> = models.iter().map(entry).collect();
+                    list.insert(0, json!({"name": "nomic-embed-text:latest", "model": "nomic-embed-text:latest",
+                        "details": {"family": "nomic-bert"}, "capabilities": ["embedding"]}));
+                    Some(Reply::json(200, &json!({"models": list})))
+                }
+                (true, "/api/ps") => Some(Reply::json(
+                    200,
+                    &json!({"models": models.first().map(entry).into_iter().collect::<Vec<_>>()}),
+                )),
+                _ => None,
+            }
+        }
+        LocalShape::LmStudio(models) => match (get, path) {
+            (true, "/api/v1/models") => {
+                let list: Vec<_> = models.iter().enumerate().map(|(i, m)| json!({"type": "llm",
+                    "publisher": "lmstudio-community", "key": m, "display_name": m, "format": "gguf",
+                    "loaded_instances": if i == 1 { json!([{"id": m, "config": {"context_length": 8192}}]) } else { json!([]) }}))
+                    .chain([json!({"type": "embedding", "key": "text-embedding-nomic-embed-text-v1.5", "loaded_instances": []})])
+                    .collect();
+                Some(Reply::json(200, &json!({"models": list})))
+            }
+            (true, "/v1/models") => Some(Reply::json(
+                200,
+                &json!({"object": "list", "data":
+                models.iter().map(|m| json!({"id": m, "object": "model", "owned_by": "organization_owner"})).collect::<Vec<_>>()}),
+            )),
+            _ => None,
+        },
+        LocalShape::LlamaServer(model) => {
+            let reply = match (get, path) {
+                (true, "/health" | "/v1/health") => Reply::json(200, &json!({"status": "ok"})),
+                (true, "/v1/models" | "/models") => Reply::json(
+                    200,
+                    &json!({"object": "list", "data": [{
+                    "id": model, "object": "model", "created": 1, "owned_by": "llamacpp",
+                    "meta": {"n_ctx_train": 32768, "n_params": 4_000_000_000u64}}]}),
+                ),
+                (true, "/") | (_, "/v1/messages") => return None,
+                (_, p) if p.starts_with("/v1/") => return None,
+                _ => Reply::json(
+                    404,
+                    &json!({"error": {"message": "File Not Found", "type": "not_found_error", "code": 404}}),
+                ),
+            };
+            Some(reply.header("server", "llama.cpp"))
+        }
+    }
 }
 
 /// A usage quota the mock keeps per credential, reported in every chat answer's headers as
@@ -740,6 +827,11 @@ impl MockCloud {
         set.extend(keys.iter().map(|k| (*k).to_owned()));
     }
 
+    /// Answers like this local model server from now on ([`LocalShape`]; `None`: a cloud).
+    pub fn act_as(&self, shape: Option<LocalShape>) {
+        *self.inner.local.lock().expect("lock") = shape;
+    }
+
     /// Serves this statuspage.io summary from now on (`None`: all operational).
     pub fn set_status_page(&self, page: Option<serde_json::Value>) {
         *self.inner.status_page.lock().expect("lock") = page;
@@ -865,6 +957,13 @@ async fn serve_conn(mut sock: TcpStream, inner: Arc<Inner>) {
             continue;
         }
         let path = head.path.split('?').next().unwrap_or("").to_owned();
+        let shaped = inner.local.lock().expect("lock").clone();
+        if let Some(reply) = shaped.and_then(|s| local_reply(&s, &head.method, &path)) {
+            if write_reply(&mut sock, &inner, reply).await.is_err() {
+                return;
+            }
+            continue;
+        }
         *inner
             .hits
             .lock()
@@ -1259,7 +1358,8 @@ fn credentials_refused(inner: &Inner, head: &Head, listing: bool) -> Option<Repl
     let rejected = key
         .as_ref()
         .is_some_and(|k| inner.rejected_keys.lock().expect("lock").contains(k));
-    let missing = listing && key.is_none();
+    // A local server takes no key (Ollama's docs: "required but ignored").
+    let missing = listing && key.is_none() && inner.local.lock().expect("lock").is_none();
     if !(rejected || missing) {
         return None;
     }

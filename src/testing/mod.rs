@@ -6,8 +6,8 @@ mod mock;
 pub mod transcript;
 
 pub use mock::{
-    bench_parts, operational_page, status_page, Chunk, End, MockBody, MockCloud, Plan, PlanHeaders,
-    Profile, RecordedRequest, Reply, Restate, Stats, PREFILL_REFUSAL,
+    bench_parts, operational_page, status_page, Chunk, End, LocalShape, MockBody, MockCloud, Plan,
+    PlanHeaders, Profile, RecordedRequest, Reply, Restate, Stats, PREFILL_REFUSAL,
 };
 
 use serde_json::{json, Value};
