@@ -394,14 +394,22 @@ pub fn server_addresses() -> Vec<(ServerKind, String)> {
         ServerKind::LlamaServer,
     ];
     match std::env::var("UNDERSTUDY_LOCAL_SERVERS") {
-        Ok(list) => list
-            .split(',')
-            .filter_map(|item| {
-                let (k, addr) = item.trim().split_once('=')?;
-                let kind = kinds.into_iter().find(|kind| kind.name() == k.trim())?;
-                Some((kind, addr.trim().to_owned()))
-            })
-            .collect(),
+        Ok(list) => {
+            let mut out: Vec<(ServerKind, String)> = Vec::new();
+            for item in list.split(',') {
+                let Some((k, addr)) = item.trim().split_once('=') else {
+                    continue;
+                };
+                let Some(kind) = kinds.into_iter().find(|kind| kind.name() == k.trim()) else {
+                    continue;
+                };
+                // One of each kind (its provider's name): the first given.
+                if !out.iter().any(|(seen, _)| *seen == kind) {
+                    out.push((kind, addr.trim().to_owned()));
+                }
+            }
+            out
+        }
         Err(_) => vec![
             (ServerKind::Ollama, "127.0.0.1:11434".into()),
             (ServerKind::LmStudio, "127.0.0.1:1234".into()),
@@ -410,9 +418,28 @@ pub fn server_addresses() -> Vec<(ServerKind, String)> {
     }
 }
 
+/// How long an answer to [`servers`] is reused: config is read synchronously, also on a
+/// reload inside the runtime, which should not wait on the probes each time.
+const PROBE_REUSE: Duration = Duration::from_secs(30);
+
 /// The local servers answering at `addresses` with a model to serve. A closed port costs a
-/// refused connection; a port held by something else is given 300 ms.
+/// refused connection; a port held by something else is given 300 ms. The same addresses asked
+/// again within [`PROBE_REUSE`] get the same answer without asking.
 pub fn servers(addresses: &[(ServerKind, String)]) -> Vec<Server> {
+    type Seen = (std::time::Instant, Vec<(ServerKind, String)>, Vec<Server>);
+    static LAST: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+    if let Some((at, asked, found)) = LAST.lock().expect("probe cache").as_ref() {
+        if asked == addresses && at.elapsed() < PROBE_REUSE {
+            return found.clone();
+        }
+    }
+    let found = probe(addresses);
+    *LAST.lock().expect("probe cache") =
+        Some((std::time::Instant::now(), addresses.to_vec(), found.clone()));
+    found
+}
+
+fn probe(addresses: &[(ServerKind, String)]) -> Vec<Server> {
     addresses
         .iter()
         .filter_map(|(kind, addr)| {

@@ -94,15 +94,38 @@ impl Free {
     }
 }
 
-/// The cgroup v2 memory limit and use of this process, where a limit is set.
+/// The tightest cgroup v2 memory limit over this process's cgroup and its ancestors, and that
+/// cgroup's use less its inactive file pages (page cache the kernel takes back first: a model
+/// file read once is not memory the next load competes with).
 fn cgroup_limit() -> Option<(u64, u64)> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = std::path::Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
-    let max = read("memory.max")?.trim().parse::<u64>().ok()?;
-    let current = read("memory.current")?.trim().parse::<u64>().ok()?;
-    Some((max, current))
+    let mut dir = std::path::Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+    let mut tightest: Option<(u64, u64)> = None;
+    loop {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        let max = read("memory.max").and_then(|m| m.trim().parse::<u64>().ok());
+        let current = read("memory.current").and_then(|c| c.trim().parse::<u64>().ok());
+        if let (Some(max), Some(current)) = (max, current) {
+            let inactive = read("memory.stat")
+                .and_then(|st| {
+                    st.lines()
+                        .find_map(|l| l.strip_prefix("inactive_file "))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+                .unwrap_or(0);
+            let used = current.saturating_sub(inactive);
+            if tightest.is_none_or(|(m, u)| max.saturating_sub(used) < m.saturating_sub(u)) {
+                tightest = Some((max, used));
+            }
+        }
+        if !dir.pop()
+            || !dir.starts_with("/sys/fs/cgroup")
+            || dir == std::path::Path::new("/sys/fs/cgroup")
+        {
+            return tightest;
+        }
+    }
 }
 
 /// The context a model gets, and why.
@@ -143,11 +166,17 @@ pub fn plan(shape: &Shape, weights: u64, requested: Option<u32>, free: Option<Fr
     };
     let at = |kv: KvType, n: u32| kv.bytes(per_token * u64::from(n));
     let Some(free) = free else {
+        // Nothing to size by: Claude Code's context (or the one set), not the model's longest.
+        let n = if requested.is_some() {
+            target
+        } else {
+            target.min(CLAUDE_CODE_CONTEXT)
+        };
         return Plan {
-            n_ctx: target,
+            n_ctx: n,
             kv_type: KvType::F16,
-            kv_bytes: at(KvType::F16, target),
-            why: format!("{aim}; free memory unknown"),
+            kv_bytes: at(KvType::F16, n),
+            why: format!("{aim}; free memory unknown, so {n}"),
         };
     };
     let budget = free
@@ -296,7 +325,7 @@ mod tests {
         let unknown = plan(&s, 0, None, None);
         assert_eq!(
             (unknown.n_ctx, unknown.kv_type),
-            (MAX_AUTO_CONTEXT, KvType::F16)
+            (CLAUDE_CODE_CONTEXT, KvType::F16)
         );
     }
 

@@ -197,6 +197,11 @@ impl<R: Read> Reader<R> {
             }
             9 => {
                 let item = self.u32()?;
+                // Nested arrays are not in the format's use; each level would be a stack frame
+                // (a small hostile file could overflow the stack).
+                if item == 9 {
+                    return Err("its header nests arrays (damaged?)".into());
+                }
                 let len = self.u64()?;
                 match width(item) {
                     Some(_) if keep && !matches!(item, 6 | 7 | 12) => {
@@ -384,6 +389,21 @@ mod tests {
         assert!(Shape::from_reader(&huge[..])
             .unwrap_err()
             .contains("damaged"));
+        let mut nested = b"GGUF".to_vec();
+        nested.extend(3u32.to_le_bytes());
+        nested.extend(0u64.to_le_bytes());
+        nested.extend(1u64.to_le_bytes());
+        nested.extend(1u64.to_le_bytes());
+        nested.push(b'k');
+        nested.extend(9u32.to_le_bytes());
+        for _ in 0..10_000 {
+            nested.extend(9u32.to_le_bytes());
+            nested.extend(1u64.to_le_bytes());
+        }
+        nested.extend(9u32.to_le_bytes());
+        assert!(Shape::from_reader(&nested[..])
+            .unwrap_err()
+            .contains("nests"));
         let none = header(&[("general.name", V::Str("x"))]);
         assert!(Shape::from_reader(&none[..])
             .unwrap_err()

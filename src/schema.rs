@@ -38,9 +38,17 @@ impl fmt::Display for Invalid {
 /// `$ref`s followed in one path before the schema is taken to loop.
 const MAX_DEPTH: usize = 64;
 
+/// Schemas visited in one validation before it gives up and lets the value pass: a client's
+/// schema whose combinators branch through `$ref`s could otherwise take exponential time.
+const MAX_STEPS: usize = 100_000;
+
 /// Checks `value` against `schema`.
 pub fn validate(schema: &Value, value: &Value) -> Result<(), Invalid> {
-    Check { root: schema }.check(schema, value, &mut String::new(), 0)
+    let c = Check {
+        root: schema,
+        steps: std::cell::Cell::new(0),
+    };
+    c.check(schema, value, &mut String::new(), 0)
 }
 
 /// The arguments of a call to one of `tools` (name, schema) checked: the tool must be one of
@@ -71,6 +79,8 @@ pub fn check_call<'a>(
 
 struct Check<'a> {
     root: &'a Value,
+    /// Schemas visited so far ([`MAX_STEPS`]).
+    steps: std::cell::Cell<usize>,
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -98,6 +108,8 @@ fn is_type(v: &Value, ty: &str) -> bool {
     }
 }
 
+/// A schema's own value (an enum member, a const) for a message: the client wrote it. The
+/// call's values are never shown (a command, a file's text, a token may be in them).
 fn shown(v: &Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 60 {
@@ -105,6 +117,20 @@ fn shown(v: &Value) -> String {
         format!("{cut}…")
     } else {
         s
+    }
+}
+
+/// Equal as JSON values are: numbers by value (`1.0` is `1`), the rest structurally.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
     }
 }
 
@@ -122,8 +148,28 @@ impl<'a> Check<'a> {
         if pointer.is_empty() {
             return Some(self.root);
         }
-        let decoded: String = pointer.replace("%25", "%");
-        self.root.pointer(&decoded)
+        // A URI fragment: percent-encoded, then a JSON Pointer (`~0`, `~1` as `pointer` reads).
+        let bytes = pointer.as_bytes();
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (
+                bytes[i],
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (b'%', Some(h), Some(l)) => {
+                    decoded.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                (b, _, _) => {
+                    decoded.push(b);
+                    i += 1;
+                }
+            }
+        }
+        self.root.pointer(&String::from_utf8(decoded).ok()?)
     }
 
     fn check(
@@ -133,6 +179,10 @@ impl<'a> Check<'a> {
         at: &mut String,
         depth: usize,
     ) -> Result<(), Invalid> {
+        self.steps.set(self.steps.get() + 1);
+        if self.steps.get() > MAX_STEPS {
+            return Ok(());
+        }
         let s = match schema {
             Value::Bool(true) => return Ok(()),
             Value::Bool(false) => return self.fail(at, "no value is allowed here"),
@@ -144,24 +194,23 @@ impl<'a> Check<'a> {
             if depth >= MAX_DEPTH {
                 return self.fail(at, format!("the schema's $ref {r} loops"));
             }
-            match self.resolve(r) {
-                Some(target) => self.check(target, v, at, depth + 1)?,
-                None => return self.fail(at, format!("the schema's $ref {r} points nowhere")),
+            // A reference this checker cannot follow (`$id`, `$anchor`, another document)
+            // holds the value to nothing rather than refuse a good call.
+            if let Some(target) = self.resolve(r) {
+                self.check(target, v, at, depth + 1)?;
             }
         }
         self.types(s, v, at)?;
         if let Some(Value::Array(options)) = s.get("enum") {
-            if !options.contains(v) {
+            if !options.iter().any(|o| same(o, v)) {
                 let list: Vec<String> = options.iter().map(shown).collect();
-                return self.fail(
-                    at,
-                    format!("{} is not one of {}", shown(v), list.join(", ")),
-                );
+                let why = format!("the {} is not one of {}", kind(v), list.join(", "));
+                return self.fail(at, why);
             }
         }
         if let Some(c) = s.get("const") {
-            if c != v {
-                return self.fail(at, format!("{} is not {}", shown(v), shown(c)));
+            if !same(c, v) {
+                return self.fail(at, format!("the {} is not {}", kind(v), shown(c)));
             }
         }
         match v {
@@ -175,6 +224,9 @@ impl<'a> Check<'a> {
     }
 
     fn types(&self, s: &Map<String, Value>, v: &Value, at: &str) -> Result<(), Invalid> {
+        if v.is_null() && s.get("nullable") == Some(&Value::Bool(true)) {
+            return Ok(());
+        }
         let ok = match s.get("type") {
             Some(Value::String(t)) => is_type(v, t),
             Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).any(|t| is_type(v, t)),
@@ -191,7 +243,7 @@ impl<'a> Check<'a> {
                 .join(" or "),
             t => t.as_str().unwrap_or("?").to_owned(),
         };
-        self.fail(at, format!("expected {want}, got {} {}", kind(v), shown(v)))
+        self.fail(at, format!("expected {want}, got {}", kind(v)))
     }
 
     fn object(
@@ -339,13 +391,7 @@ impl<'a> Check<'a> {
         if let Some(Value::String(p)) = s.get("pattern") {
             if let Ok(re) = regex::Regex::new(p) {
                 if !re.is_match(t) {
-                    return self.fail(
-                        at,
-                        format!(
-                            "{} does not match the pattern {p}",
-                            shown(&Value::String(t.to_owned()))
-                        ),
-                    );
+                    return self.fail(at, format!("the string does not match the pattern {p}"));
                 }
             }
         }
@@ -358,24 +404,31 @@ impl<'a> Check<'a> {
         let flag = |k: &str| s.get(k) == Some(&Value::Bool(true));
         if let Some(min) = num("minimum") {
             if x < min || (flag("exclusiveMinimum") && x == min) {
-                return self.fail(at, format!("{x} is below the minimum {min}"));
+                return self.fail(at, format!("the number is below the minimum {min}"));
             }
         }
         if let Some(max) = num("maximum") {
             if x > max || (flag("exclusiveMaximum") && x == max) {
-                return self.fail(at, format!("{x} is above the maximum {max}"));
+                return self.fail(at, format!("the number is above the maximum {max}"));
             }
         }
         if num("exclusiveMinimum").is_some_and(|m| x <= m) {
-            return self.fail(at, format!("{x} is not above {}", s["exclusiveMinimum"]));
+            return self.fail(
+                at,
+                format!("the number is not above {}", s["exclusiveMinimum"]),
+            );
         }
         if num("exclusiveMaximum").is_some_and(|m| x >= m) {
-            return self.fail(at, format!("{x} is not below {}", s["exclusiveMaximum"]));
+            return self.fail(
+                at,
+                format!("the number is not below {}", s["exclusiveMaximum"]),
+            );
         }
         if let Some(m) = num("multipleOf").filter(|m| *m > 0.0) {
+            // Relative: 123456789.12 is a multiple of 0.01 although the quotient is not exact.
             let q = x / m;
-            if (q - q.round()).abs() > 1e-9 {
-                return self.fail(at, format!("{x} is not a multiple of {m}"));
+            if (q - q.round()).abs() > 1e-9 * q.abs().max(1.0) {
+                return self.fail(at, format!("the number is not a multiple of {m}"));
             }
         }
         Ok(())
@@ -489,12 +542,12 @@ mod tests {
             (
                 json!({"file_path": 3, "edits": [{}]}),
                 "/file_path",
-                "expected string, got integer 3",
+                "expected string, got integer",
             ),
             (
                 json!({"file_path": "a", "mode": "append", "edits": [{"old_string": "", "new_string": ""}]}),
                 "/mode",
-                "\"append\" is not one of \"replace\", \"insert\"",
+                "the string is not one of \"replace\", \"insert\"",
             ),
             (
                 json!({"file_path": "a", "edits": [{"old_string": "x"}]}),
@@ -564,6 +617,48 @@ mod tests {
             .unwrap_err()
             .why
             .contains("loops"));
+    }
+
+    #[test]
+    fn good_arguments_are_not_refused_and_values_are_never_quoted() {
+        // Numbers by value, large multiples, OpenAPI's nullable, a reference it cannot follow,
+        // pointer escapes in a reference.
+        let s = json!({"type": "object", "properties": {
+            "n": {"enum": [1, 2]}, "c": {"const": 0.5},
+            "price": {"type": "number", "multipleOf": 0.01},
+            "maybe": {"type": "string", "nullable": true},
+            "elsewhere": {"$ref": "https://example.com/schema.json"},
+            "slash": {"$ref": "#/$defs/a~1b"},
+            "pct": {"$ref": "#/$defs/with%20space"}},
+            "$defs": {"a/b": {"type": "integer"}, "with space": {"type": "boolean"}}});
+        validate(
+            &s,
+            &json!({"n": 1.0, "c": 0.5, "price": 123456789.12, "maybe": null,
+            "elsewhere": [1], "slash": 3, "pct": true}),
+        )
+        .unwrap();
+        assert_eq!(
+            validate(&s, &json!({"slash": "x"})).unwrap_err().at,
+            "/slash"
+        );
+        let secret = "sk-ant-api03-secret-value";
+        for bad in [
+            json!({"n": secret}),
+            json!({"c": secret}),
+            json!({"price": secret}),
+        ] {
+            let e = validate(&s, &bad).unwrap_err().to_string();
+            assert!(!e.contains(secret), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_schema_that_branches_without_end_gives_up_quickly() {
+        let s = json!({"$defs": {"a": {"anyOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/a"}]}},
+            "$ref": "#/$defs/a"});
+        let started = std::time::Instant::now();
+        let _ = validate(&s, &json!(1));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub(crate) fn spawn_serve(
             crate::support::admin_token_file(),
         )
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // No probing this machine's Ollama, LM Studio or llama-server unless a test asks.
+        .env("UNDERSTUDY_LOCAL_SERVERS", "")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {

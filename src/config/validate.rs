@@ -55,8 +55,17 @@ pub(super) fn from_raw(raw: RawConfig, source: ConfigSource) -> Result<Config, C
     let mut issues = Issues::default();
     let server = server(raw.server, &mut issues);
     // Zero config: local model servers running on this machine come before the embedded one.
+    // Never this gateway itself (its Ollama front answers as Ollama does).
     let servers = if raw.providers.is_empty() && server.local_servers {
-        crate::discover::servers(&crate::discover::server_addresses())
+        let own = [Some(server.listen), server.ollama_listen];
+        let addresses: Vec<_> = crate::discover::server_addresses()
+            .into_iter()
+            .filter(|(_, a)| {
+                let a = a.parse::<std::net::SocketAddr>().ok();
+                !own.iter().flatten().any(|o| Some(*o) == a)
+            })
+            .collect();
+        crate::discover::servers(&addresses)
     } else {
         Vec::new()
     };

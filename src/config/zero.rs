@@ -127,7 +127,11 @@ pub(super) fn zero_config_routes(
             backends: tail.clone(),
         });
     }
-    for s in &servers {
+    // Its model's own name routes to it, unless the name would be read as a pattern.
+    for s in servers
+        .iter()
+        .filter(|s| !s.model.contains(['*', '?', '[', ']', '{', '}', '\\', '!']))
+    {
         out.push(RawRoute {
             model: s.model.clone(),
             backends: vec![served(s)],

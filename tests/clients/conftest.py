@@ -15,6 +15,9 @@ from admin import token_file
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("UNDERSTUDY_BIN", os.path.join(ROOT, "target", "debug", "understudy"))
+# Gateways started here do not pick up an Ollama, LM Studio or llama-server that happens to run
+# on this machine (zero config would put it before the embedded model).
+os.environ.setdefault("UNDERSTUDY_LOCAL_SERVERS", "")
 
 
 def _spawn(args, prefix, env=None):

@@ -27,7 +27,33 @@ def claude_binary():
     return found[0]
 
 
-def run(bin_path, home, models_dir, prompt, config=None, bring_up_loopback=False):
+def status_of(url, token):
+    with urllib.request.urlopen(admin_request(url + "/api/status", token)) as r:
+        return json.loads(r.read())
+
+
+def side_request(url):
+    """What Claude Code sends beside its main conversation (a title or summary, under a
+    Haiku-class model id, with a system prompt of its own)."""
+    body = {"model": "claude-haiku-4-5", "max_tokens": 16,
+            "system": "Write a five-word title for the conversation below. Answer with the title only.",
+            "messages": [{"role": "user", "content": "The user asked to say hello and then to say it again."}]}
+    req = urllib.request.Request(url + "/v1/messages", data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json", "x-api-key": "sk-ant-test-not-a-real-key",
+                                          "anthropic-version": "2023-06-01"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return r.status
+
+
+def turns(bin_path, home, models_dir, prompts, side=True, bring_up_loopback=False):
+    """Claude Code's first turn (`claude -p`), then each next one continuing the same session
+    (`claude -p --continue`), with a side request between turns when `side`. After each turn:
+    the local engine's answers so far (`local.recent`: prompt and cached tokens, prompt time)
+    and the request feed (time to first token)."""
+    return run(bin_path, home, models_dir, prompts, bring_up_loopback=bring_up_loopback, side=side)
+
+
+def run(bin_path, home, models_dir, prompt, config=None, bring_up_loopback=False, side=False):
     if bring_up_loopback:
         # A fresh network namespace has only `lo`, and it is down.
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -39,6 +65,8 @@ def run(bin_path, home, models_dir, prompt, config=None, bring_up_loopback=False
         "UNDERSTUDY_MODELS_DIR": models_dir,
         "UNDERSTUDY_WORKER_BIN": bin_path,
         "RUST_LOG": "understudy=info",
+        # Zero config here is the embedded model's: no local model server is asked.
+        "UNDERSTUDY_LOCAL_SERVERS": "",
     }
     args = [bin_path, "serve", "--listen", "127.0.0.1:0"]
     if config:
@@ -61,19 +89,27 @@ def run(bin_path, home, models_dir, prompt, config=None, bring_up_loopback=False
             # A tiny model rambles: bound its answers so the test stays quick.
             "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "1024",
         }
-        # A 135M model at Claude Code's temperature sometimes runs past the limit, which
-        # Claude Code reports as an error: that (and only that) earns another try. The
-        # prompt is cached in the worker by then, so a try costs only the answer.
-        tries = []
-        for _ in range(3):
-            out = subprocess.run([claude_binary(), "-p", prompt], env=claude_env, capture_output=True, text=True,
-                                 timeout=900, stdin=subprocess.DEVNULL)
-            tries.append({"returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr})
-            if out.returncode == 0 or "output token maximum" not in out.stdout + out.stderr:
-                break
-        with urllib.request.urlopen(admin_request(url + "/api/status", token)) as r:
-            status = json.loads(r.read())
-        return {**tries[-1], "tries": tries, "status": status}
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        done = []
+        for n, p in enumerate(prompts):
+            if n and side:
+                side_request(url)
+            args = [claude_binary(), "-p"] + (["--continue"] if n else []) + [p]
+            # A 135M model at Claude Code's temperature sometimes runs past the limit, which
+            # Claude Code reports as an error: that (and only that) earns another try. The
+            # prompt is cached in the worker by then, so a try costs only the answer.
+            tries = []
+            for _ in range(3):
+                out = subprocess.run(args, env=claude_env, capture_output=True, text=True,
+                                     timeout=900, stdin=subprocess.DEVNULL, cwd=home)
+                tries.append({"returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr})
+                if out.returncode == 0 or "output token maximum" not in out.stdout + out.stderr:
+                    break
+            status = status_of(url, token)
+            with urllib.request.urlopen(admin_request(url + "/api/requests", token)) as r:
+                feed = json.loads(r.read())
+            done.append({**tries[-1], "tries": tries, "status": status, "requests": feed})
+        return {**done[-1], "turns": done}
     finally:
         stop(gw)
 

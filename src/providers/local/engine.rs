@@ -5,6 +5,10 @@
 use super::cpu::{exit_words, signal_of, Cpu, Ladder, Memory, Mode, SIGFPE, SIGILL, SIGSEGV};
 use super::protocol::{Command, Line};
 use super::request::{to_chat, tools_for};
+
+/// Finished answers kept in the status, oldest first (how much of each prompt the KV cache
+/// held: what tells a conversation kept its cache across side requests).
+const RECENT_ANSWERS: usize = 32;
 use super::{LastAnswer, LocalEvent, LocalStatus};
 use crate::canonical::Request;
 use crate::config::LocalConfig;
@@ -845,7 +849,7 @@ impl LineRouter {
             st.answers += 1;
             st.cancelled += u64::from(reason == "cancelled");
             st.completion_tokens += u64::from(*completion_tokens);
-            st.last = Some(LastAnswer {
+            let answer = LastAnswer {
                 reason: reason.clone(),
                 prompt_tokens: *prompt_tokens,
                 cached_tokens: *cached_tokens,
@@ -853,7 +857,12 @@ impl LineRouter {
                 prompt_ms: *prompt_ms,
                 cancel_ms,
                 tokens_per_second: f64::from(*completion_tokens) * 1000.0 / (*gen_ms).max(1) as f64,
-            });
+            };
+            if st.recent.len() >= RECENT_ANSWERS {
+                st.recent.remove(0);
+            }
+            st.recent.push(answer.clone());
+            st.last = Some(answer);
         }
         let done = matches!(line, Line::Done { .. } | Line::Error { .. });
         if done {

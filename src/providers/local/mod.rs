@@ -196,6 +196,9 @@ pub struct LocalStatus {
     /// The last answer that finished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last: Option<LastAnswer>,
+    /// The last answers that finished (up to 32), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<LastAnswer>,
 }
 
 /// One finished answer, as the worker reported it.

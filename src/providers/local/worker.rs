@@ -25,6 +25,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use prompt::{
     forced_call_grammar, lazy_call_grammar, render, writes_hermes_calls, CALL_TRIGGER, CHATML,
@@ -142,6 +143,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
         env,
         template_takes_tools,
         hermes,
+        recurrent: model.is_recurrent() || model.is_hybrid(),
         n_ctx,
         cancelled,
         slots: (0..SLOTS).map(|_| Slot::empty()).collect(),
@@ -397,6 +399,9 @@ struct Engine<'m> {
     template_takes_tools: bool,
     /// The model writes Hermes `<tool_call>`s (so `tool_choice: auto` gets the lazy grammar).
     hermes: bool,
+    /// A recurrent or hybrid model (Mamba layers): its state cannot be cut at a position or
+    /// copied in part, so a slot is reused only when the prompt extends it, and never copied.
+    recurrent: bool,
     n_ctx: u32,
     cancelled: Arc<Mutex<HashSet<u64>>>,
     /// The conversations in the KV cache.
@@ -559,13 +564,12 @@ impl Engine<'_> {
         };
         let (stop_sequence, said) = text.finish();
         // Every call checked against its schema; one that fails is sampled again under the
-        // forced grammar, after the words that came before it.
+        // forced grammar, after everything said before it (earlier valid calls included). An
+        // answer continuing a prefill is left to the gateway's check (which fails it over).
         let mut reason = reason;
-        if !tools.is_empty() && reason != "cancelled" {
-            if let Some(force) = invalid_call(&said, &tools) {
-                let words = said
-                    .find(CALL_TRIGGER)
-                    .map_or(said.as_str(), |at| &said[..at]);
+        if !tools.is_empty() && reason != "cancelled" && prefill.is_none() {
+            if let Some((force, at)) = invalid_call(&said, &tools) {
+                let words = &said[..at];
                 let retry = Retry {
                     messages: &messages,
                     tools: &tools,
@@ -729,7 +733,14 @@ impl Engine<'_> {
             .take_while(|(a, b)| a == b)
             .count()
             .min(tokens.len() - 1);
-        let reused = if from != slot && common > own {
+        // A recurrent state holds the whole sequence: it is reused only if the prompt extends
+        // it, and another slot's cannot be copied in part.
+        let own = if self.recurrent && own < self.slots[slot].tokens.len() {
+            0
+        } else {
+            own
+        };
+        let reused = if from != slot && common > own && !self.recurrent {
             // Another conversation holds a longer prefix (a shared system prompt): copy it.
             self.evict(slot);
             self.ctx
@@ -821,8 +832,21 @@ impl Engine<'_> {
                 reason = "cancelled";
                 break;
             }
-            let t = sampler.sample(&self.ctx, logits_at);
-            // `sample` has accepted it already (a second accept would advance a grammar twice).
+            // Chosen, then accepted through the shim that catches llama.cpp's exceptions: a
+            // grammar that cannot take the token (a lazy grammar's trigger replayed with text
+            // it rejects) throws, which across `llama_sampler_sample` would abort the worker.
+            let mut candidates =
+                LlamaTokenDataArray::from_iter(self.ctx.candidates_ith(logits_at), false);
+            candidates.apply_sampler(sampler);
+            let Some(t) = candidates.selected_token() else {
+                return Err("the sampler chose no token".into());
+            };
+            if sampler.try_accept(t).is_err() {
+                // The tool-call grammar broke: what was said so far is checked (and a call
+                // sampled again under the forced grammar) as any answer is.
+                reason = "end_turn";
+                break;
+            }
             generated += 1;
             if vocab.is_eog(t) {
                 reason = "end_turn";
@@ -865,24 +889,26 @@ struct Retry<'a> {
     sampling: Sampling,
 }
 
-/// The tool to force when `answer` holds a call that is not valid against `tools`' schemas:
-/// the tool it named if that was offered, else any (`*`). `None`: every call is valid (or
-/// there is none).
-fn invalid_call(answer: &str, tools: &[ToolSpec]) -> Option<String> {
+/// The first call in `answer` that is not valid against `tools`' schemas: the tool to force
+/// (the one it named if that was offered, else any, `*`) and where its `<tool_call>` starts.
+/// `None`: every call is valid (or there is none).
+fn invalid_call(answer: &str, tools: &[ToolSpec]) -> Option<(String, usize)> {
     let offered = || tools.iter().map(|t| (t.name.as_str(), &t.parameters));
+    let starts: Vec<usize> = answer.match_indices(CALL_TRIGGER).map(|(i, _)| i).collect();
     match super::tools::parse(answer) {
-        super::tools::Parsed::Calls { calls, .. } => calls.iter().find_map(|c| {
+        super::tools::Parsed::Calls { calls, .. } => calls.iter().enumerate().find_map(|(k, c)| {
             let why = crate::schema::check_call(offered(), &c.name, &c.arguments).err()?;
             eprintln!("understudy worker: {why}; sampling the call again under its grammar");
-            Some(if tools.iter().any(|t| t.name == c.name) {
+            let force = if tools.iter().any(|t| t.name == c.name) {
                 c.name.clone()
             } else {
                 "*".to_owned()
-            })
+            };
+            // Hermes calls start at their tags; other formats are one block from the start.
+            Some((force, starts.get(k).copied().unwrap_or(0)))
         }),
         // Text that opens a call but is not one (cut short, malformed): sample it again.
-        super::tools::Parsed::Text(t) if t.contains(CALL_TRIGGER) => Some("*".to_owned()),
-        super::tools::Parsed::Text(_) => None,
+        super::tools::Parsed::Text(_) => starts.first().map(|&at| ("*".to_owned(), at)),
     }
 }
 

@@ -87,10 +87,16 @@ pub(super) fn forced_call_grammar(tools: &[ToolSpec], force: &str) -> String {
     let calls: Vec<serde_json::Value> = tools
         .iter()
         .filter(|t| force == "*" || t.name == force)
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
+            // Each schema moves under `oneOf/i/properties/arguments`: its own `$ref`s (pydantic's
+            // `#/$defs/…`) must follow it there, or the converter fails on them and every tool
+            // loses its grammar.
+            let arguments =
+                rebase_refs(&t.parameters, &format!("#/oneOf/{i}/properties/arguments"));
             serde_json::json!({"type": "object", "additionalProperties": false,
                 "required": ["name", "arguments"],
-                "properties": {"name": {"const": t.name}, "arguments": t.parameters}})
+                "properties": {"name": {"const": t.name}, "arguments": arguments}})
         })
         .collect();
     if calls.is_empty() {
@@ -115,6 +121,8 @@ pub(super) fn forced_call_grammar(tools: &[ToolSpec], force: &str) -> String {
 /// The grammar for `tool_choice: auto`, applied lazily from the first `<tool_call>` the model
 /// writes (its words before that are free): one or more Hermes calls, each to one of `tools`
 /// with arguments valid against that tool's schema; after the last, only the end of the turn.
+/// Whitespace around a call is free: the token that completes the trigger is replayed into the
+/// grammar with whatever else it holds (`>\n\n`, `> {`).
 /// `None` when the schema converter cannot express the tools (the calls are then checked after
 /// the fact and re-sampled under [`forced_call_grammar`]).
 pub(super) fn lazy_call_grammar(tools: &[ToolSpec]) -> Option<String> {
@@ -122,7 +130,7 @@ pub(super) fn lazy_call_grammar(tools: &[ToolSpec]) -> Option<String> {
     let body = forced.strip_prefix("root ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n")?;
     body.lines().any(|l| l.starts_with("call ::= ")).then(|| {
         format!(
-            "root ::= tc (\"\\n\" tc)*\ntc ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n{body}"
+            "root ::= tc (tcws tc)*\ntc ::= \"<tool_call>\" tcws call tcws \"</tool_call>\"\ntcws ::= [ \\t\\n]*\n{body}"
         )
     })
 }
@@ -134,6 +142,27 @@ pub(super) const CALL_TRIGGER: &str = "<tool_call>";
 /// template takes no tools), or its template's own tool format is Hermes (Qwen).
 pub(super) fn writes_hermes_calls(template: &str, template_takes_tools: bool) -> bool {
     !template_takes_tools || template.contains("<tool_call>")
+}
+
+/// `schema` with its document-local `$ref`s (`#`, `#/…`) made relative to `base` instead.
+fn rebase_refs(schema: &serde_json::Value, base: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match schema {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("$ref", Value::String(r)) if r == "#" => {
+                    (k.clone(), Value::String(base.to_owned()))
+                }
+                ("$ref", Value::String(r)) if r.starts_with("#/") => {
+                    (k.clone(), Value::String(format!("{base}{}", &r[1..])))
+                }
+                _ => (k.clone(), rebase_refs(v, base)),
+            })
+            .collect(),
+        Value::Array(a) => Value::Array(a.iter().map(|v| rebase_refs(v, base)).collect()),
+        other => other.clone(),
+    }
 }
 
 /// A GBNF grammar that admits exactly one Hermes tool call to `force` (`*`: any of `tools`)
@@ -197,6 +226,27 @@ mod tests {
             role: "user".into(),
             content: text.into(),
         }
+    }
+
+    #[test]
+    fn tools_with_local_refs_keep_their_schema_grammar_and_the_lazy_one_allows_whitespace() {
+        let pydantic = ToolSpec {
+            name: "Plan".into(),
+            description: "Plans.".into(),
+            parameters: serde_json::json!({"type": "object", "required": ["steps"],
+                "properties": {"steps": {"type": "array", "items": {"$ref": "#/$defs/Step"}}},
+                "$defs": {"Step": {"type": "object", "required": ["title"],
+                    "properties": {"title": {"type": "string"}}}}}),
+        };
+        let g = lazy_call_grammar(&[read_tool(), pydantic]).expect("the schemas convert");
+        assert!(
+            g.starts_with("root ::= tc (tcws tc)*\ntc ::= \"<tool_call>\" tcws call tcws"),
+            "{g}"
+        );
+        assert!(
+            g.contains("title"),
+            "the referenced definition is in the grammar: {g}"
+        );
     }
 
     #[test]
