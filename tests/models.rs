@@ -386,3 +386,58 @@ async fn use_list_and_rm_choose_the_model_zero_config_loads() {
     assert!(!dir.path().join("m.gguf.json").exists());
     assert!(!dir.path().join("default-model").exists());
 }
+
+/// `models pull --recommended` asks for the catalog's best fit for this machine's memory (the
+/// one `models list` marks), at its pinned revision. The hub here has no such file: the pull
+/// fails, saying so, and leaves nothing behind.
+#[tokio::test]
+async fn the_recommended_pull_asks_for_the_best_fit_at_its_revision() {
+    let (hub, url) = start_hub(1024).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&url, dir.path(), &["pull", "--recommended"]).await;
+    assert!(!o.status.success(), "{}", text(&o));
+    let best = understudy::models::recommended(understudy::models::total_memory_gb());
+    let seen: Vec<String> = hub
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.0.clone())
+        .collect();
+    match best {
+        Some(e) => {
+            let path = format!(
+                "/{}/resolve/{}/{}",
+                e.repo.as_deref().unwrap(),
+                e.revision.as_deref().unwrap(),
+                e.file
+            );
+            assert_eq!(seen.first(), Some(&path), "{}", text(&o));
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains(&e.name),
+                "{}",
+                text(&o)
+            );
+            let listed = run(&url, dir.path(), &["list", "--json"]).await;
+            let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+            let marked: Vec<&str> = v["catalog"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["recommended"] == true)
+                .map(|c| c["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(marked, [e.name.as_str()]);
+        }
+        None => assert!(
+            String::from_utf8_lossy(&o.stderr).contains("fits this machine's memory"),
+            "{}",
+            text(&o)
+        ),
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|f| !f
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".gguf")));
+}
