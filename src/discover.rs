@@ -563,6 +563,15 @@ fn ollama_model(addr: &str) -> Option<String> {
             (local && chats(name, m)).then(|| name.to_owned())
         })
     };
+    let loaded =
+        get_json(addr, "/api/ps").and_then(|(_, v)| v["models"].as_array()?.first().cloned());
+    // Ollama gives a model 4,096 tokens of context unless told otherwise, less than Claude
+    // Code's first prompt: say so where it can be seen.
+    if let Some(n) = loaded.as_ref().and_then(|m| m["context_length"].as_u64()) {
+        if n < u64::from(crate::fit::CLAUDE_CODE_CONTEXT) {
+            tracing::warn!(server = addr, context = n, "Ollama runs its model with less context than Claude Code needs; set OLLAMA_CONTEXT_LENGTH=32768 (or more) for the Ollama service");
+        }
+    }
     pick("/api/ps").or_else(|| pick("/api/tags"))
 }
 

@@ -180,6 +180,39 @@ async fn models_in_other_tools_stores_are_listed_used_in_place_and_answer() {
         "{status}"
     );
     terminate(child);
+
+    // Ollama removes it: the models directory's own default serves, rather than nothing.
+    link(
+        &smol(),
+        &home
+            .path()
+            .join("models")
+            .join(understudy::config::DEFAULT_MODEL_FILE),
+    );
+    std::fs::remove_file(
+        home.path()
+            .join(format!(".ollama/models/blobs/sha256-{SMOL_SHA}")),
+    )
+    .unwrap();
+    let check = Command::new(BIN)
+        .args(["config", "check"])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("UNDERSTUDY_MODELS_DIR", home.path().join("models"))
+        .env("UNDERSTUDY_LOCAL_SERVERS", "")
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success()
+            && said.contains(&format!(
+                "models/{}",
+                understudy::config::DEFAULT_MODEL_FILE
+            )),
+        "{said} {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 /// The providers a gateway runs, by name.

@@ -74,7 +74,16 @@ pub fn chosen_file(dir: &Path) -> String {
 /// Hugging Face cache, used in place).
 pub fn chosen_path() -> Option<PathBuf> {
     let dir = models_dir()?;
-    Some(chosen_elsewhere(&dir).unwrap_or_else(|| dir.join(chosen_file(&dir))))
+    let elsewhere = chosen_elsewhere(&dir).filter(|p| {
+        // Another tool may delete it (`ollama rm`, or a pull that replaces its blob): the
+        // models directory's own default serves meanwhile, rather than no local model at all.
+        let there = p.exists();
+        if !there {
+            tracing::warn!(model = %p.display(), "the chosen local model is gone (its tool removed or replaced it); using the default model; run `understudy models use` again");
+        }
+        there
+    });
+    Some(elsewhere.unwrap_or_else(|| dir.join(chosen_file(&dir))))
 }
 
 /// The chosen model when it lives outside the models directory (an absolute path recorded).

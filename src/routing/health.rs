@@ -405,12 +405,10 @@ impl Health {
         checked || served
     }
 
-    /// Marks `provider` as served from this machine: its answers say nothing of the network.
-    pub fn on_this_machine(&self, provider: &str) {
-        self.here
-            .lock()
-            .expect("here lock")
-            .insert(provider.to_owned());
+    /// The providers served from this machine (`on_this_machine`), replacing those known
+    /// before: their answers say nothing of the network.
+    pub fn set_on_this_machine(&self, providers: impl IntoIterator<Item = String>) {
+        *self.here.lock().expect("here lock") = providers.into_iter().collect();
     }
 
     /// True while the network looks down: routes go straight to a local backend instead of

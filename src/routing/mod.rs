@@ -113,6 +113,16 @@ pub struct Router {
     paused: std::sync::atomic::AtomicBool,
 }
 
+/// The names of the providers served from this machine.
+fn here(config: &Config) -> Vec<String> {
+    config
+        .providers
+        .iter()
+        .filter(|p| p.on_this_machine)
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 impl Router {
     /// Builds the providers (clients, keys) and the table.
     pub async fn new(config: &Config) -> Router {
@@ -134,12 +144,14 @@ impl Router {
             crate::telemetry::observe::Prices::new(&config.prices),
             journal,
         );
+        let health = Health::new(config.breaker);
+        health.set_on_this_machine(here(config));
         Router {
             table: std::sync::RwLock::new(Arc::new(Table {
                 routes: config.routes.clone(),
                 providers,
             })),
-            health: Health::new(config.breaker),
+            health,
             recorder: Arc::new(recorder),
             quota_events,
             config_events: tokio::sync::broadcast::channel(8).0,
@@ -194,6 +206,7 @@ impl Router {
             .map(|p| p.name().to_owned())
             .collect();
         out.routes = old.routes != config.routes;
+        self.health.set_on_this_machine(here(config));
         *self.table.write().expect("routing table lock") = Arc::new(Table {
             routes: config.routes.clone(),
             providers,

@@ -141,9 +141,6 @@ fn said(body: &str) -> Option<String> {
 
 /// Probes `provider` once and records what it found.
 pub async fn check_once(provider: &Provider, health: &Health) -> Verdict {
-    if provider.config.on_this_machine {
-        health.on_this_machine(provider.name());
-    }
     let r = provider.probe().await;
     let v = judge(provider, &r);
     health.checked(
