@@ -181,28 +181,25 @@ fn size_of(path: &Path) -> Option<u64> {
         .map(|m| m.len())
 }
 
-fn dirs(path: &Path) -> Vec<PathBuf> {
+/// The entries of `path` that are folders (`folders`), or that are not, in name order.
+fn entries(path: &Path, folders: bool) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(path)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_dir() == folders)
         .collect();
     out.sort();
     out
 }
 
+fn dirs(path: &Path) -> Vec<PathBuf> {
+    entries(path, true)
+}
+
 fn files(path: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| !p.is_dir())
-        .collect();
-    out.sort();
-    out
+    entries(path, false)
 }
 
 fn file_name(p: &Path) -> &str {

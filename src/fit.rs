@@ -65,21 +65,9 @@ impl Free {
     /// cgroup v2 limit this process runs under (`memory.max` less `memory.current`). `None`
     /// where neither can be read (not Linux).
     pub fn here() -> Option<Free> {
-        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let kb = |key: &str| -> Option<u64> {
-            meminfo
-                .lines()
-                .find_map(|l| l.strip_prefix(key))?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .map(|k| k * 1024)
-        };
         let mut free = Free {
-            available: kb("MemAvailable:")?,
-            total: kb("MemTotal:")?,
+            available: meminfo("MemAvailable:")?,
+            total: meminfo("MemTotal:")?,
         };
         if let Some((max, current)) = cgroup_limit() {
             free.total = free.total.min(max);
@@ -92,6 +80,20 @@ impl Free {
     pub fn margin(&self) -> u64 {
         (self.total / 10).max(1 << 30)
     }
+}
+
+/// A `/proc/meminfo` line's value in bytes (`MemTotal:`, `MemAvailable:`).
+pub fn meminfo(key: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|k| k * 1024)
 }
 
 /// The tightest cgroup v2 memory limit over this process's cgroup and its ancestors, and that

@@ -807,16 +807,7 @@ fn not_installed(dir: &Path, spec: &str) -> ModelError {
 
 /// Total memory in GiB (from /proc/meminfo), for recommending catalog models.
 pub fn total_memory_gb() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / (1024 * 1024))
+    crate::fit::meminfo("MemTotal:").map(|b| b >> 30)
 }
 
 #[cfg(test)]

@@ -508,8 +508,11 @@ async fn attempt(
         unix_now(),
         true,
     )
-    .validating(&req.canonical().map(|c| c.tools.clone()).unwrap_or_default())
     .continuing(delivered, splice, id);
+    let pipeline = match req.canonical() {
+        Ok(c) => pipeline.validating(c),
+        Err(_) => pipeline,
+    };
     let pipe = Pipe::Translated(Box::new(pipeline));
     let quiet = Duration::from_secs(3600);
     let mut stream = Stream::new(upstream, pipe, provider.clone(), exchange, quiet, None);

@@ -99,9 +99,9 @@ pub struct Pipeline {
     delivered: Collector,
     /// Set when this pipeline continues an answer another backend broke.
     splice: Option<canonical::Splice>,
-    /// The tools the client offered (name, input schema): each tool call is checked against
-    /// them before it is delivered ([`crate::schema::check_call`]). Empty: not checked.
-    tools: Vec<(String, serde_json::Value)>,
+    /// The request whose tools each tool call is checked against before it is delivered
+    /// ([`crate::schema::check_call`]); shared, not copied. `None` or no tools: not checked.
+    checked_against: Option<std::sync::Arc<canonical::Request>>,
 }
 
 impl Pipeline {
@@ -144,26 +144,27 @@ impl Pipeline {
             held_tool: None,
             delivered: Collector::default(),
             splice: None,
-            tools: Vec::new(),
+            checked_against: None,
         }
     }
 
     /// Checks every tool call against the client's `tools` before it is delivered: a call to
     /// a tool not offered, or whose input does not match its schema, is an upstream fault
     /// (malformed), never something the client executes.
-    pub fn validating(mut self, tools: &[canonical::Tool]) -> Pipeline {
-        self.tools = tools
-            .iter()
-            .map(|t| (t.name.clone(), t.schema.clone()))
-            .collect();
+    pub fn validating(mut self, req: std::sync::Arc<canonical::Request>) -> Pipeline {
+        self.checked_against = Some(req);
         self
     }
 
     /// The held tool call checked against the offered tools.
     fn check_tool(&self, held: &[Event]) -> Result<(), StreamFault> {
-        if self.tools.is_empty() {
+        let Some(req) = self
+            .checked_against
+            .as_ref()
+            .filter(|r| !r.tools.is_empty())
+        else {
             return Ok(());
-        }
+        };
         let mut name = "";
         let mut input = String::new();
         for ev in held {
@@ -188,7 +189,7 @@ impl Pipeline {
                 ))
             })?
         };
-        let tools = self.tools.iter().map(|(n, s)| (n.as_str(), s));
+        let tools = req.tools.iter().map(|t| (t.name.as_str(), &t.schema));
         crate::schema::check_call(tools, name, &value).map_err(|why| {
             StreamFault::malformed(format!("the upstream's tool call is invalid: {why}"))
         })

@@ -93,7 +93,7 @@ pub(crate) async fn opened(
 /// Serves a translated request from `backend`.
 pub(crate) async fn call(
     backend: &Backend,
-    req: &canonical::Request,
+    req: &std::sync::Arc<canonical::Request>,
     format: Format,
     keepalive: Duration,
     report: Option<Report>,
@@ -125,7 +125,7 @@ pub(crate) async fn call(
         created,
         req.stream,
     )
-    .validating(&req.tools);
+    .validating(req.clone());
     let name = provider.name().to_owned();
     let pipe = Pipe::Translated(Box::new(pipeline));
     let mut stream = Stream::new(upstream, pipe, provider.clone(), exchange, keepalive, plan);

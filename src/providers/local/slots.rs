@@ -19,23 +19,27 @@ impl<T> Slot<T> {
     }
 }
 
+impl<T: PartialEq> Slot<T> {
+    /// How many of its tokens `prompt` starts with.
+    pub fn common(&self, prompt: &[T]) -> usize {
+        self.tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+    }
+}
+
 /// The slot a prompt goes to, and the slot whose prefix it reuses (the same one, or another
 /// whose cached prefix is copied over): the slot sharing the longest prefix with `prompt`,
 /// unless taking it would throw away more of its conversation than it reuses; then an empty
 /// slot, else the least recently used one. Side requests (another system prompt) thus never
 /// take the main conversation's slot while another is free or older.
 pub fn choose_slot<T: PartialEq>(slots: &[Slot<T>], prompt: &[T]) -> (usize, usize, usize) {
-    let common = |s: &Slot<T>| {
-        s.tokens
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-    };
     let (best, best_common) = slots
         .iter()
         .enumerate()
-        .map(|(i, s)| (i, common(s)))
+        .map(|(i, s)| (i, s.common(prompt)))
         .max_by_key(|&(i, c)| (c, slots[i].used))
         .unwrap_or((0, 0));
     let keeps_most = best_common * 2 >= slots[best].tokens.len();

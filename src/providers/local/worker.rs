@@ -726,13 +726,7 @@ impl Engine<'_> {
         self.tick += 1;
         let (slot, from, common) = choose_slot(&self.slots, tokens);
         let common = common.min(tokens.len() - 1);
-        let own = self.slots[slot]
-            .tokens
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(tokens.len() - 1);
+        let own = self.slots[slot].common(tokens).min(tokens.len() - 1);
         // A recurrent state holds the whole sequence: it is reused only if the prompt extends
         // it, and another slot's cannot be copied in part.
         let own = if self.recurrent && own < self.slots[slot].tokens.len() {
