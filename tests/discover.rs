@@ -318,7 +318,13 @@ async fn a_running_local_server_answers_before_the_embedded_model() {
             assert_eq!(r.status(), 200);
             assert_eq!(r.headers()["x-understudy-served-by"], "local");
         }
-        terminate(child);
+        let (_, log) = terminate(child);
+        // Ollama's model runs at its default 4,096 tokens: the log says how to give it more.
+        assert_eq!(
+            log.contains("OLLAMA_CONTEXT_LENGTH"),
+            kind == "ollama",
+            "{kind}: {log}"
+        );
     }
 
     // A file can turn it off.

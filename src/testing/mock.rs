@@ -304,10 +304,20 @@ fn local_reply(shape: &LocalShape, method: &str, path: &str) -> Option<Reply> {
                         "details": {"family": "nomic-bert"}, "capabilities": ["embedding"]}));
                     Some(Reply::json(200, &json!({"models": list})))
                 }
-                (true, "/api/ps") => Some(Reply::json(
-                    200,
-                    &json!({"models": models.first().map(entry).into_iter().collect::<Vec<_>>()}),
-                )),
+                // Loaded at Ollama's default context (4,096 unless OLLAMA_CONTEXT_LENGTH says more).
+                (true, "/api/ps") => {
+                    let loaded: Vec<_> = models
+                        .first()
+                        .map(|m| {
+                            let mut e = entry(m);
+                            e["context_length"] = json!(4096);
+                            e["size_vram"] = json!(0);
+                            e
+                        })
+                        .into_iter()
+                        .collect();
+                    Some(Reply::json(200, &json!({"models": loaded})))
+                }
                 _ => None,
             }
         }
