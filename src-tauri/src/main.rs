@@ -1,27 +1,28 @@
 //! Understudy's tray app: the gateway in-process (the local model stays in its worker
-//! process), its state in the tray icon and menu, desktop notifications, and the dashboard in
-//! a window. The tray's icon, tooltip and menu come from `understudy::desktop::tray::view`, a pure
-//! function of the status snapshot; they are rebuilt only when that view changes. Linux tray
-//! hosts deliver no click events, so everything is in the menu.
+//! process), its state in the tray icon and menu, and desktop notifications. The tray's icon,
+//! tooltip and menu come from `understudy::desktop::tray::view`, a pure function of the status
+//! snapshot; they are rebuilt only when that view changes. Linux tray hosts deliver no click
+//! events, so everything is in the menu.
 //!
-//! Closing the window destroys its webview (and WebKit's processes): the app goes on in the
-//! tray at a few tens of MB. One instance per user: a second launch opens the first one's
-//! window and exits.
+//! The dashboard is a second process, `understudy-dashboard` (Tauri and its WebKit webview),
+//! started when it is asked for and gone when its window closes. This process links GTK and the
+//! indicator only: WebKitGTK's libraries (and the speech voices Debian links into it) are ~45 MB
+//! resident from the moment they are loaded, window or not, and the tray sits in the tray all
+//! day. One instance per user ([`instance`]): a second launch opens the first one's dashboard
+//! and exits.
 
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod icons;
+mod instance;
 
+use std::cell::RefCell;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tauri::image::Image;
-use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem};
-use tauri::tray::{TrayIcon, TrayIconBuilder};
-use tauri::{AppHandle, Manager, RunEvent, WebviewUrl, WebviewWindowBuilder};
-use tauri_plugin_autostart::ManagerExt as _;
-use tauri_plugin_clipboard_manager::ClipboardExt as _;
+use tray_icon::menu::{CheckMenuItem, IsMenuItem, Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tray_icon::{TrayIcon, TrayIconBuilder};
 use understudy::config::Config;
 use understudy::desktop::tray::{self, View};
 use understudy::server::AppState;
@@ -77,13 +78,35 @@ fn parse_args() -> Result<Args, String> {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// What the tray's handlers share.
+/// The gateway, as the tray's handlers reach it from any thread.
 struct Shared {
     gateway: Arc<AppState>,
     url: String,
-    tray: Mutex<Option<TrayIcon>>,
-    view: Mutex<Option<View>>,
     muted: Arc<AtomicBool>,
+}
+
+/// What lives on the GTK thread (tray icons and menus are GTK objects).
+struct Ui {
+    shared: Arc<Shared>,
+    tray: TrayIcon,
+    view: View,
+    dashboard: Option<std::process::Child>,
+    clipboard: Option<arboard::Clipboard>,
+}
+
+thread_local! {
+    static UI: RefCell<Option<Ui>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the GTK thread, with the tray's state (from a handler, a timer or the runtime).
+fn on_ui(f: impl FnOnce(&mut Ui) + Send + 'static) {
+    gtk::glib::MainContext::default().invoke(move || {
+        UI.with(|ui| {
+            if let Some(ui) = ui.borrow_mut().as_mut() {
+                f(ui);
+            }
+        })
+    });
 }
 
 fn main() -> ExitCode {
@@ -119,6 +142,16 @@ fn main() -> ExitCode {
             std::env::set_var("UNDERSTUDY_WORKER_BIN", sibling);
         }
     }
+    // Before anything is bound: a second launch opens the first one's dashboard and exits.
+    let instance = match understudy::config::data_dir().map(|d| instance::claim(&d)) {
+        Some(Ok(instance::Claim::First(i))) => Some(i),
+        Some(Ok(instance::Claim::Handed)) => return ExitCode::SUCCESS,
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => None,
+    };
     let mut cfg = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -134,7 +167,7 @@ fn main() -> ExitCode {
         cfg.server.listen = addr;
     }
     understudy::desktop::app_defaults(&mut cfg);
-    match run(cfg, args.show) {
+    match run(cfg, args.show, instance) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -143,164 +176,215 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: Config, show: bool) -> anyhow::Result<()> {
+fn run(cfg: Config, show: bool, instance: Option<instance::Instance>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("understudy")
+        .build()?;
+    gtk::init().map_err(|e| {
+        anyhow::anyhow!("cannot open the display ({e}); without a desktop, run the gateway alone: `understudy serve`")
+    })?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served: Arc<Served> = Default::default();
-    let setup_served = served.clone();
-    let mut setup = Some((cfg, stop_rx));
-    // The single-instance plugin runs first: a second launch hands over to the first (which
-    // opens its window) and exits before it binds anything.
-    let app = tauri::Builder::default()
-        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
-            open_dashboard(app);
-        }))
-        .plugin(tauri_plugin_autostart::init(
-            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
-            Some(vec!["--autostart"]),
-        ))
-        .plugin(tauri_plugin_clipboard_manager::init())
-        .setup(move |app| {
-            let (cfg, stop_rx) = setup.take().expect("setup runs once");
-            let shared = start_gateway(cfg, stop_rx, &setup_served)?;
-            let handle = app.handle().clone();
-            app.manage(shared.clone());
-            let snap = shared.gateway.snapshot();
-            let view = tray::view(&snap, tray_state(&handle, &snap));
-            let tray = TrayIconBuilder::with_id("understudy")
-                .icon(icon_image(view.icon))
-                .tooltip(&view.tooltip)
-                .menu(&build_menu(&handle, &view)?)
-                .show_menu_on_left_click(true)
-                .on_menu_event(|app, event| on_menu(app, event.id().as_ref()))
-                .build(app)?;
-            *shared.tray.lock().expect("tray lock") = Some(tray);
-            *shared.view.lock().expect("view lock") = Some(view);
-            tauri::async_runtime::spawn(watch(handle.clone(), shared.clone()));
-            tauri::async_runtime::spawn(understudy::desktop::notifications(
-                Arc::downgrade(&shared.gateway),
-                shared.muted.clone(),
-                Arc::new(|n| {
-                    if let Err(e) = understudy::desktop::show(&n) {
-                        tracing::warn!(error = %e, "could not show a desktop notification");
-                    }
-                }),
-            ));
-            if show {
-                open_dashboard(&handle);
-            }
-            Ok(())
+    let (shared, served) = start_gateway(&rt, cfg, stop_rx)?;
+    let snap = shared.gateway.snapshot();
+    let view = tray::view(&snap, tray_state(&snap));
+    let tray = TrayIconBuilder::new()
+        .with_id("understudy")
+        .with_icon(icon_image(view.icon))
+        .with_tooltip(&view.tooltip)
+        .with_menu(Box::new(build_menu(&view)?))
+        .with_menu_on_left_click(true)
+        .build()?;
+    UI.with(|ui| {
+        *ui.borrow_mut() = Some(Ui {
+            shared: shared.clone(),
+            tray,
+            view,
+            dashboard: None,
+            clipboard: None,
         })
-        .build(tauri::generate_context!())?;
-
-    let mut stop_tx = Some(stop_tx);
-    app.run(move |_app, event| match event {
-        // The last window closed: the app lives on in the tray.
-        RunEvent::ExitRequested {
-            code: None, api, ..
-        } => api.prevent_exit(),
-        RunEvent::Exit => {
-            if let Some(tx) = stop_tx.take() {
-                let _ = tx.send(());
-            }
-            understudy::desktop::claude_code_stop();
-        }
-        _ => {}
     });
-    // In-flight streams get the gateway's grace period.
-    if let Some(served) = served.lock().expect("served lock").take() {
-        let _ = tauri::async_runtime::block_on(async {
-            tokio::time::timeout(Duration::from_secs(12), served).await
-        });
+    MenuEvent::set_event_handler(Some(|event: MenuEvent| {
+        let id = event.id().0.clone();
+        on_ui(move |ui| on_menu(ui, &id));
+    }));
+    rt.spawn(watch(shared.clone()));
+    rt.spawn(understudy::desktop::notifications(
+        Arc::downgrade(&shared.gateway),
+        shared.muted.clone(),
+        Arc::new(|n| {
+            if let Err(e) = understudy::desktop::show(&n) {
+                tracing::warn!(error = %e, "could not show a desktop notification");
+            }
+        }),
+    ));
+    #[cfg(unix)]
+    if let Some(listener) = instance.as_ref().and_then(|i| i.listener.as_ref()) {
+        let listener = listener.try_clone()?;
+        rt.spawn(second_launches(listener));
     }
+    rt.spawn(quit_on_signal());
+    if show {
+        on_ui(open_dashboard);
+    }
+    gtk::main();
+
+    // Quitting: the dashboard closes with the app, Claude Code's settings are restored, and
+    // in-flight streams get the gateway's grace period.
+    UI.with(|ui| {
+        if let Some(mut ui) = ui.borrow_mut().take() {
+            if let Some(mut child) = ui.dashboard.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    });
+    understudy::desktop::claude_code_stop();
+    let _ = stop_tx.send(());
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(12), served).await });
+    drop(instance);
     Ok(())
 }
 
-type Served = Mutex<Option<tauri::async_runtime::JoinHandle<std::io::Result<()>>>>;
-
-/// Binds and starts the gateway on Tauri's tokio runtime.
+/// Binds and starts the gateway on the runtime.
 fn start_gateway(
+    rt: &tokio::runtime::Runtime,
     cfg: Config,
     stop: tokio::sync::oneshot::Receiver<()>,
-    served: &Served,
-) -> anyhow::Result<Arc<Shared>> {
+) -> anyhow::Result<(Arc<Shared>, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let addr = cfg.server.listen;
     let ollama_listen = cfg.server.ollama_listen;
     let conn = understudy::server::Connections::of(&cfg);
-    let (listener, gateway, app) = tauri::async_runtime::block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            anyhow::anyhow!("cannot listen on {addr}: {e} (is another program using the port? use --listen to pick another address)")
+    let (listener, gateway, app) = rt
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr}: {e} (is another program using the port? use --listen to pick another address)")
+            })?;
+            let port = listener.local_addr()?.port();
+            let (app, gateway) = understudy::server::build(cfg, port).await;
+            anyhow::Ok((listener, gateway, app))
+        })
+        .inspect_err(|e| {
+            let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
+                title: "Understudy cannot start".into(),
+                body: e.to_string(),
+            });
         })?;
-        let port = listener.local_addr()?.port();
-        let (app, gateway) = understudy::server::build(cfg, port).await;
-        anyhow::Ok((listener, gateway, app))
-    })
-    .inspect_err(|e| {
-        let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
-            title: "Understudy cannot start".into(),
-            body: e.to_string(),
-        });
-    })?;
     let url = format!("http://{}", listener.local_addr()?);
     understudy::desktop::claude_code_start(&url, false, None);
     println!("understudy listening on {url}");
     tracing::info!(%url, "tray app: gateway listening");
-    *served.lock().expect("served lock") = Some(tauri::async_runtime::spawn(
-        understudy::server::serve_app(listener, app, ollama_listen, conn, async move {
+    let served = rt.spawn(understudy::server::serve_app(
+        listener,
+        app,
+        ollama_listen,
+        conn,
+        async move {
             let _ = stop.await;
-        }),
+        },
     ));
-    Ok(Arc::new(Shared {
+    let shared = Arc::new(Shared {
         gateway,
         url,
-        tray: Mutex::new(None),
-        view: Mutex::new(None),
         muted: Arc::new(AtomicBool::new(false)),
-    }))
+    });
+    Ok((shared, served))
 }
 
-fn tray_state(app: &AppHandle, snap: &Snapshot) -> tray::Local {
+/// A second launch said `show` on the instance socket: open the dashboard.
+#[cfg(unix)]
+async fn second_launches(listener: std::os::unix::net::UnixListener) {
+    use tokio::io::AsyncBufReadExt;
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for a second launch");
+            return;
+        }
+    };
+    while let Ok((conn, _)) = listener.accept().await {
+        let mut line = String::new();
+        let mut conn = tokio::io::BufReader::new(conn);
+        let read = conn.read_line(&mut line);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), read).await {
+            if line.trim() == "show" {
+                on_ui(open_dashboard);
+            }
+        }
+    }
+}
+
+/// SIGTERM and SIGINT quit as the menu's Quit does (the grace period, Claude Code's settings).
+async fn quit_on_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    gtk::glib::MainContext::default().invoke(gtk::main_quit);
+}
+
+fn autolaunch() -> Option<auto_launch::AutoLaunch> {
+    // As Tauri's autostart plugin wrote it (the product name, `--autostart`), so an entry made
+    // by an earlier version is the same entry.
+    let exe = std::env::var("APPIMAGE")
+        .ok()
+        .or_else(|| Some(std::env::current_exe().ok()?.display().to_string()))?;
+    auto_launch::AutoLaunchBuilder::new()
+        .set_app_name("Understudy")
+        .set_app_path(&exe)
+        .set_args(&["--autostart"])
+        .build()
+        .ok()
+}
+
+fn tray_state(snap: &Snapshot) -> tray::Local {
     tray::Local {
         paused: snap.paused,
-        autostart: app.autolaunch().is_enabled().unwrap_or(false),
+        autostart: autolaunch().is_some_and(|a| a.is_enabled().unwrap_or(false)),
         claude_code_connected: snap.claude_code.as_ref().is_some_and(|c| c.connected),
     }
 }
 
-fn icon_image(icon: tray::Icon) -> Image<'static> {
-    Image::new_owned(icons::rgba(icon), icons::SIZE, icons::SIZE)
+fn icon_image(icon: tray::Icon) -> tray_icon::Icon {
+    tray_icon::Icon::from_rgba(icons::rgba(icon), icons::SIZE, icons::SIZE)
+        .expect("the drawn icons are SIZE×SIZE RGBA")
 }
 
-fn build_menu(app: &AppHandle, view: &View) -> tauri::Result<Menu<tauri::Wry>> {
-    let mut items: Vec<Box<dyn IsMenuItem<tauri::Wry>>> = Vec::new();
+fn build_menu(view: &View) -> tray_icon::menu::Result<Menu> {
+    let menu = Menu::new();
     for item in &view.shown_menu() {
-        match item {
-            None => items.push(Box::new(PredefinedMenuItem::separator(app)?)),
+        let entry: Box<dyn IsMenuItem> = match item {
+            None => Box::new(PredefinedMenuItem::separator()),
             Some(i) => match i.checked {
-                Some(checked) => items.push(Box::new(CheckMenuItem::with_id(
-                    app,
-                    &i.id,
-                    &i.label,
-                    i.enabled,
-                    checked,
-                    None::<&str>,
-                )?)),
-                None => items.push(Box::new(MenuItem::with_id(
-                    app,
-                    &i.id,
-                    &i.label,
-                    i.enabled,
-                    None::<&str>,
-                )?)),
+                Some(checked) => Box::new(CheckMenuItem::with_id(
+                    &i.id, &i.label, i.enabled, checked, None,
+                )),
+                None => Box::new(MenuItem::with_id(&i.id, &i.label, i.enabled, None)),
             },
-        }
+        };
+        menu.append(entry.as_ref())?;
     }
-    let refs: Vec<&dyn IsMenuItem<tauri::Wry>> = items.iter().map(|b| b.as_ref()).collect();
-    Menu::with_items(app, &refs)
+    Ok(menu)
 }
 
 /// Rebuilds the tray when the gateway's state changes: on its events, and every 2 s for what
 /// changes without one (latencies, the local model's load progress).
-async fn watch(app: AppHandle, shared: Arc<Shared>) {
+async fn watch(shared: Arc<Shared>) {
     let mut health = shared.gateway.router.health().subscribe();
     let mut requests = shared.gateway.router.recorder().subscribe();
     let mut ui = shared.gateway.ui_events.subscribe();
@@ -317,71 +401,92 @@ async fn watch(app: AppHandle, shared: Arc<Shared>) {
             // The gateway is gone (the app is quitting).
             return;
         }
-        refresh(&app, &shared);
+        on_ui(refresh);
     }
 }
 
-fn refresh(app: &AppHandle, shared: &Shared) {
-    let snap = shared.gateway.snapshot();
-    shared.muted.store(snap.paused, Ordering::Relaxed);
-    let view = tray::view(&snap, tray_state(app, &snap));
-    let mut last = shared.view.lock().expect("view lock");
-    if last.as_ref() == Some(&view) {
+fn refresh(ui: &mut Ui) {
+    let snap = ui.shared.gateway.snapshot();
+    ui.shared.muted.store(snap.paused, Ordering::Relaxed);
+    let view = tray::view(&snap, tray_state(&snap));
+    if ui.view == view {
         return;
     }
-    let changed_icon = last.as_ref().map(|v| v.icon) != Some(view.icon);
-    let changed_menu = last.as_ref().map(|v| v.shown_menu()) != Some(view.shown_menu());
-    let tray = shared.tray.lock().expect("tray lock");
-    if let Some(tray) = tray.as_ref() {
-        // Menus and icons are GTK objects: changed on the main thread.
-        let (tray, app2, v) = (tray.clone(), app.clone(), view.clone());
-        let _ = app.run_on_main_thread(move || {
-            if changed_icon {
-                let _ = tray.set_icon(Some(icon_image(v.icon)));
-            }
-            let _ = tray.set_tooltip(Some(&v.tooltip));
-            if changed_menu {
-                match build_menu(&app2, &v) {
-                    Ok(menu) => {
-                        let _ = tray.set_menu(Some(menu));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not rebuild the tray menu"),
-                }
-            }
-        });
+    if ui.view.icon != view.icon {
+        let _ = ui.tray.set_icon(Some(icon_image(view.icon)));
     }
-    *last = Some(view);
+    let _ = ui.tray.set_tooltip(Some(&view.tooltip));
+    if ui.view.shown_menu() != view.shown_menu() {
+        match build_menu(&view) {
+            Ok(menu) => ui.tray.set_menu(Some(Box::new(menu))),
+            Err(e) => tracing::warn!(error = %e, "could not rebuild the tray menu"),
+        }
+    }
+    ui.view = view;
 }
 
-fn open_dashboard(app: &AppHandle) {
-    if let Some(w) = app.get_webview_window("dashboard") {
-        let _ = w.show();
-        let _ = w.unminimize();
-        let _ = w.set_focus();
-        return;
-    }
-    let shared = app.state::<Arc<Shared>>();
-    // Signed in through a one-time code: the window's session cookie is its proof of being
-    // this user (the admin API refuses everyone else).
-    let code = shared.gateway.admin.one_time_code();
-    let url = match format!("{}/ui/login?code={code}", shared.url).parse() {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(error = %e, "bad dashboard URL");
+/// Opens the dashboard: `understudy-dashboard` (installed beside this binary), told where to
+/// go on its standard input (a URL with a one-time sign-in code, kept out of the process list),
+/// or, while it runs, told to come to the front.
+fn open_dashboard(ui: &mut Ui) {
+    use std::io::Write;
+    if let Some(child) = ui.dashboard.as_mut() {
+        let alive = matches!(child.try_wait(), Ok(None));
+        if alive
+            && child
+                .stdin
+                .as_mut()
+                .is_some_and(|s| s.write_all(b"show\n").and_then(|()| s.flush()).is_ok())
+        {
             return;
         }
-    };
-    if let Err(e) = WebviewWindowBuilder::new(app, "dashboard", WebviewUrl::External(url))
-        .title("Understudy")
-        .inner_size(1200.0, 860.0)
-        .build()
-    {
-        tracing::warn!(error = %e, "could not open the dashboard window");
+        let _ = child.wait();
+        ui.dashboard = None;
+    }
+    // Signed in through a one-time code: the window's session cookie is its proof of being
+    // this user (the admin API refuses everyone else).
+    let code = ui.shared.gateway.admin.one_time_code();
+    let url = format!("{}/ui/login?code={code}\n", ui.shared.url);
+    let bin = dashboard_bin();
+    let spawned = std::process::Command::new(&bin)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            let stdin = child.stdin.as_mut().expect("piped");
+            stdin.write_all(url.as_bytes())?;
+            stdin.flush()?;
+            Ok(child)
+        });
+    match spawned {
+        Ok(child) => ui.dashboard = Some(child),
+        Err(e) => {
+            tracing::warn!(bin = %bin.display(), error = %e, "could not open the dashboard window");
+            let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
+                title: "Understudy".into(),
+                body: format!(
+                    "Could not open the dashboard ({}: {e}); it is also at {}/ui in a browser.",
+                    bin.display(),
+                    ui.shared.url
+                ),
+            });
+        }
     }
 }
 
-fn on_menu(app: &AppHandle, id: &str) {
-    let shared = app.state::<Arc<Shared>>().inner().clone();
+/// `UNDERSTUDY_DASHBOARD_BIN`, else `understudy-dashboard` beside this binary, else on `PATH`.
+fn dashboard_bin() -> std::path::PathBuf {
+    if let Some(b) = std::env::var_os("UNDERSTUDY_DASHBOARD_BIN") {
+        return b.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join("understudy-dashboard")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "understudy-dashboard".into())
+}
+
+fn on_menu(ui: &mut Ui, id: &str) {
+    let shared = ui.shared.clone();
     let router = &shared.gateway.router;
     match id {
         "pause" => router.set_paused(!router.paused()),
@@ -412,23 +517,33 @@ fn on_menu(app: &AppHandle, id: &str) {
         }
         "copy-setup" => {
             let text = format!("export ANTHROPIC_BASE_URL={}\n", shared.url);
-            if let Err(e) = app.clipboard().write_text(text) {
+            // Kept for the app's life: on X11 the clipboard's text is served by its owner.
+            if ui.clipboard.is_none() {
+                ui.clipboard = arboard::Clipboard::new()
+                    .inspect_err(|e| tracing::warn!(error = %e, "no clipboard"))
+                    .ok();
+            }
+            if let Some(Err(e)) = ui.clipboard.as_mut().map(|c| c.set_text(text)) {
                 tracing::warn!(error = %e, "could not copy to the clipboard");
             }
         }
-        "dashboard" => open_dashboard(app),
+        "dashboard" => open_dashboard(ui),
         "autostart" => {
-            let auto = app.autolaunch();
-            let r = if auto.is_enabled().unwrap_or(false) {
-                auto.disable()
-            } else {
-                auto.enable()
-            };
+            let r = autolaunch()
+                .ok_or_else(|| "cannot find this program's path".to_owned())
+                .and_then(|auto| {
+                    if auto.is_enabled().unwrap_or(false) {
+                        auto.disable()
+                    } else {
+                        auto.enable()
+                    }
+                    .map_err(|e| e.to_string())
+                });
             if let Err(e) = r {
                 tracing::warn!(error = %e, "could not change start at login");
             }
         }
-        "quit" => app.exit(0),
+        "quit" => gtk::main_quit(),
         other => {
             if let Some(mode) = other
                 .strip_prefix("mode:")
@@ -438,5 +553,5 @@ fn on_menu(app: &AppHandle, id: &str) {
             }
         }
     }
-    refresh(app, &shared);
+    refresh(ui);
 }

@@ -14,7 +14,7 @@ mod zero;
 pub use zero::render as zero_config_text;
 
 pub use paths::{
-    chosen_elsewhere, chosen_file, chosen_path, default_admin_token_path,
+    chosen_elsewhere, chosen_file, chosen_path, data_dir, default_admin_token_path,
     default_engine_modes_path, default_journal_path, default_model, default_path, models_dir,
     physical_cores, DEFAULT_MODEL_FILE, DEFAULT_MODEL_RECORD,
 };

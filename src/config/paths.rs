@@ -15,6 +15,12 @@ pub fn default_path() -> Option<PathBuf> {
     project_dirs().map(|d| d.config_dir().join("config.toml"))
 }
 
+/// The platform data dir (`$XDG_DATA_HOME/understudy` on Linux): the journal, the models, the
+/// tray app's single-instance lock.
+pub fn data_dir() -> Option<PathBuf> {
+    project_dirs().map(|d| d.data_dir().to_path_buf())
+}
+
 /// The journal's default file: the platform data dir's `journal.sqlite3`.
 pub fn default_journal_path() -> Option<PathBuf> {
     project_dirs().map(|d| d.data_dir().join("journal.sqlite3"))

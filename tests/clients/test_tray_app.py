@@ -1,5 +1,5 @@
-"""The tray app (Tauri 2) as built by the test run: it starts under Xvfb, serves through its
-in-process gateway, shows the dashboard in its window (a screenshot is saved as
+"""The tray app as built by the test run: it starts under Xvfb, serves through its in-process
+gateway, shows the dashboard in its window (a second process, Tauri 2; a screenshot is saved as
 target/screenshots/tray-window.png), and stays a single instance."""
 
 import json
@@ -28,6 +28,14 @@ def test_the_tray_app_starts_serves_and_shows_the_dashboard():
     assert r["second_exit"] == 0, r
     assert "listening" not in r["second_stdout"]
     assert r["first_alive"]
+    # The dashboard is a child process with WebKit; the tray app itself never loads it.
+    assert r["dashboards"] == 1 and r["dashboard_maps_webkit"], r
+    assert r["tray_maps_webkit"] is False, r
+    # Its window closed, the second launch made the first open a new one.
+    assert r["reopened"], r
+    # SIGTERM quits the tray app cleanly, and its window with it.
+    assert r["tray_exit"] == 0, r
+    assert r["dashboards_at_quit"] == 1 and r["dashboard_left_running"] is False, r
 
 
 def test_the_tray_app_started_offline_says_so_without_a_request(tmp_path):

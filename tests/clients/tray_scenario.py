@@ -4,6 +4,7 @@ must hand over to the first (single instance). Prints the findings as JSON."""
 
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -67,7 +68,17 @@ api_key_env = "UNDERSTUDY_TEST_KEY"
             out["badge_share"] = share_of_color(shot, HEALTHY, range(8, 40))
             with urllib.request.urlopen(admin_request(url + "/api/status", token)) as r:
                 out["status"] = json.loads(r.read())
-            # A second launch hands over to the first and exits.
+            # The window is its own process: the tray app never loads WebKit, its dashboard
+            # child does.
+            dash = dashboards(tray.pid)
+            out["dashboards"] = len(dash)
+            out["tray_maps_webkit"] = maps_webkit(tray.pid)
+            out["dashboard_maps_webkit"] = bool(dash) and maps_webkit(dash[0])
+            # The window closed (its process gone): a second launch hands over to the first,
+            # which opens a new one, and exits.
+            for pid in dash:
+                os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not dashboards(tray.pid), 15)
             second = start_tray(env, "--config", cfg, "--listen", "127.0.0.1:0")
             try:
                 out["second_exit"] = second.wait(30)
@@ -76,15 +87,65 @@ api_key_env = "UNDERSTUDY_TEST_KEY"
                 out["second_exit"] = "still running"
             out["second_stdout"] = second.stdout.read()
             out["first_alive"] = tray.poll() is None
+            reopened = wait_until(lambda: dashboards(tray.pid), 30) or []
+            out["reopened"] = len(reopened) == 1 and reopened[0] not in dash
         finally:
+            left = dashboards(tray.pid)
             tray.terminate()
             try:
-                tray.wait(15)
+                out["tray_exit"] = tray.wait(15)
             except Exception:
                 tray.kill()
+            # Quitting the tray app closes its window.
+            out["dashboards_at_quit"] = len(left)
+            out["dashboard_left_running"] = wait_until(lambda: not any(alive(p) for p in left), 15) is None
             mock_proc.terminate()
             mock_proc.wait(10)
     print(json.dumps(out))
+
+
+def dashboards(parent):
+    """The `understudy-dashboard` children of `parent` (their pids)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        state = stat[stat.rindex(")") + 2:].split()[0]
+        if ppid == parent and comm.startswith("understudy-dash") and state != "Z":
+            found.append(int(d))
+    return found
+
+
+def maps_webkit(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return "libwebkit2gtk" in f.read()
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(fn, timeout):
+    """`fn()` once it is truthy, polling; None at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":

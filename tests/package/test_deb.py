@@ -1,5 +1,5 @@
-"""The desktop package: the .deb that `scripts/package` builds installs `understudy` and
-`understudy-tray` on the PATH with a desktop entry, depends only on what is installable, and
+"""The desktop package: the .deb that `scripts/package` builds installs `understudy`,
+`understudy-tray` and `understudy-dashboard` on the PATH with a desktop entry, depends only on what is installable, and
 the tray app from it starts under Xvfb, serves, shows its dashboard and runs the local model
 through the packaged worker. Installed into a scratch root (`dpkg-deb -x`), not the system."""
 
@@ -31,7 +31,8 @@ def scratch_root(deb, tmp_path_factory):
 
 
 def test_the_package_puts_both_programs_on_the_path_with_a_desktop_entry(deb, scratch_root):
-    for name in ("understudy", "understudy-tray"):
+    # The dashboard window is its own program, started by the tray app from beside it.
+    for name in ("understudy", "understudy-tray", "understudy-dashboard"):
         path = os.path.join(scratch_root, "usr", "bin", name)
         assert os.access(path, os.X_OK), path
     version = subprocess.run([os.path.join(scratch_root, "usr", "bin", "understudy"), "--version"],
