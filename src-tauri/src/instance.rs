@@ -23,23 +23,64 @@ pub struct Instance {
     _lock: std::fs::File,
     #[cfg(unix)]
     pub listener: Option<std::os::unix::net::UnixListener>,
+    #[cfg(unix)]
+    socket: PathBuf,
 }
 
-/// Claims the single instance in `dir`.
+impl Instance {
+    /// Quitting: a launch from now on waits for the lock (and takes over once this process
+    /// is gone) instead of handing over to an instance that will not open anything.
+    pub fn stop_listening(&mut self) {
+        #[cfg(unix)]
+        {
+            self.listener = None;
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+}
+
+/// Claims the single instance in `dir`. A held lock whose socket does not answer yet (its
+/// holder starting, or quitting through its grace period) is asked again, and taken over if it
+/// is released, for up to [`PATIENCE`].
 pub fn claim(dir: &Path) -> std::io::Result<Claim> {
     std::fs::create_dir_all(dir)?;
     let lock_path = dir.join("tray.lock");
-    let lock = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)?;
-    match lock.try_lock() {
-        Ok(()) => first(lock, dir),
-        Err(std::fs::TryLockError::WouldBlock) => hand_over(&socket_path(dir), &lock_path),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    let mut options = std::fs::File::options();
+    options.create(true).truncate(false).write(true);
+    // Another user must not be able to open (and so hold) it.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let lock = options.open(&lock_path)?;
+    let socket = socket_path(dir);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return first(lock, dir),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let said = say_show(&socket);
+        if said.is_ok() {
+            return Ok(Claim::Handed);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "another understudy-tray holds {} but does not answer on {}: {}",
+                    lock_path.display(),
+                    socket.display(),
+                    said.err().map(|e| e.to_string()).unwrap_or_default()
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// How long a launch waits for a running instance to answer or go: longer than a quitting
+/// one's grace period for its streams (12 s).
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn socket_path(dir: &Path) -> PathBuf {
     dir.join("tray.sock")
@@ -55,13 +96,14 @@ fn first(lock: std::fs::File, dir: &Path) -> std::io::Result<Claim> {
         Err(e) => {
             // A path over the socket address limit (~108 bytes): still the only instance (the
             // lock), only a second launch cannot reach it.
-            tracing::warn!(path = %path.display(), error = %e, "cannot listen for a second launch; it will exit without opening this one's dashboard");
+            tracing::warn!(path = %path.display(), error = %e, "cannot listen for a second launch; one will wait, then say this one does not answer");
             None
         }
     };
     Ok(Claim::First(Instance {
         _lock: lock,
         listener,
+        socket: path,
     }))
 }
 
@@ -71,31 +113,14 @@ fn first(lock: std::fs::File, _dir: &Path) -> std::io::Result<Claim> {
 }
 
 #[cfg(unix)]
-fn hand_over(path: &Path, lock_path: &Path) -> std::io::Result<Claim> {
+fn say_show(path: &Path) -> std::io::Result<()> {
     use std::io::Write;
-    // The holder may be starting: its socket comes a moment after its lock.
-    let mut last = None;
-    for _ in 0..50 {
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(mut s) => {
-                s.write_all(b"show\n")?;
-                return Ok(Claim::Handed);
-            }
-            Err(e) => last = Some(e),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Err(std::io::Error::other(format!(
-        "another understudy-tray holds {} but does not answer on {}: {}",
-        lock_path.display(),
-        path.display(),
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )))
+    std::os::unix::net::UnixStream::connect(path)?.write_all(b"show\n")
 }
 
 #[cfg(not(unix))]
-fn hand_over(_path: &Path, _lock_path: &Path) -> std::io::Result<Claim> {
-    Ok(Claim::Handed)
+fn say_show(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(all(test, unix))]
@@ -117,7 +142,19 @@ mod tests {
         let reader = std::thread::spawn({
             let l = listener.try_clone().unwrap();
             move || {
-                let (s, _) = l.accept().unwrap();
+                // Never hang the test run if the hand-over regresses.
+                l.set_nonblocking(true).unwrap();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                let s = loop {
+                    match l.accept() {
+                        Ok((s, _)) => break s,
+                        Err(_) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(std::time::Duration::from_millis(20))
+                        }
+                        Err(e) => panic!("no hand-over: {e}"),
+                    }
+                };
+                s.set_nonblocking(false).unwrap();
                 let mut line = String::new();
                 std::io::BufReader::new(s).read_line(&mut line).unwrap();
                 line

@@ -83,6 +83,8 @@ struct Shared {
     gateway: Arc<AppState>,
     url: String,
     muted: Arc<AtomicBool>,
+    /// A refresh is queued on the GTK thread: a burst of events queues one, not thousands.
+    refresh_queued: AtomicBool,
 }
 
 /// What lives on the GTK thread (tray icons and menus are GTK objects).
@@ -90,17 +92,26 @@ struct Ui {
     shared: Arc<Shared>,
     tray: TrayIcon,
     view: View,
-    dashboard: Option<std::process::Child>,
+    dashboard: Option<Dashboard>,
     clipboard: Option<arboard::Clipboard>,
+}
+
+/// The dashboard's process, while its window is open.
+struct Dashboard {
+    child: std::process::Child,
+    started: std::time::Instant,
 }
 
 thread_local! {
     static UI: RefCell<Option<Ui>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` on the GTK thread, with the tray's state (from a handler, a timer or the runtime).
+/// Runs `f` on the GTK thread, with the tray's state (from a handler, a timer or the runtime),
+/// always queued: only GTK's main loop runs it, so a call before it starts waits for it and
+/// one after it ended never runs (`MainContext::invoke` would run it on the calling thread
+/// whenever nobody iterates the context).
 fn on_ui(f: impl FnOnce(&mut Ui) + Send + 'static) {
-    gtk::glib::MainContext::default().invoke(move || {
+    gtk::glib::idle_add_once(move || {
         UI.with(|ui| {
             if let Some(ui) = ui.borrow_mut().as_mut() {
                 f(ui);
@@ -146,9 +157,18 @@ fn main() -> ExitCode {
     let instance = match understudy::config::data_dir().map(|d| instance::claim(&d)) {
         Some(Ok(instance::Claim::First(i))) => Some(i),
         Some(Ok(instance::Claim::Handed)) => return ExitCode::SUCCESS,
-        Some(Err(e)) => {
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
             eprintln!("error: {e}");
+            let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
+                title: "Understudy cannot start".into(),
+                body: format!("{e}. Quit the running one (or end its process) and start again."),
+            });
             return ExitCode::FAILURE;
+        }
+        // An unwritable data dir: the app still runs, without the second-launch check.
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot take the single-instance lock; a second launch will not find this one");
+            None
         }
         None => None,
     };
@@ -188,8 +208,15 @@ fn run(cfg: Config, show: bool, instance: Option<instance::Instance>) -> anyhow:
     let (shared, served) = start_gateway(&rt, cfg, stop_rx)?;
     let snap = shared.gateway.snapshot();
     let view = tray::view(&snap, tray_state(&snap));
-    let tray = TrayIconBuilder::new()
-        .with_id("understudy")
+    let mut tray = TrayIconBuilder::new().with_id("understudy");
+    // The indicator reads the icon from a file: in the user's runtime dir, else the data dir
+    // (tray-icon's fallback is a /tmp folder another user may own).
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        if let Some(d) = understudy::config::data_dir() {
+            tray = tray.with_temp_dir_path(d.join("tray-icon"));
+        }
+    }
+    let tray = tray
         .with_icon(icon_image(view.icon))
         .with_tooltip(&view.tooltip)
         .with_menu(Box::new(build_menu(&view)?))
@@ -218,32 +245,56 @@ fn run(cfg: Config, show: bool, instance: Option<instance::Instance>) -> anyhow:
             }
         }),
     ));
+    let mut instance = instance;
     #[cfg(unix)]
-    if let Some(listener) = instance.as_ref().and_then(|i| i.listener.as_ref()) {
-        let listener = listener.try_clone()?;
-        rt.spawn(second_launches(listener));
-    }
+    let launches = match instance.as_ref().and_then(|i| i.listener.as_ref()) {
+        Some(listener) => Some(rt.spawn(second_launches(listener.try_clone()?))),
+        None => None,
+    };
     rt.spawn(quit_on_signal());
     if show {
         on_ui(open_dashboard);
     }
     gtk::main();
 
-    // Quitting: the dashboard closes with the app, Claude Code's settings are restored, and
-    // in-flight streams get the gateway's grace period.
+    // Quitting: a relaunch from now on waits to take over; the dashboard closes with the app;
+    // Claude Code's settings are restored; in-flight streams get the gateway's grace period.
+    #[cfg(unix)]
+    if let Some(task) = launches {
+        task.abort();
+    }
+    if let Some(i) = instance.as_mut() {
+        i.stop_listening();
+    }
     UI.with(|ui| {
         if let Some(mut ui) = ui.borrow_mut().take() {
-            if let Some(mut child) = ui.dashboard.take() {
-                let _ = child.kill();
-                let _ = child.wait();
+            if let Some(d) = ui.dashboard.take() {
+                close_dashboard(d);
             }
         }
     });
     understudy::desktop::claude_code_stop();
     let _ = stop_tx.send(());
     let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(12), served).await });
+    // Blocking tasks (a keyring lookup waiting on an unlock prompt) do not hold the exit.
+    rt.shutdown_timeout(Duration::from_secs(1));
     drop(instance);
     Ok(())
+}
+
+/// Ends the dashboard as its window's close would: its input ends (it exits), then, after a
+/// second, it is killed.
+fn close_dashboard(mut d: Dashboard) {
+    drop(d.child.stdin.take());
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        if !matches!(d.child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = d.child.kill();
+    let _ = d.child.wait();
 }
 
 /// Binds and starts the gateway on the runtime.
@@ -287,6 +338,7 @@ fn start_gateway(
         gateway,
         url,
         muted: Arc::new(AtomicBool::new(false)),
+        refresh_queued: AtomicBool::new(false),
     });
     Ok((shared, served))
 }
@@ -305,37 +357,51 @@ async fn second_launches(listener: std::os::unix::net::UnixListener) {
             return;
         }
     };
-    while let Ok((conn, _)) = listener.accept().await {
-        let mut line = String::new();
-        let mut conn = tokio::io::BufReader::new(conn);
-        let read = conn.read_line(&mut line);
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), read).await {
-            if line.trim() == "show" {
-                on_ui(open_dashboard);
+    loop {
+        let conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
+            // Out of descriptors, say: the gateway's own accept loop waits too, and goes on.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a second launch");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        tokio::spawn(async move {
+            let mut line = String::new();
+            let mut conn = tokio::io::BufReader::new(conn);
+            let read = conn.read_line(&mut line);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), read).await {
+                if line.trim() == "show" {
+                    on_ui(open_dashboard);
+                }
+            }
+        });
     }
 }
 
-/// SIGTERM and SIGINT quit as the menu's Quit does (the grace period, Claude Code's settings).
+/// SIGTERM, SIGINT and SIGHUP quit as the menu's Quit does (the grace period, Claude Code's
+/// settings).
 async fn quit_on_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) else {
             return;
         };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {}
         }
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
-    gtk::glib::MainContext::default().invoke(gtk::main_quit);
+    gtk::glib::idle_add_once(gtk::main_quit);
 }
 
 fn autolaunch() -> Option<auto_launch::AutoLaunch> {
@@ -401,11 +467,17 @@ async fn watch(shared: Arc<Shared>) {
             // The gateway is gone (the app is quitting).
             return;
         }
-        on_ui(refresh);
+        if !shared.refresh_queued.swap(true, Ordering::AcqRel) {
+            on_ui(|ui| {
+                ui.shared.refresh_queued.store(false, Ordering::Release);
+                refresh(ui);
+            });
+        }
     }
 }
 
 fn refresh(ui: &mut Ui) {
+    reap_dashboard(ui);
     let snap = ui.shared.gateway.snapshot();
     ui.shared.muted.store(snap.paused, Ordering::Relaxed);
     let view = tray::view(&snap, tray_state(&snap));
@@ -425,23 +497,46 @@ fn refresh(ui: &mut Ui) {
     ui.view = view;
 }
 
+/// Forgets a dashboard whose window was closed (reaping its process), and says so when it
+/// failed as it started (no WebKit, no display): "Open dashboard" must not just do nothing.
+fn reap_dashboard(ui: &mut Ui) {
+    let Some(d) = ui.dashboard.as_mut() else {
+        return;
+    };
+    let Ok(Some(status)) = d.child.try_wait() else {
+        return;
+    };
+    if !status.success() && d.started.elapsed() < Duration::from_secs(10) {
+        tracing::warn!(%status, "the dashboard window ended as it started");
+        let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
+            title: "Understudy".into(),
+            body: format!(
+                "The dashboard window could not open ({status}); it is also at {}/ui in a browser.",
+                ui.shared.url
+            ),
+        });
+    }
+    ui.dashboard = None;
+}
+
 /// Opens the dashboard: `understudy-dashboard` (installed beside this binary), told where to
 /// go on its standard input (a URL with a one-time sign-in code, kept out of the process list),
 /// or, while it runs, told to come to the front.
 fn open_dashboard(ui: &mut Ui) {
     use std::io::Write;
-    if let Some(child) = ui.dashboard.as_mut() {
-        let alive = matches!(child.try_wait(), Ok(None));
-        if alive
-            && child
-                .stdin
-                .as_mut()
-                .is_some_and(|s| s.write_all(b"show\n").and_then(|()| s.flush()).is_ok())
-        {
+    reap_dashboard(ui);
+    if let Some(d) = ui.dashboard.as_mut() {
+        let told = d
+            .child
+            .stdin
+            .as_mut()
+            .is_some_and(|s| s.write_all(b"show\n").and_then(|()| s.flush()).is_ok());
+        if told {
             return;
         }
-        let _ = child.wait();
-        ui.dashboard = None;
+        if let Some(d) = ui.dashboard.take() {
+            close_dashboard(d);
+        }
     }
     // Signed in through a one-time code: the window's session cookie is its proof of being
     // this user (the admin API refuses everyone else).
@@ -453,12 +548,22 @@ fn open_dashboard(ui: &mut Ui) {
         .spawn()
         .and_then(|mut child| {
             let stdin = child.stdin.as_mut().expect("piped");
-            stdin.write_all(url.as_bytes())?;
-            stdin.flush()?;
-            Ok(child)
+            match stdin.write_all(url.as_bytes()).and_then(|()| stdin.flush()) {
+                Ok(()) => Ok(child),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(e)
+                }
+            }
         });
     match spawned {
-        Ok(child) => ui.dashboard = Some(child),
+        Ok(child) => {
+            ui.dashboard = Some(Dashboard {
+                child,
+                started: std::time::Instant::now(),
+            })
+        }
         Err(e) => {
             tracing::warn!(bin = %bin.display(), error = %e, "could not open the dashboard window");
             let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {

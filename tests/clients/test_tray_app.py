@@ -31,7 +31,9 @@ def test_the_tray_app_starts_serves_and_shows_the_dashboard():
     # The dashboard is a child process with WebKit; the tray app itself never loads it.
     assert r["dashboards"] == 1 and r["dashboard_maps_webkit"], r
     assert r["tray_maps_webkit"] is False, r
-    # Its window closed, the second launch made the first open a new one.
+    assert not any("code=" in a for a in r["dashboard_argv"]), r["dashboard_argv"]
+    # Its window gone, the second launch made the first open a new one.
+    assert r["dashboard_gone"], r
     assert r["reopened"], r
     # SIGTERM quits the tray app cleanly, and its window with it.
     assert r["tray_exit"] == 0, r

@@ -40,7 +40,10 @@ api_key_env = "UNDERSTUDY_TEST_KEY"
     # The window signs itself in (in-process); the calls below send the token from its file.
     token = token_file(home)
     with Xvfb() as x:
-        env = dict(os.environ, DISPLAY=x.display, HOME=home, UNDERSTUDY_TEST_KEY="sk-test",
+        # Its own user, as far as the app can tell: the data dir (the single-instance lock)
+        # follows HOME.
+        base = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR")}
+        env = dict(base, DISPLAY=x.display, HOME=home, UNDERSTUDY_TEST_KEY="sk-test",
                    UNDERSTUDY_ADMIN_TOKEN_FILE=token, WEBKIT_DISABLE_COMPOSITING_MODE="1", NO_AT_BRIDGE="1")
         tray = start_tray(env, "--config", cfg, "--listen", "127.0.0.1:0", "--show")
         try:
@@ -74,11 +77,14 @@ api_key_env = "UNDERSTUDY_TEST_KEY"
             out["dashboards"] = len(dash)
             out["tray_maps_webkit"] = maps_webkit(tray.pid)
             out["dashboard_maps_webkit"] = bool(dash) and maps_webkit(dash[0])
-            # The window closed (its process gone): a second launch hands over to the first,
-            # which opens a new one, and exits.
+            # Its one-time sign-in code came over its stdin, not its command line (which every
+            # local user can read).
+            out["dashboard_argv"] = [open(f"/proc/{p}/cmdline").read().replace("\0", " ") for p in dash]
+            # The window gone (its process ended, as closing the window ends it): a second
+            # launch hands over to the first, which opens a new one, and exits.
             for pid in dash:
                 os.kill(pid, signal.SIGTERM)
-            wait_until(lambda: not dashboards(tray.pid), 15)
+            out["dashboard_gone"] = wait_until(lambda: not dashboards(tray.pid), 15) is not None
             second = start_tray(env, "--config", cfg, "--listen", "127.0.0.1:0")
             try:
                 out["second_exit"] = second.wait(30)
@@ -95,6 +101,7 @@ api_key_env = "UNDERSTUDY_TEST_KEY"
             try:
                 out["tray_exit"] = tray.wait(15)
             except Exception:
+                out["tray_exit"] = "still running 15 s after SIGTERM"
                 tray.kill()
             # Quitting the tray app closes its window.
             out["dashboards_at_quit"] = len(left)

@@ -46,6 +46,9 @@ def test_the_package_puts_both_programs_on_the_path_with_a_desktop_entry(deb, sc
     assert os.path.exists(icon)
     # Every dependency it declares is a package this system has (so `apt install ./x.deb` works).
     depends = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True, check=True).stdout
+    # The tray loads the indicator library at run time (dlopen), so nothing links it: the
+    # package must name it, or the tray dies where it is not installed.
+    assert "libayatana-appindicator3-1" in depends, depends
     for dep in [d.strip().split()[0] for d in depends.split(",") if d.strip()]:
         status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", dep], capture_output=True, text=True).stdout
         assert "install ok installed" in status, f"{dep} is not installed"
