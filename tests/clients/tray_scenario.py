@@ -80,11 +80,14 @@ api_key_env = "UNDERSTUDY_TEST_KEY"
             # Its one-time sign-in code came over its stdin, not its command line (which every
             # local user can read).
             out["dashboard_argv"] = [open(f"/proc/{p}/cmdline").read().replace("\0", " ") for p in dash]
-            # The window gone (its process ended, as closing the window ends it): a second
-            # launch hands over to the first, which opens a new one, and exits.
-            for pid in dash:
-                os.kill(pid, signal.SIGTERM)
+            # The window closed as a window manager closes it (WM_DELETE_WINDOW): its process
+            # ends. Then a second launch hands over to the first, which opens a new one, and
+            # exits.
+            out["closed_windows"] = close_windows(x.display, "Understudy")
             out["dashboard_gone"] = wait_until(lambda: not dashboards(tray.pid), 15) is not None
+            for pid in dashboards(tray.pid):
+                os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not dashboards(tray.pid), 15)
             second = start_tray(env, "--config", cfg, "--listen", "127.0.0.1:0")
             try:
                 out["second_exit"] = second.wait(30)
@@ -128,6 +131,34 @@ def dashboards(parent):
         if ppid == parent and comm.startswith("understudy-dash") and state != "Z":
             found.append(int(d))
     return found
+
+
+def close_windows(display, title):
+    """Asks every top-level window named `title` to close, as a window manager does (a
+    WM_DELETE_WINDOW client message; Xvfb runs none). Returns how many were asked."""
+    from Xlib import X, display as xdisplay
+    from Xlib.protocol import event
+    d = xdisplay.Display(display)
+    protocols, delete = d.intern_atom("WM_PROTOCOLS"), d.intern_atom("WM_DELETE_WINDOW")
+    asked = 0
+
+    def walk(w):
+        nonlocal asked
+        for child in w.query_tree().children:
+            try:
+                name = child.get_wm_name()
+                wants = delete in (child.get_wm_protocols() or [])
+            except Exception:
+                continue
+            if name == title and wants:
+                child.send_event(event.ClientMessage(window=child, client_type=protocols,
+                                                     data=(32, [delete, X.CurrentTime, 0, 0, 0])))
+                asked += 1
+            walk(child)
+    walk(d.screen().root)
+    d.flush()
+    d.close()
+    return asked
 
 
 def maps_webkit(pid):
