@@ -145,11 +145,7 @@ fn main() -> ExitCode {
     }
     // The local model's worker is the `understudy` binary installed beside this one.
     if std::env::var_os("UNDERSTUDY_WORKER_BIN").is_none() {
-        if let Some(sibling) = std::env::current_exe()
-            .ok()
-            .and_then(|p| Some(p.parent()?.join("understudy")))
-            .filter(|p| p.exists())
-        {
+        if let Some(sibling) = sibling("understudy") {
             std::env::set_var("UNDERSTUDY_WORKER_BIN", sibling);
         }
     }
@@ -159,10 +155,10 @@ fn main() -> ExitCode {
         Some(Ok(instance::Claim::Handed)) => return ExitCode::SUCCESS,
         Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
             eprintln!("error: {e}");
-            let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
-                title: "Understudy cannot start".into(),
-                body: format!("{e}. Quit the running one (or end its process) and start again."),
-            });
+            notify(
+                "Understudy cannot start",
+                format!("{e}. Quit the running one (or end its process) and start again."),
+            );
             return ExitCode::FAILURE;
         }
         // An unwritable data dir: the app still runs, without the second-launch check.
@@ -176,10 +172,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprint!("{e}");
-            let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
-                title: "Understudy cannot start".into(),
-                body: format!("{e}Run `understudy config check` to see every problem."),
-            });
+            notify(
+                "Understudy cannot start",
+                format!("{e}Run `understudy config check` to see every problem."),
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -196,7 +192,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: Config, show: bool, instance: Option<instance::Instance>) -> anyhow::Result<()> {
+fn run(cfg: Config, show: bool, mut instance: Option<instance::Instance>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("understudy")
@@ -245,7 +241,6 @@ fn run(cfg: Config, show: bool, instance: Option<instance::Instance>) -> anyhow:
             }
         }),
     ));
-    let mut instance = instance;
     #[cfg(unix)]
     let launches = match instance.as_ref().and_then(|i| i.listener.as_ref()) {
         Some(listener) => Some(rt.spawn(second_launches(listener.try_clone()?))),
@@ -316,10 +311,7 @@ fn start_gateway(
             anyhow::Ok((listener, gateway, app))
         })
         .inspect_err(|e| {
-            let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
-                title: "Understudy cannot start".into(),
-                body: e.to_string(),
-            });
+            notify("Understudy cannot start", e.to_string());
         })?;
     let url = format!("http://{}", listener.local_addr()?);
     understudy::desktop::claude_code_start(&url, false, None);
@@ -404,7 +396,12 @@ async fn quit_on_signal() {
     gtk::glib::idle_add_once(gtk::main_quit);
 }
 
-fn autolaunch() -> Option<auto_launch::AutoLaunch> {
+fn autolaunch() -> Option<&'static auto_launch::AutoLaunch> {
+    static AUTO: std::sync::OnceLock<Option<auto_launch::AutoLaunch>> = std::sync::OnceLock::new();
+    AUTO.get_or_init(make_autolaunch).as_ref()
+}
+
+fn make_autolaunch() -> Option<auto_launch::AutoLaunch> {
     // As Tauri's autostart plugin wrote it (the product name, `--autostart`), so an entry made
     // by an earlier version is the same entry.
     let exe = std::env::var("APPIMAGE")
@@ -508,13 +505,13 @@ fn reap_dashboard(ui: &mut Ui) {
     };
     if !status.success() && d.started.elapsed() < Duration::from_secs(10) {
         tracing::warn!(%status, "the dashboard window ended as it started");
-        let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
-            title: "Understudy".into(),
-            body: format!(
+        notify(
+            "Understudy",
+            format!(
                 "The dashboard window could not open ({status}); it is also at {}/ui in a browser.",
                 ui.shared.url
             ),
-        });
+        );
     }
     ui.dashboard = None;
 }
@@ -566,14 +563,14 @@ fn open_dashboard(ui: &mut Ui) {
         }
         Err(e) => {
             tracing::warn!(bin = %bin.display(), error = %e, "could not open the dashboard window");
-            let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
-                title: "Understudy".into(),
-                body: format!(
+            notify(
+                "Understudy",
+                format!(
                     "Could not open the dashboard ({}: {e}); it is also at {}/ui in a browser.",
                     bin.display(),
                     ui.shared.url
                 ),
-            });
+            );
         }
     }
 }
@@ -583,11 +580,25 @@ fn dashboard_bin() -> std::path::PathBuf {
     if let Some(b) = std::env::var_os("UNDERSTUDY_DASHBOARD_BIN") {
         return b.into();
     }
+    sibling("understudy-dashboard").unwrap_or_else(|| "understudy-dashboard".into())
+}
+
+/// Tells the user something in a desktop notification (logged when there is no notifier).
+fn notify(title: &str, body: String) {
+    if let Err(e) = understudy::desktop::show(&understudy::desktop::notify::Notice {
+        title: title.into(),
+        body,
+    }) {
+        tracing::warn!(error = %e, "could not show a desktop notification");
+    }
+}
+
+/// The program `name` installed beside this one, if it is there.
+fn sibling(name: &str) -> Option<std::path::PathBuf> {
     std::env::current_exe()
         .ok()
-        .and_then(|p| Some(p.parent()?.join("understudy-dashboard")))
+        .and_then(|p| Some(p.parent()?.join(name)))
         .filter(|p| p.exists())
-        .unwrap_or_else(|| "understudy-dashboard".into())
 }
 
 fn on_menu(ui: &mut Ui, id: &str) {
@@ -613,10 +624,7 @@ fn on_menu(ui: &mut Ui, id: &str) {
                     )
                 };
                 if let Err(e) = r {
-                    let _ = understudy::desktop::show(&understudy::desktop::notify::Notice {
-                        title: "Claude Code".into(),
-                        body: e.to_string(),
-                    });
+                    notify("Claude Code", e.to_string());
                 }
             }
         }

@@ -114,21 +114,23 @@ api_key_env = "UNDERSTUDY_TEST_KEY"
     print(json.dumps(out))
 
 
+def proc_stat(pid):
+    """(command name, state, parent pid) of `pid` from /proc, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    rest = stat[stat.rindex(")") + 2:].split()
+    return stat[stat.index("(") + 1:stat.rindex(")")], rest[0], int(rest[1])
+
+
 def dashboards(parent):
-    """The `understudy-dashboard` children of `parent` (their pids)."""
+    """The running `understudy-dashboard` children of `parent` (their pids)."""
     found = []
     for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        state = stat[stat.rindex(")") + 2:].split()[0]
-        if ppid == parent and comm.startswith("understudy-dash") and state != "Z":
+        st = d.isdigit() and proc_stat(d)
+        if st and st[2] == parent and st[0].startswith("understudy-dash") and st[1] != "Z":
             found.append(int(d))
     return found
 
@@ -167,11 +169,8 @@ def maps_webkit(pid):
 
 
 def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
+    st = proc_stat(pid)
+    return st is not None and st[1] != "Z"
 
 
 def wait_until(fn, timeout):
