@@ -8,6 +8,7 @@ use crate::sse::Frame;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 /// Anthropic's `error.type` for a gateway error (protocol.md §1.6 and §3.8).
@@ -233,11 +234,14 @@ impl StreamInspector {
     }
 }
 
+/// What a whole Message is judged by, borrowed from the body where it can be (no copies on the
+/// passthrough path).
 #[derive(Deserialize)]
-struct BodyPeek {
-    #[serde(rename = "type")]
-    ty: Option<String>,
-    stop_reason: Option<String>,
+struct BodyPeek<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stop_reason: Option<Cow<'a, str>>,
     usage: Option<UsagePeek>,
 }
 

@@ -6,6 +6,7 @@ use super::MAX_ERROR_BODY;
 use crate::client_api::{snippet, Dialect, Usage};
 use crate::error::{FailureKind, GatewayError, ProviderError};
 use crate::providers::{response_headers, Provider};
+use crate::routing::Backend;
 use crate::telemetry::observe::Trace;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -33,18 +34,17 @@ impl Exchange {
     pub(crate) fn new(
         dialect: Dialect,
         model: &str,
-        provider: &str,
-        upstream_model: &str,
+        backend: &Backend,
         stream: bool,
         trace: Trace,
     ) -> Exchange {
-        let at = trace.latest(&format!("{provider}/{upstream_model}"));
+        let at = trace.latest(backend.key());
         Exchange {
             at,
             dialect,
             model: model.to_owned(),
-            provider: provider.to_owned(),
-            upstream_model: upstream_model.to_owned(),
+            provider: backend.provider.name().to_owned(),
+            upstream_model: backend.model.clone(),
             stream,
             started: Instant::now(),
             trace,

@@ -317,20 +317,13 @@ async fn attempt(
     let key = backend.key();
     trace.begin(&key);
     let provider = &backend.provider;
-    let exchange = Exchange::new(
-        req.dialect,
-        &req.model,
-        provider.name(),
-        &backend.model,
-        req.stream,
-        trace.clone(),
-    );
+    let exchange = Exchange::new(req.dialect, &req.model, backend, req.stream, trace.clone());
     // Every answer may be read through a stream, which then reports how it ended; a whole
     // answer that is not (a plain passthrough body) leaves it to `judge`.
     let report = req
         .op
         .answers()
-        .then(|| Report::new(router.health().clone(), key.clone()));
+        .then(|| Report::new(router.health().clone(), key.to_owned()));
     if req.native_on(provider) {
         return passthrough::call(backend, req, report, plan, exchange).await;
     }

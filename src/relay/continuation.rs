@@ -376,7 +376,7 @@ pub(crate) async fn continue_stream(
                     plan.trace.committed(&key);
                     plan.trace.continuing(&key, how.as_str());
                     tracing::warn!(to = %key, method = how.as_str(), error = %why, "continuing a broken stream");
-                    let report = Report::new(plan.health.clone(), key);
+                    let report = Report::new(plan.health.clone(), key.to_owned());
                     let keepalive = plan.keepalive;
                     stream.carry_on(Box::new(plan), keepalive, report);
                     return Ok((stream, head));
@@ -463,8 +463,7 @@ async fn attempt(
     let exchange = Exchange::new(
         plan.format.dialect(),
         &plan.model,
-        provider.name(),
-        &backend.model,
+        backend,
         true,
         plan.trace.clone(),
     );

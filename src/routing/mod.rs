@@ -19,6 +19,9 @@ pub struct Backend {
     pub provider: Arc<Provider>,
     /// The model to ask it for.
     pub model: String,
+    /// `provider/model`, built once: the chain walk, the breaker and the trace look it up
+    /// several times a request.
+    key: String,
 }
 
 /// Which backends may serve, switchable at runtime (the tray's menu, `PUT /api/mode`).
@@ -61,9 +64,23 @@ impl Backend {
         self.provider.api().is_local() || self.provider.config.on_this_machine
     }
 
+    /// The backend `model` of `provider`.
+    pub fn new(provider: Arc<Provider>, model: String) -> Backend {
+        let name = provider.name();
+        let mut key = String::with_capacity(name.len() + 1 + model.len());
+        key.push_str(name);
+        key.push('/');
+        key.push_str(&model);
+        Backend {
+            provider,
+            model,
+            key,
+        }
+    }
+
     /// `provider/model`: the key of its breaker and budget.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.provider.name(), self.model)
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 
@@ -325,16 +342,13 @@ impl Router {
                 .filter_map(|b| {
                     let provider = table.provider(&b.provider)?.clone();
                     let model = b.model.clone().unwrap_or_else(|| model.to_owned());
-                    Some(Backend { provider, model })
+                    Some(Backend::new(provider, model))
                 })
                 .collect());
         }
         if let Some((name, rest)) = model.split_once('/') {
             if let Some(p) = table.provider(name) {
-                return Ok(vec![Backend {
-                    provider: p.clone(),
-                    model: rest.to_owned(),
-                }]);
+                return Ok(vec![Backend::new(p.clone(), rest.to_owned())]);
             }
         }
         let patterns: Vec<&str> = table.routes.iter().map(|r| r.pattern.as_str()).collect();
