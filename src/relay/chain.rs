@@ -53,7 +53,7 @@ fn order<'a>(
             let at_ms = now.saturating_sub(at.elapsed().as_millis() as u64);
             let back = order[..pos].iter().any(|b| {
                 usable(health, b)
-                    && (health.recovered_since(&b.key(), at)
+                    && (health.recovered_since(b.key(), at)
                         || b.provider.quota_released_since(headers, at_ms))
             }) || order[pos].provider.holds_back(headers, now).is_some();
             if !back {
@@ -72,7 +72,7 @@ fn order<'a>(
 /// check did not find it unreachable or its key rejected.
 fn usable(health: &crate::routing::health::Health, b: &Backend) -> bool {
     use crate::routing::health::Reach;
-    health.closed(&b.key())
+    health.closed(b.key())
         && health
             .check(b.provider.name())
             .is_none_or(|c| c.reach == Reach::Reachable)
@@ -132,7 +132,7 @@ async fn walk_chain(
                 held = Some(held.map_or(hold.until_ms, |h: u64| h.min(hold.until_ms)));
                 continue;
             }
-            if let Admission::Rejected { retry_at } = health.admit(&key, true) {
+            if let Admission::Rejected { retry_at } = health.admit(key, true) {
                 let secs = retry_at
                     .saturating_duration_since(Instant::now())
                     .as_secs_f64();
@@ -202,13 +202,12 @@ async fn retry_last(
     let health = router.health();
     let key = backend.key();
     let mut retries = 0;
-    while !router.paused() && retries < MAX_RETRIES && transient(&result) && health.try_retry(&key)
-    {
+    while !router.paused() && retries < MAX_RETRIES && transient(&result) && health.try_retry(key) {
         let wait =
             crate::routing::retry::backoff(retries, RETRY_BASE, RETRY_CAP, rand::random::<f64>());
         tracing::warn!(backend = %key, retry = retries + 1, wait_ms = wait.as_millis() as u64, "retrying the same backend");
-        health.record(&key, false);
-        trace.failed(&key, &failure_class(&result), false);
+        health.record(key, false);
+        trace.failed(key, &failure_class(&result), false);
         tokio::time::sleep(wait).await;
         retries += 1;
         result = attempt(router, backend, req, None, trace).await;
@@ -242,13 +241,13 @@ fn judge(
     match result {
         Ok(r) if r.status().is_success() => {
             if req.stream {
-                trace.committed(&key);
+                trace.committed(key);
             }
         }
         _ => {
-            trace.failed(&key, &failure_class(result), !failed || is_last);
+            trace.failed(key, &failure_class(result), !failed || is_last);
             if let Err(e) = result {
-                trace.why(trace.latest(&key), &e.to_string());
+                trace.why(trace.latest(key), &e.to_string());
             }
         }
     }
@@ -258,9 +257,9 @@ fn judge(
             Err(GatewayError::Upstream(p))
                 if failed && matches!(p.kind, FailureKind::Connect | FailureKind::Offline) =>
             {
-                health.record_unreachable(&key)
+                health.record_unreachable(key)
             }
-            _ => health.record(&key, !failed),
+            _ => health.record(key, !failed),
         }
     }
     if !backend.is_local() {
@@ -274,7 +273,7 @@ fn judge(
     }
     if !failed {
         if let Some(s) = session {
-            health.remember_session(s, &key);
+            health.remember_session(s, key);
         }
     }
     failed
@@ -315,7 +314,7 @@ async fn attempt(
     trace: &Trace,
 ) -> Result<Response, GatewayError> {
     let key = backend.key();
-    trace.begin(&key);
+    trace.begin(key);
     let provider = &backend.provider;
     let exchange = Exchange::new(req.dialect, &req.model, backend, req.stream, trace.clone());
     // Every answer may be read through a stream, which then reports how it ended; a whole

@@ -64,7 +64,7 @@ pub fn method(backend: &Backend, health: &Health) -> Option<Method> {
         Continuation::Prefill => Some(Method::Prefill),
         Continuation::Instruct => Some(Method::Instruct),
         Continuation::Auto => Some(
-            if takes_prefill(config.kind, &backend.model) && !health.refuses_prefill(&backend.key())
+            if takes_prefill(config.kind, &backend.model) && !health.refuses_prefill(backend.key())
             {
                 Method::Prefill
             } else {
@@ -327,7 +327,7 @@ pub(crate) async fn continue_stream(
     let partial = partial_text(&snapshot).map_err(|r| not_continued(why, r))?;
     if let Some(current) = plan.current.take() {
         if transient(why) && method(&current, &plan.health).is_some() {
-            if plan.health.try_retry(&current.key()) {
+            if plan.health.try_retry(current.key()) {
                 plan.candidates.insert(0, current);
             } else {
                 tracing::warn!(backend = %current.key(), "not continuing on the backend that broke: its retry budget is spent");
@@ -349,11 +349,11 @@ pub(crate) async fn continue_stream(
             tried.push(format!("{key}: {}", hold.why));
             continue;
         }
-        if let Admission::Rejected { .. } = plan.health.admit(&key, false) {
+        if let Admission::Rejected { .. } = plan.health.admit(key, false) {
             tried.push(format!("{key}: circuit open"));
             continue;
         }
-        plan.trace.begin(&key);
+        plan.trace.begin(key);
         loop {
             let splice = canonical::Splice::new(
                 position.open_text,
@@ -373,8 +373,8 @@ pub(crate) async fn continue_stream(
             .await
             {
                 Ok((mut stream, head)) => {
-                    plan.trace.committed(&key);
-                    plan.trace.continuing(&key, how.as_str());
+                    plan.trace.committed(key);
+                    plan.trace.continuing(key, how.as_str());
                     tracing::warn!(to = %key, method = how.as_str(), error = %why, "continuing a broken stream");
                     let report = Report::new(plan.health.clone(), key.to_owned());
                     let keepalive = plan.keepalive;
@@ -386,14 +386,14 @@ pub(crate) async fn continue_stream(
                         && backend.provider.config.continuation == Continuation::Auto =>
                 {
                     tracing::info!(backend = %key, "its model refuses an assistant prefill: continuing by instruction, from now on");
-                    plan.health.refused_prefill(&key);
+                    plan.health.refused_prefill(key);
                     delivered = f.delivered;
                     how = Method::Instruct;
                 }
                 Err(f) => {
-                    plan.trace.failed(&key, &f.class, false);
-                    plan.trace.why(plan.trace.latest(&key), &f.why);
-                    plan.health.record(&key, f.ok);
+                    plan.trace.failed(key, &f.class, false);
+                    plan.trace.why(plan.trace.latest(key), &f.why);
+                    plan.health.record(key, f.ok);
                     tried.push(format!("{key}: {}", f.why));
                     delivered = f.delivered;
                     break;
