@@ -222,6 +222,24 @@ async fn an_alias_rewrites_only_the_model_field() {
     assert_eq!(keys, want, "field order is kept");
     assert_eq!(sent["model"], "claude-haiku-4-5");
     assert_eq!(sent["zzz_unknown_field"], json!({"kept": true}));
+
+    // Every other byte as the client wrote it: spacing, escapes, numbers' spelling.
+    let raw = "{ \"model\" : \"fast\",\n  \"max_tokens\": 64,\"messages\":[{\"role\":\"user\",\
+               \"content\":\"caf\\u00e9 \\\"q\\\" 1.0e2\"}], \"temperature\": 1.0 }";
+    let resp = client()
+        .post(format!("{}/v1/messages", h.url))
+        .header("x-api-key", "k")
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A whole answer is asked for as a stream (`stream_whole_answers`): `stream` is added last.
+    let want = raw
+        .replace("\"fast\"", "\"claude-haiku-4-5\"")
+        .replace("1.0 }", "1.0 ,\"stream\":true}");
+    assert_eq!(h.mock.requests()[1].body, want, "only the model changed");
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod chain;
 pub mod continuation;
 mod inspected;
 mod passthrough;
+mod peek;
 pub mod pipeline;
 mod stream;
 mod translated;
@@ -50,7 +51,7 @@ pub struct Call {
 }
 
 /// What the router needs of a body before anything else: its model and whether it streams.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct Peek {
     model: String,
     #[serde(default)]
@@ -59,10 +60,35 @@ struct Peek {
     stream_options: Option<StreamOptionsPeek>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct StreamOptionsPeek {
     #[serde(default)]
     include_usage: Option<bool>,
+}
+
+impl Peek {
+    /// Read from the body's top level without decoding the rest ([`peek`]); a body the scan
+    /// leaves to serde is parsed whole, which also says what is wrong with it.
+    fn read(body: &[u8]) -> Result<Peek, GatewayError> {
+        match peek::scan(body).and_then(|top| Peek::from_scan(body, &top)) {
+            Some(p) => Ok(p),
+            None => parse_json(body),
+        }
+    }
+
+    /// The fields as serde would read them, or `None` where serde must decide (an escaped or
+    /// missing model, a `stream` that is not a boolean, odd `stream_options`).
+    fn from_scan(body: &[u8], top: &peek::TopLevel) -> Option<Peek> {
+        let stream_options = match top.stream_options.clone().map(|r| &body[r]) {
+            None | Some(b"null") => None,
+            Some(v) => Some(serde_json::from_slice(v).ok()?),
+        };
+        Some(Peek {
+            model: top.model(body)?.to_owned(),
+            stream: top.stream(body)?,
+            stream_options,
+        })
+    }
 }
 
 /// One client request, read once: every attempt of the chain walk and every continuation
@@ -117,7 +143,12 @@ impl Request {
 }
 
 /// Parses the body as JSON, with the path of the problem when it is not what was expected.
+/// A body that parses costs one plain pass; only one that fails is read again to find where
+/// (tracking the path of every value costs as much again, on every request).
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
     serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -134,7 +165,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 /// Relays one request and returns the client's response: passed through when the backend
 /// speaks the client's API, translated otherwise.
 pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError> {
-    let peek: Peek = parse_json(&call.body)?;
+    let peek = Peek::read(&call.body)?;
     let chain = router.resolve(&peek.model)?;
     let chain = router.allowed(chain, &peek.model)?;
     let chain = candidates(chain, call.op, &peek.model)?;
