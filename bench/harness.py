@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "understudy"
 LOAD = ROOT / "target" / "release" / "understudy-load"
+BARE = ROOT / "target" / "release" / "understudy-bare-relay"
 PEERS = ROOT / "target" / "bench"
 RESULTS = ROOT / "bench" / "results"
 TOKENS = 20

@@ -14,7 +14,12 @@ gateways, each its own release process, all asked in the Anthropic dialect:
   client has), whole answers asked as a stream and rebuilt, and the local model last in the
   route (never reached here: the mock is healthy);
 - `translate`: the same request served from the mock's OpenAI-compatible endpoint;
-- `direct`: no gateway, the mock itself.
+- `direct`: no gateway, the mock itself;
+- `bare-reqwest` and `bare-hyper`: yardsticks, not gateways: `understudy-bare-relay`
+  (bench/src/relay.rs), the least a relay on Understudy's own stack does (a hyper server, the
+  request sent on and the answer streamed back, nothing inspected or recorded), with reqwest
+  (Understudy's client) or hyper-util's pooled client. What a path costs beyond them is the
+  gateway's own work.
 
 Throughput: 32 connections, the gateway pinned to CPU 1, the mock and the load generator to
 CPU 0, every path once per round, rounds interleaved; ratios are per round, then the median.
@@ -66,6 +71,15 @@ def gateway(name, mock, work, body):
     port = h.free_port()
     proc = h.start_understudy(f"understudy-{name}", work, port, body)
     return Gw(name, f"http://127.0.0.1:{port}", proc)
+
+
+def bare(kind, mock, work):
+    """The yardstick relay with `kind`'s client, pinned like a gateway."""
+    port = h.free_port()
+    proc = h.Proc(f"bare-{kind}", h.pinned(h.GATEWAY_CPU, [str(h.BARE), "--listen", f"127.0.0.1:{port}",
+                                                            "--upstream", mock.url, "--client", kind]), work)
+    h.wait_http(f"http://127.0.0.1:{port}/", proc=proc.p)
+    return Gw(f"bare-{kind}", f"http://127.0.0.1:{port}", proc)
 
 
 def gateways(mock, work, which=("plain", "default", "translate")):
@@ -185,12 +199,16 @@ def paths_run(args):
     gws = {}
     try:
         gws = gateways(mock, work)
+        for kind in ("reqwest", "hyper"):
+            gws[f"bare-{kind}"] = bare(kind, mock, work)
         time.sleep(2)
         # (row, path, stream): what each throughput row measures.
         rows = [("direct, whole", "direct", False), ("passthrough, whole passed through", "plain", False),
                 ("default, whole streamed and rebuilt", "default", False), ("direct, stream", "direct", True),
                 ("passthrough, stream", "plain", True), ("zero-config-like route, stream", "default", True),
-                ("translated, stream", "translate", True)]
+                ("translated, stream", "translate", True),
+                ("bare relay (reqwest), whole", "bare-reqwest", False), ("bare relay (hyper), whole", "bare-hyper", False),
+                ("bare relay (reqwest), stream", "bare-reqwest", True)]
         tput = {(r, gen): [] for r, _, _ in rows for gen in ("own", "wrk")}
         bad = {"own": 0, "wrk": 0}
         h.say("warm-up")
@@ -209,10 +227,11 @@ def paths_run(args):
                 tput[(row, "wrk")].append(rps)
                 bad["wrk"] += non2xx
                 h.say(f"  {row}: own {s['complete_per_sec']:.0f}/s, wrk {rps:.0f}/s {errs}")
-        lat = {(p, gen): [] for p in ("direct", "plain", "default") for gen in ("own", "wrk")}
+        open_paths = ("direct", "plain", "default", "bare-reqwest")
+        lat = {(p, gen): [] for p in open_paths for gen in ("own", "wrk")}
         for r in range(args.rounds):
             h.say(f"round {r + 1}/{args.rounds}: open loop at {args.rate} req/s")
-            for p in ("direct", "plain", "default"):
+            for p in open_paths:
                 if p != "direct":
                     h.affine(gws[p], h.LATENCY_CPUS)
                 s = own(gws[p], False, rate=args.rate, secs=args.secs)
@@ -251,7 +270,11 @@ def write_paths(res, args):
                ("default, whole streamed and rebuilt", "direct, whole", ""),
                ("passthrough, stream", "direct, stream", ""),
                ("zero-config-like route, stream", "passthrough, stream", "≥ 0.9"),
-               ("translated, stream", "direct, stream", "≥ 0.6")]
+               ("translated, stream", "direct, stream", "≥ 0.6"),
+               ("bare relay (reqwest), whole", "direct, whole", "yardstick"),
+               ("bare relay (hyper), whole", "direct, whole", "yardstick"),
+               ("bare relay (reqwest), stream", "direct, stream", "yardstick"),
+               ("passthrough, whole passed through", "bare relay (reqwest), whole", "")]
     for num, den, target in targets:
         cells = []
         for gen in ("own", "wrk"):
@@ -263,7 +286,8 @@ def write_paths(res, args):
         L.append(f"| {key} | {h.med(res['throughput'][key + '|own']):.0f} | {h.med(res['throughput'][key + '|wrk']):.0f} |")
     L += ["", f"| non-streaming, open loop at {res['rate']} req/s | added p50 ms | added p99 ms (target < 0.5) | "
           "range of added p99 | direct p99 ms | answers/s | not 200 |", "|---|---|---|---|---|---|---|"]
-    for p, label in (("plain", "passthrough, whole passed through"), ("default", "default, whole streamed and rebuilt")):
+    for p, label in (("plain", "passthrough, whole passed through"), ("default", "default, whole streamed and rebuilt"),
+                     ("bare-reqwest", "yardstick: bare relay (reqwest), whole")):
         for gen, gname in (("own", "understudy-load"), ("wrk", f"wrk, 40 connections, each waiting 0–{2 * round(40000 / res['rate'])} ms between requests")):
             rows, base = res["latency"][f"{p}|{gen}"], res["latency"][f"direct|{gen}"]
             a50 = [x["p50"] - b["p50"] for x, b in zip(rows, base)]
