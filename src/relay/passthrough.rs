@@ -121,8 +121,8 @@ pub(crate) async fn call(
 }
 
 /// The body sent upstream: the client's bytes unless the backend names another model (only
-/// `model` replaced, field order kept) or a whole answer is asked for as a stream (`stream:
-/// true`, and for OpenAI the usage chunk a whole answer's `usage` comes from).
+/// `model`'s value replaced, every other byte kept) or a whole answer is asked for as a stream
+/// (`stream: true`, and for OpenAI the usage chunk a whole answer's `usage` comes from).
 fn outbound_body(req: &Request, model: &str, as_stream: bool) -> Result<Bytes, GatewayError> {
     if model == req.model && !as_stream {
         return Ok(req.body.clone());
