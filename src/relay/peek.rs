@@ -7,7 +7,7 @@
 //! come back as byte ranges.
 //!
 //! The scan is at least as strict as serde_json: whatever it cannot vouch for (malformed JSON,
-//! a field given twice, an escaped key or model name, nesting deeper than serde allows) is
+//! a field given twice, an escaped key or model name, very deep nesting) is
 //! `None`, and the caller parses the body with serde, which gives the error with its path (or,
 //! for what was only unusual, the answer). So a body is accepted here only if serde would
 //! accept it too, with the same three values.
@@ -17,8 +17,9 @@
 
 use std::ops::Range;
 
-/// Nesting below the top level that the scan follows (serde_json allows 128 levels in all);
-/// deeper bodies go to serde.
+/// Nesting below the top level that the scan follows; deeper bodies go to serde. (serde skips
+/// the fields it does not want without a depth limit, so this only bounds the scan's own
+/// stack.)
 const MAX_DEPTH: usize = 120;
 
 /// Where the top-level fields the router reads are, in a body that is a well-formed JSON
