@@ -67,12 +67,14 @@ struct StreamOptionsPeek {
 }
 
 impl Peek {
-    /// Read from the body's top level without decoding the rest ([`peek`]); a body the scan
-    /// leaves to serde is parsed whole, which also says what is wrong with it.
-    fn read(body: &[u8]) -> Result<Peek, GatewayError> {
-        match peek::scan(body).and_then(|top| Peek::from_scan(body, &top)) {
-            Some(p) => Ok(p),
-            None => parse_json(body),
+    /// Read from the body's top level without decoding the rest ([`peek`]), with the scan
+    /// for the splice a backend may need; a body the scan leaves to serde is parsed whole,
+    /// which also says what is wrong with it.
+    fn read(body: &[u8]) -> Result<(Peek, Option<peek::TopLevel>), GatewayError> {
+        let top = peek::scan(body);
+        match top.as_ref().and_then(|t| Peek::from_scan(body, t)) {
+            Some(p) => Ok((p, top)),
+            None => Ok((parse_json(body)?, top)),
         }
     }
 
@@ -116,6 +118,9 @@ pub struct Request {
     /// Keep-alive interval for silent upstreams.
     pub keepalive: Duration,
     canonical: OnceLock<Result<Arc<canonical::Request>, GatewayError>>,
+    /// The body's top level as [`peek::scan`] found it (`None`: left to serde), for
+    /// [`peek::splice`].
+    top: Option<peek::TopLevel>,
 }
 
 impl Request {
@@ -165,7 +170,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 /// Relays one request and returns the client's response: passed through when the backend
 /// speaks the client's API, translated otherwise.
 pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError> {
-    let peek = Peek::read(&call.body)?;
+    let (peek, top) = Peek::read(&call.body)?;
     let chain = router.resolve(&peek.model)?;
     let chain = router.allowed(chain, &peek.model)?;
     let chain = candidates(chain, call.op, &peek.model)?;
@@ -191,6 +196,7 @@ pub async fn relay(router: &Router, call: Call) -> Result<Response, GatewayError
         format,
         keepalive: call.keepalive,
         canonical: OnceLock::new(),
+        top,
     });
     chain::walk(router, &chain, &req).await
 }
@@ -221,6 +227,7 @@ pub async fn relay_ollama(
         format: Format::Ollama(endpoint),
         keepalive,
         canonical: OnceLock::from(Ok(Arc::new(request))),
+        top: None,
     });
     chain::walk(router, &chain, &req).await
 }

@@ -129,12 +129,12 @@ fn outbound_body(req: &Request, model: &str, as_stream: bool) -> Result<Bytes, G
     }
     // The fields written in place, every other byte as the client sent it (no decode of a
     // 100 KB conversation to change one name).
-    if let Some(top) = super::peek::scan(&req.body) {
+    if let Some(top) = &req.top {
         let options = (as_stream && req.op == Operation::ChatCompletions)
             .then_some(r#"{"include_usage":true}"#);
         let model = (model != req.model).then_some(model);
         return Ok(Bytes::from(super::peek::splice(
-            &req.body, &top, model, as_stream, options,
+            &req.body, top, model, as_stream, options,
         )));
     }
     let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&req.body)
