@@ -66,8 +66,9 @@ pub fn model_list(ids: &[String]) -> serde_json::Value {
 
 #[derive(Deserialize)]
 struct EventPeek<'a> {
-    #[serde(rename = "type")]
-    ty: String,
+    /// Borrowed: one allocation fewer on every event of every inspected stream.
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
     index: Option<u64>,
     content_block: Option<BlockPeek>,
     message: Option<MessagePeek>,
@@ -163,7 +164,7 @@ impl StreamInspector {
                 )
             }
         };
-        match ev.ty.as_str() {
+        match ev.ty.as_ref() {
             "message_start" => {
                 if let Some(n) = ev.message.and_then(|m| m.usage).and_then(|u| u.input()) {
                     self.usage.input_tokens = n;

@@ -38,7 +38,7 @@ pub struct JournalError {
 pub struct Journal {
     path: PathBuf,
     /// `None` once closing.
-    tx: Option<mpsc::Sender<Entry>>,
+    tx: Option<mpsc::Sender<Arc<Entry>>>,
     writer: Option<std::thread::JoinHandle<()>>,
     errors: Arc<AtomicU64>,
 }
@@ -150,7 +150,7 @@ impl Journal {
             Err(e) => return Err(err(e)),
         };
         prune(&conn, retention).map_err(err)?;
-        let (tx, rx) = mpsc::channel::<Entry>();
+        let (tx, rx) = mpsc::channel::<Arc<Entry>>();
         let errors = Arc::new(AtomicU64::new(0));
         let thread_errors = errors.clone();
         let thread_path = path.to_owned();
@@ -171,10 +171,10 @@ impl Journal {
         &self.path
     }
 
-    /// Queues an entry for writing.
-    pub fn write(&self, entry: &Entry) {
+    /// Queues an entry for writing (shared with the feed and the recent list, not copied).
+    pub fn write(&self, entry: Arc<Entry>) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(entry.clone());
+            let _ = tx.send(entry);
         }
     }
 
@@ -319,22 +319,27 @@ fn prune(conn: &Connection, r: Retention) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn insert(conn: &mut Connection, batch: &[Entry]) -> rusqlite::Result<()> {
+/// The row's columns, in [`insert`]'s order.
+const COLUMNS: &str = "INTO requests (id, at_ms, dialect, model, stream, attempts, served_by,
+    continued, status, outcome, input_tokens, output_tokens, duration_ms, spend_usd)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+/// Writes a batch in one transaction. A plain `INSERT`: `OR REPLACE` makes SQLite keep a
+/// statement journal for every row, a third of the row's cost; an id already there (two
+/// gateways on one file) is replaced as before, by a second statement for that row only.
+fn insert(conn: &mut Connection, batch: &[Arc<Entry>]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached(
-            "INSERT OR REPLACE INTO requests (id, at_ms, dialect, model, stream, attempts,
-                served_by, continued, status, outcome, input_tokens, output_tokens, duration_ms,
-                spend_usd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?;
+        let mut plain = tx.prepare_cached(&format!("INSERT {COLUMNS}"))?;
         for e in batch {
-            stmt.execute(params![
+            let attempts = serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into());
+            let row = params![
                 e.id as i64,
                 e.at_ms as i64,
                 e.dialect,
                 e.model,
                 e.stream,
-                serde_json::to_string(&e.attempts).unwrap_or_else(|_| "[]".into()),
+                attempts,
                 e.served_by,
                 e.continued,
                 i64::from(e.status),
@@ -343,7 +348,18 @@ fn insert(conn: &mut Connection, batch: &[Entry]) -> rusqlite::Result<()> {
                 e.output_tokens as i64,
                 e.duration_ms,
                 e.spend_usd,
-            ])?;
+            ];
+            match plain.execute(row) {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    tx.prepare_cached(&format!("INSERT OR REPLACE {COLUMNS}"))?
+                        .execute(row)?;
+                }
+                done => {
+                    done?;
+                }
+            }
         }
     }
     tx.commit()
@@ -351,7 +367,7 @@ fn insert(conn: &mut Connection, batch: &[Entry]) -> rusqlite::Result<()> {
 
 fn writer(
     mut conn: Connection,
-    rx: mpsc::Receiver<Entry>,
+    rx: mpsc::Receiver<Arc<Entry>>,
     retention: Retention,
     errors: Arc<AtomicU64>,
     path: PathBuf,
@@ -436,10 +452,10 @@ mod tests {
         {
             let j = Journal::open(&path, Retention::default()).unwrap();
             for i in 1..=10 {
-                j.write(&entry(i, now));
+                j.write(entry(i, now).into());
             }
             // Too old for any retention.
-            j.write(&entry(11, 1_000));
+            j.write(entry(11, 1_000).into());
             let rows = wait_for(&j, 11);
             assert_eq!(rows[0], entry(11, 1_000));
             assert_eq!(j.last_id().unwrap(), 11);
@@ -462,13 +478,39 @@ mod tests {
         assert_eq!(page, vec![8, 7]);
     }
 
+    /// A row whose id is already there (two gateways on one file) replaces it, and the rest
+    /// of its batch is written: nothing in the batch is lost to the conflict.
+    #[test]
+    fn an_id_already_written_is_replaced_and_its_batch_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite3");
+        let now = unix_ms();
+        let mut conn = connect(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        insert(&mut conn, &[entry(1, now).into(), entry(2, now).into()]).unwrap();
+        let mut again = entry(2, now);
+        again.model = "second".into();
+        let batch = [
+            entry(3, now).into(),
+            again.clone().into(),
+            entry(4, now).into(),
+        ];
+        insert(&mut conn, &batch).unwrap();
+        drop(conn);
+        let j = Journal::open(&path, Retention::default()).unwrap();
+        let rows = j.recent(100).unwrap();
+        let ids: Vec<u64> = rows.iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![4, 3, 2, 1]);
+        assert_eq!(rows[2], again);
+    }
+
     #[test]
     fn a_file_that_is_not_a_journal_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.sqlite3");
         std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
         let j = Journal::open(&path, Retention::default()).unwrap();
-        j.write(&entry(1, unix_ms()));
+        j.write(entry(1, unix_ms()).into());
         assert_eq!(wait_for(&j, 1).len(), 1);
         let aside = std::fs::read_dir(dir.path())
             .unwrap()

@@ -356,8 +356,15 @@ impl Recorder {
         // the second); the request's output is what the client got, which the last reports.
         let mut st = self.state.lock().expect("recorder lock");
         for a in &r.attempts {
-            let b = st.backends.entry(a.backend.clone()).or_default();
-            b.count(a, &self.prices, r.at_ms);
+            // The key is copied only the first time a backend is seen.
+            match st.backends.get_mut(&a.backend) {
+                Some(b) => b.count(a, &self.prices, r.at_ms),
+                None => st.backends.entry(a.backend.clone()).or_default().count(
+                    a,
+                    &self.prices,
+                    r.at_ms,
+                ),
+            }
         }
         let entry = Entry {
             id: st.next_id,
@@ -402,7 +409,7 @@ impl Recorder {
         st.recent.push_back(entry.clone());
         drop(st);
         if let Some(j) = &self.journal {
-            j.write(&entry);
+            j.write(entry.clone());
         }
         let _ = self.events.send(entry);
     }
