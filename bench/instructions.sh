@@ -2,10 +2,12 @@
 # Instructions per request in the gateway's own process (all its threads), counted by
 # callgrind: exact and the same from run to run, where this project's CI and bench hosts are
 # noisy VMs on which time per request swings by a third between runs.
-#   bench/instructions.sh BIN [plain|whole] [small|claude-code]
+#   bench/instructions.sh BIN [plain|whole|stream|translate] [small|claude-code]
 # BIN: an `understudy` built with `--features testing` (the mock), best the `profiling` profile
 # (`cargo build --profile profiling --no-default-features --features testing`) for symbols.
-# `plain` forwards a whole answer as it comes; `whole` (the default) asks for it as a stream.
+# `plain` forwards a whole answer as it comes; `whole` (the default) asks for it as a stream;
+# `stream` is a streamed request passed through with continuation on (zero config's route);
+# `translate` a streamed request served from the mock's OpenAI-compatible endpoint.
 # `small` is the paths benchmark's 20-token request; `claude-code` a 97 KB request shaped like
 # Claude Code's (system prompt, 20 tool schemas, ten turns with code).
 # Needs valgrind and wrk (apt). Prints the count; the callgrind file stays in the work dir.
@@ -15,9 +17,9 @@ work=$(mktemp -d /tmp/understudy-instructions.XXXXXX)
 mport=$((20000 + RANDOM % 20000)); gport=$((mport + 1))
 cleanup() { kill "${mock:-}" "${gw:-}" 2>/dev/null || true; }
 trap cleanup EXIT
-python3 - "$work" "$body" <<'PY'
+python3 - "$work" "$body" "$conf" <<'PY'
 import json, sys
-work, kind = sys.argv[1], sys.argv[2]
+work, kind, conf = sys.argv[1], sys.argv[2], sys.argv[3]
 if kind == "small":
     body = {"model": "claude-sonnet-4-5", "max_tokens": 256,
             "messages": [{"role": "user", "content": "Say the benchmark words."}]}
@@ -33,27 +35,46 @@ else:
     turns.append({"role": "user", "content": "Go on."})
     body = {"model": "claude-sonnet-4-5", "max_tokens": 256, "system": [{"type": "text", "text": "You are Claude Code. " * 800}],
             "tools": tools, "messages": turns}
+if conf in ("stream", "translate"):
+    body["stream"] = True
 lua = ['wrk.method = "POST"', "wrk.body = " + json.dumps(json.dumps(body))]
 lua += [f'wrk.headers["{k}"] = "{v}"' for k, v in
         {"x-api-key": "bench-client-key", "anthropic-version": "2023-06-01", "content-type": "application/json"}.items()]
 open(f"{work}/req.lua", "w").write("\n".join(lua) + "\n")
 PY
-whole=$([ "$conf" = plain ] && echo 'stream_whole_answers = false' || true)
+case $conf in
+  translate) provider='[providers.openai]
+kind = "openai"
+base_url = "http://127.0.0.1:'$mport'/v1"
+api_key_env = "BENCH_KEY"'; backend='"openai/gpt-4o"' ;;
+  *) provider='[providers.anthropic]
+kind = "anthropic"
+base_url = "http://127.0.0.1:'$mport'"
+passthrough_auth = "http://127.0.0.1:'$mport'"'
+     [ "$conf" = stream ] || provider="$provider
+continuation = \"off\""
+     [ "$conf" = plain ] && provider="$provider
+stream_whole_answers = false"
+     backend='"anthropic"'
+     # Somewhere to continue a break, so the stream keeps what the client has, as zero
+     # config's route does (its last backend the local model; never reached here).
+     [ "$conf" = stream ] && provider="$provider
+[providers.spare]
+kind = \"anthropic\"
+base_url = \"http://127.0.0.1:$mport\"
+passthrough_auth = \"http://127.0.0.1:$mport\"" && backend='"anthropic", "spare"'
+     ;;
+esac
 cat > "$work/config.toml" <<TOML
 [server]
 listen = "127.0.0.1:$gport"
-[providers.anthropic]
-kind = "anthropic"
-base_url = "http://127.0.0.1:$mport"
-passthrough_auth = "http://127.0.0.1:$mport"
-continuation = "off"
-$whole
+$provider
 [[routes]]
 model = "claude-*"
-backends = ["anthropic"]
+backends = [$backend]
 TOML
 "$bin" mock --listen "127.0.0.1:$mport" --tokens 20 --no-record > "$work/mock.log" 2>&1 & mock=$!
-HOME=$work XDG_DATA_HOME=$work/data XDG_CONFIG_HOME=$work/config RUST_LOG=warn \
+BENCH_KEY=bench-key HOME=$work XDG_DATA_HOME=$work/data XDG_CONFIG_HOME=$work/config RUST_LOG=warn \
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
   "$bin" serve --config "$work/config.toml" > "$work/gateway.log" 2>&1 & gw=$!
 for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$gport/api/status" && break; sleep 0.5; done

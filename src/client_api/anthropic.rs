@@ -91,19 +91,20 @@ struct MessagePeek {
 #[derive(Deserialize)]
 struct DeltaPeek<'a> {
     stop_reason: Option<String>,
-    /// A `text_delta`'s text.
+    /// A `text_delta`'s text (borrowed: a copy of every delta's text was an allocation per
+    /// event of every inspected stream).
     #[serde(borrow)]
-    text: Option<std::borrow::Cow<'a, str>>,
+    text: Option<crate::wire::Text<'a>>,
     /// A `thinking_delta`'s thinking.
     #[serde(borrow)]
-    thinking: Option<std::borrow::Cow<'a, str>>,
+    thinking: Option<crate::wire::Text<'a>>,
 }
 
 impl DeltaPeek<'_> {
     /// Text or thinking the client can use (an empty delta is not content yet).
     fn has_text(&self) -> bool {
-        self.text.as_deref().is_some_and(|t| !t.is_empty())
-            || self.thinking.as_deref().is_some_and(|t| !t.is_empty())
+        self.text.as_ref().is_some_and(|t| !t.0.is_empty())
+            || self.thinking.as_ref().is_some_and(|t| !t.0.is_empty())
     }
 }
 

@@ -14,9 +14,7 @@
 //! `logprobs`, and the usage chunk's `usage`.
 
 use crate::sse::Frame;
-use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Rebuilds one whole answer from its stream's events.
@@ -133,22 +131,10 @@ impl AnthropicMessage {
     /// A `content_block_delta` of text, thinking, a signature or a tool call's input, read
     /// into borrowed strings; false when it is another delta (handled as a JSON tree).
     fn fast_delta(&mut self, data: &str) -> bool {
-        let Ok(ev) = serde_json::from_str::<DeltaEvent>(data) else {
+        let Some((index, ty, piece)) = crate::wire::anthropic::delta_piece(data) else {
             return false;
         };
-        let d = ev.delta;
-        let piece = match d.ty.0.as_ref() {
-            _ if ev.ty.0 != "content_block_delta" => return false,
-            "text_delta" => d.text,
-            "thinking_delta" => d.thinking,
-            // A signature is replaced, not appended: one that is not a string is kept as it
-            // came, by the tree.
-            "signature_delta" if d.signature.is_none() => return false,
-            "signature_delta" => d.signature,
-            "input_json_delta" => d.partial_json,
-            _ => return false,
-        };
-        self.apply(ev.index, &d.ty.0, piece.as_ref().map_or("", |t| &t.0));
+        self.apply(index, ty, &piece);
         true
     }
 
@@ -213,37 +199,6 @@ fn append(block: &mut Value, key: &str, piece: &str) {
         _ => block[key] = Value::String(piece.to_owned()),
     }
 }
-
-/// A `content_block_delta` event, its strings borrowed from the event's data where they
-/// hold no escapes.
-#[derive(Deserialize)]
-struct DeltaEvent<'a> {
-    #[serde(rename = "type", borrow)]
-    ty: Text<'a>,
-    index: usize,
-    #[serde(borrow)]
-    delta: DeltaBody<'a>,
-}
-
-#[derive(Deserialize)]
-struct DeltaBody<'a> {
-    #[serde(rename = "type", borrow)]
-    ty: Text<'a>,
-    #[serde(borrow, default)]
-    text: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    thinking: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    signature: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    partial_json: Option<Text<'a>>,
-}
-
-/// A string borrowed from the data unless it holds escapes (serde borrows a `Cow` only when it
-/// is the field's whole type, not inside an `Option`).
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// An OpenAI chat completion being rebuilt.
 #[derive(Debug, Default)]

@@ -3,7 +3,7 @@
 //! events, and events encoded as the SSE stream a client such as Claude Code reads (§1.5).
 
 use super::{
-    bad, kind_of, object_with_model, opt_bool, opt_f64, opt_str, opt_u32, stop_list,
+    bad, kind_of, object_with_model, opt_bool, opt_f64, opt_str, opt_u32, stop_list, Text,
     ATTRIBUTION_PREFIX,
 };
 use crate::canonical::{
@@ -12,9 +12,12 @@ use crate::canonical::{
 };
 use crate::error::{FailureKind, GatewayError};
 use crate::sse::Frame;
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::io::Write;
 
 /// Decodes a client's Messages request.
 pub fn decode_request(v: &Value) -> Result<Request, GatewayError> {
@@ -405,6 +408,53 @@ pub fn error_message(body: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The piece of a `content_block_delta` (nearly every event of an answer) of a known type:
+/// its block index, its delta type and its text (`""` when it has none), read into borrowed
+/// strings without building a JSON tree. `None` for anything else (another event, another
+/// delta type, a signature delta without its signature, data that is not JSON), which a
+/// caller reads as a tree.
+pub(crate) fn delta_piece(data: &str) -> Option<(usize, &'static str, Cow<'_, str>)> {
+    let ev: DeltaEvent = serde_json::from_str(data).ok()?;
+    if ev.ty.0 != "content_block_delta" {
+        return None;
+    }
+    let d = ev.delta;
+    let (ty, piece) = match d.ty.0.as_ref() {
+        "text_delta" => ("text_delta", d.text),
+        "thinking_delta" => ("thinking_delta", d.thinking),
+        // A signature is replaced, not appended: one that is missing is the tree's to judge.
+        "signature_delta" => ("signature_delta", Some(d.signature?)),
+        "input_json_delta" => ("input_json_delta", d.partial_json),
+        _ => return None,
+    };
+    Some((ev.index, ty, piece.map_or(Cow::Borrowed(""), |t| t.0)))
+}
+
+/// A `content_block_delta` event, its strings borrowed from the event's data where they
+/// hold no escapes.
+#[derive(Deserialize)]
+struct DeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Text<'a>,
+    index: usize,
+    #[serde(borrow)]
+    delta: DeltaBody<'a>,
+}
+
+#[derive(Deserialize)]
+struct DeltaBody<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Text<'a>,
+    #[serde(borrow, default)]
+    text: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    thinking: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    signature: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Text<'a>>,
+}
+
 /// Decodes an upstream Anthropic SSE stream into events.
 #[derive(Debug, Default)]
 pub struct StreamDecoder {
@@ -416,6 +466,24 @@ impl StreamDecoder {
     /// Decodes one frame.
     pub fn frame(&mut self, f: &Frame, out: &mut Vec<Event>) -> Result<(), StreamFault> {
         let Some(data) = &f.data else { return Ok(()) };
+        if let Some((index, ty, piece)) = delta_piece(data) {
+            if !self.skipped.contains(&index) {
+                let piece = piece.into_owned();
+                let delta = match ty {
+                    "text_delta" => Delta::Text(piece),
+                    "thinking_delta" => Delta::Thinking(piece),
+                    "signature_delta" => Delta::Signature(piece),
+                    _ => Delta::InputJson(piece),
+                };
+                out.push(Event::Delta { index, delta });
+            }
+            return Ok(());
+        }
+        self.frame_tree(data, out)
+    }
+
+    /// Decodes one event read as a JSON tree: whatever [`delta_piece`] leaves.
+    fn frame_tree(&mut self, data: &str, out: &mut Vec<Event>) -> Result<(), StreamFault> {
         let v: Value = serde_json::from_str(data).map_err(|e| {
             StreamFault::malformed(format!(
                 "the upstream sent an event whose data is not valid JSON ({e})"
@@ -537,13 +605,33 @@ impl StreamEncoder {
     }
 
     fn put(out: &mut BytesMut, v: &Value) {
-        out.extend_from_slice(
-            format!(
-                "event: {}\ndata: {v}\n\n",
-                v["type"].as_str().unwrap_or("unknown")
-            )
-            .as_bytes(),
-        );
+        let name = v["type"].as_str().unwrap_or("unknown");
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        serde_json::to_writer(out.writer(), v).expect("a JSON value always serializes");
+        out.extend_from_slice(b"\n\n");
+    }
+
+    /// A `content_block_delta`, nearly every event of an answer, written as it is sent: the
+    /// bytes [`StreamEncoder::put`] would write for its JSON tree (same fields, same order,
+    /// same escapes), without building the tree (an allocation and a hashed key per field,
+    /// on every event of every translated stream).
+    fn put_delta(out: &mut BytesMut, index: usize, delta: &Delta) {
+        let (ty, field, text) = match delta {
+            Delta::Text(t) => ("text_delta", "text", t),
+            Delta::Thinking(t) => ("thinking_delta", "thinking", t),
+            Delta::Signature(s) => ("signature_delta", "signature", s),
+            Delta::InputJson(p) => ("input_json_delta", "partial_json", p),
+        };
+        let mut w = out.writer();
+        write!(
+            w,
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"{ty}\",\"{field}\":"
+        )
+        .expect("writing to memory");
+        serde_json::to_writer(&mut w, text).expect("a string always serializes");
+        w.write_all(b"}}\n\n").expect("writing to memory");
     }
 
     /// Writes one event.
@@ -567,15 +655,7 @@ impl StreamEncoder {
                 };
                 json!({"type": "content_block_start", "index": index, "content_block": b})
             }
-            Event::Delta { index, delta } => {
-                let d = match delta {
-                    Delta::Text(t) => json!({"type": "text_delta", "text": t}),
-                    Delta::Thinking(t) => json!({"type": "thinking_delta", "thinking": t}),
-                    Delta::Signature(s) => json!({"type": "signature_delta", "signature": s}),
-                    Delta::InputJson(p) => json!({"type": "input_json_delta", "partial_json": p}),
-                };
-                json!({"type": "content_block_delta", "index": index, "delta": d})
-            }
+            Event::Delta { index, delta } => return Self::put_delta(out, *index, delta),
             Event::BlockStop { index } => json!({"type": "content_block_stop", "index": index}),
             Event::Finish {
                 stop_reason,
@@ -633,6 +713,112 @@ pub fn encode_response(r: &Response, model: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A delta read directly decodes as the tree reads it: the same events and faults, and
+    /// the same state after, for deltas of every type, for events it must leave to the tree,
+    /// and for every one-byte change of a text delta.
+    #[test]
+    fn a_delta_read_directly_decodes_as_the_tree_does() {
+        let before = [
+            r#"{"type":"message_start","message":{"id":"msg_1","model":"m","usage":{"input_tokens":3}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"server_tool_use","id":"s","name":"web_search"}}"#,
+        ];
+        let text = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a \"b\" \u00e9\n"}}"#;
+        let after = [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"more"}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":2}}"#,
+            r#"{"type":"message_stop"}"#,
+        ];
+        let mut events: Vec<String> = [
+            text,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":null}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"t"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"s"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"a\""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{}}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{}"}}"#,
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":-1,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0.5,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"index":1,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":"x"}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        ]
+        .map(String::from)
+        .to_vec();
+        events.extend(crate::wire::one_byte_changes(text));
+        let run = |event: &str, direct: bool| {
+            let mut d = StreamDecoder::default();
+            let mut out = Vec::new();
+            let mut results: Vec<_> = before
+                .iter()
+                .map(|e| d.frame(&Frame::data_only(e), &mut out))
+                .collect();
+            results.push(if direct {
+                d.frame(&Frame::data_only(event), &mut out)
+            } else {
+                d.frame_tree(event, &mut out)
+            });
+            for a in after {
+                results.push(d.frame(&Frame::data_only(a), &mut out));
+            }
+            (out, results)
+        };
+        let mut direct = 0;
+        for e in &events {
+            assert_eq!(run(e, true), run(e, false), "{e}");
+            direct += usize::from(delta_piece(e).is_some());
+        }
+        assert!(direct > 100, "{direct}");
+    }
+
+    /// A delta written directly is byte for byte the delta written from its JSON tree.
+    #[test]
+    fn a_delta_is_written_as_its_tree_would_be() {
+        let texts = [
+            "",
+            "w0 ",
+            "quote \" backslash \\ slash / newline \n tab \t",
+            "control \u{1} \u{1f} del \u{7f} é ✓ 🙂 \u{2028}",
+            "{\"a\": [1, 2]}",
+        ];
+        for (i, t) in texts.into_iter().enumerate() {
+            for delta in [
+                Delta::Text(t.into()),
+                Delta::Thinking(t.into()),
+                Delta::Signature(t.into()),
+                Delta::InputJson(t.into()),
+            ] {
+                let (ty, field) = match &delta {
+                    Delta::Text(_) => ("text_delta", "text"),
+                    Delta::Thinking(_) => ("thinking_delta", "thinking"),
+                    Delta::Signature(_) => ("signature_delta", "signature"),
+                    Delta::InputJson(_) => ("input_json_delta", "partial_json"),
+                };
+                let mut tree = BytesMut::new();
+                StreamEncoder::put(
+                    &mut tree,
+                    &json!({"type": "content_block_delta", "index": i * 7,
+                        "delta": {"type": ty, field: t}}),
+                );
+                let mut direct = BytesMut::new();
+                StreamEncoder::new("m").event(
+                    &Event::Delta {
+                        index: i * 7,
+                        delta,
+                    },
+                    &mut direct,
+                );
+                assert_eq!(direct, tree, "{t:?}");
+            }
+        }
+    }
 
     #[test]
     fn attribution_blocks_and_server_blocks_are_dropped_foreign_thinking_never_returns() {

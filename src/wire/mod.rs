@@ -13,6 +13,29 @@ use crate::error::GatewayError;
 use crate::sse::Frame;
 use serde_json::Value;
 
+/// A string borrowed from an event's data unless it holds escapes (serde borrows a `Cow` only
+/// when it is the field's whole type, not inside an `Option`).
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Text<'a>(#[serde(borrow)] pub std::borrow::Cow<'a, str>);
+
+/// `s` with each byte in turn replaced by each of a few bytes JSON's grammar turns on, or
+/// removed: the damaged events a decoder's direct path is checked against its tree on.
+#[cfg(test)]
+pub(crate) fn one_byte_changes(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for at in 0..s.len() {
+        for c in ["", "\"", "{", "}", "[", ",", ":", "\\", "n", "0", " "] {
+            if s.is_char_boundary(at) && s.is_char_boundary(at + 1) {
+                let mut m = s.to_owned();
+                m.replace_range(at..at + 1, c);
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
 /// A provider's stream decoder, whichever API it speaks: whole SSE events in, loose canonical
 /// events out (the `Guard` makes them strict).
 #[derive(Debug)]

@@ -13,7 +13,10 @@ use crate::canonical::{
 use crate::error::{FailureKind, GatewayError};
 use crate::sse::Frame;
 use bytes::BytesMut;
+use serde::de::{Deserializer, IgnoredAny};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Tool names OpenAI accepts: `^[a-zA-Z0-9_-]{1,64}$`.
@@ -550,6 +553,23 @@ impl StreamDecoder {
             });
             return Ok(());
         }
+        if self.started {
+            if let Some(text) = text_chunk(data) {
+                if let Some(t) = text.filter(|t| !t.is_empty()) {
+                    let index = self.open(false, out);
+                    out.push(Event::Delta {
+                        index,
+                        delta: Delta::Text(t.into_owned()),
+                    });
+                }
+                return Ok(());
+            }
+        }
+        self.frame_tree(data, out)
+    }
+
+    /// Decodes one chunk read as a JSON tree: whatever [`text_chunk`] leaves.
+    fn frame_tree(&mut self, data: &str, out: &mut Vec<Event>) -> Result<(), StreamFault> {
         let v: Value = serde_json::from_str(data).map_err(|e| {
             StreamFault::malformed(format!(
                 "the upstream sent a chunk that is not valid JSON ({e})"
@@ -646,6 +666,67 @@ impl StreamDecoder {
         }
         Ok(())
     }
+}
+
+/// A chunk with nothing in it but text, read with borrowed strings: nearly every chunk of an
+/// answer. As a JSON tree each field is an allocation and a hashed key (serde_json keeps key
+/// order here), on every chunk of every translated stream. `Some(content)` (`None` when it
+/// has none) for a chunk whose first choice has no finish reason, reasoning or tool call and
+/// that carries no error or usage; `None` for any other chunk (and for one that is not
+/// JSON), which [`StreamDecoder::frame_tree`] reads and judges.
+fn text_chunk(data: &str) -> Option<Option<Cow<'_, str>>> {
+    let c: TextChunk = serde_json::from_str(data).ok()?;
+    if c.error || c.usage.is_some() {
+        return None;
+    }
+    let Some(first) = c.choices.unwrap_or_default().into_iter().next() else {
+        return Some(None);
+    };
+    if first.finish_reason.is_some() {
+        return None;
+    }
+    let Some(d) = first.delta else {
+        return Some(None);
+    };
+    if d.reasoning_content || d.reasoning || d.tool_calls {
+        return None;
+    }
+    Some(d.content.map(|t| t.0))
+}
+
+#[derive(Deserialize)]
+struct TextChunk<'a> {
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
+    #[serde(default)]
+    usage: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<TextChoice<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct TextChoice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<TextDelta<'a>>,
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct TextDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<super::Text<'a>>,
+    #[serde(default, deserialize_with = "present")]
+    reasoning_content: bool,
+    #[serde(default, deserialize_with = "present")]
+    reasoning: bool,
+    #[serde(default, deserialize_with = "present")]
+    tool_calls: bool,
+}
+
+/// The field is there, whatever its value (`null` included, as `Value::get` sees it).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
 }
 
 /// The status an in-stream `{"error":…}` stands for.
@@ -899,6 +980,69 @@ pub fn encode_completions_response(r: &Response, model: &str, created: u64) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A text chunk read directly decodes as the tree reads it: the same events and faults,
+    /// and the same state after (the chunks that follow decode alike), for text chunks, for
+    /// the chunks it must leave to the tree, and for every one-byte change of a text chunk.
+    #[test]
+    fn a_text_chunk_read_directly_decodes_as_the_tree_does() {
+        let start = r#"{"id":"chatcmpl-1","model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+        let text = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"a \"b\" \u00e9\n"},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+        let after = [
+            r#"{"choices":[{"index":0,"delta":{"content":"more"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ];
+        let mut chunks: Vec<String> = [
+            text,
+            r#"{"choices":[{"delta":{"content":""}}]}"#,
+            r#"{"choices":[{"delta":{"content":null}}]}"#,
+            r#"{"choices":[{"delta":null}]}"#,
+            r#"{"choices":[{}]}"#,
+            r#"{"choices":[]}"#,
+            r#"{"choices":null}"#,
+            r#"{}"#,
+            r#"{"choices":[{"delta":{"content":"x"}},{"delta":{"tool_calls":[]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x","reasoning_content":"r"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x","reasoning":null}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":""}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"x"},"finish_reason":"length"}]}"#,
+            r#"{"choices":[{"delta":{"content":"x"},"finish_reason":7}]}"#,
+            r#"{"choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":5}}"#,
+            r#"{"choices":[{"delta":{"content":"x"}}],"usage":3}"#,
+            r#"{"choices":[{"delta":{"content":"x"}}],"error":null}"#,
+            r#"{"error":{"message":"overloaded","type":"overloaded_error"}}"#,
+            r#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#,
+            r#"{"choices":[{"delta":{"content":7}}]}"#,
+            r#"{"choices":[{"delta":"x"}]}"#,
+            r#"{"choices":[3]}"#,
+            r#"[]"#,
+        ]
+        .map(String::from)
+        .to_vec();
+        chunks.extend(crate::wire::one_byte_changes(text));
+        let run = |chunk: &str, direct: bool| {
+            let mut d = StreamDecoder::default();
+            let mut out = Vec::new();
+            let mut results = vec![d.frame(&Frame::data_only(start), &mut out)];
+            results.push(if direct {
+                d.frame(&Frame::data_only(chunk), &mut out)
+            } else {
+                d.frame_tree(chunk, &mut out)
+            });
+            for a in after {
+                results.push(d.frame(&Frame::data_only(a), &mut out));
+            }
+            (out, results)
+        };
+        let mut direct = 0;
+        for c in &chunks {
+            assert_eq!(run(c, true), run(c, false), "{c}");
+            direct += usize::from(text_chunk(c).is_some());
+        }
+        assert!(direct > 100, "{direct}");
+    }
 
     #[test]
     fn tool_messages_become_one_user_turn_and_come_back_in_order() {
