@@ -46,7 +46,7 @@ impl Assembler {
             return;
         };
         match self {
-            Assembler::Anthropic(a) => a.event(&v),
+            Assembler::Anthropic(a) => a.event(v),
             Assembler::OpenAi(a) => a.chunk(&v),
         }
     }
@@ -70,16 +70,26 @@ pub struct AnthropicMessage {
 }
 
 impl AnthropicMessage {
-    fn event(&mut self, v: &Value) {
+    /// One event read as a tree; what is kept of it is moved out, not copied.
+    fn event(&mut self, mut v: Value) {
         let index = v["index"].as_u64().map(|i| i as usize);
-        match v["type"].as_str().unwrap_or("") {
-            "message_start" => self.message = v["message"].as_object().cloned(),
+        let ty = match v.get_mut("type").map(Value::take) {
+            Some(Value::String(t)) => t,
+            _ => String::new(),
+        };
+        match ty.as_str() {
+            "message_start" => {
+                self.message = match v.get_mut("message").map(Value::take) {
+                    Some(Value::Object(m)) => Some(m),
+                    _ => None,
+                }
+            }
             "content_block_start" => {
                 let Some(i) = index else { return };
                 if self.blocks.len() <= i {
                     self.blocks.resize(i + 1, Value::Null);
                 }
-                let block = v["content_block"].clone();
+                let block = v.get_mut("content_block").map_or(Value::Null, Value::take);
                 if block.get("input").is_some() {
                     self.partial_json.insert(i, String::new());
                 }
@@ -108,19 +118,15 @@ impl AnthropicMessage {
                 let Some(m) = self.message.as_mut() else {
                     return;
                 };
-                if let Some(delta) = v["delta"].as_object() {
-                    for (k, val) in delta {
-                        m.insert(k.clone(), val.clone());
-                    }
+                if let Some(Value::Object(delta)) = v.get_mut("delta").map(Value::take) {
+                    m.extend(delta);
                 }
-                if let Some(usage) = v["usage"].as_object() {
+                if let Some(Value::Object(usage)) = v.get_mut("usage").map(Value::take) {
                     let u = m
                         .entry("usage")
                         .or_insert_with(|| Value::Object(Map::new()));
                     if let Some(u) = u.as_object_mut() {
-                        for (k, val) in usage {
-                            u.insert(k.clone(), val.clone());
-                        }
+                        u.extend(usage);
                     }
                 }
             }
