@@ -753,29 +753,14 @@ mod tests {
         .map(String::from)
         .to_vec();
         events.extend(crate::wire::one_byte_changes(text));
-        let run = |event: &str, direct: bool| {
-            let mut d = StreamDecoder::default();
-            let mut out = Vec::new();
-            let mut results: Vec<_> = before
-                .iter()
-                .map(|e| d.frame(&Frame::data_only(e), &mut out))
-                .collect();
-            results.push(if direct {
-                d.frame(&Frame::data_only(event), &mut out)
-            } else {
-                d.frame_tree(event, &mut out)
-            });
-            for a in after {
-                results.push(d.frame(&Frame::data_only(a), &mut out));
-            }
-            (out, results)
-        };
-        let mut direct = 0;
-        for e in &events {
-            assert_eq!(run(e, true), run(e, false), "{e}");
-            direct += usize::from(delta_piece(e).is_some());
-        }
-        assert!(direct > 100, "{direct}");
+        crate::wire::check_direct_path::<StreamDecoder>(
+            &before,
+            &events,
+            &after,
+            StreamDecoder::frame,
+            StreamDecoder::frame_tree,
+            |e| delta_piece(e).is_some(),
+        );
     }
 
     /// A delta written directly is byte for byte the delta written from its JSON tree.

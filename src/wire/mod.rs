@@ -36,6 +36,47 @@ pub(crate) fn one_byte_changes(s: &str) -> Vec<String> {
     out
 }
 
+/// Checks a decoder's direct path against its tree: each of `events`, between `before` and
+/// `after`, gives the same events and results through `frame` (the decoder's, direct path
+/// included) as through `tree` (its tree alone), and so the same state after; and more than a
+/// hundred of them take the direct path (`direct`).
+#[cfg(test)]
+pub(crate) fn check_direct_path<D: Default>(
+    before: &[&str],
+    events: &[String],
+    after: &[&str],
+    frame: fn(&mut D, &Frame, &mut Vec<Event>) -> Result<(), StreamFault>,
+    tree: fn(&mut D, &str, &mut Vec<Event>) -> Result<(), StreamFault>,
+    direct: impl Fn(&str) -> bool,
+) {
+    let frame = |d: &mut D, data: &str, direct: bool, out: &mut Vec<Event>| {
+        if direct {
+            frame(d, &Frame::data_only(data), out)
+        } else {
+            tree(d, data, out)
+        }
+    };
+    let run = |event: &str, direct: bool| {
+        let mut d = D::default();
+        let mut out = Vec::new();
+        let mut results: Vec<_> = before
+            .iter()
+            .map(|e| frame(&mut d, e, true, &mut out))
+            .collect();
+        results.push(frame(&mut d, event, direct, &mut out));
+        for a in after {
+            results.push(frame(&mut d, a, true, &mut out));
+        }
+        (out, results)
+    };
+    let mut taken = 0;
+    for e in events {
+        assert_eq!(run(e, true), run(e, false), "{e}");
+        taken += usize::from(direct(e));
+    }
+    assert!(taken > 100, "{taken}");
+}
+
 /// A provider's stream decoder, whichever API it speaks: whole SSE events in, loose canonical
 /// events out (the `Guard` makes them strict).
 #[derive(Debug)]

@@ -1022,26 +1022,14 @@ mod tests {
         .map(String::from)
         .to_vec();
         chunks.extend(crate::wire::one_byte_changes(text));
-        let run = |chunk: &str, direct: bool| {
-            let mut d = StreamDecoder::default();
-            let mut out = Vec::new();
-            let mut results = vec![d.frame(&Frame::data_only(start), &mut out)];
-            results.push(if direct {
-                d.frame(&Frame::data_only(chunk), &mut out)
-            } else {
-                d.frame_tree(chunk, &mut out)
-            });
-            for a in after {
-                results.push(d.frame(&Frame::data_only(a), &mut out));
-            }
-            (out, results)
-        };
-        let mut direct = 0;
-        for c in &chunks {
-            assert_eq!(run(c, true), run(c, false), "{c}");
-            direct += usize::from(text_chunk(c).is_some());
-        }
-        assert!(direct > 100, "{direct}");
+        crate::wire::check_direct_path::<StreamDecoder>(
+            &[start],
+            &chunks,
+            &after,
+            StreamDecoder::frame,
+            StreamDecoder::frame_tree,
+            |c| text_chunk(c).is_some(),
+        );
     }
 
     #[test]
