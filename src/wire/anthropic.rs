@@ -3,7 +3,7 @@
 //! events, and events encoded as the SSE stream a client such as Claude Code reads (§1.5).
 
 use super::{
-    bad, kind_of, object_with_model, opt_bool, opt_f64, opt_str, opt_u32, stop_list, Text,
+    bad, kind_of, object_with_model, opt_bool, opt_f64, opt_str, opt_u32, stop_list, Object, Text,
     ATTRIBUTION_PREFIX,
 };
 use crate::canonical::{
@@ -414,11 +414,11 @@ pub fn error_message(body: &Value) -> Option<String> {
 /// delta type, a signature delta without its signature, data that is not JSON), which a
 /// caller reads as a tree.
 pub(crate) fn delta_piece(data: &str) -> Option<(usize, &'static str, Cow<'_, str>)> {
-    let ev: DeltaEvent = serde_json::from_str(data).ok()?;
+    let Object(ev): Object<DeltaEvent> = serde_json::from_str(data).ok()?;
     if ev.ty.0 != "content_block_delta" {
         return None;
     }
-    let d = ev.delta;
+    let Object(d) = ev.delta;
     let (ty, piece) = match d.ty.0.as_ref() {
         "text_delta" => ("text_delta", d.text),
         "thinking_delta" => ("thinking_delta", d.thinking),
@@ -438,7 +438,7 @@ struct DeltaEvent<'a> {
     ty: Text<'a>,
     index: usize,
     #[serde(borrow)]
-    delta: DeltaBody<'a>,
+    delta: Object<DeltaBody<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -747,6 +747,9 @@ mod tests {
             r#"{"type":"content_block_delta","index":0.5,"delta":{"type":"text_delta","text":"x"}}"#,
             r#"{"type":"content_block_delta","index":0,"index":1,"delta":{"type":"text_delta","text":"x"}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":"x"}"#,
+            // Arrays: serde's derive would read a struct's fields from one, a tree finds none.
+            r#"["content_block_delta",0,{"type":"text_delta","text":"x"}]"#,
+            r#"{"type":"content_block_delta","index":0,"delta":["text_delta","x"]}"#,
             r#"{"type":"ping"}"#,
             r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
         ]

@@ -19,6 +19,28 @@ use serde_json::Value;
 #[serde(transparent)]
 pub(crate) struct Text<'a>(#[serde(borrow)] pub std::borrow::Cow<'a, str>);
 
+/// A JSON object read as `T`, and nothing else. serde's derive also reads a struct from an
+/// array, field by field, where a JSON tree finds no fields in one; a typed reader that must
+/// agree with a tree reads its objects through this.
+pub(crate) struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Only(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
 /// `s` with each byte in turn replaced by each of a few bytes JSON's grammar turns on, or
 /// removed: the damaged events a decoder's direct path is checked against its tree on.
 #[cfg(test)]

@@ -6,6 +6,7 @@ use super::{
     bad, image_from_url, image_url, kind_of, object_with_model, opt_bool, opt_f64, opt_str,
     opt_u32, stop_list, text_of, ATTRIBUTION_PREFIX,
 };
+use super::{Object, Text};
 use crate::canonical::{
     foreign_origin, new_tool_id, Block, Delta, Event, Message, Request, Response, Role, StartBlock,
     StopReason, StreamFault, Tool, ToolChoice, ToolNames, Usage,
@@ -675,17 +676,17 @@ impl StreamDecoder {
 /// that carries no error or usage; `None` for any other chunk (and for one that is not
 /// JSON), which [`StreamDecoder::frame_tree`] reads and judges.
 fn text_chunk(data: &str) -> Option<Option<Cow<'_, str>>> {
-    let c: TextChunk = serde_json::from_str(data).ok()?;
+    let Object(c): Object<TextChunk> = serde_json::from_str(data).ok()?;
     if c.error || c.usage.is_some() {
         return None;
     }
-    let Some(first) = c.choices.unwrap_or_default().into_iter().next() else {
+    let Some(Object(first)) = c.choices.unwrap_or_default().into_iter().next() else {
         return Some(None);
     };
     if first.finish_reason.is_some() {
         return None;
     }
-    let Some(d) = first.delta else {
+    let Some(Object(d)) = first.delta else {
         return Some(None);
     };
     if d.reasoning_content || d.reasoning || d.tool_calls {
@@ -701,13 +702,13 @@ struct TextChunk<'a> {
     #[serde(default)]
     usage: Option<IgnoredAny>,
     #[serde(borrow, default)]
-    choices: Option<Vec<TextChoice<'a>>>,
+    choices: Option<Vec<Object<TextChoice<'a>>>>,
 }
 
 #[derive(Deserialize)]
 struct TextChoice<'a> {
     #[serde(borrow, default)]
-    delta: Option<TextDelta<'a>>,
+    delta: Option<Object<TextDelta<'a>>>,
     #[serde(default)]
     finish_reason: Option<IgnoredAny>,
 }
@@ -715,7 +716,7 @@ struct TextChoice<'a> {
 #[derive(Deserialize)]
 struct TextDelta<'a> {
     #[serde(borrow, default)]
-    content: Option<super::Text<'a>>,
+    content: Option<Text<'a>>,
     #[serde(default, deserialize_with = "present")]
     reasoning_content: bool,
     #[serde(default, deserialize_with = "present")]
@@ -1017,7 +1018,11 @@ mod tests {
             r#"{"choices":[{"delta":{"content":7}}]}"#,
             r#"{"choices":[{"delta":"x"}]}"#,
             r#"{"choices":[3]}"#,
+            // Arrays: serde's derive would read a struct's fields from one, a tree finds none.
             r#"[]"#,
+            r#"[false,null,[{"delta":{"content":"x"}}]]"#,
+            r#"{"choices":[[{"content":"x"}]]}"#,
+            r#"{"choices":[{"delta":["x"]}]}"#,
         ]
         .map(String::from)
         .to_vec();
