@@ -5,6 +5,7 @@
 use super::{BodyProblem, Ending, Usage, Verdict};
 use crate::error::{FailureKind, GatewayError};
 use crate::sse::Frame;
+use crate::wire::Loose;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
@@ -64,17 +65,29 @@ pub fn model_list(ids: &[String]) -> serde_json::Value {
     })
 }
 
+/// An event as the inspector reads it; its `delta` as `D`: [`DeltaPeek`] to judge a stream,
+/// [`DeltaFull`] to judge one whose whole answer is being rebuilt.
 #[derive(Deserialize)]
-struct EventPeek<'a> {
+#[serde(bound(deserialize = "D: Deserialize<'de>"))]
+struct EventPeek<'a, D> {
     /// Borrowed: one allocation fewer on every event of every inspected stream.
     #[serde(rename = "type", borrow)]
     ty: std::borrow::Cow<'a, str>,
     index: Option<u64>,
     content_block: Option<BlockPeek>,
     message: Option<MessagePeek>,
-    #[serde(borrow)]
-    delta: Option<DeltaPeek<'a>>,
+    delta: Option<D>,
     usage: Option<UsagePeek>,
+}
+
+/// What the inspector reads of a delta.
+trait Delta<'a> {
+    /// Text or thinking the client can use (an empty delta is not content yet).
+    fn has_text(&self) -> bool;
+    /// A `message_delta`'s stop reason.
+    fn stop_reason(self) -> Option<String>;
+    /// What a whole answer takes from this delta of block `index`.
+    fn piece(self, index: u64) -> Option<DeltaPiece<'a>>;
 }
 
 #[derive(Deserialize)]
@@ -100,12 +113,137 @@ struct DeltaPeek<'a> {
     thinking: Option<crate::wire::Text<'a>>,
 }
 
-impl DeltaPeek<'_> {
-    /// Text or thinking the client can use (an empty delta is not content yet).
+fn has_text(text: &Option<crate::wire::Text>, thinking: &Option<crate::wire::Text>) -> bool {
+    text.as_ref().is_some_and(|t| !t.0.is_empty())
+        || thinking.as_ref().is_some_and(|t| !t.0.is_empty())
+}
+
+impl<'a> Delta<'a> for DeltaPeek<'a> {
     fn has_text(&self) -> bool {
-        self.text.as_ref().is_some_and(|t| !t.0.is_empty())
-            || self.thinking.as_ref().is_some_and(|t| !t.0.is_empty())
+        has_text(&self.text, &self.thinking)
     }
+    fn stop_reason(self) -> Option<String> {
+        self.stop_reason
+    }
+    fn piece(self, _: u64) -> Option<DeltaPiece<'a>> {
+        None
+    }
+}
+
+/// [`DeltaPeek`] and what a whole answer takes from a delta: its type, a signature and a tool
+/// call's input fragment, read from an object only (the assembler's tree finds no fields in
+/// an array). Read by hand so that it accepts exactly what `DeltaPeek` accepts: those three
+/// are not judged (any value, and a repeated key, is accepted as by `DeltaPeek`, which skips
+/// them; the last one counts, as in the tree), and an array is read as `DeltaPeek` reads one.
+/// A stream that is forwarded reads the plain `DeltaPeek`.
+struct DeltaFull<'a> {
+    peek: DeltaPeek<'a>,
+    ty: Loose<'a>,
+    signature: Loose<'a>,
+    partial_json: Loose<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for DeltaFull<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::wire::Text;
+        use serde::de::{value::SeqAccessDeserializer, Error, IgnoredAny, MapAccess, SeqAccess};
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = DeltaFull<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("struct DeltaPeek")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<DeltaFull<'de>, A::Error> {
+                Ok(DeltaFull {
+                    peek: DeltaPeek::deserialize(SeqAccessDeserializer::new(seq))?,
+                    ty: Loose(None),
+                    signature: Loose(None),
+                    partial_json: Loose(None),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DeltaFull<'de>, A::Error> {
+                // As the derive: a repeated judged key is an error before its value is read.
+                fn once<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+                    map: &mut A,
+                    slot: &mut Option<T>,
+                    key: &'static str,
+                ) -> Result<(), A::Error> {
+                    if slot.is_some() {
+                        return Err(A::Error::duplicate_field(key));
+                    }
+                    *slot = Some(map.next_value()?);
+                    Ok(())
+                }
+                let (mut stop_reason, mut text, mut thinking) = (None, None, None);
+                let (mut ty, mut signature, mut partial_json) = Default::default();
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match key.0.as_ref() {
+                        "stop_reason" => once(&mut map, &mut stop_reason, "stop_reason")?,
+                        "text" => once(&mut map, &mut text, "text")?,
+                        "thinking" => once(&mut map, &mut thinking, "thinking")?,
+                        "type" => ty = map.next_value()?,
+                        "signature" => signature = map.next_value()?,
+                        "partial_json" => partial_json = map.next_value()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(DeltaFull {
+                    peek: DeltaPeek {
+                        stop_reason: stop_reason.flatten(),
+                        text: text.flatten(),
+                        thinking: thinking.flatten(),
+                    },
+                    ty,
+                    signature,
+                    partial_json,
+                })
+            }
+        }
+        d.deserialize_struct("DeltaPeek", &["stop_reason", "text", "thinking"], Fields)
+    }
+}
+
+impl<'a> Delta<'a> for DeltaFull<'a> {
+    fn has_text(&self) -> bool {
+        self.peek.has_text()
+    }
+    fn stop_reason(self) -> Option<String> {
+        self.peek.stop_reason
+    }
+    /// As [`crate::client_api::whole`] reads it from the event's tree: a missing or null text
+    /// is `""`. `None` for what it must read as a tree (a signature that is not a string, a
+    /// citation, a delta type it does not know).
+    fn piece(self, index: u64) -> Option<DeltaPiece<'a>> {
+        let d = self;
+        let text = |t: Option<crate::wire::Text<'a>>| t.map_or(Cow::Borrowed(""), |t| t.0);
+        let (ty, text) = match d.ty.as_str()? {
+            "text_delta" => ("text_delta", text(d.peek.text)),
+            "thinking_delta" => ("thinking_delta", text(d.peek.thinking)),
+            "input_json_delta" => ("input_json_delta", d.partial_json.0.unwrap_or_default()),
+            "signature_delta" => ("signature_delta", d.signature.0?),
+            _ => return None,
+        };
+        Some(DeltaPiece {
+            index: usize::try_from(index).ok()?,
+            ty,
+            text,
+        })
+    }
+}
+
+/// A `content_block_delta` as a whole answer being rebuilt takes it: the block's index, the
+/// delta's type and its text, borrowed from the event. The inspector hands it over from its
+/// own reading of the event, so a rebuilt answer reads each delta once.
+#[derive(Debug, PartialEq)]
+pub struct DeltaPiece<'a> {
+    /// The block's index.
+    pub index: usize,
+    /// `text_delta`, `thinking_delta`, `input_json_delta` or `signature_delta`.
+    pub ty: &'static str,
+    /// Its text, thinking, input fragment or signature.
+    pub text: Cow<'a, str>,
 }
 
 #[derive(Deserialize, Default)]
@@ -153,18 +291,37 @@ pub struct StreamInspector {
 impl StreamInspector {
     /// Judges one frame.
     pub fn frame(&mut self, f: &Frame) -> Verdict {
+        self.judge_as::<DeltaPeek>(f).0
+    }
+
+    /// Judges one frame, and hands back a `content_block_delta`'s piece for a whole answer
+    /// being rebuilt: the event is read once, here, not again by the assembler.
+    pub fn judge<'f>(&mut self, f: &'f Frame) -> (Verdict, Option<DeltaPiece<'f>>) {
+        let (verdict, piece) = self.judge_as::<DeltaFull>(f);
+        // serde's derive reads an event from an array too, field by field (as it always
+        // has, to judge it); the assembler's tree finds no fields in one.
+        let object = f.data.as_deref().is_some_and(|d| {
+            d.trim_start_matches([' ', '\t', '\n', '\r'])
+                .starts_with('{')
+        });
+        (verdict, piece.filter(|_| object))
+    }
+
+    fn judge_as<'f, D: Delta<'f> + Deserialize<'f>>(
+        &mut self,
+        f: &'f Frame,
+    ) -> (Verdict, Option<DeltaPiece<'f>>) {
         let Some(data) = &f.data else {
-            return Verdict::Forward; // comment or keep-alive
+            return (Verdict::Forward, None); // comment or keep-alive
         };
-        let ev: EventPeek = match serde_json::from_str(data) {
+        let ev: EventPeek<D> = match serde_json::from_str(data) {
             Ok(ev) => ev,
             Err(e) => {
-                return Verdict::Fail(
-                    FailureKind::Malformed,
-                    format!("the upstream sent an event whose data is not valid JSON ({e})"),
-                )
+                let why = format!("the upstream sent an event whose data is not valid JSON ({e})");
+                return (Verdict::Fail(FailureKind::Malformed, why), None);
             }
         };
+        let mut piece = None;
         match ev.ty.as_ref() {
             "message_start" => {
                 if let Some(n) = ev.message.and_then(|m| m.usage).and_then(|u| u.input()) {
@@ -180,8 +337,11 @@ impl StreamInspector {
                     }
                 }
             }
-            "content_block_delta" if ev.delta.as_ref().is_some_and(DeltaPeek::has_text) => {
-                self.content = true;
+            "content_block_delta" => {
+                if let Some(d) = ev.delta {
+                    self.content |= d.has_text();
+                    piece = ev.index.and_then(|i| d.piece(i));
+                }
             }
             "content_block_stop" => {
                 self.content = true;
@@ -193,7 +353,7 @@ impl StreamInspector {
                 }
             }
             "message_delta" => {
-                if let Some(r) = ev.delta.and_then(|d| d.stop_reason) {
+                if let Some(r) = ev.delta.and_then(Delta::stop_reason) {
                     self.stop_reason = Some(r);
                 }
                 if let Some(u) = ev.usage {
@@ -208,11 +368,11 @@ impl StreamInspector {
             "message_stop" => self.saw_stop = true,
             "error" => {
                 self.saw_error = true;
-                return Verdict::ForwardError;
+                return (Verdict::ForwardError, None);
             }
             _ => {}
         }
-        Verdict::Forward
+        (Verdict::Forward, piece)
     }
 
     /// Judges the end of the stream.

@@ -267,6 +267,15 @@ impl Inspector {
         }
     }
 
+    /// Judges one frame, in order, and hands back what a whole answer being rebuilt takes from
+    /// it when the inspector's own reading has it (an Anthropic delta).
+    pub fn judge<'f>(&mut self, f: &'f Frame) -> (Verdict, Option<anthropic::DeltaPiece<'f>>) {
+        match self {
+            Inspector::Anthropic(i) => i.judge(f),
+            Inspector::OpenAi(i) => (i.frame(f), None),
+        }
+    }
+
     /// Judges the end of the stream (the upstream closed cleanly).
     pub fn end(&mut self) -> Ending {
         match self {

@@ -13,6 +13,7 @@
 //! reasoning, tool calls by index with their arguments joined), its `finish_reason` and
 //! `logprobs`, and the usage chunk's `usage`.
 
+use crate::client_api::anthropic::DeltaPiece;
 use crate::sse::Frame;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -27,20 +28,16 @@ pub enum Assembler {
 }
 
 impl Assembler {
-    /// Takes one event of the stream (in order; events that do not parse are ignored: the
-    /// inspector judges the stream, this only records it).
+    /// Takes one event of the stream, read as a JSON tree (in order; events that do not parse
+    /// are ignored: the inspector judges the stream, this only records it). An Anthropic
+    /// delta, nearly every event of an answer, comes through [`Assembler::take`] instead,
+    /// already read by the inspector; the other events are a handful per answer.
     pub fn frame(&mut self, f: &Frame) {
         let Some(data) = f.data.as_deref() else {
             return;
         };
-        if let Assembler::Anthropic(a) = self {
-            // Nearly every event of an answer is a delta or a ping: read those without
-            // building a JSON tree (the other events are a handful per answer).
-            match f.event.as_deref() {
-                Some("ping") => return,
-                Some("content_block_delta") if a.fast_delta(data) => return,
-                _ => {}
-            }
+        if matches!(self, Assembler::Anthropic(_)) && f.event.as_deref() == Some("ping") {
+            return;
         }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
@@ -48,6 +45,15 @@ impl Assembler {
         match self {
             Assembler::Anthropic(a) => a.event(v),
             Assembler::OpenAi(a) => a.chunk(&v),
+        }
+    }
+
+    /// Takes one event of the stream with what the inspector read of it: a delta's `piece`
+    /// is applied as it is, any other event is read here ([`Assembler::frame`]).
+    pub fn take(&mut self, f: &Frame, piece: Option<DeltaPiece>) {
+        match (self, piece) {
+            (Assembler::Anthropic(a), Some(p)) => a.apply(p.index, p.ty, &p.text),
+            (a, _) => a.frame(f),
         }
     }
 
@@ -132,16 +138,6 @@ impl AnthropicMessage {
             }
             _ => {}
         }
-    }
-
-    /// A `content_block_delta` of text, thinking, a signature or a tool call's input, read
-    /// into borrowed strings; false when it is another delta (handled as a JSON tree).
-    fn fast_delta(&mut self, data: &str) -> bool {
-        let Some((index, ty, piece)) = crate::wire::anthropic::delta_piece(data) else {
-            return false;
-        };
-        self.apply(index, ty, &piece);
-        true
     }
 
     /// Applies one delta's text to block `i`: appended in place (an answer of n deltas
@@ -370,6 +366,9 @@ mod tests {
     use crate::sse::Splitter;
     use serde_json::json;
 
+    /// The whole answer rebuilt from `events`: with `named` events as the relay does it (each
+    /// judged by the dialect's inspector, an Anthropic delta taken as the inspector read it),
+    /// without as a JSON tree each.
     fn assemble(mut a: Assembler, events: &[Value], named: bool) -> Value {
         let mut text = String::new();
         for e in events {
@@ -380,8 +379,18 @@ mod tests {
         }
         let mut frames = Vec::new();
         Splitter::new().feed(text.as_bytes(), &mut frames);
+        let mut inspector = match a {
+            Assembler::Anthropic(_) => crate::client_api::Dialect::Anthropic.inspector(),
+            Assembler::OpenAi(_) => crate::client_api::Dialect::OpenAi.inspector(),
+        };
         for f in &frames {
-            a.frame(f);
+            if named {
+                let (verdict, piece) = inspector.judge(f);
+                assert_eq!(verdict, crate::client_api::Verdict::Forward);
+                a.take(f, piece);
+            } else {
+                a.frame(f);
+            }
         }
         a.finish().unwrap()
     }
@@ -429,7 +438,7 @@ mod tests {
     #[test]
     fn deltas_read_without_a_json_tree_give_the_same_message() {
         // Escapes (the strings cannot be borrowed), a citation (another delta: the tree), and
-        // the same events without their `event:` names (every event read as a tree).
+        // the same events each read as a tree.
         let events = [
             json!({"type": "message_start", "message": {"id": "msg_2", "type": "message", "role": "assistant", "model": "m",
                 "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 1}}}),
@@ -490,6 +499,107 @@ mod tests {
         let expected: String = (0..n).map(|i| format!("w{i} ")).collect();
         assert_eq!(whole["content"][0]["text"], expected);
         assert_eq!(whole["usage"]["output_tokens"], n);
+    }
+
+    /// A whole answer rebuilt from the inspector's pieces (each delta read once) is the one
+    /// rebuilt from each event's tree, for every one-byte change of a real delta of each kind
+    /// and for deltas the pieces must leave to the tree; and the inspector judges a stream
+    /// the same whether it reads a delta's pieces or not.
+    #[test]
+    fn deltas_taken_from_the_inspector_give_the_same_message() {
+        use crate::client_api::anthropic::StreamInspector;
+        use crate::client_api::Verdict;
+        let before = [
+            r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"m","content":[],"stop_reason":null,"usage":{"input_tokens":3,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"thinking","thinking":"","signature":""}}"#,
+            r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"t","name":"Read","input":{}}}"#,
+        ];
+        let after = [
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"content_block_stop","index":1}"#,
+            r#"{"type":"content_block_stop","index":2}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5}}"#,
+            r#"{"type":"message_stop"}"#,
+        ];
+        let real = [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi \"q\" é"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"signature_delta","signature":"c2ln"}}"#,
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"a\":1}"}}"#,
+        ];
+        // Leniency the inspector must keep (any value where it reads only for the assembler)
+        // and deltas the assembler must read as a tree.
+        let odd = [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":5,"text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"signature_delta","signature":5}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"signature_delta","signature":{"a":[1]}}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"signature_delta","signature":null}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"signature_delta"}}"#,
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":[1]}}"#,
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":null}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta"}}"#,
+            r#"{"type":"content_block_delta","index":null,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{"cited_text":"c"}}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"future_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":7,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":["text_delta","x"]}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":[null,"x",null,"text_delta",null,null]}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":[null,"x",null]}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":[null,"x",null,"text_delta"]}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"signature_delta","signature":"a","signature":"b"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x","text":"y"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":5}"#,
+            r#"["content_block_delta",0,null,null,{"type":"text_delta","text":"x"},null]"#,
+            r#" 	["content_block_delta",0,null,null,{"type":"text_delta","text":"x"},null]"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"text":"x","type":"text_delta"},"extra":[{}]}"#,
+        ];
+        for e in &odd[..7] {
+            let mut i = StreamInspector::default();
+            assert_eq!(i.judge(&Frame::data_only(e)).0, Verdict::Forward, "{e}");
+        }
+        let mut events: Vec<String> = real
+            .iter()
+            .flat_map(|e| crate::wire::one_byte_changes(e))
+            .collect();
+        events.extend(odd.iter().map(|e| e.to_string()));
+        let run = |event: &str, pieces: bool| {
+            let mut i = StreamInspector::default();
+            let mut a = Assembler::Anthropic(Default::default());
+            let mut verdicts = Vec::new();
+            let mut taken = false;
+            for e in before.iter().copied().chain([event]).chain(after) {
+                let named = Frame::named("content_block_delta", e);
+                // The inspector as it judges a forwarded stream, and the assembler reading
+                // the event as a tree (no event name), against the two sharing one reading.
+                let (verdict, piece) = match pieces {
+                    true => i.judge(&named),
+                    false => (i.frame(&named), None),
+                };
+                if verdict == Verdict::Forward {
+                    if pieces {
+                        taken |= piece.is_some();
+                        a.take(&named, piece);
+                    } else {
+                        a.frame(&Frame::data_only(e));
+                    }
+                }
+                verdicts.push(verdict);
+            }
+            ((verdicts, format!("{i:?}"), a.finish()), taken)
+        };
+        let mut taken = 0;
+        for e in &events {
+            let (with, took) = run(e, true);
+            assert_eq!(with, run(e, false).0, "{e}");
+            taken += usize::from(took);
+        }
+        assert!(taken > 100, "{taken}");
     }
 
     #[test]

@@ -182,10 +182,15 @@ impl Inspected {
         let frames = std::mem::take(&mut self.frames);
         let mut result = Ok(());
         for f in &frames {
-            match self.inspector.frame(f) {
+            // Only a whole answer being rebuilt takes what the inspector read of a delta.
+            let (verdict, piece) = match self.whole {
+                Some(_) => self.inspector.judge(f),
+                None => (self.inspector.frame(f), None),
+            };
+            match verdict {
                 Verdict::Forward => {
                     if let Some(a) = self.whole.as_mut() {
-                        a.frame(f);
+                        a.take(f, piece);
                     }
                     self.release(&f.raw, out)
                 }
