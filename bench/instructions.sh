@@ -2,12 +2,14 @@
 # Instructions per request in the gateway's own process (all its threads), counted by
 # callgrind: exact and the same from run to run, where this project's CI and bench hosts are
 # noisy VMs on which time per request swings by a third between runs.
-#   bench/instructions.sh BIN [plain|whole|stream|translate] [small|claude-code]
+#   bench/instructions.sh BIN [plain|whole|stream|translate|openai-whole] [small|claude-code]
 # BIN: an `understudy` built with `--features testing` (the mock), best the `profiling` profile
 # (`cargo build --profile profiling --no-default-features --features testing`) for symbols.
 # `plain` forwards a whole answer as it comes; `whole` (the default) asks for it as a stream;
 # `stream` is a streamed request passed through with continuation on (zero config's route);
-# `translate` a streamed request served from the mock's OpenAI-compatible endpoint.
+# `translate` a streamed request served from the mock's OpenAI-compatible endpoint;
+# `openai-whole` an OpenAI client's non-streaming request to an OpenAI-compatible provider
+# (the default: asked as a stream and rebuilt).
 # `small` is the paths benchmark's 20-token request; `claude-code` a 97 KB request shaped like
 # Claude Code's (system prompt, 20 tool schemas, ten turns with code).
 # Needs valgrind and wrk (apt). Prints the count; the callgrind file stays in the work dir.
@@ -37,13 +39,17 @@ else:
             "tools": tools, "messages": turns}
 if conf in ("stream", "translate"):
     body["stream"] = True
+if conf == "openai-whole":
+    body = {"model": body["model"], "max_tokens": body["max_tokens"],
+            "messages": ([{"role": "system", "content": body["system"][0]["text"]}] if "system" in body else [])
+            + [{"role": m["role"], "content": json.dumps(m["content"])} for m in body["messages"]]}
 lua = ['wrk.method = "POST"', "wrk.body = " + json.dumps(json.dumps(body))]
 lua += [f'wrk.headers["{k}"] = "{v}"' for k, v in
         {"x-api-key": "bench-client-key", "anthropic-version": "2023-06-01", "content-type": "application/json"}.items()]
 open(f"{work}/req.lua", "w").write("\n".join(lua) + "\n")
 PY
 case $conf in
-  translate) provider='[providers.openai]
+  translate|openai-whole) provider='[providers.openai]
 kind = "openai"
 base_url = "http://127.0.0.1:'$mport'/v1"
 api_key_env = "BENCH_KEY"'; backend='"openai/gpt-4o"' ;;
@@ -79,6 +85,7 @@ BENCH_KEY=bench-key HOME=$work XDG_DATA_HOME=$work/data XDG_CONFIG_HOME=$work/co
   "$bin" serve --config "$work/config.toml" > "$work/gateway.log" 2>&1 & gw=$!
 for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$gport/api/status" && break; sleep 0.5; done
 url="http://127.0.0.1:$gport/v1/messages"
+[ "$conf" = openai-whole ] && url="http://127.0.0.1:$gport/v1/chat/completions"
 wrk -t1 -c8 -d4s -s "$work/req.lua" "$url" > /dev/null         # warm: pool, caches, journal
 callgrind_control -i on "$gw" > /dev/null 2>&1
 n=$(wrk -t1 -c8 -d8s -s "$work/req.lua" "$url" | awk '/requests in/ {print $1}')

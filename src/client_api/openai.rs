@@ -56,34 +56,38 @@ pub fn model_list(ids: &[String], owner: impl Fn(&str) -> String) -> serde_json:
 }
 
 #[derive(Deserialize)]
-struct ChunkPeek {
-    #[serde(default)]
-    choices: Vec<ChoicePeek>,
+struct ChunkPeek<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChoicePeek<'a>>,
     usage: Option<UsagePeek>,
     error: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
-struct ChoicePeek {
+struct ChoicePeek<'a> {
     finish_reason: Option<String>,
-    #[serde(default)]
-    delta: Option<DeltaPeek>,
+    #[serde(default, borrow)]
+    delta: Option<DeltaPeek<'a>>,
 }
 
+/// The text is borrowed from the chunk (it was copied, an allocation per chunk of every
+/// inspected stream, to be looked at once).
 #[derive(Deserialize)]
-struct DeltaPeek {
-    content: Option<String>,
-    reasoning_content: Option<String>,
+struct DeltaPeek<'a> {
+    #[serde(borrow)]
+    content: Option<crate::wire::Text<'a>>,
+    #[serde(borrow)]
+    reasoning_content: Option<crate::wire::Text<'a>>,
     tool_calls: Option<serde::de::IgnoredAny>,
 }
 
-impl DeltaPeek {
+impl DeltaPeek<'_> {
     fn has_content(&self) -> bool {
-        self.content.as_deref().is_some_and(|c| !c.is_empty())
+        self.content.as_ref().is_some_and(|c| !c.0.is_empty())
             || self
                 .reasoning_content
-                .as_deref()
-                .is_some_and(|c| !c.is_empty())
+                .as_ref()
+                .is_some_and(|c| !c.0.is_empty())
             || self.tool_calls.is_some()
     }
 }
@@ -147,10 +151,10 @@ impl StreamInspector {
             }
             let tools = c.delta.as_ref().is_some_and(|d| d.tool_calls.is_some());
             let text = c.delta.as_ref().is_some_and(|d| {
-                d.content.as_deref().is_some_and(|t| !t.is_empty())
+                d.content.as_ref().is_some_and(|t| !t.0.is_empty())
                     || d.reasoning_content
-                        .as_deref()
-                        .is_some_and(|t| !t.is_empty())
+                        .as_ref()
+                        .is_some_and(|t| !t.0.is_empty())
             });
             if tools {
                 self.tool_open = true;
@@ -196,8 +200,9 @@ impl StreamInspector {
 }
 
 #[derive(Deserialize)]
-struct BodyPeek {
-    choices: Option<Vec<ChoicePeek>>,
+struct BodyPeek<'a> {
+    #[serde(borrow)]
+    choices: Option<Vec<ChoicePeek<'a>>>,
     usage: Option<UsagePeek>,
 }
 

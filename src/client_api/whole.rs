@@ -15,6 +15,9 @@
 
 use crate::client_api::anthropic::DeltaPiece;
 use crate::sse::Frame;
+use crate::wire::{Object, Text};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -29,14 +32,18 @@ pub enum Assembler {
 
 impl Assembler {
     /// Takes one event of the stream, read as a JSON tree (in order; events that do not parse
-    /// are ignored: the inspector judges the stream, this only records it). An Anthropic
-    /// delta, nearly every event of an answer, comes through [`Assembler::take`] instead,
-    /// already read by the inspector; the other events are a handful per answer.
+    /// are ignored: the inspector judges the stream, this only records it). Nearly every event
+    /// of an answer is not: an Anthropic delta comes through [`Assembler::take`], already read
+    /// by the inspector, and an OpenAI chunk of only text is read into borrowed strings.
     pub fn frame(&mut self, f: &Frame) {
         let Some(data) = f.data.as_deref() else {
             return;
         };
-        if matches!(self, Assembler::Anthropic(_)) && f.event.as_deref() == Some("ping") {
+        let taken = match self {
+            Assembler::Anthropic(_) => f.event.as_deref() == Some("ping"),
+            Assembler::OpenAi(a) => a.text_chunk(data),
+        };
+        if taken {
             return;
         }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
@@ -220,7 +227,59 @@ struct Choice {
     logprobs: Option<Value>,
 }
 
+/// A chunk after the first whose every choice carries only a piece of text: nearly every
+/// chunk of an answer, read with borrowed strings. Anything else in a choice or its delta (a
+/// role, a tool call, a finish reason, logprobs, a null) and any usage is the tree's to read.
+#[derive(Deserialize)]
+struct TextChunk<'a> {
+    #[serde(default)]
+    usage: Option<IgnoredAny>,
+    #[serde(borrow)]
+    choices: Vec<Object<TextChoice<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextChoice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow)]
+    delta: Object<TextDelta<'a>>,
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+    #[serde(default)]
+    logprobs: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextDelta<'a> {
+    #[serde(borrow)]
+    content: Text<'a>,
+}
+
 impl ChatCompletion {
+    /// Takes a chunk of only text without a JSON tree (the head is the first chunk's, read as
+    /// a tree); false, having taken nothing, for any other chunk.
+    fn text_chunk(&mut self, data: &str) -> bool {
+        if self.head.is_none() {
+            return false;
+        }
+        let Ok(Object(c)) = serde_json::from_str::<Object<TextChunk>>(data) else {
+            return false;
+        };
+        let plain =
+            |Object(ch): &Object<TextChoice>| ch.finish_reason.is_none() && ch.logprobs.is_none();
+        if c.usage.is_some() || !c.choices.iter().all(plain) {
+            return false;
+        }
+        for Object(ch) in c.choices {
+            let choice = self.choices.entry(ch.index.unwrap_or(0)).or_default();
+            choice.append("content", &ch.delta.0.content.0);
+        }
+        true
+    }
+
     fn chunk(&mut self, v: &Value) {
         let Some(obj) = v.as_object() else { return };
         if self.head.is_none() {
@@ -269,6 +328,18 @@ impl ChatCompletion {
 }
 
 impl Choice {
+    /// Appends a piece of the text field `k` (a missing or non-string field becomes it).
+    fn append(&mut self, k: &str, piece: &str) {
+        match self.message.get_mut(k) {
+            Some(Value::String(text)) => text.push_str(piece),
+            Some(slot) => *slot = Value::String(piece.to_owned()),
+            None => {
+                self.message
+                    .insert(k.to_owned(), Value::String(piece.to_owned()));
+            }
+        }
+    }
+
     fn delta(&mut self, d: &Value) {
         let Some(d) = d.as_object() else { return };
         for (k, v) in d {
@@ -283,13 +354,7 @@ impl Choice {
                     }
                 }
                 // Text fields arrive in pieces: content, refusal, reasoning_content, reasoning.
-                (_, Value::String(piece)) if k != "role" => {
-                    let slot = self.message.entry(k.clone()).or_insert(Value::Null);
-                    match slot {
-                        Value::String(text) => text.push_str(piece),
-                        _ => *slot = Value::String(piece.clone()),
-                    }
-                }
+                (_, Value::String(piece)) if k != "role" => self.append(k, piece),
                 _ => {
                     self.message.insert(k.clone(), v.clone());
                 }
@@ -598,6 +663,75 @@ mod tests {
             let (with, took) = run(e, true);
             assert_eq!(with, run(e, false).0, "{e}");
             taken += usize::from(took);
+        }
+        assert!(taken > 100, "{taken}");
+    }
+
+    /// A chunk of only text read without a tree gives the completion its tree gives, for
+    /// every one-byte change of real chunks and for chunks it must leave to the tree.
+    #[test]
+    fn openai_text_chunks_read_without_a_tree_give_the_same_completion() {
+        let head = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#;
+        let after = [
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}"#,
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+            "[DONE]",
+        ];
+        let real = [
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":"Hi \"q\" é"},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":"b\n"}}]}"#,
+        ];
+        let odd = [
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}}],"usage":{"total_tokens":1}}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}}],"usage":null}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"length"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a"},"logprobs":{"content":[]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":null}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"a"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"refusal":"no"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a","refusal":"no"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a","role":"tool"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a","reasoning_content":"r"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#,
+            r#"{"choices":[{"index":"1","delta":{"content":"a"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"a"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a"},"extra":1}]}"#,
+            r#"{"choices":[{"index":0,"index":1,"delta":{"content":"a"}}]}"#,
+            r#"{"choices":{"index":0,"delta":{"content":"a"}}}"#,
+            r#"{"choices":[]}"#,
+            r#"{"choices":[[0,{"content":"a"},null,null]]}"#,
+            r#"{"choices":[{"index":0,"delta":["a"]}]}"#,
+            r#"[[{"index":0,"delta":{"content":"a"}}]]"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}}],"choices":[]}"#,
+            r#"{"error":{"message":"x"},"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+        ];
+        let mut events: Vec<String> = real
+            .iter()
+            .flat_map(|e| crate::wire::one_byte_changes(e))
+            .collect();
+        events.extend(real.iter().chain(&odd).map(|e| e.to_string()));
+        let run = |event: &str, direct: bool| {
+            let mut a = Assembler::OpenAi(Default::default());
+            for e in [head, event].into_iter().chain(after) {
+                if direct {
+                    a.frame(&Frame::data_only(e));
+                } else if let (Ok(v), Assembler::OpenAi(c)) =
+                    (serde_json::from_str::<Value>(e), &mut a)
+                {
+                    c.chunk(&v);
+                }
+            }
+            a.finish()
+        };
+        let mut taken = 0;
+        for e in &events {
+            assert_eq!(run(e, true), run(e, false), "{e}");
+            let mut probe = ChatCompletion {
+                head: Some(Map::new()),
+                ..Default::default()
+            };
+            taken += usize::from(probe.text_chunk(e));
         }
         assert!(taken > 100, "{taken}");
     }
