@@ -131,11 +131,11 @@ impl<'a> Delta<'a> for DeltaPeek<'a> {
 }
 
 /// [`DeltaPeek`] and what a whole answer takes from a delta: its type, a signature and a tool
-/// call's input fragment, read from an object only (the assembler's tree finds no fields in
-/// an array). Read by hand so that it accepts exactly what `DeltaPeek` accepts: those three
-/// are not judged (any value, and a repeated key, is accepted as by `DeltaPeek`, which skips
-/// them; the last one counts, as in the tree), and an array is read as `DeltaPeek` reads one.
-/// A stream that is forwarded reads the plain `DeltaPeek`.
+/// call's input fragment. Read by hand so that it accepts exactly what `DeltaPeek` accepts:
+/// those three are not judged (any value, and a repeated key, is accepted as by `DeltaPeek`,
+/// which skips them; the last one counts, as in the tree), and an array is read as
+/// `DeltaPeek` reads one, with none of the three (the assembler's tree finds no fields in an
+/// array). A stream that is forwarded reads the plain `DeltaPeek`.
 struct DeltaFull<'a> {
     peek: DeltaPeek<'a>,
     ty: Loose<'a>,
@@ -216,13 +216,12 @@ impl<'a> Delta<'a> for DeltaFull<'a> {
     /// is `""`. `None` for what it must read as a tree (a signature that is not a string, a
     /// citation, a delta type it does not know).
     fn piece(self, index: u64) -> Option<DeltaPiece<'a>> {
-        let d = self;
         let text = |t: Option<crate::wire::Text<'a>>| t.map_or(Cow::Borrowed(""), |t| t.0);
-        let (ty, text) = match d.ty.as_str()? {
-            "text_delta" => ("text_delta", text(d.peek.text)),
-            "thinking_delta" => ("thinking_delta", text(d.peek.thinking)),
-            "input_json_delta" => ("input_json_delta", d.partial_json.0.unwrap_or_default()),
-            "signature_delta" => ("signature_delta", d.signature.0?),
+        let (ty, text) = match self.ty.as_str()? {
+            "text_delta" => ("text_delta", text(self.peek.text)),
+            "thinking_delta" => ("thinking_delta", text(self.peek.thinking)),
+            "input_json_delta" => ("input_json_delta", self.partial_json.0.unwrap_or_default()),
+            "signature_delta" => ("signature_delta", self.signature.0?),
             _ => return None,
         };
         Some(DeltaPiece {
