@@ -5,6 +5,7 @@
 use super::{BodyProblem, Ending, Usage, Verdict};
 use crate::error::{FailureKind, GatewayError};
 use crate::sse::Frame;
+use crate::wire::anthropic::DeltaPiece;
 use crate::wire::Loose;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -113,14 +114,10 @@ struct DeltaPeek<'a> {
     thinking: Option<crate::wire::Text<'a>>,
 }
 
-fn has_text(text: &Option<crate::wire::Text>, thinking: &Option<crate::wire::Text>) -> bool {
-    text.as_ref().is_some_and(|t| !t.0.is_empty())
-        || thinking.as_ref().is_some_and(|t| !t.0.is_empty())
-}
-
 impl<'a> Delta<'a> for DeltaPeek<'a> {
     fn has_text(&self) -> bool {
-        has_text(&self.text, &self.thinking)
+        self.text.as_ref().is_some_and(|t| !t.0.is_empty())
+            || self.thinking.as_ref().is_some_and(|t| !t.0.is_empty())
     }
     fn stop_reason(self) -> Option<String> {
         self.stop_reason
@@ -216,33 +213,14 @@ impl<'a> Delta<'a> for DeltaFull<'a> {
     /// is `""`. `None` for what it must read as a tree (a signature that is not a string, a
     /// citation, a delta type it does not know).
     fn piece(self, index: u64) -> Option<DeltaPiece<'a>> {
-        let text = |t: Option<crate::wire::Text<'a>>| t.map_or(Cow::Borrowed(""), |t| t.0);
-        let (ty, text) = match self.ty.as_str()? {
-            "text_delta" => ("text_delta", text(self.peek.text)),
-            "thinking_delta" => ("thinking_delta", text(self.peek.thinking)),
-            "input_json_delta" => ("input_json_delta", self.partial_json.0.unwrap_or_default()),
-            "signature_delta" => ("signature_delta", self.signature.0?),
-            _ => return None,
-        };
-        Some(DeltaPiece {
-            index: usize::try_from(index).ok()?,
-            ty,
-            text,
-        })
+        let fields = [
+            self.peek.text.map(|t| t.0),
+            self.peek.thinking.map(|t| t.0),
+            self.signature.0,
+            self.partial_json.0,
+        ];
+        DeltaPiece::of(usize::try_from(index).ok()?, self.ty.as_str()?, fields)
     }
-}
-
-/// A `content_block_delta` as a whole answer being rebuilt takes it: the block's index, the
-/// delta's type and its text, borrowed from the event. The inspector hands it over from its
-/// own reading of the event, so a rebuilt answer reads each delta once.
-#[derive(Debug, PartialEq)]
-pub struct DeltaPiece<'a> {
-    /// The block's index.
-    pub index: usize,
-    /// `text_delta`, `thinking_delta`, `input_json_delta` or `signature_delta`.
-    pub ty: &'static str,
-    /// Its text, thinking, input fragment or signature.
-    pub text: Cow<'a, str>,
 }
 
 #[derive(Deserialize, Default)]
@@ -299,11 +277,12 @@ impl StreamInspector {
         let (verdict, piece) = self.judge_as::<DeltaFull>(f);
         // serde's derive reads an event from an array too, field by field (as it always
         // has, to judge it); the assembler's tree finds no fields in one.
-        let object = f.data.as_deref().is_some_and(|d| {
+        let object = |d: &str| {
             d.trim_start_matches([' ', '\t', '\n', '\r'])
                 .starts_with('{')
-        });
-        (verdict, piece.filter(|_| object))
+        };
+        let piece = piece.filter(|_| f.data.as_deref().is_some_and(object));
+        (verdict, piece)
     }
 
     fn judge_as<'f, D: Delta<'f> + Deserialize<'f>>(

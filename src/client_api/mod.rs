@@ -269,7 +269,10 @@ impl Inspector {
 
     /// Judges one frame, in order, and hands back what a whole answer being rebuilt takes from
     /// it when the inspector's own reading has it (an Anthropic delta).
-    pub fn judge<'f>(&mut self, f: &'f Frame) -> (Verdict, Option<anthropic::DeltaPiece<'f>>) {
+    pub fn judge<'f>(
+        &mut self,
+        f: &'f Frame,
+    ) -> (Verdict, Option<crate::wire::anthropic::DeltaPiece<'f>>) {
         match self {
             Inspector::Anthropic(i) => i.judge(f),
             Inspector::OpenAi(i) => (i.frame(f), None),

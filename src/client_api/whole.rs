@@ -13,8 +13,8 @@
 //! reasoning, tool calls by index with their arguments joined), its `finish_reason` and
 //! `logprobs`, and the usage chunk's `usage`.
 
-use crate::client_api::anthropic::DeltaPiece;
 use crate::sse::Frame;
+use crate::wire::anthropic::DeltaPiece;
 use crate::wire::{Object, Text};
 use serde::de::IgnoredAny;
 use serde::Deserialize;

@@ -408,26 +408,56 @@ pub fn error_message(body: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The piece of a `content_block_delta` (nearly every event of an answer) of a known type:
-/// its block index, its delta type and its text (`""` when it has none), read into borrowed
-/// strings without building a JSON tree. `None` for anything else (another event, another
-/// delta type, a signature delta without its signature, data that is not JSON), which a
-/// caller reads as a tree.
-pub(crate) fn delta_piece(data: &str) -> Option<(usize, &'static str, Cow<'_, str>)> {
+/// A `content_block_delta` of a known type as its readers take it: the block's index, the
+/// delta's type and its text (text, thinking, a tool call's input fragment or a signature),
+/// borrowed from the event where it holds no escapes.
+#[derive(Debug, PartialEq)]
+pub struct DeltaPiece<'a> {
+    /// The block's index.
+    pub index: usize,
+    /// `text_delta`, `thinking_delta`, `input_json_delta` or `signature_delta`.
+    pub ty: &'static str,
+    /// Its text (`""` when it has none).
+    pub text: Cow<'a, str>,
+}
+
+impl<'a> DeltaPiece<'a> {
+    /// The piece of a delta of type `ty` with these fields, as a JSON tree reads it (a missing
+    /// text is `""`). `None` for another delta type, and for a signature delta without its
+    /// signature (a signature is replaced, not appended: one that is missing is the tree's to
+    /// judge).
+    pub(crate) fn of(
+        index: usize,
+        ty: &str,
+        [text, thinking, signature, partial_json]: [Option<Cow<'a, str>>; 4],
+    ) -> Option<DeltaPiece<'a>> {
+        let (ty, text) = match ty {
+            "text_delta" => ("text_delta", text),
+            "thinking_delta" => ("thinking_delta", thinking),
+            "signature_delta" => ("signature_delta", Some(signature?)),
+            "input_json_delta" => ("input_json_delta", partial_json),
+            _ => return None,
+        };
+        Some(DeltaPiece {
+            index,
+            ty,
+            text: text.unwrap_or(Cow::Borrowed("")),
+        })
+    }
+}
+
+/// The piece of a `content_block_delta` (nearly every event of an answer) of a known type,
+/// read into borrowed strings without building a JSON tree. `None` for anything else
+/// (another event, another delta type, a signature delta without its signature, data that is
+/// not JSON), which a caller reads as a tree.
+pub(crate) fn delta_piece(data: &str) -> Option<DeltaPiece<'_>> {
     let Object(ev): Object<DeltaEvent> = serde_json::from_str(data).ok()?;
     if ev.ty.0 != "content_block_delta" {
         return None;
     }
     let Object(d) = ev.delta;
-    let (ty, piece) = match d.ty.0.as_ref() {
-        "text_delta" => ("text_delta", d.text),
-        "thinking_delta" => ("thinking_delta", d.thinking),
-        // A signature is replaced, not appended: one that is missing is the tree's to judge.
-        "signature_delta" => ("signature_delta", Some(d.signature?)),
-        "input_json_delta" => ("input_json_delta", d.partial_json),
-        _ => return None,
-    };
-    Some((ev.index, ty, piece.map_or(Cow::Borrowed(""), |t| t.0)))
+    let fields = [d.text, d.thinking, d.signature, d.partial_json].map(|t| t.map(|t| t.0));
+    DeltaPiece::of(ev.index, &d.ty.0, fields)
 }
 
 /// A `content_block_delta` event, its strings borrowed from the event's data where they
@@ -466,9 +496,9 @@ impl StreamDecoder {
     /// Decodes one frame.
     pub fn frame(&mut self, f: &Frame, out: &mut Vec<Event>) -> Result<(), StreamFault> {
         let Some(data) = &f.data else { return Ok(()) };
-        if let Some((index, ty, piece)) = delta_piece(data) {
+        if let Some(DeltaPiece { index, ty, text }) = delta_piece(data) {
             if !self.skipped.contains(&index) {
-                let piece = piece.into_owned();
+                let piece = text.into_owned();
                 let delta = match ty {
                     "text_delta" => Delta::Text(piece),
                     "thinking_delta" => Delta::Thinking(piece),
