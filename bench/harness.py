@@ -6,6 +6,7 @@ network namespace; see BENCHMARKS.md.
     harness.py peers  [--rounds N] [--secs S] [--only NAME,...]
     harness.py soak   [--minutes M]
     harness.py paths  [--rounds N] [--secs S] [--rate R]   (bench/paths.py)
+    harness.py phases [--rounds N] [--secs S] [--rate R]   (bench/phases.py)
     harness.py memory [--streams N] [--burst S] [--after S]
 
 Everything is measured client-side by `understudy-load`; "added" is a gateway's percentile
@@ -827,6 +828,10 @@ def main():
     pa.add_argument("--rounds", type=int, default=3)
     pa.add_argument("--secs", type=float, default=5.0)
     pa.add_argument("--rate", type=float, default=2000.0)
+    ph = sub.add_parser("phases", help="where a request's time goes, read off loopback with tcpdump")
+    ph.add_argument("--rounds", type=int, default=3)
+    ph.add_argument("--secs", type=float, default=5.0)
+    ph.add_argument("--rate", type=float, default=2000.0)
     m = sub.add_parser("memory", help="RSS around a burst of concurrent streams")
     m.add_argument("--streams", type=int, default=2000)
     m.add_argument("--burst", type=float, default=10.0)
@@ -838,7 +843,10 @@ def main():
     if args.cmd == "plot":
         plots(json.loads((RESULTS / "results.json").read_text()))
         return
-    if args.cmd in ("paths", "memory"):
+    if args.cmd == "phases":
+        import phases
+        phases.phases_run(args)
+    elif args.cmd in ("paths", "memory"):
         import paths
         (paths.paths_run if args.cmd == "paths" else paths.memory_run)(args)
     elif args.cmd == "soak":
