@@ -120,10 +120,17 @@ impl Splitter {
         if line.starts_with(':') {
             return;
         }
-        let (name, value) = match line.split_once(':') {
-            Some((n, v)) => (n, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line, ""),
+        // The two names that matter first, by their prefix: `split_once` goes through
+        // `memchr`, which costs more than the whole line on lines this short (6.8k
+        // instructions of a 20-token answer's 26 events).
+        let (name, value) = if let Some(v) = line.strip_prefix("data:") {
+            ("data", v)
+        } else if let Some(v) = line.strip_prefix("event:") {
+            ("event", v)
+        } else {
+            line.split_once(':').unwrap_or((line, ""))
         };
+        let value = value.strip_prefix(' ').unwrap_or(value);
         match name {
             "event" => self.event = Some(value.to_owned()),
             "data" => match &mut self.data {
@@ -197,6 +204,34 @@ mod tests {
     fn byte_at_a_time_gives_the_same_frames() {
         let cuts: Vec<usize> = (1..STREAM.len()).collect();
         assert_eq!(split_all(STREAM, &cuts), split_all(STREAM, &[]));
+    }
+
+    /// The field rules of the SSE spec (WHATWG HTML, "Interpreting an event stream"): the
+    /// name runs to the first colon, one space after it is dropped, a line without a colon
+    /// is a name with an empty value, and unknown names are ignored.
+    #[test]
+    fn fields_are_read_as_the_spec_reads_them() {
+        let cases: &[(&[u8], Option<&str>, Option<&str>)] = &[
+            (b"data:x\n\n", None, Some("x")),
+            (b"data:  two\n\n", None, Some(" two")),
+            (b"data\n\n", None, Some("")),
+            (b"data\ndata: b\n\n", None, Some("\nb")),
+            (b"data:\n\n", None, Some("")),
+            (b"dataX: y\ndata: z\n\n", None, Some("z")),
+            (b"datum: y\n\n", None, None),
+            (b"event:ping\ndata: 1\n\n", Some("ping"), Some("1")),
+            (b"event\ndata: 1\n\n", Some(""), Some("1")),
+            (b"events: no\ndata: 1\n\n", None, Some("1")),
+            (b"event: a:b\ndata: c:d\n\n", Some("a:b"), Some("c:d")),
+            (b"DATA: no\ndata: yes\n\n", None, Some("yes")),
+        ];
+        for (input, event, data) in cases {
+            let frames = split_all(input, &[]);
+            let shown = String::from_utf8_lossy(input);
+            assert_eq!(frames.len(), 1, "{shown:?}");
+            assert_eq!(frames[0].event.as_deref(), *event, "{shown:?}");
+            assert_eq!(frames[0].data.as_deref(), *data, "{shown:?}");
+        }
     }
 
     #[test]
