@@ -79,27 +79,28 @@ def split(pcap, port, mock_port):
     t0, t1, t2, t3 = {}, {}, {}, {}
     waiting_client, waiting_upstream = {}, {}
     direct = port == mock_port
+
+    def asked(t, sport, data, times, waiting):
+        m = REQ_ID.search(data)
+        if m:
+            times[int(m.group(1))] = t
+            waiting[sport] = int(m.group(1))
+
+    def answered(t, dport, times, waiting):
+        # The first segment of an answer on the connection the request went out on.
+        i = waiting.pop(dport, None)
+        if i is not None:
+            times[i] = t
+
     for t, sport, dport, data in packets(pcap):
         if dport == port:
-            m = REQ_ID.search(data)
-            if m:
-                i = int(m.group(1))
-                t0[i] = t
-                waiting_client[sport] = i
+            asked(t, sport, data, t0, waiting_client)
         elif dport == mock_port and not direct:
-            m = REQ_ID.search(data)
-            if m:
-                i = int(m.group(1))
-                t1[i] = t
-                waiting_upstream[sport] = i
+            asked(t, sport, data, t1, waiting_upstream)
         elif sport == mock_port and not direct:
-            i = waiting_upstream.pop(dport, None)
-            if i is not None:
-                t2[i] = t
+            answered(t, dport, t2, waiting_upstream)
         if sport == port:
-            i = waiting_client.pop(dport, None)
-            if i is not None:
-                t3[i] = t
+            answered(t, dport, t3, waiting_client)
     out = {p: [] for p in PHASES}
     for i, a in t0.items():
         if i not in t3:
