@@ -82,13 +82,17 @@ struct DeltaPeek<'a> {
 }
 
 impl DeltaPeek<'_> {
-    fn has_content(&self) -> bool {
+    /// Some text or reasoning (not empty).
+    fn has_text(&self) -> bool {
         self.content.as_ref().is_some_and(|c| !c.0.is_empty())
             || self
                 .reasoning_content
                 .as_ref()
                 .is_some_and(|c| !c.0.is_empty())
-            || self.tool_calls.is_some()
+    }
+
+    fn has_content(&self) -> bool {
+        self.has_text() || self.tool_calls.is_some()
     }
 }
 
@@ -150,12 +154,7 @@ impl StreamInspector {
                 self.content = true;
             }
             let tools = c.delta.as_ref().is_some_and(|d| d.tool_calls.is_some());
-            let text = c.delta.as_ref().is_some_and(|d| {
-                d.content.as_ref().is_some_and(|t| !t.0.is_empty())
-                    || d.reasoning_content
-                        .as_ref()
-                        .is_some_and(|t| !t.0.is_empty())
-            });
+            let text = c.delta.as_ref().is_some_and(DeltaPeek::has_text);
             if tools {
                 self.tool_open = true;
             } else if text || c.finish_reason.is_some() {
