@@ -483,7 +483,8 @@ async fn check(path: Option<PathBuf>) -> ExitCode {
     let result = match &path {
         Some(p) => Config::from_file(p),
         None => Config::zero_config(),
-    };
+    }
+    .and_then(Config::with_environment);
     match result {
         Ok(cfg) => {
             let warnings = cfg.key_warnings().await;

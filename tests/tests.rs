@@ -53,6 +53,9 @@ mod timeline;
 /// Recorded upstream transcripts through the pipeline into every client format, against
 /// golden files, and independent of how TCP cut the bytes.
 mod translation;
+/// How requests leave for a provider: HTTPS with an extra CA (and refused without it), a bad CA
+/// file refused at start-up, a proxy from the environment.
+mod transport;
 /// Whole answers streamed upstream: rebuilt field for field, failed over on a stall within the
 /// idle time, continued into one body after a break, and the per-provider switch.
 mod whole;

@@ -552,6 +552,22 @@ impl Config {
                 _ => Config::zero_config(),
             },
         }
+        .and_then(Config::with_environment)
+    }
+
+    /// This config, if what the environment adds to it is sound: the extra CA certificates
+    /// (`UNDERSTUDY_EXTRA_CA_CERTS`) can be read.
+    pub fn with_environment(self) -> Result<Config, ConfigError> {
+        match crate::providers::transport::extra_roots() {
+            Ok(_) => Ok(self),
+            Err(message) => Err(ConfigError {
+                source_name: self.source.to_string(),
+                issues: vec![ConfigIssue {
+                    path: String::new(),
+                    message,
+                }],
+            }),
+        }
     }
 
     /// Reads and validates one file.

@@ -10,6 +10,7 @@ pub mod anthropic;
 pub mod gemini;
 pub mod local;
 pub mod openai;
+pub mod transport;
 
 use crate::canonical::{Request, ToolNames};
 use crate::config::{ProviderConfig, ProviderKind};
@@ -202,7 +203,7 @@ const PROBE_BODY: usize = 4096;
 pub struct Provider {
     /// Its configuration.
     pub config: ProviderConfig,
-    client: reqwest::Client,
+    client: transport::Transport,
     key: Result<Secret, String>,
     api: Box<dyn Api>,
     /// What its answers' rate-limit headers said, per credential.
@@ -263,19 +264,14 @@ impl Provider {
         config: ProviderConfig,
         quota_events: tokio::sync::broadcast::Sender<crate::quota::Event>,
     ) -> Provider {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.timeouts.connect)
-            .pool_idle_timeout(Duration::from_secs(90))
+        let client = transport::Transport::new(transport::Settings {
+            connect_timeout: config.timeouts.connect,
+            idle_timeout: Duration::from_secs(90),
             // After a burst, only this many connections per host wait for reuse; the rest
             // close as they come back, with their buffers (2,000 idle connections held
             // their memory for the 90 s: RSS stayed at 4 x idle, BENCHMARKS.md "memory").
-            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-            .tcp_nodelay(true)
-            // Redirects would silently re-send the key elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("understudy/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a client with these settings always builds");
+            max_idle_per_host: MAX_IDLE_PER_HOST,
+        });
         let key = match &config.key {
             Some(src) => src.resolve().await,
             None => Err("no api_key_env or api_key_keychain is configured".into()),
@@ -470,10 +466,16 @@ impl Provider {
         };
         self.api.own_headers(&mut h);
         h.insert(HOP_HEADER, HeaderValue::from_static("1"));
-        let req = self.client.get(format!("{base}{path}")).headers(h);
         let within = self.config.timeouts.first_byte.min(PROBE_TIMEOUT);
         let answer = async {
-            let mut r = req.send().await.map_err(|e| self.classify(&e))?;
+            let url = Url::parse(&format!("{base}{path}")).map_err(|e| {
+                self.failure(FailureKind::Transport, format!("the probe's URL: {e}"))
+            })?;
+            let mut r = self
+                .client
+                .send(http::Method::GET, &url, h, Bytes::new())
+                .await
+                .map_err(|e| self.classify_send(&e))?;
             let status = r.status().as_u16();
             // Enough of the body to tell a rejected key by; never the whole model list.
             let mut body = Vec::new();
@@ -528,8 +530,11 @@ impl Provider {
             .is_err()
             .then(|| client_credential_header(&headers))
             .flatten();
-        let req = self.client.post(url).headers(headers).body(body);
-        let answer = tokio::time::timeout(self.config.timeouts.first_byte, req.send()).await;
+        let answer = tokio::time::timeout(
+            self.config.timeouts.first_byte,
+            self.client.send(http::Method::POST, &url, headers, body),
+        )
+        .await;
         if let Ok(Ok(resp)) = &answer {
             let now = crate::quota::now_ms();
             if let Some(r) = crate::quota::read(resp.headers(), resp.status().as_u16(), now) {
@@ -549,7 +554,7 @@ impl Provider {
                     self.config.timeouts.first_byte
                 ),
             ))),
-            Ok(Err(e)) => Err(SendError::Failed(self.classify(&e))),
+            Ok(Err(e)) => Err(SendError::Failed(self.classify_send(&e))),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -602,14 +607,28 @@ impl Provider {
         Ok(h)
     }
 
-    /// Turns a reqwest error into a classified failure. The message carries no URL query and
-    /// no headers, so it cannot carry a key.
+    /// Turns a reqwest error (an answer's body breaking) into a classified failure.
     pub fn classify(&self, e: &reqwest::Error) -> ProviderError {
-        let kind = if e.is_timeout() {
+        self.classify_error(e, e.is_timeout(), e.is_connect())
+    }
+
+    /// Turns a failed send into a classified failure.
+    pub fn classify_send(&self, e: &transport::SendFailure) -> ProviderError {
+        self.classify_error(e.error(), e.is_timeout(), e.is_connect())
+    }
+
+    /// The message carries no URL query and no headers, so it cannot carry a key.
+    fn classify_error(
+        &self,
+        e: &(dyn std::error::Error + 'static),
+        timeout: bool,
+        connect: bool,
+    ) -> ProviderError {
+        let kind = if timeout {
             FailureKind::FirstByteTimeout
-        } else if e.is_connect() && looks_offline(e) {
+        } else if connect && looks_offline(e) {
             FailureKind::Offline
-        } else if e.is_connect() {
+        } else if connect {
             FailureKind::Connect
         } else {
             FailureKind::Transport
@@ -622,11 +641,9 @@ impl Provider {
             ),
             _ => "the connection failed".to_owned(),
         };
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
+        for s in transport::chain(e).skip(1) {
             detail.push_str(": ");
             detail.push_str(&s.to_string());
-            source = s.source();
         }
         self.failure(kind, detail)
     }
@@ -646,9 +663,6 @@ impl Provider {
     }
 }
 
-/// True when a connect error says the network itself is down: the name did not resolve, or
-/// the kernel has no route (as opposed to a refused connection or a TLS failure, which say
-/// something about the provider).
 /// The credential header a client sent (`x-api-key`, else `Authorization`).
 fn client_credential_header(h: &HeaderMap) -> Option<HeaderValue> {
     h.get("x-api-key")
@@ -656,9 +670,11 @@ fn client_credential_header(h: &HeaderMap) -> Option<HeaderValue> {
         .cloned()
 }
 
-fn looks_offline(e: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
+/// True when a connect error says the network itself is down: the name did not resolve, or
+/// the kernel has no route (as opposed to a refused connection or a TLS failure, which say
+/// something about the provider).
+fn looks_offline(e: &(dyn std::error::Error + 'static)) -> bool {
+    transport::chain(e).skip(1).any(|s| {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if matches!(
                 io.kind(),
@@ -668,16 +684,11 @@ fn looks_offline(e: &reqwest::Error) -> bool {
             }
         }
         let text = s.to_string().to_ascii_lowercase();
-        if text.contains("dns error")
+        text.contains("dns error")
             || text.contains("failed to lookup address")
             || text.contains("name or service not known")
             || text.contains("temporary failure in name resolution")
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+    })
 }
 
 /// Why a request could not be sent or got no response headers.
@@ -794,16 +805,43 @@ mod tests {
     #[tokio::test]
     async fn an_unresolvable_name_reads_as_offline_and_a_refused_port_does_not() {
         let p = provider("[providers.a]\nkind = \"anthropic\"\nbase_url = \"http://understudy-test.invalid\"\npassthrough_auth = \"http://understudy-test.invalid\"\n").await;
-        let e = reqwest::get("http://understudy-test.invalid/")
-            .await
-            .unwrap_err();
-        assert_eq!(p.classify(&e).kind, FailureKind::Offline, "{e:?}");
         let free = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
-        let e = reqwest::get(format!("http://{free}/")).await.unwrap_err();
-        assert_eq!(p.classify(&e).kind, FailureKind::Connect, "{e:?}");
+        let settings = transport::Settings {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(1),
+            max_idle_per_host: 1,
+        };
+        // Both clients' errors read the same way.
+        for client in [
+            transport::Transport::direct(settings),
+            transport::Transport::proxied(settings),
+        ] {
+            let get = |url: &str| {
+                let url = Url::parse(url).unwrap();
+                let client = client.clone();
+                async move {
+                    client
+                        .send(http::Method::GET, &url, HeaderMap::new(), Bytes::new())
+                        .await
+                        .unwrap_err()
+                }
+            };
+            let e = get("http://understudy-test.invalid/").await;
+            let failure = p.classify_send(&e);
+            assert_eq!(failure.kind, FailureKind::Offline, "{client:?} {e:?}");
+            assert!(failure.detail.contains("dns error"), "{}", failure.detail);
+            let e = get(&format!("http://{free}/")).await;
+            let failure = p.classify_send(&e);
+            assert_eq!(failure.kind, FailureKind::Connect, "{client:?} {e:?}");
+            assert!(
+                failure.detail.to_lowercase().contains("connection refused"),
+                "{}",
+                failure.detail
+            );
+        }
     }
 
     #[tokio::test]

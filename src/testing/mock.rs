@@ -261,6 +261,8 @@ struct Inner {
     plan: Mutex<Option<(Plan, std::collections::HashMap<String, PlanUse>)>>,
     /// Shaped like a local model server instead of a cloud ([`MockCloud::act_as`]).
     local: Mutex<Option<LocalShape>>,
+    /// With HTTPS: the ALPN protocols each TLS client offered, in order of connection.
+    alpn_offered: Mutex<Vec<Vec<String>>>,
 }
 
 /// A local model server the mock can be shaped like, with the models it has (the first
@@ -779,6 +781,8 @@ fn picked(n: u64, rate: f64) -> bool {
 #[derive(Debug)]
 pub struct MockCloud {
     addr: SocketAddr,
+    /// With HTTPS: the PEM of the CA its certificate is signed by.
+    ca_pem: Option<String>,
     inner: Arc<Inner>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -802,8 +806,43 @@ impl MockCloud {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner::default());
-        let task = tokio::spawn(accept_loop(listener, inner.clone()));
-        Ok(MockCloud { addr, inner, task })
+        let task = tokio::spawn(accept_loop(listener, inner.clone(), None));
+        Ok(MockCloud {
+            addr,
+            ca_pem: None,
+            inner,
+            task,
+        })
+    }
+
+    /// Starts on `127.0.0.1:0` serving HTTPS, as every cloud does: a certificate for
+    /// `localhost` and `127.0.0.1` made now and signed by a CA of its own ([`MockCloud::ca_pem`]),
+    /// TLS 1.2 and 1.3 by rustls, ALPN `http/1.1` only (the mock speaks HTTP/1.1 by hand; a
+    /// client that offers h2 falls back to it, as it would with any HTTP/1.1 server).
+    pub async fn start_tls() -> MockCloud {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("bound");
+        let (ca_pem, config) = tls_identity();
+        let inner = Arc::new(Inner::default());
+        let task = tokio::spawn(accept_loop(listener, inner.clone(), Some(config)));
+        MockCloud {
+            addr,
+            ca_pem: Some(ca_pem),
+            inner,
+            task,
+        }
+    }
+
+    /// With HTTPS: the PEM of the CA to trust (`UNDERSTUDY_EXTRA_CA_CERTS`).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// With HTTPS: the ALPN protocols each TLS client offered, in order of connection.
+    pub fn alpn_offered(&self) -> Vec<Vec<String>> {
+        self.inner.alpn_offered.lock().expect("lock").clone()
     }
 
     /// The bound address.
@@ -811,9 +850,14 @@ impl MockCloud {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` from [`MockCloud::start_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Queues a reply.
@@ -889,13 +933,97 @@ async fn wait_gate(inner: &Inner, name: &str) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+async fn accept_loop(
+    listener: TcpListener,
+    inner: Arc<Inner>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) {
     loop {
         let Ok((sock, _)) = listener.accept().await else {
             continue;
         };
         let _ = sock.set_nodelay(true);
-        tokio::spawn(serve_conn(sock, inner.clone()));
+        match &tls {
+            None => drop(tokio::spawn(serve_conn(sock, inner.clone()))),
+            Some(config) => drop(tokio::spawn(serve_tls(sock, inner.clone(), config.clone()))),
+        }
+    }
+}
+
+/// A TLS handshake (the client's ALPN offer recorded), then the same HTTP/1.1 as over TCP. A
+/// client that does not trust the CA ends the handshake with an alert; nothing is served.
+async fn serve_tls(
+    sock: TcpStream,
+    inner: Arc<Inner>,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(
+        tokio_rustls::rustls::server::Acceptor::default(),
+        sock,
+    );
+    let Ok(start) = acceptor.await else {
+        return;
+    };
+    let offered = start
+        .client_hello()
+        .alpn()
+        .map(|protocols| {
+            protocols
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    inner.alpn_offered.lock().expect("lock").push(offered);
+    if let Ok(stream) = start.into_stream(config).await {
+        serve_conn(stream, inner).await;
+    }
+}
+
+/// A CA made now, a certificate for `localhost` and `127.0.0.1` signed by it, and the rustls
+/// server settings that present it: the CA's PEM and the settings.
+fn tls_identity() -> (String, Arc<tokio_rustls::rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("a key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("no names");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Understudy mock cloud CA");
+    let ca = ca_params.self_signed(&ca_key).expect("a CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("a key");
+    let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("valid names");
+    let cert = params.signed_by(&key, &issuer).expect("a certificate");
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("default versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("the key fits the certificate");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (ca.pem(), Arc::new(config))
+}
+
+/// A connection the mock serves: plain TCP, or TLS over it.
+trait Wire: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
+    /// The TCP socket underneath (for a reset).
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Wire for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Wire for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
     }
 }
 
@@ -906,7 +1034,7 @@ struct Head {
 }
 
 /// Reads one request; `None` when the peer closed.
-async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Head, Vec<u8>)> {
+async fn read_request(sock: &mut impl Wire, buf: &mut Vec<u8>) -> Option<(Head, Vec<u8>)> {
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i;
@@ -956,7 +1084,7 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Head, 
     ))
 }
 
-async fn serve_conn(mut sock: TcpStream, inner: Arc<Inner>) {
+async fn serve_conn(mut sock: impl Wire, inner: Arc<Inner>) {
     let mut buf = Vec::new();
     while let Some((head, body)) = read_request(&mut sock, &mut buf).await {
         let body_text = String::from_utf8_lossy(&body).into_owned();
@@ -1486,7 +1614,7 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn write_reply(sock: &mut TcpStream, inner: &Inner, reply: Reply) -> std::io::Result<()> {
+async fn write_reply(sock: &mut impl Wire, inner: &Inner, reply: Reply) -> std::io::Result<()> {
     if reply.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
     }
@@ -1540,7 +1668,7 @@ async fn write_reply(sock: &mut TcpStream, inner: &Inner, reply: Reply) -> std::
                 }
                 End::Reset => {
                     // SO_LINGER 0 turns the close into a RST.
-                    let _ = sock.set_zero_linger();
+                    let _ = sock.tcp().set_zero_linger();
                     Err(std::io::Error::other("reset"))
                 }
                 End::Stall => {

@@ -1,0 +1,316 @@
+//! How requests leave for a provider: hyper-util's pooled client over rustls, or reqwest where
+//! the environment names a proxy.
+//!
+//! reqwest's own layers cost a passthrough request as much as the rest of the relay: its
+//! redirect layer clones the headers and parses the URL from text on every request, even with
+//! redirects off, and its response future parses the URL again (callgrind, BENCHMARKS.md "The
+//! paths users take", sixth pass: 74.1k instructions per relayed request with reqwest, 38.6k
+//! with hyper-util's client). The client here sends with what reqwest was set to do — the same
+//! webpki roots and ring provider, ALPN offering h2 and http/1.1, the connect timeout,
+//! `TCP_NODELAY`, the idle pool's bounds, no redirects, our user agent — and hands back a
+//! `reqwest::Response`, so everything downstream reads answers one way.
+//!
+//! Proxies are the one thing it does not do. When `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY`
+//! (either case) is set, requests go through reqwest, which honours them and `NO_PROXY` as it
+//! always has: a corporate proxy is not where a user should find a new client's corner cases.
+//!
+//! `UNDERSTUDY_EXTRA_CA_CERTS` names a PEM file of certificates trusted beside the webpki roots
+//! (a TLS-inspecting corporate proxy's CA, a self-hosted server's; and the tests' HTTPS mock),
+//! by both clients: as `NODE_EXTRA_CA_CERTS` does for Claude Code itself.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method};
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use url::Url;
+
+/// The variable naming extra trusted certificates (PEM).
+pub const EXTRA_CA_ENV: &str = "UNDERSTUDY_EXTRA_CA_CERTS";
+
+/// The variables reqwest reads a proxy from; any of them set (non-empty) sends through it.
+const PROXY_ENV: &[&str] = &[
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+const USER_AGENT: &str = concat!("understudy/", env!("CARGO_PKG_VERSION"));
+
+/// What a client for one provider is set to.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Longest wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per host.
+    pub max_idle_per_host: usize,
+}
+
+/// A client for one provider.
+#[derive(Clone)]
+pub enum Transport {
+    /// hyper-util's pooled client, TLS by rustls: the default.
+    Direct(Box<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>>),
+    /// reqwest, for its proxy support.
+    Proxied(reqwest::Client),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Direct(_) => "Transport::Direct",
+            Transport::Proxied(_) => "Transport::Proxied",
+        })
+    }
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum SendFailure {
+    /// From hyper-util's client.
+    Direct(hyper_util::client::legacy::Error),
+    /// From reqwest.
+    Proxied(reqwest::Error),
+    /// The URL or a header could not make a request (never with URLs the config check passed).
+    Request(http::Error),
+}
+
+impl SendFailure {
+    /// The error whose source chain says what happened.
+    pub fn error(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            SendFailure::Direct(e) => e,
+            SendFailure::Proxied(e) => e,
+            SendFailure::Request(e) => e,
+        }
+    }
+
+    /// The connection (or its TLS handshake) could not be made.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            SendFailure::Direct(e) => e.is_connect(),
+            SendFailure::Proxied(e) => e.is_connect(),
+            SendFailure::Request(_) => false,
+        }
+    }
+
+    /// A timeout ended it (the connect timeout, for the direct client).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            SendFailure::Proxied(e) => e.is_timeout(),
+            _ => chain(self.error()).any(|s| {
+                s.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            }),
+        }
+    }
+}
+
+/// An error and its sources, outermost first.
+pub fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+/// True when one of the proxy variables is set to something.
+pub fn proxy_in(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    PROXY_ENV
+        .iter()
+        .any(|k| env(k).is_some_and(|v| !v.is_empty()))
+}
+
+/// The certificates `UNDERSTUDY_EXTRA_CA_CERTS` names, read once; `Err` says what is wrong
+/// with the file. Checked at start-up (`serve`, `config check`), so a bad path stops the
+/// gateway with the reason rather than failing every TLS handshake.
+pub fn extra_roots() -> Result<&'static [rustls::pki_types::CertificateDer<'static>], String> {
+    static ROOTS: OnceLock<Result<Vec<rustls::pki_types::CertificateDer<'static>>, String>> =
+        OnceLock::new();
+    ROOTS
+        .get_or_init(|| match std::env::var_os(EXTRA_CA_ENV) {
+            None => Ok(Vec::new()),
+            Some(p) if p.is_empty() => Ok(Vec::new()),
+            Some(p) => read_pem(std::path::Path::new(&p)),
+        })
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+fn read_pem(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let why = |e: &dyn std::fmt::Display| {
+        format!(
+            "{EXTRA_CA_ENV}={}: {e}; it must name a PEM file of CA certificates",
+            path.display()
+        )
+    };
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| why(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| why(&e))?;
+    if certs.is_empty() {
+        return Err(why(&"it holds no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+/// The TLS settings every direct client shares: webpki's roots and the extra ones, ring,
+/// TLS 1.2 and 1.3, ALPN (set by the connector) offering h2 and http/1.1.
+fn tls() -> rustls::ClientConfig {
+    static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            // A bad file was refused at start-up; a library caller that skipped the check
+            // gets the webpki roots alone.
+            for cert in extra_roots().unwrap_or_default() {
+                let _ = roots.add(cert.clone());
+            }
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+        })
+        .clone()
+}
+
+impl Transport {
+    /// A client with these settings: direct unless the environment names a proxy.
+    pub fn new(s: Settings) -> Transport {
+        if proxy_in(|k| std::env::var_os(k)) {
+            Transport::proxied(s)
+        } else {
+            Transport::direct(s)
+        }
+    }
+
+    /// hyper-util's client.
+    pub fn direct(s: Settings) -> Transport {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(s.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(s.idle_timeout)
+            .pool_max_idle_per_host(s.max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        Transport::Direct(Box::new(client))
+    }
+
+    /// reqwest, with its proxies from the environment.
+    pub fn proxied(s: Settings) -> Transport {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(s.connect_timeout)
+            .pool_idle_timeout(s.idle_timeout)
+            .pool_max_idle_per_host(s.max_idle_per_host)
+            .tcp_nodelay(true)
+            // Redirects would silently re-send the key elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(USER_AGENT);
+        for cert in extra_roots().unwrap_or_default() {
+            if let Ok(c) = reqwest::Certificate::from_der(cert) {
+                b = b.add_root_certificate(c);
+            }
+        }
+        Transport::Proxied(
+            b.build()
+                .expect("a client with these settings always builds"),
+        )
+    }
+
+    /// Whether requests go through reqwest (a proxy is configured).
+    pub fn is_proxied(&self) -> bool {
+        matches!(self, Transport::Proxied(_))
+    }
+
+    /// Sends a request and waits for the answer's head.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<reqwest::Response, SendFailure> {
+        match self {
+            Transport::Proxied(c) => {
+                let mut req = c.request(method, url.as_str()).headers(headers);
+                if !body.is_empty() {
+                    req = req.body(body);
+                }
+                req.send().await.map_err(SendFailure::Proxied)
+            }
+            Transport::Direct(c) => {
+                // What reqwest adds when a request has none.
+                headers
+                    .entry(http::header::USER_AGENT)
+                    .or_insert(HeaderValue::from_static(USER_AGENT));
+                headers
+                    .entry(http::header::ACCEPT)
+                    .or_insert(HeaderValue::from_static("*/*"));
+                let mut req = http::Request::builder()
+                    .method(method)
+                    .uri(url.as_str())
+                    .body(Full::new(body))
+                    .map_err(SendFailure::Request)?;
+                *req.headers_mut() = headers;
+                let resp = c.request(req).await.map_err(SendFailure::Direct)?;
+                let (parts, body) = resp.into_parts();
+                Ok(http::Response::from_parts(parts, reqwest::Body::wrap(body)).into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_proxy_variable_of_either_case_sends_through_reqwest() {
+        assert!(!proxy_in(|_| None));
+        assert!(!proxy_in(|_| Some("".into())), "an empty variable is unset");
+        for k in PROXY_ENV {
+            assert!(
+                proxy_in(|v| (v == *k).then(|| "http://proxy:3128".into())),
+                "{k}"
+            );
+        }
+        // NO_PROXY alone names no proxy.
+        assert!(!proxy_in(|v| (v == "NO_PROXY").then(|| "*".into())));
+    }
+
+    #[test]
+    fn an_extra_ca_file_that_is_not_pem_says_which_variable_and_what_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.pem");
+        let e = read_pem(&missing).unwrap_err();
+        assert!(e.starts_with(EXTRA_CA_ENV), "{e}");
+        assert!(e.contains("nope.pem"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let e = read_pem(&junk).unwrap_err();
+        assert!(e.contains("no CERTIFICATE block"), "{e}");
+    }
+}
