@@ -58,7 +58,7 @@ pub struct Settings {
 #[derive(Clone)]
 pub enum Transport {
     /// hyper-util's pooled client, TLS by rustls: the default.
-    Direct(Box<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>>),
+    Direct(Box<Client<Timed<hyper_rustls::HttpsConnector<HttpConnector>>, Full<Bytes>>>),
     /// reqwest, for its proxy support.
     Proxied(reqwest::Client),
 }
@@ -189,6 +189,51 @@ fn tls() -> rustls::ClientConfig {
         .clone()
 }
 
+/// A connector with one deadline over TCP and TLS together (`timeouts.connect`, as reqwest's
+/// connect timeout was): a server that takes the connection and never finishes the handshake
+/// fails as a timeout when the deadline passes, not when `first_byte` does.
+#[derive(Clone)]
+pub struct Timed<C> {
+    inner: C,
+    within: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower::Service<http::Uri> for Timed<C>
+where
+    C: tower::Service<http::Uri>,
+    C::Response: Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let within = self.within;
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(within, connecting).await {
+                Ok(done) => done.map_err(Into::into),
+                Err(_) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection (TCP and TLS) within {within:?} (timeouts.connect)"),
+                )) as BoxError),
+            }
+        })
+    }
+}
+
 impl Transport {
     /// A client with these settings: direct unless the environment names a proxy.
     pub fn new(s: Settings) -> Transport {
@@ -204,7 +249,6 @@ impl Transport {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(s.connect_timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls())
             .https_or_http()
@@ -215,7 +259,10 @@ impl Transport {
             .pool_idle_timeout(s.idle_timeout)
             .pool_max_idle_per_host(s.max_idle_per_host)
             .pool_timer(TokioTimer::new())
-            .build(https);
+            .build(Timed {
+                inner: https,
+                within: s.connect_timeout,
+            });
         Transport::Direct(Box::new(client))
     }
 
@@ -299,6 +346,37 @@ mod tests {
         }
         // NO_PROXY alone names no proxy.
         assert!(!proxy_in(|v| (v == "NO_PROXY").then(|| "*".into())));
+    }
+
+    #[tokio::test]
+    async fn a_handshake_that_never_finishes_times_out_at_the_connect_deadline() {
+        // Takes connections and says nothing: TCP connects, TLS never does.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("https://{}/", silent.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = silent.accept().await {
+                held.push(sock);
+            }
+        });
+        let s = Settings {
+            connect_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(1),
+            max_idle_per_host: 1,
+        };
+        for t in [Transport::direct(s), Transport::proxied(s)] {
+            let start = std::time::Instant::now();
+            let e = t
+                .send(Method::GET, &url, HeaderMap::new(), Bytes::new())
+                .await
+                .unwrap_err();
+            let took = start.elapsed();
+            assert!(e.is_timeout() && e.is_connect(), "{t:?}: {e:?}");
+            assert!(
+                took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+                "{t:?}: {took:?}"
+            );
+        }
     }
 
     #[test]
