@@ -24,6 +24,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use reqwest::ResponseBuilderExt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use url::Url;
@@ -324,7 +325,22 @@ impl Transport {
                 *req.headers_mut() = headers;
                 let resp = c.request(req).await.map_err(SendFailure::Direct)?;
                 let (parts, body) = resp.into_parts();
-                Ok(http::Response::from_parts(parts, reqwest::Body::wrap(body)).into())
+                // With its URL given, reqwest does not parse a placeholder one for every
+                // answer (3.4k instructions a request, 3 % of a passthrough's).
+                let mut answer = http::Response::builder()
+                    .status(parts.status)
+                    .version(parts.version)
+                    .url(url.clone());
+                if let Some(h) = answer.headers_mut() {
+                    *h = parts.headers;
+                }
+                if let Some(x) = answer.extensions_mut() {
+                    x.extend(parts.extensions);
+                }
+                let answer = answer
+                    .body(reqwest::Body::wrap(body))
+                    .map_err(SendFailure::Request)?;
+                Ok(answer.into())
             }
         }
     }
@@ -346,6 +362,54 @@ mod tests {
         }
         // NO_PROXY alone names no proxy.
         assert!(!proxy_in(|v| (v == "NO_PROXY").then(|| "*".into())));
+    }
+
+    #[tokio::test]
+    async fn an_answer_comes_back_whole_with_its_url_from_either_client() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!(
+            "http://{}/v1/messages?beta=true",
+            server.local_addr().unwrap()
+        ))
+        .unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = server.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = sock.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let reply =
+                            "HTTP/1.1 201 Created\r\nx-up: 1\r\ncontent-length: 5\r\n\r\nhello";
+                        if sock.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let s = Settings {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(1),
+            max_idle_per_host: 1,
+        };
+        for t in [Transport::direct(s), Transport::proxied(s)] {
+            let r = t
+                .send(
+                    Method::POST,
+                    &url,
+                    HeaderMap::new(),
+                    Bytes::from_static(b"{}"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{t:?}");
+            assert_eq!(r.url(), &url, "{t:?}");
+            assert_eq!(r.headers()["x-up"], "1", "{t:?}");
+            assert_eq!(r.bytes().await.unwrap(), "hello", "{t:?}");
+        }
     }
 
     #[tokio::test]
