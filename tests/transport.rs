@@ -16,6 +16,25 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     p.to_str().unwrap().to_owned()
 }
 
+/// `understudy serve` on a config for `mock`, with `env` added.
+fn serve_on(
+    mock: &MockCloud,
+    home: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    let config = write(home, "config.toml", &config_for(mock, ""));
+    spawn_serve(&["--config", &config], env, home)
+}
+
+/// A streamed request answered whole: its text.
+async fn streamed_whole(url: &str) -> String {
+    let r = ask(url, true).await;
+    assert_eq!(r.status(), 200);
+    let (text, end) = check_anthropic_stream(&r.bytes().await.unwrap());
+    assert_eq!(end, AnthropicEnd::Complete);
+    text
+}
+
 /// An Anthropic request with the client's own key, as Claude Code sends one.
 async fn ask(url: &str, stream: bool) -> reqwest::Response {
     client()
@@ -33,19 +52,10 @@ async fn an_https_provider_is_served_with_its_ca_trusted_and_refused_by_name_wit
     let mock = MockCloud::start_tls().await;
     assert!(mock.url().starts_with("https://127.0.0.1:"));
     let home = tempfile::tempdir().unwrap();
-    let config = write(home.path(), "config.toml", &config_for(&mock, ""));
     let ca = write(home.path(), "ca.pem", mock.ca_pem().unwrap());
 
-    let (child, url) = spawn_serve(
-        &["--config", &config],
-        &[("UNDERSTUDY_EXTRA_CA_CERTS", &ca)],
-        home.path(),
-    );
-    let r = ask(&url, true).await;
-    assert_eq!(r.status(), 200);
-    let (text, end) = check_anthropic_stream(&r.bytes().await.unwrap());
-    assert_eq!(end, AnthropicEnd::Complete);
-    assert!(!text.is_empty());
+    let (child, url) = serve_on(&mock, home.path(), &[("UNDERSTUDY_EXTRA_CA_CERTS", &ca)]);
+    assert!(!streamed_whole(&url).await.is_empty());
     let whole = ask(&url, false).await;
     assert_eq!(whole.status(), 200);
     let v: serde_json::Value = whole.json().await.unwrap();
@@ -73,7 +83,7 @@ async fn an_https_provider_is_served_with_its_ca_trusted_and_refused_by_name_wit
 
     // Without the CA, the handshake fails and the client hears why, in its own format.
     let before = mock.requests().len();
-    let (child, url) = spawn_serve(&["--config", &config], &[], home.path());
+    let (child, url) = serve_on(&mock, home.path(), &[]);
     let r = ask(&url, false).await;
     assert!(r.status().is_server_error(), "{}", r.status());
     let v: serde_json::Value = r.json().await.unwrap();
@@ -190,17 +200,9 @@ async fn a_proxy_in_the_environment_carries_the_requests() {
     let mock = MockCloud::start().await;
     let (proxy, seen) = forward_proxy().await;
     let home = tempfile::tempdir().unwrap();
-    let config = write(home.path(), "config.toml", &config_for(&mock, ""));
-    let (child, url) = spawn_serve(
-        &["--config", &config],
-        // Lower case, as most shells' users set it.
-        &[("http_proxy", &proxy)],
-        home.path(),
-    );
-    let r = ask(&url, true).await;
-    assert_eq!(r.status(), 200);
-    let (_, end) = check_anthropic_stream(&r.bytes().await.unwrap());
-    assert_eq!(end, AnthropicEnd::Complete);
+    // Lower case, as most shells' users set it.
+    let (child, url) = serve_on(&mock, home.path(), &[("http_proxy", &proxy)]);
+    streamed_whole(&url).await;
     let lines = seen.lock().unwrap().clone();
     let want = format!("POST {}/v1/messages HTTP/1.1", mock.url());
     assert!(lines.contains(&want), "{want} not in {lines:?}");
