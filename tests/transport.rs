@@ -208,4 +208,8 @@ async fn a_proxy_in_the_environment_carries_the_requests() {
     assert!(lines.contains(&want), "{want} not in {lines:?}");
     let (status, log) = terminate(child);
     assert!(status.success(), "{log}");
+    assert!(
+        log.contains("requests go through the proxy the environment names"),
+        "{log}"
+    );
 }

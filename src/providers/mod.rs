@@ -272,6 +272,12 @@ impl Provider {
             // their memory for the 90 s: RSS stayed at 4 x idle, BENCHMARKS.md "memory").
             max_idle_per_host: MAX_IDLE_PER_HOST,
         });
+        if client.is_proxied() {
+            tracing::info!(
+                provider = %config.name,
+                "requests go through the proxy the environment names (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY; NO_PROXY honoured)"
+            );
+        }
         let key = match &config.key {
             Some(src) => src.resolve().await,
             None => Err("no api_key_env or api_key_keychain is configured".into()),
