@@ -7,6 +7,8 @@
 //! [`Config`] one section at a time, `zero` supplies the providers and routes when the file
 //! names none, and `paths` says where things live on this machine.
 
+mod extra_ca;
+pub use extra_ca::{extra_roots, EXTRA_CA_ENV};
 mod paths;
 mod raw;
 mod validate;
@@ -558,7 +560,7 @@ impl Config {
     /// This config, if what the environment adds to it is sound: the extra CA certificates
     /// (`UNDERSTUDY_EXTRA_CA_CERTS`) can be read.
     pub fn with_environment(self) -> Result<Config, ConfigError> {
-        match crate::providers::transport::extra_roots() {
+        match extra_roots() {
             Ok(_) => Ok(self),
             Err(message) => Err(ConfigError {
                 source_name: self.source.to_string(),

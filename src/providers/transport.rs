@@ -15,9 +15,11 @@
 //! always has: a corporate proxy is not where a user should find a new client's corner cases.
 //!
 //! `UNDERSTUDY_EXTRA_CA_CERTS` names a PEM file of certificates trusted beside the webpki roots
-//! (a TLS-inspecting corporate proxy's CA, a self-hosted server's; and the tests' HTTPS mock),
-//! by both clients: as `NODE_EXTRA_CA_CERTS` does for Claude Code itself.
+//! (a TLS-inspecting corporate proxy's CA, a self-hosted server's; the tests' HTTPS mock's), by
+//! both clients, as `NODE_EXTRA_CA_CERTS` does for Claude Code itself; `config::extra_roots`
+//! reads it.
 
+use crate::config::extra_roots;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::Full;
@@ -28,9 +30,6 @@ use reqwest::ResponseBuilderExt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use url::Url;
-
-/// The variable naming extra trusted certificates (PEM).
-pub const EXTRA_CA_ENV: &str = "UNDERSTUDY_EXTRA_CA_CERTS";
 
 /// The variables reqwest reads a proxy from; any of them set (non-empty) sends through it.
 const PROXY_ENV: &[&str] = &[
@@ -127,42 +126,6 @@ pub fn proxy_in(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
     PROXY_ENV
         .iter()
         .any(|k| env(k).is_some_and(|v| !v.is_empty()))
-}
-
-/// The certificates `UNDERSTUDY_EXTRA_CA_CERTS` names, read once; `Err` says what is wrong
-/// with the file. Checked at start-up (`serve`, `config check`), so a bad path stops the
-/// gateway with the reason rather than failing every TLS handshake.
-pub fn extra_roots() -> Result<&'static [rustls::pki_types::CertificateDer<'static>], String> {
-    static ROOTS: OnceLock<Result<Vec<rustls::pki_types::CertificateDer<'static>>, String>> =
-        OnceLock::new();
-    ROOTS
-        .get_or_init(|| match std::env::var_os(EXTRA_CA_ENV) {
-            None => Ok(Vec::new()),
-            Some(p) if p.is_empty() => Ok(Vec::new()),
-            Some(p) => read_pem(std::path::Path::new(&p)),
-        })
-        .as_deref()
-        .map_err(Clone::clone)
-}
-
-fn read_pem(
-    path: &std::path::Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let why = |e: &dyn std::fmt::Display| {
-        format!(
-            "{EXTRA_CA_ENV}={}: {e}; it must name a PEM file of CA certificates",
-            path.display()
-        )
-    };
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-        .map_err(|e| why(&e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| why(&e))?;
-    if certs.is_empty() {
-        return Err(why(&"it holds no CERTIFICATE block"));
-    }
-    Ok(certs)
 }
 
 /// The TLS settings every direct client shares: webpki's roots and the extra ones, ring,
@@ -441,18 +404,5 @@ mod tests {
                 "{t:?}: {took:?}"
             );
         }
-    }
-
-    #[test]
-    fn an_extra_ca_file_that_is_not_pem_says_which_variable_and_what_it_needs() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("nope.pem");
-        let e = read_pem(&missing).unwrap_err();
-        assert!(e.starts_with(EXTRA_CA_ENV), "{e}");
-        assert!(e.contains("nope.pem"), "{e}");
-        let junk = dir.path().join("junk.pem");
-        std::fs::write(&junk, "not a certificate\n").unwrap();
-        let e = read_pem(&junk).unwrap_err();
-        assert!(e.contains("no CERTIFICATE block"), "{e}");
     }
 }
