@@ -1,6 +1,7 @@
-//! The mock cloud server. It speaks HTTP/1.1 by hand over TCP so that it can fail the way real
-//! upstreams do: a reset (RST) or a plain close mid-body, a stall, a clean end of a body whose
-//! protocol never finished, a delay before headers, an HTML page instead of JSON.
+//! The mock cloud server. It speaks HTTP/1.1 by hand over TCP, or over TLS as every cloud serves
+//! ([`MockCloud::start_tls`]), so that it can fail the way real upstreams do: a reset (RST) or a
+//! plain close mid-body, a stall, a clean end of a body whose protocol never finished, a delay
+//! before headers, an HTML page instead of JSON.
 //!
 //! Replies are queued (first in, first out); with the queue empty it answers like a healthy
 //! provider. Control over HTTP, for tests written in other languages:
