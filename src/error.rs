@@ -4,6 +4,13 @@
 
 use std::fmt;
 
+/// An error and its sources, outermost first.
+pub fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
 /// Why an upstream call failed. One classification serves logging now and failover later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {

@@ -647,7 +647,7 @@ impl Provider {
             ),
             _ => "the connection failed".to_owned(),
         };
-        for s in transport::chain(e).skip(1) {
+        for s in crate::error::chain(e).skip(1) {
             detail.push_str(": ");
             detail.push_str(&s.to_string());
         }
@@ -680,7 +680,7 @@ fn client_credential_header(h: &HeaderMap) -> Option<HeaderValue> {
 /// the kernel has no route (as opposed to a refused connection or a TLS failure, which say
 /// something about the provider).
 fn looks_offline(e: &(dyn std::error::Error + 'static)) -> bool {
-    transport::chain(e).skip(1).any(|s| {
+    crate::error::chain(e).skip(1).any(|s| {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if matches!(
                 io.kind(),

@@ -20,6 +20,7 @@
 //! reads it.
 
 use crate::config::extra_roots;
+use crate::error::chain;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::Full;
@@ -46,7 +47,7 @@ const USER_AGENT: &str = concat!("understudy/", env!("CARGO_PKG_VERSION"));
 /// What a client for one provider is set to.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// Longest wait for a TCP connection.
+    /// Longest wait for a connection: TCP and TLS together.
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub idle_timeout: Duration,
@@ -112,13 +113,6 @@ impl SendFailure {
             }),
         }
     }
-}
-
-/// An error and its sources, outermost first.
-pub fn chain<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(e), |e| e.source())
 }
 
 /// True when one of the proxy variables is set to something.

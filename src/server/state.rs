@@ -207,12 +207,8 @@ pub(crate) async fn read_body(st: &AppState, body: Body) -> Result<Bytes, Gatewa
         )));
     };
     read.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return GatewayError::TooLarge { limit };
-            }
-            source = s.source();
+        if crate::error::chain(&e).any(|s| s.is::<http_body_util::LengthLimitError>()) {
+            return GatewayError::TooLarge { limit };
         }
         GatewayError::InvalidRequest(format!("could not read the request body: {e}"))
     })
