@@ -479,13 +479,7 @@ fn claude_code(command: ClaudeCodeCommand) -> ExitCode {
 }
 
 async fn check(path: Option<PathBuf>) -> ExitCode {
-    let path = path.or_else(|| config::default_path().filter(|p| p.exists()));
-    let result = match &path {
-        Some(p) => Config::from_file(p),
-        None => Config::zero_config(),
-    }
-    .and_then(Config::with_environment);
-    match result {
+    match Config::load(path.as_deref()) {
         Ok(cfg) => {
             let warnings = cfg.key_warnings().await;
             println!(

@@ -559,7 +559,7 @@ impl Config {
 
     /// This config, if what the environment adds to it is sound: the extra CA certificates
     /// (`UNDERSTUDY_EXTRA_CA_CERTS`) can be read.
-    pub fn with_environment(self) -> Result<Config, ConfigError> {
+    fn with_environment(self) -> Result<Config, ConfigError> {
         match extra_roots() {
             Ok(_) => Ok(self),
             Err(message) => Err(ConfigError {
