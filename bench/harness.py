@@ -39,9 +39,11 @@ TOKENS_PER_SEC = 500
 EXPECT = "w0" + "".join(f" w{i}" for i in range(1, TOKENS))
 KEY = "sk-bench-not-a-secret"
 # Two cores: for throughput the gateway on one, the mocks and the load generator on the other.
-# For latency at a fixed rate the gateway may run on either: pinned apart, every request
-# crosses cores four times, and on this VM one crossing alone (the mock on the other core, no
-# gateway) adds up to 0.9 ms at p99: the tail would be the hypervisor's, not the gateway's.
+# For latency at a fixed rate (the peers run) the gateway may run on either: pinned apart,
+# every request crosses cores four times, and on the first passes' Intel VM one crossing alone
+# (the mock on the other core, no gateway) added up to 0.9 ms at p99. (On the AMD VM of the
+# eighth pass the paths run found the opposite, a gateway sharing CPU 0 preempted by the mock
+# and the load about once a request, and gives each relay its own CPU: paths.py.)
 GATEWAY_CPU, LOAD_CPU = "1", "0"
 LATENCY_CPUS = {0, 1}
 

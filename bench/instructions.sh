@@ -2,10 +2,11 @@
 # Instructions per request in the gateway's own process (all its threads), counted by
 # callgrind: exact and the same from run to run, where this project's CI and bench hosts are
 # noisy VMs on which time per request swings by a third between runs.
-#   bench/instructions.sh BIN [plain|whole|stream|translate|openai-whole] [small|claude-code]
+#   bench/instructions.sh BIN [plain|plain-stream|whole|stream|translate|openai-whole] [small|claude-code]
 # BIN: an `understudy` built with `--features testing` (the mock), best the `profiling` profile
 # (`cargo build --profile profiling --no-default-features --features testing`) for symbols.
-# `plain` forwards a whole answer as it comes; `whole` (the default) asks for it as a stream;
+# `plain` forwards a whole answer as it comes; `plain-stream` a streamed request the same way
+# (continuation off); `whole` (the default) asks for a whole answer as a stream;
 # `stream` is a streamed request passed through with continuation on (zero config's route);
 # `translate` a streamed request served from the mock's OpenAI-compatible endpoint;
 # `openai-whole` an OpenAI client's non-streaming request to an OpenAI-compatible provider
@@ -37,7 +38,7 @@ else:
     turns.append({"role": "user", "content": "Go on."})
     body = {"model": "claude-sonnet-4-5", "max_tokens": 256, "system": [{"type": "text", "text": "You are Claude Code. " * 800}],
             "tools": tools, "messages": turns}
-if conf in ("stream", "translate"):
+if conf in ("stream", "plain-stream", "translate"):
     body["stream"] = True
 if conf == "openai-whole":
     body = {"model": body["model"], "max_tokens": body["max_tokens"],
@@ -59,8 +60,8 @@ base_url = "http://127.0.0.1:'$mport'"
 passthrough_auth = "http://127.0.0.1:'$mport'"'
      [ "$conf" = stream ] || provider="$provider
 continuation = \"off\""
-     [ "$conf" = plain ] && provider="$provider
-stream_whole_answers = false"
+     case $conf in plain|plain-stream) provider="$provider
+stream_whole_answers = false" ;; esac
      backend='"anthropic"'
      # Somewhere to continue a break, so the stream keeps what the client has, as zero
      # config's route does (its last backend the local model; never reached here).
