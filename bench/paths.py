@@ -32,6 +32,7 @@ switches a request against 0.01 on its own CPU), which a user's machine, whose u
 a cloud, does not do to it.
 """
 
+import contextlib
 import json
 import re
 import shutil
@@ -135,6 +136,24 @@ backends = ["openai/gpt-4o"]
             g.stop()
         raise
     return out
+
+
+@contextlib.contextmanager
+def plain_and_relay(prefix):
+    """The direct path, the `plain` gateway and the bare hyper relay on one mock, in a work
+    dir of their own, stopped on leaving (the one-off studies: switches.py, device/p99.py)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    mock = h.Mock("paths", work)
+    gws = {}
+    try:
+        gws = gateways(mock, work, which=("plain",))
+        gws["bare-hyper"] = bare("hyper", mock, work)
+        time.sleep(1)
+        yield work, gws
+    finally:
+        for g in gws.values():
+            g.stop()
+        mock.proc.stop()
 
 
 # --- the two generators -------------------------------------------------------------------

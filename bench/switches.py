@@ -12,9 +12,6 @@ laptop's), that is where the tail of the latency comes from.
 """
 import argparse
 import os
-import tempfile
-import time
-from pathlib import Path
 
 import harness as h
 import paths as P
@@ -44,13 +41,7 @@ def main():
     ap.add_argument("--cpus", default=",".join(map(str, sorted(h.LATENCY_CPUS))),
                     help="the CPUs the gateway and the relay run on (default: the paths run's)")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="understudy-switches-"))
-    mock = h.Mock("paths", work)
-    gws = {}
-    try:
-        gws = P.gateways(mock, work, which=("plain",))
-        gws["bare-hyper"] = P.bare("hyper", mock, work)
-        time.sleep(1)
+    with P.plain_and_relay("understudy-switches-") as (work, gws):
         for name in ("plain", "bare-hyper"):
             g = gws[name]
             h.affine(g, {int(c) for c in args.cpus.split(",")})
@@ -66,11 +57,6 @@ def main():
             for k in sorted(t1):
                 if k in t0 and (t1[k][0] - t0[k][0] or t1[k][1] - t0[k][1]):
                     print(f"    {k}: {(t1[k][0] - t0[k][0]) / n:.3f} voluntary, {(t1[k][1] - t0[k][1]) / n:.3f} involuntary")
-    finally:
-        for g in gws.values():
-            g.stop()
-        mock.proc.stop()
-
 
 if __name__ == "__main__":
     main()

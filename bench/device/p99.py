@@ -1,15 +1,14 @@
 """The paths run's open loop alone (bench/paths.py): non-streaming passthrough (`plain`) and
 the bare hyper relay against the direct path, at 2,000 req/s by both generators, rounds
-interleaved; "added" is a path's p99 minus the direct path's in the same round. For a host
-where the whole paths run does not fit (a lent device machine's minutes).
+interleaved; "added" is a path's p99 minus the direct path's in the same round. Each relay
+free on both CPUs, as the paths run measured before its eighth pass (and as the first lent
+device machine's numbers were taken). For a host where the whole paths run does not fit (a
+lent device machine's minutes).
 
     python3 bench/device/p99.py ROUNDS SECS
 """
 import os
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import harness as h  # noqa: E402
@@ -19,13 +18,7 @@ RATE = 2000.0
 
 
 def main(rounds, secs):
-    work = Path(tempfile.mkdtemp(prefix="understudy-p99-"))
-    mock = h.Mock("paths", work)
-    gws = {}
-    try:
-        gws = P.gateways(mock, work, which=("plain",))
-        gws["bare-hyper"] = P.bare("hyper", mock, work)
-        time.sleep(2)
+    with P.plain_and_relay("understudy-p99-") as (work, gws):
         for g in gws.values():
             P.own(g, False, conns=8, secs=1)
         p99 = {(p, gen): [] for p in gws for gen in ("own", "wrk")}
@@ -41,11 +34,6 @@ def main(rounds, secs):
                 if p != "direct":
                     added = [a - b for a, b in zip(p99[(p, gen)], p99[("direct", gen)])]
                     print(f"{gen} {p}: added p99 median {h.med(added):.3f} ms, rounds {[round(x, 3) for x in added]}")
-    finally:
-        for g in gws.values():
-            g.stop()
-        mock.proc.stop()
-
 
 if __name__ == "__main__":
     main(int(sys.argv[1]), float(sys.argv[2]))
