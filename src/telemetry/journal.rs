@@ -11,7 +11,8 @@
 //! entries behind (every core busy), a second writer at the normal priority ([`Rescue`]) takes
 //! the new ones, so the queue stays bounded and nothing is dropped. The file is in WAL mode with
 //! `synchronous = NORMAL`: a crash of the gateway (even `kill -9` in the middle of a write)
-//! loses at most the entries of the last `GATHER`, never the file. Retention is bounded by rows
+//! loses at most the entries not yet written (those of the last `GATHER`; on a machine whose
+//! every core is busy, up to [`HIGH_WATER`]), never the file. Retention is bounded by rows
 //! and age, enforced at open and every [`PRUNE_EVERY`] writes. A write that fails (a full
 //! disk) is counted and logged once; the gateway goes on serving, and the live feed and
 //! statistics, which live in memory, lose nothing.
@@ -526,7 +527,8 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Arc<Entry>>, w: Writer) {
 /// 0.32 / 0.42 ms by the two load generators; in this class 0.10 / 0.35, as with no journal
 /// at all (0.16 / 0.34). The cost: on a machine whose every core is busy with other work, the
 /// entries wait in the queue (in memory, a few hundred bytes each) until a core is idle, and a
-/// clean stop still writes them all. An unprivileged thread cannot raise its priority back.
+/// clean stop still writes them all. An unprivileged thread cannot raise its priority back,
+/// so past [`HIGH_WATER`] of them the [`Rescue`] writer takes the new ones.
 fn background_priority() {
     #[cfg(target_os = "linux")]
     {
