@@ -7,12 +7,17 @@
 #   call 1, carry [".device/a"]:  bash bench/device/cuda-backend.sh
 #   call 2, carry [".device/b"]:  bash bench/device/gpu-check.sh
 # (the second within the machine's warm window: the first call's build and model part live
-# in /root/gpu, outside the working tree). Needs `cargo build --release` first.
+# in /root/gpu, outside the working tree). Needs the release build `scripts/bench` makes (the
+# gateway with its mock cloud, for the open loop there, and the load generator) first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rel=target/release
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
-[ -x $rel/understudy ] && [ -f $model ] || { echo "build first: cargo build --release (and scripts/run or scripts/test fetch the model)" >&2; exit 1; }
+if ! $rel/understudy mock --help > /dev/null 2>&1 || [ ! -x $rel/understudy-load ] || [ ! -x $rel/understudy-bare-relay ]; then
+  echo "build first: cargo build --release --features testing --bin understudy && cargo build --release -p understudy-bench" >&2
+  exit 1
+fi
+[ -f $model ] || { echo "the model is missing: scripts/run or scripts/test fetch it into models/" >&2; exit 1; }
 # The llama.cpp this build linked: llama-cpp-sys-2's version in Cargo.lock.
 ver=$(awk '/^name = "llama-cpp-sys-2"/ {getline; gsub(/[" ]/, "", $0); sub("version=", ""); print}' Cargo.lock)
 src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-"$ver" | head -1)
