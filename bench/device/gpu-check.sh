@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the device (call 2, carry .device/b, after cuda-backend.sh): the release worker with the
 # CUDA backend beside it, on the GPU; the same worker on the CPU (the variant the gateway's
-# ladder would choose, and AMX's `sapphirerapids` named); the zero-config gateway answering
+# ladder would choose first, `sapphirerapids` on an AMX host, and `zen4` named: AVX-512
+# without AMX), with the kernel's trap line and an AMX probe; the zero-config gateway answering
 # an Anthropic request with no network (so from the local model, on the GPU, then with the
 # GPU hidden); and the open-loop latency at 2,000 req/s (bench/device/p99.py).
 repo=$PWD; g=/root/gpu; m=$repo/models/SmolLM2-135M-Instruct.Q4_1.gguf; r=$repo/target/release
