@@ -24,12 +24,13 @@ gateways, each its own release process, all asked in the Anthropic dialect:
 Throughput: 32 connections, the gateway pinned to CPU 1, the mock and the load generator to
 CPU 0, every path once per round, rounds interleaved; ratios are per round, then the median.
 Latency: open loop at `--rate`, each relay on its own CPU as for throughput (CPU 1; the mock
-and the load generator on CPU 0); "added" is its percentile minus the direct path's in the
-same round. One more row runs the passthrough free on both CPUs, as the passes before the
-eighth measured every row: there it shares CPU 0 with the mock and the load generator and is
-preempted by them about once a request (`bench/switches.py`: 1.07 involuntary context
-switches a request against 0.01 on its own CPU), which a user's machine, whose upstream is
-a cloud, does not do to it.
+and the load generator on CPU 0); each path is measured right after the direct path, by the
+same generator, and "added" is its percentile minus that direct measurement's (the order of
+the paths turns each round). One more row runs the passthrough free on both CPUs, as the
+passes before the eighth measured every row: there it shares CPU 0 with the mock and the
+load generator and is preempted by them about once a request (`bench/switches.py`: 1.07
+involuntary context switches a request against 0.01 on its own CPU), which a user's
+machine, whose upstream is a cloud, does not do to it.
 """
 
 import contextlib
@@ -251,22 +252,38 @@ def paths_run(args):
                 bad["wrk"] += non2xx
                 h.say(f"  {row}: own {s['complete_per_sec']:.0f}/s, wrk {rps:.0f}/s {errs}")
         # (key, path, the CPUs its relay runs on): each on its own CPU, and the passthrough
-        # once more sharing CPU 0 with the mock and the load generator (the docstring).
+        # once more sharing CPU 0 with the mock and the load generator (the docstring). Each
+        # is measured right after the direct path, by the same generator, and its "added" is
+        # the difference of the pair: this VM's slow spells last seconds to minutes, and a
+        # direct path measured half a minute earlier (as each round did before the ninth
+        # pass) can be in another spell. The order of the paths turns each round.
         own_cpu = {int(h.GATEWAY_CPU)}
-        open_paths = (("direct", "direct", None), ("plain", "plain", own_cpu), ("default", "default", own_cpu),
-                      ("bare-reqwest", "bare-reqwest", own_cpu), ("plain-shared", "plain", h.LATENCY_CPUS))
-        lat = {(k, gen): [] for k, _, _ in open_paths for gen in ("own", "wrk")}
+        open_paths = [("plain", "plain", own_cpu), ("default", "default", own_cpu),
+                      ("bare-reqwest", "bare-reqwest", own_cpu), ("plain-shared", "plain", h.LATENCY_CPUS)]
+        lat = {(k, gen): [] for k in ["direct"] + [k for k, _, _ in open_paths] for gen in ("own", "wrk")}
+
+        def open_own(gw):
+            s = own(gw, False, rate=args.rate, secs=args.secs)
+            return {"p50": h.pct_of(s, "latency_ms", "p50"), "p99": h.pct_of(s, "latency_ms", "p99"),
+                    "not_200": s["sent"] - s["complete"], "per_sec": s["complete_per_sec"]}
+
+        def open_wrk(gw):
+            return wrk_rate(gw, False, work, args.rate, args.secs)
+
         for r in range(args.rounds):
-            h.say(f"round {r + 1}/{args.rounds}: open loop at {args.rate} req/s")
-            for k, p, cpus in open_paths:
-                if cpus:
-                    h.affine(gws[p], cpus)
-                s = own(gws[p], False, rate=args.rate, secs=args.secs)
-                lat[(k, "own")].append({"p50": h.pct_of(s, "latency_ms", "p50"), "p99": h.pct_of(s, "latency_ms", "p99"),
-                                        "not_200": s["sent"] - s["complete"], "per_sec": s["complete_per_sec"]})
-                lat[(k, "wrk")].append(wrk_rate(gws[p], False, work, args.rate, args.secs))
-                h.say(f"  {k}: own p99 {lat[(k, 'own')][-1]['p99']:.3f} ms, wrk p99 {lat[(k, 'wrk')][-1]['p99']:.3f} ms "
-                      f"({lat[(k, 'wrk')][-1]['per_sec']:.0f}/s)")
+            h.say(f"round {r + 1}/{args.rounds}: open loop at {args.rate} req/s, each path after the direct one")
+            turn = r % len(open_paths)
+            for k, p, cpus in open_paths[turn:] + open_paths[:turn]:
+                h.affine(gws[p], cpus)
+                for gen, measure in (("own", open_own), ("wrk", open_wrk)):
+                    d = measure(gws["direct"])
+                    x = measure(gws[p])
+                    x["direct_p50"], x["direct_p99"] = d["p50"], d["p99"]
+                    lat[("direct", gen)].append(d)
+                    lat[(k, gen)].append(x)
+                o, w = lat[(k, "own")][-1], lat[(k, "wrk")][-1]
+                h.say(f"  {k}: own p99 {o['p99']:.3f} ms (direct {o['direct_p99']:.3f}), "
+                      f"wrk p99 {w['p99']:.3f} ms (direct {w['direct_p99']:.3f}), {w['per_sec']:.0f}/s")
     finally:
         for g in gws.values():
             g.stop()
@@ -319,7 +336,11 @@ def write_paths(res, args):
         if f"{p}|own" not in res["latency"]:
             continue  # a run from before the row existed
         for gen, gname in (("own", "understudy-load"), ("wrk", f"wrk, 40 connections, each waiting 0–{2 * round(40000 / res['rate'])} ms between requests")):
-            rows, base = res["latency"][f"{p}|{gen}"], res["latency"][f"direct|{gen}"]
+            rows = res["latency"][f"{p}|{gen}"]
+            # Each measurement's own direct pair; a run from before the ninth pass measured
+            # the direct path once a round.
+            base = ([{"p50": x["direct_p50"], "p99": x["direct_p99"]} for x in rows] if rows and "direct_p99" in rows[0]
+                    else res["latency"][f"direct|{gen}"])
             a50 = [x["p50"] - b["p50"] for x, b in zip(rows, base)]
             a99 = [x["p99"] - b["p99"] for x, b in zip(rows, base)]
             lo, hi = h.spread(a99)
