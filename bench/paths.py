@@ -211,6 +211,24 @@ def wrk_rate(gw, stream, work, rate, secs, conns=40):
             "per_sec": float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))}
 
 
+def open_pair(direct, gw, work, rate, secs):
+    """The non-streaming open loop at `rate` on `gw` right after the same on the direct path,
+    generator by generator: {"own" | "wrk": (direct, gw)}, each with its p50 and p99 (ms),
+    not_200 and per_sec, and gw's also with its pair's as direct_p50 and direct_p99."""
+    def by_own(g):
+        s = own(g, False, rate=rate, secs=secs)
+        return {"p50": h.pct_of(s, "latency_ms", "p50"), "p99": h.pct_of(s, "latency_ms", "p99"),
+                "not_200": s["sent"] - s["complete"], "per_sec": s["complete_per_sec"]}
+
+    out = {}
+    for gen, measure in (("own", by_own), ("wrk", lambda g: wrk_rate(g, False, work, rate, secs))):
+        d = measure(direct)
+        x = measure(gw)
+        x["direct_p50"], x["direct_p99"] = d["p50"], d["p99"]
+        out[gen] = (d, x)
+    return out
+
+
 # --- the run ------------------------------------------------------------------------------
 
 def paths_run(args):
@@ -261,24 +279,12 @@ def paths_run(args):
         open_paths = [("plain", "plain", own_cpu), ("default", "default", own_cpu),
                       ("bare-reqwest", "bare-reqwest", own_cpu), ("plain-shared", "plain", h.LATENCY_CPUS)]
         lat = {(k, gen): [] for k in ["direct"] + [k for k, _, _ in open_paths] for gen in ("own", "wrk")}
-
-        def open_own(gw):
-            s = own(gw, False, rate=args.rate, secs=args.secs)
-            return {"p50": h.pct_of(s, "latency_ms", "p50"), "p99": h.pct_of(s, "latency_ms", "p99"),
-                    "not_200": s["sent"] - s["complete"], "per_sec": s["complete_per_sec"]}
-
-        def open_wrk(gw):
-            return wrk_rate(gw, False, work, args.rate, args.secs)
-
         for r in range(args.rounds):
             h.say(f"round {r + 1}/{args.rounds}: open loop at {args.rate} req/s, each path after the direct one")
             turn = r % len(open_paths)
             for k, p, cpus in open_paths[turn:] + open_paths[:turn]:
                 h.affine(gws[p], cpus)
-                for gen, measure in (("own", open_own), ("wrk", open_wrk)):
-                    d = measure(gws["direct"])
-                    x = measure(gws[p])
-                    x["direct_p50"], x["direct_p99"] = d["p50"], d["p99"]
+                for gen, (d, x) in open_pair(gws["direct"], gws[p], work, args.rate, args.secs).items():
                     lat[("direct", gen)].append(d)
                     lat[(k, gen)].append(x)
                 o, w = lat[(k, "own")][-1], lat[(k, "wrk")][-1]
